@@ -1,0 +1,85 @@
+/*
+ * engine.h — the engine's public API: open a model directory, create sequences
+ * (each owns its KV cache), and run steps. A step takes several sequences, each
+ * with one or more new tokens (a prefill chunk or one decode token), computes
+ * them together (weights are read once per step for all rows) and returns each
+ * item's last-position logits. The engine never sees HTTP; the scheduler is its
+ * only caller in the server.
+ *
+ * Thread-safety: one thread drives an engine at a time (the scheduler's run
+ * loop); the engine uses its own worker threads for matrix work.
+ */
+#ifndef EMOE_ENGINE_H
+#define EMOE_ENGINE_H
+
+#include "engine/common.h"
+#include "engine/model.h"
+#include "engine/expert.h"
+
+typedef struct eng_engine eng_engine;
+typedef struct eng_seq eng_seq;
+
+typedef struct eng_open_opts {
+    int n_threads;   /* worker threads for matrix work; 0 = number of online CPUs */
+    int max_ctx;     /* cap on sequence length; 0 = the model's max_position_embeddings */
+} eng_open_opts;
+
+/* Opens the Hugging Face model directory `dir` (config.json + safetensors,
+ * single or sharded), validating everything. On success *out owns the mapping.
+ * On failure returns a status and err names the file/field/tensor. */
+emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **out, emoe_err *err);
+void eng_free(eng_engine *e);
+
+const eng_model_desc *eng_desc(const eng_engine *e);
+const char *eng_model_dir(const eng_engine *e);
+int eng_max_ctx(const eng_engine *e);
+
+/* The checkpoint's own (mmapped) expert provider: always resident. */
+const eng_expert_provider *eng_checkpoint_provider(eng_engine *e);
+/* Replaces the expert provider (NULL: back to the checkpoint's). The provider
+ * must outlive its use by the engine. */
+void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p);
+/* Direct expert views in the checkpoint (for packers / the cache's backing reads). */
+emoe_status eng_checkpoint_expert(eng_engine *e, int layer, int expert, eng_expert_weights *w, emoe_err *err);
+/* Total bytes of all routed experts' weights as stored. */
+uint64_t eng_expert_bytes_total(const eng_engine *e);
+uint64_t eng_expert_bytes_one(const eng_engine *e);
+
+/* Routing callback: called for every token of every step, per layer, with the
+ * top-k experts (highest weight first) and the weights the model applies.
+ * `tag` is the sequence's tag (eng_seq_set_tag). `substituted` counts experts
+ * replaced by the substitute policy for this token/layer. */
+typedef void (*eng_routing_cb)(void *user, void *tag, int pos, int layer,
+                               const int *experts, const float *weights, int k);
+void eng_set_routing_cb(eng_engine *e, eng_routing_cb cb, void *user);
+
+/* Sequences. max_len 0 = the engine's max context. KV memory is allocated lazily
+ * in chunks as the sequence grows. */
+eng_seq *eng_seq_new(eng_engine *e, int max_len, emoe_err *err);
+void eng_seq_free(eng_seq *s);
+int eng_seq_len(const eng_seq *s);
+void eng_seq_set_tag(eng_seq *s, void *tag);
+void *eng_seq_tag(const eng_seq *s);
+/* Drops positions >= len (e.g. to reuse a prefix). */
+void eng_seq_truncate(eng_seq *s, int len);
+/* Experts replaced by the substitute policy in this sequence so far. */
+uint64_t eng_seq_substituted(const eng_seq *s);
+
+typedef struct eng_batch_item {
+    eng_seq *seq;
+    const int32_t *ids;   /* new tokens appended to seq */
+    int n_ids;            /* >= 1 */
+    float *logits;        /* out: vocab floats of the last new token; NULL = not needed */
+    float *all_logits;    /* out (optional): n_ids*vocab floats, every new position */
+} eng_batch_item;
+
+/* Runs one step over n items. Token ids are checked against the vocabulary and
+ * lengths against the sequence capacity before anything runs. On failure no
+ * sequence is advanced. */
+emoe_status eng_step(eng_engine *e, eng_batch_item *items, int n, emoe_err *err);
+
+/* Convenience: one sequence, several tokens. */
+emoe_status eng_forward(eng_engine *e, eng_seq *s, const int32_t *ids, int n,
+                        float *last_logits, emoe_err *err);
+
+#endif

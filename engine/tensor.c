@@ -1,0 +1,73 @@
+/* tensor.c — dtype helpers for borrowed tensor views. */
+#include "engine/tensor.h"
+
+size_t eng_dtype_size(eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DT_F32: return 4;
+    case ENG_DT_F16: return 2;
+    case ENG_DT_BF16: return 2;
+    }
+    return 0;
+}
+
+const char *eng_dtype_name(eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DT_F32: return "F32";
+    case ENG_DT_F16: return "F16";
+    case ENG_DT_BF16: return "BF16";
+    }
+    return "?";
+}
+
+int64_t eng_tensor_numel(const eng_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+float eng_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400u)) { mant <<= 1; exp--; }
+            mant &= 0x3ffu;
+            u = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void eng_tensor_read_f32(const eng_tensor *t, int64_t off, int64_t n, float *out)
+{
+    switch (t->dtype) {
+    case ENG_DT_F32:
+        memcpy(out, (const float *)t->data + off, (size_t)n * 4);
+        break;
+    case ENG_DT_BF16: {
+        const uint16_t *p = (const uint16_t *)t->data + off;
+        for (int64_t i = 0; i < n; i++) out[i] = eng_bf16_to_f32(p[i]);
+        break;
+    }
+    case ENG_DT_F16: {
+        const uint16_t *p = (const uint16_t *)t->data + off;
+        for (int64_t i = 0; i < n; i++) out[i] = eng_f16_to_f32(p[i]);
+        break;
+    }
+    }
+}

@@ -1,0 +1,9 @@
+/* cmds.h — the subcommands of the emoe binary; one file per subcommand in tools/. */
+#ifndef EMOE_CMDS_H
+#define EMOE_CMDS_H
+
+int cmd_run(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif

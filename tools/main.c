@@ -1,0 +1,39 @@
+/* main.c — `emoe <subcommand> ...` dispatch. Each subcommand lives in tools/cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/cmds.h"
+
+typedef struct subcmd {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} subcmd;
+
+static const subcmd cmds[] = {
+    {"run", cmd_run, "run a prompt through a model (CPU reference engine)"},
+    {"mkmodel", cmd_mkmodel, "write a random-weight MoE checkpoint in the Hugging Face layout"},
+    {"info", cmd_info, "describe a model directory and the build"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: emoe <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        fprintf(f, "  %-14s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(f, "\n`emoe <command> --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "emoe: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
