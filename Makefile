@@ -120,4 +120,7 @@ install: $(BUILD)/emoe
 clean:
 	rm -rf build build-*
 
+# Extra targets of each module (fuzzers, benches) live in mk/*.mk.
+-include $(wildcard mk/*.mk)
+
 -include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(CU_OBJS:.o=.d)
