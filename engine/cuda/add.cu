@@ -24,7 +24,7 @@ static unsigned grid_of(size_t n)
 emoe_status cu_add(cudaStream_t st, float *y, const float *x, size_t n, emoe_err *err)
 {
     if (!n) return EMOE_OK;
-    add_kernel<<<grid_of(n), 256, 0, st>>>(y, x, n);
+    CU_LAUNCH(add_kernel, grid_of(n), 256, 0, st, y, x, n);
     CU_LAUNCH_CHECK(err, "add");
     return EMOE_OK;
 }
@@ -33,7 +33,7 @@ emoe_status cu_bias_add(cudaStream_t st, float *y, const float *b, int rows, int
 {
     size_t total = (size_t)rows * (size_t)n;
     if (!total) return EMOE_OK;
-    bias_kernel<<<grid_of(total), 256, 0, st>>>(y, b, total, n);
+    CU_LAUNCH(bias_kernel, grid_of(total), 256, 0, st, y, b, total, n);
     CU_LAUNCH_CHECK(err, "bias_add");
     return EMOE_OK;
 }
@@ -42,7 +42,7 @@ emoe_status cu_gate_add(cudaStream_t st, float *y, const float *x, const float *
 {
     size_t total = (size_t)T * (size_t)n;
     if (!total) return EMOE_OK;
-    gate_add_kernel<<<grid_of(total), 256, 0, st>>>(y, x, g, total, n);
+    CU_LAUNCH(gate_add_kernel, grid_of(total), 256, 0, st, y, x, g, total, n);
     CU_LAUNCH_CHECK(err, "gate_add");
     return EMOE_OK;
 }
@@ -50,7 +50,7 @@ emoe_status cu_gate_add(cudaStream_t st, float *y, const float *x, const float *
 emoe_status cu_f32_to_bf16(cudaStream_t st, cu_bf16 *out, const float *in, size_t n, emoe_err *err)
 {
     if (!n) return EMOE_OK;
-    f2bf_kernel<<<grid_of(n), 256, 0, st>>>(out, in, n);
+    CU_LAUNCH(f2bf_kernel, grid_of(n), 256, 0, st, out, in, n);
     CU_LAUNCH_CHECK(err, "f32_to_bf16");
     return EMOE_OK;
 }

@@ -91,7 +91,7 @@ emoe_status cu_kv_store(cudaStream_t st, const cu_att_row *rows, int T, int laye
                         int kvd, emoe_err *err)
 {
     if (T <= 0) return EMOE_OK;
-    kv_store_kernel<<<T, 128, 0, st>>>(rows, layer, k, v, kvd);
+    CU_LAUNCH(kv_store_kernel, T, 128, 0, st, rows, layer, k, v, kvd);
     CU_LAUNCH_CHECK(err, "kv_store");
     return EMOE_OK;
 }
@@ -105,7 +105,7 @@ emoe_status cu_attention(cudaStream_t st, float *out, const float *q, const cu_a
                          CU_ATT_MAX_HEAD_DIM, n_heads, n_kv_heads);
     if (n_heads > 65535) return emoe_errf(err, EMOE_EUNSUP, "attention: %d heads", n_heads);
     dim3 grid((unsigned)T, (unsigned)n_heads);
-    attention_kernel<<<grid, ATT_WARPS * 32, 0, st>>>(out, q, rows, layer, n_heads, n_kv_heads, hd);
+    CU_LAUNCH(attention_kernel, grid, ATT_WARPS * 32, 0, st, out, q, rows, layer, n_heads, n_kv_heads, hd);
     CU_LAUNCH_CHECK(err, "attention");
     return EMOE_OK;
 }

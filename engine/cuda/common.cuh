@@ -13,8 +13,18 @@
 #ifndef EMOE_CUDA_COMMON_CUH
 #define EMOE_CUDA_COMMON_CUH
 
+#ifdef EMOE_CUDA_EMU
+/* The CPU emulation of the CUDA programming model used to execute these
+ * kernels and the backend on machines without a GPU (tests/gpu/emu/). */
+#include "tests/gpu/emu/cuda_emu.h"
+#else
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
+/* Kernel launch and dynamic shared memory, spelled so the emulator can
+ * provide its own versions. */
+#define CU_LAUNCH(kernel, grid, block, shmem, stream, ...) kernel<<<(grid), (block), (shmem), (stream)>>>(__VA_ARGS__)
+#define CU_DYN_SHARED(type, name) extern __shared__ type name[]
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <string.h>

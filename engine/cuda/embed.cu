@@ -18,7 +18,7 @@ emoe_status cu_embed(cudaStream_t st, float *out, const cu_bf16 *table, const in
                      emoe_err *err)
 {
     if (T <= 0) return EMOE_OK;
-    embed_kernel<<<T, 256, 0, st>>>(out, table, ids, dim, vocab);
+    CU_LAUNCH(embed_kernel, T, 256, 0, st, out, table, ids, dim, vocab);
     CU_LAUNCH_CHECK(err, "embed");
     return EMOE_OK;
 }

@@ -40,10 +40,11 @@ __global__ static void gemv_kernel(float *y, const float *x, const cu_bf16 *W, c
     }
     float b = bias ? bias[n] : 0.0f;
 #pragma unroll
-    for (int r = 0; r < LIN_ROWS; r++) {
-        float s = cu_warp_sum(acc[r]);
-        if (lane == 0 && r < nt) y[(size_t)(t0 + r) * N + n] = s + b;
-    }
+    for (int r = 0; r < LIN_ROWS; r++)
+        if (r < nt) { /* nt is the same for the whole warp: the shuffles stay converged */
+            float s = cu_warp_sum(acc[r]);
+            if (lane == 0) y[(size_t)(t0 + r) * N + n] = s + b;
+        }
 }
 
 emoe_status cu_linear_gemv(cudaStream_t st, float *y, const float *x, const cu_bf16 *W, const float *bias, int T,
@@ -54,8 +55,8 @@ emoe_status cu_linear_gemv(cudaStream_t st, float *y, const float *x, const cu_b
     if (ty > 65535) return emoe_errf(err, EMOE_EUNSUP, "linear: %d rows in one launch", T);
     dim3 grid(cu_blocks((size_t)N, LIN_WARPS), ty);
     int vec = K % 2 == 0 && ((uintptr_t)W % 4) == 0 && ((uintptr_t)x % 8) == 0;
-    if (vec) gemv_kernel<true><<<grid, LIN_WARPS * 32, 0, st>>>(y, x, W, bias, T, N, K);
-    else gemv_kernel<false><<<grid, LIN_WARPS * 32, 0, st>>>(y, x, W, bias, T, N, K);
+    if (vec) CU_LAUNCH(gemv_kernel<true>, grid, LIN_WARPS * 32, 0, st, y, x, W, bias, T, N, K);
+    else CU_LAUNCH(gemv_kernel<false>, grid, LIN_WARPS * 32, 0, st, y, x, W, bias, T, N, K);
     CU_LAUNCH_CHECK(err, "linear_gemv");
     return EMOE_OK;
 }

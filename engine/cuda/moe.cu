@@ -38,10 +38,11 @@ __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int
                 }
         }
 #pragma unroll
-        for (int c = 0; c < CU_MOE_CHUNK; c++) {
-            float sg = cu_warp_sum(ag[c]), su = cu_warp_sum(au[c]);
-            if (lane == 0 && c < nc) hmid[(size_t)(e.start + c0 + c) * ffn + f] = cu_silu(sg) * su;
-        }
+        for (int c = 0; c < CU_MOE_CHUNK; c++)
+            if (c < nc) { /* warp-uniform */
+                float sg = cu_warp_sum(ag[c]), su = cu_warp_sum(au[c]);
+                if (lane == 0) hmid[(size_t)(e.start + c0 + c) * ffn + f] = cu_silu(sg) * su;
+            }
     }
 }
 
@@ -65,10 +66,11 @@ __global__ static void moe_down_kernel(float *eo, const float *hmid, const cu_mo
                 if (c < nc) acc[c] += h0[(size_t)c * ffn + i] * wv;
         }
 #pragma unroll
-        for (int c = 0; c < CU_MOE_CHUNK; c++) {
-            float s = cu_warp_sum(acc[c]);
-            if (lane == 0 && c < nc) eo[(size_t)(e.start + c0 + c) * dim + d] = s;
-        }
+        for (int c = 0; c < CU_MOE_CHUNK; c++)
+            if (c < nc) { /* warp-uniform */
+                float s = cu_warp_sum(acc[c]);
+                if (lane == 0) eo[(size_t)(e.start + c0 + c) * dim + d] = s;
+            }
     }
 }
 
@@ -95,7 +97,7 @@ emoe_status cu_moe_gate_up(cudaStream_t st, float *hmid, const float *x, const i
     emoe_status rc = check_grid(n_ex, err);
     if (rc) return rc;
     dim3 grid(cu_blocks((size_t)ffn, MOE_WARPS), (unsigned)n_ex);
-    moe_gate_up_kernel<<<grid, MOE_WARPS * 32, 0, st>>>(hmid, x, pair_row, ex, dim, ffn);
+    CU_LAUNCH(moe_gate_up_kernel, grid, MOE_WARPS * 32, 0, st, hmid, x, pair_row, ex, dim, ffn);
     CU_LAUNCH_CHECK(err, "moe_gate_up");
     return EMOE_OK;
 }
@@ -107,7 +109,7 @@ emoe_status cu_moe_down(cudaStream_t st, float *eo, const float *hmid, const cu_
     emoe_status rc = check_grid(n_ex, err);
     if (rc) return rc;
     dim3 grid(cu_blocks((size_t)dim, MOE_WARPS), (unsigned)n_ex);
-    moe_down_kernel<<<grid, MOE_WARPS * 32, 0, st>>>(eo, hmid, ex, dim, ffn);
+    CU_LAUNCH(moe_down_kernel, grid, MOE_WARPS * 32, 0, st, eo, hmid, ex, dim, ffn);
     CU_LAUNCH_CHECK(err, "moe_down");
     return EMOE_OK;
 }
@@ -116,7 +118,7 @@ emoe_status cu_moe_combine(cudaStream_t st, float *out, const float *eo, const i
                            int k, int dim, emoe_err *err)
 {
     if (T <= 0) return EMOE_OK;
-    moe_combine_kernel<<<T, 256, 0, st>>>(out, eo, pair_of, w, k, dim);
+    CU_LAUNCH(moe_combine_kernel, T, 256, 0, st, out, eo, pair_of, w, k, dim);
     CU_LAUNCH_CHECK(err, "moe_combine");
     return EMOE_OK;
 }

@@ -20,7 +20,7 @@ emoe_status cu_rmsnorm(cudaStream_t st, float *out, const float *x, const int *r
 {
     if (rows <= 0) return EMOE_OK;
     int threads = n >= 1024 ? 256 : n >= 256 ? 128 : 64;
-    rmsnorm_kernel<<<rows, threads, 0, st>>>(out, x, rowmap, w, n, eps);
+    CU_LAUNCH(rmsnorm_kernel, rows, threads, 0, st, out, x, rowmap, w, n, eps);
     CU_LAUNCH_CHECK(err, "rmsnorm");
     return EMOE_OK;
 }

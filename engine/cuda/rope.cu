@@ -22,7 +22,7 @@ emoe_status cu_rope(cudaStream_t st, float *v, int T, int n_heads, int hd, int s
 {
     if (T <= 0) return EMOE_OK;
     if (hd % 2) return emoe_errf(err, EMOE_EUNSUP, "rope: odd head_dim %d", hd);
-    rope_kernel<<<T, 128, 0, st>>>(v, n_heads, hd, stride, pos, inv_freq);
+    CU_LAUNCH(rope_kernel, T, 128, 0, st, v, n_heads, hd, stride, pos, inv_freq);
     CU_LAUNCH_CHECK(err, "rope");
     return EMOE_OK;
 }

@@ -4,7 +4,7 @@
 
 __global__ static void router_kernel(float *probs, int *ids, float *w, int E, int k, int renorm)
 {
-    extern __shared__ unsigned char taken[]; /* (E) */
+    CU_DYN_SHARED(unsigned char, taken); /* (E) */
     __shared__ float sh[32];
     __shared__ float sv[32];
     __shared__ int si[32];
@@ -64,7 +64,7 @@ emoe_status cu_router_topk(cudaStream_t st, float *probs, int *ids, float *w, in
         return emoe_errf(err, EMOE_EUNSUP, "router: top-%d of %d experts is outside the kernel's limits (k <= %d, experts <= %d)",
                          k, E, CU_ROUTER_MAX_K, CU_ROUTER_MAX_EXPERTS);
     int threads = E >= 256 ? 256 : E > 64 ? 128 : 64;
-    router_kernel<<<T, threads, (size_t)E, st>>>(probs, ids, w, E, k, renorm);
+    CU_LAUNCH(router_kernel, T, threads, (size_t)E, st, probs, ids, w, E, k, renorm);
     CU_LAUNCH_CHECK(err, "router_topk");
     return EMOE_OK;
 }

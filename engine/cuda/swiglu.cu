@@ -12,7 +12,7 @@ emoe_status cu_swiglu(cudaStream_t st, float *g, const float *u, size_t n, emoe_
     if (!n) return EMOE_OK;
     unsigned b = cu_blocks(n, 256);
     if (b > 65535) b = 65535;
-    swiglu_kernel<<<b, 256, 0, st>>>(g, u, n);
+    CU_LAUNCH(swiglu_kernel, b, 256, 0, st, g, u, n);
     CU_LAUNCH_CHECK(err, "swiglu");
     return EMOE_OK;
 }
