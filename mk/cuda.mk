@@ -25,14 +25,17 @@ gpu-test-bin: $(GPU_TEST_BIN)
 # a GPU run (docs/cuda.md lists what it cannot show).
 EMU := build-emu
 EMU_CXX ?= g++
-EMU_CXXFLAGS := -std=c++17 -O2 -g -I. -D_GNU_SOURCE -DEMOE_CUDA=1 -DEMOE_CUDA_EMU=1 \
+# Under ASan+UBSan: device buffers are host allocations there, so any kernel
+# read or write outside its buffers is reported (guard bytes only see writes).
+EMU_SAN ?= -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+EMU_CXXFLAGS := $(EMU_SAN) -std=c++17 -O2 -g -I. -D_GNU_SOURCE -DEMOE_CUDA=1 -DEMOE_CUDA_EMU=1 \
 	-Wall -Wextra -Werror -Wno-format-truncation -Wno-unused-parameter -Wno-unknown-pragmas -MMD -MP
 EMU_OBJS := $(LIB_SRCS:%.c=$(EMU)/%.o) $(CU_SRCS:%.cu=$(EMU)/%.cu.o) $(EMU)/tests/gpu/emu/cuda_emu.o
 EMU_TOOL_OBJS := $(TOOL_SRCS:%.c=$(EMU)/%.o)
 
 $(EMU)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -DEMOE_CUDA=1 $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) -DEMOE_CUDA=1 $(CFLAGS) $(EMU_SAN) -c $< -o $@
 $(EMU)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMU_CXXFLAGS) -x c++ -c $< -o $@
@@ -42,7 +45,7 @@ $(EMU)/tests/gpu/emu/cuda_emu.o: tests/gpu/emu/cuda_emu.cc tests/gpu/emu/cuda_em
 $(EMU)/libemoe-emu.a: $(EMU_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(EMU)/emoe: $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a
-	$(EMU_CXX) $(LDFLAGS) $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
+	$(EMU_CXX) $(EMU_SAN) $(LDFLAGS) $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
 $(EMU)/tests/gpu/test_kernels: tests/gpu/test_kernels.cu $(EMU)/libemoe-emu.a
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMU_CXXFLAGS) -x c++ $< -x none $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@

@@ -776,6 +776,57 @@ static void test_batched(const char *shared, const char *name)
     eng_free(e);
 }
 
+#ifdef EMOE_CUDA_EMU
+/* Device allocation failures (emulator hook) become errors of the step that
+ * needed the memory; no sequence advances and the engine keeps working. */
+static void test_device_oom(const char *shared)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/tiny-mixtral", shared);
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL;
+    emoe_err err = {};
+    int ok = 1;
+    /* At open: the failure names the backend and CUDA's error; nothing leaks out. */
+    emu_fail_malloc_after(5);
+    emoe_status rc = eng_open(dir, &og, &e, &err);
+    ok = ok && rc == EMOE_ENOMEM && e == NULL && strstr(err.msg, "backend cuda") && strstr(err.msg, "cudaErrorMemoryAllocation");
+    if (!ok) fprintf(stderr, "  open: rc %d: %s\n", rc, err.msg);
+    emu_fail_malloc_after(0);
+    if (eng_open(dir, &og, &e, &err) != EMOE_OK) { fprintf(stderr, "  %s\n", err.msg); result(0, "device_oom: open"); return; }
+    int V = eng_desc(e)->vocab;
+    float *a = (float *)malloc(sizeof(float) * V), *b = (float *)malloc(sizeof(float) * V);
+    int32_t ids[4] = {1, 2, 3, 4};
+    eng_seq *s = eng_seq_new(e, 0, &err);
+    /* KV allocation fails: the step fails, the sequence stays empty. */
+    emu_fail_malloc_after(1);
+    rc = eng_forward(e, s, ids, 4, a, &err);
+    ok = ok && rc == EMOE_ENOMEM && eng_seq_len(s) == 0;
+    if (rc != EMOE_ENOMEM) fprintf(stderr, "  kv: rc %d: %s\n", rc, err.msg);
+    /* Workspace allocation fails (KV already there): same. */
+    emu_fail_malloc_after(0);
+    ok = ok && eng_forward(e, s, ids, 1, a, &err) == EMOE_OK && eng_seq_len(s) == 1;
+    int32_t many[40];
+    for (int i = 0; i < 40; i++) many[i] = i + 5;
+    emu_fail_malloc_after(1);
+    rc = eng_forward(e, s, many, 40, a, &err); /* 40 rows > the 16-row workspace: regrows */
+    ok = ok && rc == EMOE_ENOMEM && eng_seq_len(s) == 1 && strstr(err.msg, "workspace");
+    if (rc != EMOE_ENOMEM) fprintf(stderr, "  workspace: rc %d: %s\n", rc, err.msg);
+    emu_fail_malloc_after(0);
+    /* Then the same step succeeds and equals a fresh sequence's result. */
+    ok = ok && eng_forward(e, s, many, 40, a, &err) == EMOE_OK && eng_seq_len(s) == 41;
+    eng_seq *s2 = eng_seq_new(e, 0, &err);
+    ok = ok && eng_forward(e, s2, ids, 1, b, &err) == EMOE_OK && eng_forward(e, s2, many, 40, b, &err) == EMOE_OK;
+    ok = ok && rel_err(a, b, V) == 0.0;
+    result(ok, "device_oom: open, KV growth and workspace allocation failures are step errors; the engine recovers");
+    eng_seq_free(s);
+    eng_seq_free(s2);
+    free(a); free(b);
+    eng_free(e);
+}
+#endif
+
 /* ---- main ------------------------------------------------------------------------------- */
 
 static const char *shared_dir(void)
@@ -878,6 +929,9 @@ int main(int argc, char **argv)
             test_batched(sh, name);
         }
         json_decref(root);
+#ifdef EMOE_CUDA_EMU
+        test_device_oom(sh);
+#endif
     }
     cublasDestroy(blas);
     cudaStreamDestroy(g_st);

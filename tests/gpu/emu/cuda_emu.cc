@@ -31,7 +31,11 @@ struct emu_thread {
     char *stack;
 };
 
-static std::vector<emu_thread> g_thr;
+/* Thread stacks live for the process; freed at exit so leak checkers stay quiet. */
+struct emu_thread_vec : std::vector<emu_thread> {
+    ~emu_thread_vec() { for (auto &t : *this) free(t.stack); }
+};
+static emu_thread_vec g_thr;
 static void *g_sched_sp;
 static int g_cur, g_n;
 static const std::function<void()> *g_fn;
