@@ -362,6 +362,9 @@ static emoe_status cuda_init(eng_engine *e, const eng_open_opts *opts, emoe_err 
         return emoe_err_prefix(err, "GPU expert cache of %llu slots", (unsigned long long)n_slots);
     S->ec_ready = 1;
     S->expert_bytes = n_slots * slot_bytes;
+    /* The uploads above ran on the legacy default stream, which the
+     * non-blocking compute stream does not wait for: finish them now. */
+    CUDA_CHECK(err, cudaDeviceSynchronize());
     note_peak(S);
     char desc[512];
     cudaDeviceProp p;

@@ -16,4 +16,8 @@ if ! ${MAKE:-make} --no-print-directory CUDA=1 BUILD="$BUILD_DIR" "$BUILD_DIR/te
 fi
 if grep -q "; 0 device(s)" <<<"$info"; then echo "SKIP: no CUDA device: ${info#*: }"; echo "0 passed, 0 failed, 1 skipped"; exit 0; fi
 echo "$info"
-"$BUILD_DIR/tests/gpu/test_kernels"
+"$BUILD_DIR/tests/gpu/test_kernels"; rc=$?
+# emoe bench on the cuda backend: device figures reported, batched greedy
+# tokens equal to `emoe run` on the CPU and to the reference.
+if EMOE_BIN=$BIN EMOE_BENCH_BACKEND=cuda bash tests/e2e/bench.sh; then echo "PASS bench on cuda"; else echo "FAIL bench on cuda"; rc=1; fi
+exit $rc
