@@ -398,7 +398,7 @@ int sched_req_poll(sched_req *r, double timeout_s, sched_update *u)
     }
     u->n_prompt = r->n_prompt;
     u->n_gen = r->n_gen;
-    u->started = r->state != REQ_QUEUED;
+    u->started = r->t_start > 0;
     pthread_mutex_unlock(&s->mu);
     return news;
 }
