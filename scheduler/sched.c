@@ -488,6 +488,22 @@ static void end_running_locked(sched *s, sched_req *r, sched_finish f, emoe_stat
     if (finish_locked(s, r, f, st, msg)) req_free(r);
 }
 
+/* End of a request's text: the detokenizer's held bytes, then the stream's. */
+static void text_finish(sched *s, sched_req *r, sched_buf *out)
+{
+    if (!r->ts_ready) return;
+    if (s->opts.text.flush && r->detok) {
+        sched_buf bytes = {0};
+        s->opts.text.flush(s->opts.text.ctx, r->detok, &bytes);
+        if (bytes.n && sched_ts_push(&r->ts, bytes.p, bytes.n, out) == 1) {
+            sched_buf_free(&bytes);
+            return;
+        }
+        sched_buf_free(&bytes);
+    }
+    sched_ts_finish(&r->ts, out);
+}
+
 /* Handles one sampled token: stop conditions and text. Loop thread, no lock. */
 static void on_token(sched *s, sched_req *r, int32_t t)
 {
@@ -496,19 +512,16 @@ static void on_token(sched *s, sched_req *r, int32_t t)
     sched_finish fin = SCHED_FINISH_NONE;
     if (!r->ignore_eos && is_eos(s, t)) {
         fin = SCHED_FINISH_STOP;
-        sched_ts_finish(&r->ts, &out);
+        text_finish(s, r, &out);
     } else {
-        char bytes[256];
-        int nb = 0;
-        if (s->opts.text.push) {
-            nb = s->opts.text.push(s->opts.text.ctx, r->detok, t, bytes, (int)sizeof bytes);
-            if (nb < 0) nb = 0;
-        }
-        int rc = sched_ts_push(&r->ts, bytes, (size_t)nb, &out);
+        sched_buf bytes = {0};
+        if (s->opts.text.push) s->opts.text.push(s->opts.text.ctx, r->detok, t, &bytes);
+        int rc = sched_ts_push(&r->ts, bytes.p, bytes.n, &out);
+        sched_buf_free(&bytes);
         if (rc == 1) fin = SCHED_FINISH_STOP;
         else if (r->n_gen + 1 >= r->max_tokens || (r->deadline > 0 && now >= r->deadline)) {
             fin = SCHED_FINISH_LENGTH;
-            sched_ts_finish(&r->ts, &out);
+            text_finish(s, r, &out);
         }
     }
     r->last_token = t;
@@ -605,7 +618,7 @@ static void *sched_run_loop(void *arg)
             }
             if (r->deadline > 0 && now >= r->deadline) {
                 sched_buf out = {0};
-                if (r->ts_ready) sched_ts_finish(&r->ts, &out);
+                text_finish(s, r, &out);
                 if (out.n) sched_buf_append(&r->text, out.p, out.n);
                 sched_buf_free(&out);
                 end_running_locked(s, r, SCHED_FINISH_LENGTH, EMOE_OK, NULL);

@@ -29,19 +29,22 @@
 #include "engine/common.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "scheduler/textstream.h"
 
 typedef struct sched sched;
 typedef struct sched_req sched_req;
 
-/* Streaming detokenizer. new_state/free_state may be NULL (stateless). push
+/* Streaming detokenizer. new_state/free_state/flush may be NULL. push
  * appends the bytes that token `id` adds to the text (possibly part of a
- * UTF-8 sequence) into out[0..cap) and returns the count, or -1 on error.
- * Special tokens should produce no bytes. Called only from the run loop. */
+ * UTF-8 sequence) to out and returns 0, or -1 on error; flush appends what
+ * the state still holds at the end. Special tokens should produce no bytes.
+ * Called only from the run loop. */
 typedef struct sched_text_ops {
     void *ctx;
     void *(*new_state)(void *ctx);
     void (*free_state)(void *ctx, void *state);
-    int (*push)(void *ctx, void *state, int32_t id, char *out, int cap);
+    int (*push)(void *ctx, void *state, int32_t id, sched_buf *out);
+    int (*flush)(void *ctx, void *state, sched_buf *out);
 } sched_text_ops;
 
 /* Run-time limits (reloadable: sched_set_limits). */

@@ -45,10 +45,12 @@ static int load_fixture(void)
 }
 
 /* Text ops for tests: token id -> "<id>," so stop strings can span tokens. */
-static int fake_push(void *ctx, void *st, int32_t id, char *out, int cap)
+static int fake_push(void *ctx, void *st, int32_t id, sched_buf *out)
 {
     (void)ctx; (void)st;
-    return snprintf(out, (size_t)cap, "%d,", (int)id);
+    char b[32];
+    int n = snprintf(b, sizeof b, "%d,", (int)id);
+    return sched_buf_append(out, b, (size_t)n);
 }
 
 static sched *start(int max_running, int max_queued, int max_batch, int chunk)
