@@ -435,7 +435,16 @@ static void stream_free(void *cls)
 {
     stream *st = cls;
     if (!st) return;
-    if (!st->finished) sched_req_cancel(st->r);
+    if (!st->finished) {
+        /* The connection ended before the stream did: the client went away. */
+        sched_req_cancel(st->r);
+        if (!st->eof) {
+            pthread_mutex_lock(&st->s->stat_mu);
+            st->s->disconnects++;
+            pthread_mutex_unlock(&st->s->stat_mu);
+            stream_log(st, "client-disconnected");
+        }
+    }
     sched_req_release(st->r);
     atomic_fetch_sub(&st->s->inflight, 1);
     sched_buf_free(&st->out);

@@ -13,6 +13,10 @@
 #define SRV_HAVE_TOK 1
 #include "engine/tokenizer.h"
 #endif
+/* tok_apply_chat_template ships with the template engine (engine/jinja.h). */
+#if __has_include("engine/jinja.h")
+#define SRV_HAVE_CHAT 1
+#endif
 #endif
 
 struct srv_text {
@@ -71,7 +75,7 @@ const char *srv_text_missing_reason(const srv_text *t) { return t ? t->reason : 
 
 int srv_text_has_template(const srv_text *t)
 {
-#ifdef SRV_HAVE_TOK
+#if defined(SRV_HAVE_TOK) && defined(SRV_HAVE_CHAT)
     return srv_text_available(t) && tok_chat_template(t->tok) != NULL;
 #else
     (void)t;
@@ -106,7 +110,12 @@ emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prom
     if (!srv_text_available(t)) return emoe_errf(err, EMOE_EUNSUP, "%s", srv_text_missing_reason(t));
     if (!tok_chat_template(t->tok))
         return emoe_errf(err, EMOE_EUNSUP, "the model's tokenizer has no chat template; use /v1/completions");
+#ifdef SRV_HAVE_CHAT
     return tok_apply_chat_template(t->tok, messages, add_generation_prompt, kwargs, out, err);
+#else
+    (void)messages; (void)add_generation_prompt; (void)kwargs;
+    return emoe_errf(err, EMOE_EUNSUP, "this build cannot render chat templates yet (engine/jinja.h); use /v1/completions");
+#endif
 #else
     (void)messages; (void)add_generation_prompt; (void)kwargs;
     return emoe_errf(err, EMOE_EUNSUP, "%s", srv_text_missing_reason(t));
