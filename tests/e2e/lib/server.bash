@@ -24,6 +24,7 @@ need_model() {
     fi
     [ -x "$EMOE_BIN" ] || { echo "FAIL: no binary at $EMOE_BIN"; exit 1; }
     command -v curl >/dev/null || { echo "SKIP: curl is not installed"; exit 77; }
+    command -v python3 >/dev/null || { echo "SKIP: python3 is not installed (JSON checks)"; exit 77; }
 }
 
 # start_server [args...]: starts emoe serve on 127.0.0.1:0 with the test model.
