@@ -21,3 +21,21 @@ build-fuzz/fuzz_request: $(REQ_FUZZ_SRCS) server/request.h scheduler/textstream.
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c11 -I. -D_GNU_SOURCE \
 	    $(REQ_FUZZ_SRCS) -ljansson -lm -lpthread -o $@
+
+# make install also installs the server's example config (only when none is
+# there, so an upgrade never overwrites /etc/emoe/emoe.conf), the systemd unit
+# (ExecStart pointed at $(PREFIX)/bin/emoe) and the operator docs.
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: install-srv
+.PHONY: install-srv
+install-srv:
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/emoe
+	[ -e $(DESTDIR)$(SYSCONFDIR)/emoe/emoe.conf ] || install -m 0644 config/emoe.conf $(DESTDIR)$(SYSCONFDIR)/emoe/emoe.conf
+	install -m 0644 config/emoe.conf $(DESTDIR)$(SYSCONFDIR)/emoe/emoe.conf.example
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/emoe|$(PREFIX)/bin/emoe|g' -e 's|/etc/emoe/|$(SYSCONFDIR)/emoe/|g' \
+	    config/emoe.service >$(DESTDIR)$(UNITDIR)/emoe.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/emoe.service
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/emoe
+	install -m 0644 docs/api.md docs/configuration.md docs/deployment.md $(DESTDIR)$(PREFIX)/share/doc/emoe/
