@@ -13,7 +13,7 @@ FAILS=0
 
 cleanup() {
     if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill -KILL "$SRV_PID" 2>/dev/null; fi
-    rm -rf "$TMPD"
+    [ -n "${KEEP_TMP:-}" ] || [ -n "${KEEP_TMP:-}" ] || [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMPD"
 }
 trap cleanup EXIT
 
