@@ -255,7 +255,7 @@ static long long slice_indices(long long len, long long start, int hs, long long
 static int eval_slice(jctx *c, const jnode *n, json_t *obj, json_t **out)
 {
     json_t *vs = NULL, *ve = NULL, *vt = NULL;
-    int rc = 0, hs, he, ht;
+    int rc = 0, hs = 0, he = 0, ht = 0;
     long long s = 0, e = 0, st = 1;
     if ((n->b && eval(c, n->b, &vs)) || (n->c && eval(c, n->c, &ve)) || (n->d && eval(c, n->d, &vt))) rc = -1;
     if (!rc) rc = slice_bound(c, n->line, vs, &s, &hs) || slice_bound(c, n->line, ve, &e, &he) || slice_bound(c, n->line, vt, &st, &ht);
@@ -342,7 +342,7 @@ static int contains(jctx *c, int line, json_t *item, json_t *coll, int *res)
 
 static int binary(jctx *c, const jnode *n, json_t *a, json_t *b, json_t **out)
 {
-    int op = n->op, cmp, r;
+    int op = n->op, cmp = 0, r;
     *out = NULL;
     switch (op) {
     case JOP_EQ: *out = json_boolean(jv_equal(a, b)); return 0;
