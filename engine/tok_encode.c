@@ -483,7 +483,7 @@ static emoe_status encode_text(enc *e, const char *raw, size_t a, size_t b)
     return st;
 }
 
-emoe_status tok_encode(tok_tokenizer *t, const char *text, size_t len, int add_special, int32_t **ids_out,
+emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int add_special, int32_t **ids_out,
                        size_t *n_out, emoe_err *err)
 {
     *ids_out = NULL;
@@ -492,7 +492,7 @@ emoe_status tok_encode(tok_tokenizer *t, const char *text, size_t len, int add_s
     if (bad != len) return emoe_errf(err, EMOE_EINVAL, "text is not valid UTF-8 at byte %zu", bad);
     enc e;
     memset(&e, 0, sizeof e);
-    e.t = t;
+    e.t = (tok_tokenizer *)t; /* only the mutex-guarded piece cache is written */
     e.err = err;
     if (err) err->code = EMOE_OK;
     emoe_status st = EMOE_OK;
