@@ -6,6 +6,7 @@
  * marks, whitespace runs): decode(encode(s)) == NFC(s) for the byte-level
  * tokenizers and streaming == one-shot for all three, and error-path tests.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <utf8proc.h>
 
@@ -219,6 +220,51 @@ static void property(int r, int expect)
     }
 }
 
+/* Several threads encoding through one tokenizer (shared piece cache) get the
+ * same ids as a single thread. */
+typedef struct thr_arg {
+    tok_tokenizer *t;
+    const char *text;
+    size_t len;
+    int32_t *ids;
+    size_t n;
+    int rc;
+} thr_arg;
+
+static void *thr_encode(void *p)
+{
+    thr_arg *a = p;
+    for (int k = 0; k < 20 && a->rc == 0; k++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (tok_encode(a->t, a->text, a->len, 0, &ids, &n, NULL) != EMOE_OK || n != a->n || memcmp(ids, a->ids, n * sizeof *ids))
+            a->rc = 1;
+        free(ids);
+    }
+    return NULL;
+}
+
+START_TEST(test_threads)
+{
+    load_all();
+    if (!have_shared) return;
+    char text[4][4096];
+    thr_arg args[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        size_t len = random_text(text[i], 400);
+        args[i] = (thr_arg){toks[i % 3], text[i], len, NULL, 0, 0};
+        ck_assert(tok_encode(toks[i % 3], text[i], len, 0, &args[i].ids, &args[i].n, NULL) == EMOE_OK);
+    }
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, thr_encode, &args[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(args[i].rc, 0);
+        free(args[i].ids);
+    }
+}
+END_TEST
+
 START_TEST(test_property_qwen3) { property(0, 1); }
 END_TEST
 START_TEST(test_property_deepseek) { property(2, 2); }
@@ -416,6 +462,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_nfc_boundaries);
     tcase_add_test(tc, test_stream_byte_fallback_holds);
     tcase_add_test(tc, test_property_qwen3);
+    tcase_add_test(tc, test_threads);
     tcase_add_test(tc, test_property_deepseek);
     tcase_add_test(tc, test_property_llama2_stream);
     tcase_add_test(tc, test_tiny_moe_7task_loads);
