@@ -185,8 +185,10 @@ static int parse_messages(json_t *body, srv_gen_req *r, srv_error *e)
         } else {
             return srv_fail(e, 400, INVALID, NULL, param, "'%s' must be a string or an array of text parts", param);
         }
-        json_t *norm = json_object();
-        json_object_set(norm, "role", role);
+        /* Other members (name, tool_calls, reasoning_content...) pass through
+         * to the template unchanged. */
+        json_t *norm = json_copy(msg);
+        if (!norm) { json_decref(text); return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory"); }
         json_object_set_new(norm, "content", text);
         json_array_append_new(r->messages, norm);
     }
@@ -304,6 +306,16 @@ static int parse_sampling(json_t *body, srv_gen_req *r, srv_error *e)
     return parse_stop(body, r, e);
 }
 
+static int parse_template_kwargs(json_t *root, srv_gen_req *r, srv_error *e)
+{
+    json_t *kw = json_object_get(root, "chat_template_kwargs");
+    if (!kw || json_is_null(kw)) return 0;
+    if (!json_is_object(kw))
+        return srv_fail(e, 400, INVALID, NULL, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    r->template_kwargs = json_incref(kw);
+    return 0;
+}
+
 int srv_parse_request(srv_kind kind, const char *body, size_t len, srv_gen_req *r, srv_error *e)
 {
     memset(r, 0, sizeof *r);
@@ -337,16 +349,7 @@ int srv_parse_request(srv_kind kind, const char *body, size_t len, srv_gen_req *
     switch (kind) {
     case SRV_KIND_CHAT:
         if (parse_messages(root, r, e) || parse_sampling(root, r, e)) goto done;
-        {
-            json_t *kw = json_object_get(root, "chat_template_kwargs");
-            if (kw && !json_is_null(kw)) {
-                if (!json_is_object(kw)) {
-                    srv_fail(e, 400, INVALID, NULL, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
-                    goto done;
-                }
-                r->template_kwargs = json_incref(kw);
-            }
-        }
+        if (parse_template_kwargs(root, r, e)) goto done;
         break;
     case SRV_KIND_COMPLETION:
         if (parse_prompt(root, r, e, 1) || parse_sampling(root, r, e)) goto done;
@@ -359,7 +362,7 @@ int srv_parse_request(srv_kind kind, const char *body, size_t len, srv_gen_req *
         break;
     case SRV_KIND_TOKENIZE:
         if (json_object_get(root, "messages") && !json_is_null(json_object_get(root, "messages"))) {
-            if (parse_messages(root, r, e)) goto done;
+            if (parse_messages(root, r, e) || parse_template_kwargs(root, r, e)) goto done;
             if (get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e) < 0) goto done;
         } else if (parse_prompt(root, r, e, 1)) {
             goto done;

@@ -41,6 +41,42 @@ D=$(post /detokenize "{\"tokens\":$IDS}")
 check "completion text == detokenize(token_ids)" [ "$(echo "$D" | jget 'd["prompt"]')" = "$TEXT" ]
 check "completion text is not empty" [ -n "$TEXT" ]
 
+# Chat: the templated prompt ids equal the Hugging Face reference for every
+# chat fixture (via /tokenize with messages), and a chat completion counts
+# exactly those prompt tokens; streamed chat == non-streamed chat.
+python3 - "$EMOE_SHARED/fixtures/reference/tokenizer_qwen3.json" "$BASE" >"$TMPD/chat_check" <<'PY'
+import json, sys, urllib.request
+ref = json.load(open(sys.argv[1]))["chat"]
+base = sys.argv[2]
+def post(path, body):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.read().decode()
+bad = 0
+for i, c in enumerate(ref):
+    got = json.loads(post("/tokenize", {"messages": c["messages"], "chat_template_kwargs": c["kwargs"],
+                                       "add_generation_prompt": c["add_generation_prompt"]}))["tokens"]
+    if got != c["ids"]:
+        bad += 1; print("case %d: %s != %s" % (i, got[:12], c["ids"][:12]))
+    r = json.loads(post("/v1/chat/completions", {"messages": c["messages"], "chat_template_kwargs": c["kwargs"], "max_tokens": 6, "ignore_eos": True}))
+    if r["usage"]["prompt_tokens"] != len(c["ids"]) or r["object"] != "chat.completion" or r["choices"][0]["message"]["role"] != "assistant":
+        bad += 1; print("case %d: chat usage %s" % (i, r["usage"]))
+    ev = [l[6:] for l in post("/v1/chat/completions", {"messages": c["messages"], "chat_template_kwargs": c["kwargs"], "max_tokens": 6,
+                                                       "ignore_eos": True, "stream": True}).split("\n") if l.startswith("data: ")]
+    chunks = [json.loads(x) for x in ev[:-1]]
+    text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
+    if ev[-1] != "[DONE]" or chunks[0]["choices"][0]["delta"].get("role") != "assistant" or text != r["choices"][0]["message"]["content"] \
+       or [ch["choices"][0]["finish_reason"] for ch in chunks].count("length") != 1 or chunks[0]["object"] != "chat.completion.chunk":
+        bad += 1; print("case %d: streamed chat %r != %r" % (i, text, r["choices"][0]["message"]["content"]))
+print("ok" if bad == 0 else "bad %d" % bad)
+PY
+check "chat: template ids == HF reference (8 cases), usage, streamed == non-streamed" [ "$(tail -n1 "$TMPD/chat_check")" = ok ]
+[ "$(tail -n1 "$TMPD/chat_check")" = ok ] || cat "$TMPD/chat_check"
+R=$(post /v1/chat/completions '{"messages":[{"role":"user","content":[{"type":"text","text":"Hel"},{"type":"text","text":"lo!"}]}],"max_tokens":3}')
+check "chat: text content parts are concatenated" [ "$(echo "$R" | jget 'd["usage"]["prompt_tokens"]')" = 10 ]
+R=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4}' -H 'X-Emoe-Task: chat.test')
+check "chat with an X-Emoe-Task header" [ "$(status)" = 200 ]
+
 # Streaming: text equals the non-streamed text; exactly one finish_reason;
 # usage chunk with empty choices; [DONE] last.
 curl -s -N -m 60 -H 'Content-Type: application/json' --data-binary \
