@@ -38,9 +38,7 @@ static const cfg_entry table[] = {
     {"server", "drain_timeout", CFG_T_SECONDS, OFF(server.drain_timeout), 0, 0, 3600, NULL, "30s", 1,
      "On SIGTERM: stop accepting, let in-flight requests finish for this long, then cancel the rest and exit."},
     {"server", "max_connections", CFG_T_INT, OFF(server.max_connections), 0, 1, 100000, NULL, "256", 0,
-     "Simultaneous HTTP connections."},
-    {"server", "http_threads", CFG_T_INT, OFF(server.http_threads), 0, 1, 1024, NULL, "4", 0,
-     "HTTP worker threads (libmicrohttpd internal thread pool)."},
+     "Simultaneous HTTP connections (each is served by its own thread, so a request can wait for tokens without blocking others)."},
     {"server", "cors_origins", CFG_T_LIST, OFF(server.cors_origins), SZ(server.cors_origins), 0, 0, NULL, "", 1,
      "Origins allowed by CORS (`*` or a comma-separated list). Empty = no CORS headers."},
     /* [model] */

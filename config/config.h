@@ -47,7 +47,6 @@ typedef struct emoe_config {
         double request_timeout;           /* seconds a request may run in total; 0 = none */
         double drain_timeout;             /* seconds SIGTERM waits for in-flight requests */
         int max_connections;
-        int http_threads;
         char cors_origins[CFG_LIST_MAX];  /* empty = no CORS headers; "*" or a list */
     } server;
     struct {

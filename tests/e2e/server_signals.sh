@@ -14,6 +14,7 @@ cat >"$CONF" <<CONF
 host = 127.0.0.1
 port = 0
 api_keys = key-one
+cors_origins = https://a.example
 [model]
 path = $MODEL
 [scheduler]
@@ -81,6 +82,12 @@ code() { curl -s -m 5 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $
 check "key-one accepted" [ "$(code key-one)" = 200 ]
 check "missing key -> 401" [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$BASE/v1/models")" = 401 ]
 check "/health needs no key" [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$BASE/health")" = 200 ]
+curl -s -m 5 -D "$TMPD/cors" -o /dev/null -X OPTIONS -H 'Origin: https://a.example' -H 'Access-Control-Request-Method: POST' "$BASE/v1/chat/completions" >/dev/null
+check "CORS preflight: 204 with the allowed origin, no key needed" grep -q "^HTTP/1.1 204" "$TMPD/cors"
+check "... Access-Control-Allow-Origin echoes the origin" grep -qi "^Access-Control-Allow-Origin: https://a.example" "$TMPD/cors"
+check "... Authorization is an allowed header" grep -qi "^Access-Control-Allow-Headers:.*Authorization" "$TMPD/cors"
+curl -s -m 5 -D "$TMPD/cors2" -o /dev/null -H 'Origin: https://evil.example' -H 'Authorization: Bearer key-one' "$BASE/v1/models"
+check "CORS: other origins get no Allow-Origin header" bash -c "! grep -qi '^Access-Control-Allow-Origin' '$TMPD/cors2'"
 sed -i 's/^api_keys = key-one/api_keys = key-two/; s/^port = 0/port = 1/' "$CONF"
 kill -HUP "$SRV_PID"
 for i in $(seq 1 50); do grep -q "reloaded configuration" "$TMPD/server.log" && break; sleep 0.1; done
