@@ -1,0 +1,403 @@
+/*
+ * forward.c — the CPU float32 reference forward pass (eng_step). All new tokens
+ * of all items in a step are stacked into one (T, dim) activation matrix, so
+ * every weight row is read once per step whatever the batch; attention runs per
+ * item over its own KV cache. Weights stay in their stored dtype and are
+ * converted to float32 row by row. Experts are reached only through the
+ * engine's eng_expert_provider: tokens are grouped per expert, each used expert
+ * is acquired once per layer, computed for its tokens and released.
+ *
+ * Numerics follow Hugging Face transformers in float32: RMSNorm as
+ * x * rsqrt(mean(x^2) + eps) * w, rotate-half rotary embedding with float32
+ * frequencies, softmax router over all experts then top-k (then renormalised
+ * where the family does it), SwiGLU experts, sigmoid-gated shared expert.
+ */
+#include "engine/engine_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- kernels -------------------------------------------------------------- */
+
+static float dot_f32(const float *a, const float *b, int n)
+{
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+typedef struct mm_ctx {
+    const float *x;       /* (T, K) */
+    int T, K;
+    const eng_tensor *W;  /* (N, K) */
+    const eng_tensor *bias; /* (N) or NULL */
+    float *y;             /* (T, N) */
+    int N;
+} mm_ctx;
+
+static void mm_task(void *arg, int64_t b, int64_t e)
+{
+    mm_ctx *c = arg;
+    float *row = NULL;
+    float stackrow[4096];
+    if (c->W->dtype != ENG_DT_F32) row = c->K <= 4096 ? stackrow : malloc(sizeof(float) * (size_t)c->K);
+    for (int64_t n = b; n < e; n++) {
+        const float *w;
+        if (c->W->dtype == ENG_DT_F32) {
+            w = (const float *)c->W->data + n * c->K;
+        } else {
+            if (!row) return; /* allocation failed: caller poisoned y with NaN */
+            eng_tensor_read_f32(c->W, n * c->K, c->K, row);
+            w = row;
+        }
+        float bv = 0;
+        if (c->bias) eng_tensor_read_f32(c->bias, n, 1, &bv);
+        for (int t = 0; t < c->T; t++) c->y[(size_t)t * c->N + n] = dot_f32(c->x + (size_t)t * c->K, w, c->K) + bv;
+    }
+    if (row != stackrow) free(row);
+}
+
+/* y (T, N) = x (T, K) @ W^T (+ bias). */
+static void matmul(eng_pool *p, const float *x, int T, int K, const eng_tensor *W, const eng_tensor *bias, float *y)
+{
+    int N = (int)W->shape[0];
+    mm_ctx c = {x, T, K, W, bias && bias->data ? bias : NULL, y, N};
+    for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN;
+    int64_t work = (int64_t)T * K; /* per output row */
+    int64_t min_rows = work >= 65536 ? 1 : (65536 / (work ? work : 1)) + 1;
+    eng_pool_run(p, N, min_rows, mm_task, &c);
+}
+
+/* out = x * rsqrt(mean(x^2) + eps) * w, over n elements. */
+static void rmsnorm(float *out, const float *x, const eng_tensor *w, int n, float eps, float *wbuf)
+{
+    float ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / (float)n + eps);
+    eng_tensor_read_f32(w, 0, n, wbuf);
+    for (int i = 0; i < n; i++) out[i] = wbuf[i] * (x[i] * r);
+}
+
+static void rope(float *v, int hd, int pos, const float *inv_freq)
+{
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float ang = (float)pos * inv_freq[i];
+        float c = (float)cos((double)ang), s = (float)sin((double)ang);
+        float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c - x2 * s;
+        v[i + half] = x2 * c + x1 * s;
+    }
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---- attention ------------------------------------------------------------ */
+
+typedef struct att_ctx {
+    const eng_model_desc *d;
+    int layer;
+    const float *q;      /* (T, n_heads*hd), roped */
+    float *out;          /* (T, n_heads*hd) */
+    eng_seq **row_seq;   /* per row: its sequence */
+    const int *row_pos;  /* per row: its position */
+    int max_len;
+} att_ctx;
+
+static void att_task(void *arg, int64_t b, int64_t e)
+{
+    att_ctx *c = arg;
+    const eng_model_desc *d = c->d;
+    int hd = d->head_dim, qd = d->n_heads * hd, kvd = d->n_kv_heads * hd, grp = d->n_heads / d->n_kv_heads;
+    float *sc = malloc(sizeof(float) * (size_t)c->max_len);
+    if (!sc) return;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t i = b; i < e; i++) {
+        int t = (int)(i / d->n_heads), h = (int)(i % d->n_heads), kh = h / grp;
+        const eng_seq *s = c->row_seq[t];
+        int pos = c->row_pos[t];
+        const float *q = c->q + (size_t)t * qd + (size_t)h * hd;
+        const float *K = s->k[c->layer], *V = s->v[c->layer];
+        float mx = -INFINITY;
+        for (int j = 0; j <= pos; j++) {
+            sc[j] = dot_f32(q, K + (size_t)j * kvd + (size_t)kh * hd, hd) * scale;
+            if (sc[j] > mx) mx = sc[j];
+        }
+        float sum = 0;
+        for (int j = 0; j <= pos; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
+        float *o = c->out + (size_t)t * qd + (size_t)h * hd;
+        for (int x = 0; x < hd; x++) o[x] = 0;
+        for (int j = 0; j <= pos; j++) {
+            float p = sc[j] / sum;
+            const float *vv = V + (size_t)j * kvd + (size_t)kh * hd;
+            for (int x = 0; x < hd; x++) o[x] += p * vv[x];
+        }
+    }
+    free(sc);
+}
+
+/* ---- routing --------------------------------------------------------------- */
+
+typedef struct route {
+    int *ids;      /* (T, k) */
+    float *w;      /* (T, k) */
+} route;
+
+/* Picks top-k of probs (n) in descending order (ties: lower index first, as
+ * torch.topk returns on CPU for distinct values). */
+static void topk(const float *probs, int n, int k, const unsigned char *allowed, int *ids, float *w)
+{
+    for (int j = 0; j < k; j++) { ids[j] = -1; w[j] = -1; }
+    for (int x = 0; x < n; x++) {
+        if (allowed && !allowed[x]) continue;
+        float p = probs[x];
+        int j = k;
+        while (j > 0 && (ids[j - 1] < 0 || p > w[j - 1])) j--;
+        if (j >= k) continue;
+        for (int m = k - 1; m > j; m--) { ids[m] = ids[m - 1]; w[m] = w[m - 1]; }
+        ids[j] = x;
+        w[j] = p;
+    }
+}
+
+/* ---- the step --------------------------------------------------------------- */
+
+typedef struct step_buf {
+    float *x, *h, *q, *k, *v, *att, *tmp, *probs, *moe;
+    float *xe, *g, *u, *eo, *sg, *su, *wbuf;
+    int *ids;
+    float *rw;
+    eng_seq **row_seq;
+    int *row_pos;
+    int *ex_rows;   /* rows per expert, grouped */
+    int *ex_slot;   /* which of the k picks */
+    int *ex_count, *ex_start;
+} step_buf;
+
+static void step_buf_free(step_buf *b)
+{
+    void *ptrs[] = {b->x, b->h, b->q, b->k, b->v, b->att, b->tmp, b->probs, b->moe, b->xe, b->g, b->u, b->eo,
+                    b->sg, b->su, b->wbuf, b->ids, b->rw, b->row_seq, b->row_pos, b->ex_rows, b->ex_slot,
+                    b->ex_count, b->ex_start};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
+}
+
+static int step_buf_alloc(step_buf *b, const eng_model_desc *d, int T)
+{
+    memset(b, 0, sizeof *b);
+    size_t t = (size_t)T, qd = (size_t)d->n_heads * d->head_dim, kvd = (size_t)d->n_kv_heads * d->head_dim;
+    size_t wmax = qd > (size_t)d->dim ? qd : (size_t)d->dim;
+    size_t ffn = (size_t)d->expert_ffn, sffn = d->shared_ffn > 0 ? (size_t)d->shared_ffn : 1;
+#define A(p, n) (((p) = calloc((size_t)(n) + 1, sizeof *(p))) != NULL)
+    int ok = A(b->x, t * d->dim) && A(b->h, t * d->dim) && A(b->q, t * qd) && A(b->k, t * kvd) && A(b->v, t * kvd) &&
+             A(b->att, t * qd) && A(b->tmp, t * d->dim) && A(b->probs, t * d->n_experts) && A(b->moe, t * d->dim) &&
+             A(b->xe, t * d->dim) && A(b->g, t * ffn) && A(b->u, t * ffn) && A(b->eo, t * d->dim) &&
+             A(b->sg, t * sffn) && A(b->su, t * sffn) && A(b->wbuf, wmax) && A(b->ids, t * d->top_k) &&
+             A(b->rw, t * d->top_k) && A(b->row_seq, t) && A(b->row_pos, t) && A(b->ex_rows, t * d->top_k) &&
+             A(b->ex_slot, t * d->top_k) && A(b->ex_count, (size_t)d->n_experts) && A(b->ex_start, (size_t)d->n_experts);
+#undef A
+    return ok ? 0 : -1;
+}
+
+/* Routes every row of layer l: fills b->ids / b->rw (the weights applied),
+ * honouring the provider's substitute policy. Reports the router's own choice
+ * to the routing callback. */
+static void route_rows(eng_engine *e, int l, int T, step_buf *b)
+{
+    const eng_model_desc *d = &e->d;
+    const eng_expert_provider *p = e->prov;
+    int E = d->n_experts, k = d->top_k;
+    int subst = p->substitute && p->substitute(p->ctx);
+    unsigned char *allowed = NULL;
+    if (subst && p->is_resident) {
+        allowed = malloc((size_t)E);
+        if (allowed) {
+            int any = 0;
+            for (int x = 0; x < E; x++) any += (allowed[x] = p->is_resident(p->ctx, l, x) ? 1 : 0);
+            if (any < k) { free(allowed); allowed = NULL; } /* too few resident: load exactly */
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        float *pr = b->probs + (size_t)t * E;
+        float mx = -INFINITY, sum = 0;
+        for (int x = 0; x < E; x++) if (pr[x] > mx) mx = pr[x];
+        for (int x = 0; x < E; x++) { pr[x] = expf(pr[x] - mx); sum += pr[x]; }
+        for (int x = 0; x < E; x++) pr[x] /= sum;
+        int *ids = b->ids + (size_t)t * k;
+        float *w = b->rw + (size_t)t * k;
+        topk(pr, E, k, NULL, ids, w);
+        float wsum = 0;
+        for (int j = 0; j < k; j++) wsum += w[j];
+        if (d->norm_topk)
+            for (int j = 0; j < k; j++) w[j] /= wsum;
+        if (e->cb) e->cb(e->cb_user, b->row_seq[t]->tag, b->row_pos[t], l, ids, w, k);
+        if (allowed) {
+            int missing[64], nm = 0;
+            for (int j = 0; j < k; j++)
+                if (!allowed[ids[j]] && nm < 64) missing[nm++] = ids[j];
+            if (nm) {
+                /* eMoE-style substitution: the best-ranked resident experts stand
+                 * in, weights rescaled to the original top-k mass. */
+                if (p->prefetch) p->prefetch(p->ctx, l, missing, nm);
+                topk(pr, E, k, allowed, ids, w);
+                float s2 = 0;
+                for (int j = 0; j < k; j++) s2 += w[j];
+                float target = d->norm_topk ? 1.0f : wsum;
+                for (int j = 0; j < k; j++) w[j] = w[j] / s2 * target;
+                b->row_seq[t]->substituted += (uint64_t)nm;
+            }
+        }
+    }
+    free(allowed);
+}
+
+static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    const eng_layer_weights *L = &e->w.layers[l];
+    int E = d->n_experts, k = d->top_k, dim = d->dim, ffn = d->expert_ffn;
+    matmul(e->pool, b->h, T, dim, &L->router, NULL, b->probs);
+    route_rows(e, l, T, b);
+    /* Group (row, pick) pairs per expert. */
+    memset(b->ex_count, 0, sizeof(int) * (size_t)E);
+    for (int i = 0; i < T * k; i++) b->ex_count[b->ids[i]]++;
+    int acc = 0;
+    for (int x = 0; x < E; x++) { b->ex_start[x] = acc; acc += b->ex_count[x]; b->ex_count[x] = 0; }
+    for (int i = 0; i < T * k; i++) {
+        int x = b->ids[i], at = b->ex_start[x] + b->ex_count[x]++;
+        b->ex_rows[at] = i / k;
+        b->ex_slot[at] = i;
+    }
+    memset(b->moe, 0, sizeof(float) * (size_t)T * dim);
+    const eng_expert_provider *p = e->prov;
+    if (p->prefetch) {
+        int used[4096], nu = 0;
+        for (int x = 0; x < E && nu < 4096; x++) if (b->ex_count[x]) used[nu++] = x;
+        p->prefetch(p->ctx, l, used, nu);
+    }
+    for (int x = 0; x < E; x++) {
+        int c = b->ex_count[x];
+        if (!c) continue;
+        eng_expert_weights w;
+        emoe_status rc = p->acquire(p->ctx, l, x, &w, err);
+        if (rc != EMOE_OK) return emoe_err_prefix(err, "layer %d expert %d", l, x);
+        for (int r = 0; r < c; r++)
+            memcpy(b->xe + (size_t)r * dim, b->h + (size_t)b->ex_rows[b->ex_start[x] + r] * dim, sizeof(float) * (size_t)dim);
+        matmul(e->pool, b->xe, c, dim, &w.gate, NULL, b->g);
+        matmul(e->pool, b->xe, c, dim, &w.up, NULL, b->u);
+        for (size_t i = 0; i < (size_t)c * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
+        matmul(e->pool, b->g, c, ffn, &w.down, NULL, b->eo);
+        if (p->release) p->release(p->ctx, l, x);
+        for (int r = 0; r < c; r++) {
+            int at = b->ex_start[x] + r, row = b->ex_rows[at];
+            float wt = b->rw[b->ex_slot[at]];
+            float *dst = b->moe + (size_t)row * dim;
+            const float *src = b->eo + (size_t)r * dim;
+            for (int i = 0; i < dim; i++) dst[i] += wt * src[i];
+        }
+    }
+    if (d->shared_ffn > 0) {
+        int sf = d->shared_ffn;
+        matmul(e->pool, b->h, T, dim, &L->sh_gate, NULL, b->sg);
+        matmul(e->pool, b->h, T, dim, &L->sh_up, NULL, b->su);
+        for (size_t i = 0; i < (size_t)T * sf; i++) b->sg[i] = silu(b->sg[i]) * b->su[i];
+        matmul(e->pool, b->sg, T, sf, &L->sh_down, NULL, b->eo);
+        float *gl = b->su; /* (T, 1) reuse */
+        matmul(e->pool, b->h, T, dim, &L->sh_expert_gate, NULL, gl);
+        for (int t = 0; t < T; t++) {
+            float gate = 1.0f / (1.0f + expf(-gl[t]));
+            for (int i = 0; i < dim; i++) b->moe[(size_t)t * dim + i] += gate * b->eo[(size_t)t * dim + i];
+        }
+    }
+    return EMOE_OK;
+}
+
+emoe_status eng_step(eng_engine *e, eng_batch_item *items, int n, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    if (n <= 0) return emoe_errf(err, EMOE_EINVAL, "empty step");
+    int T = 0;
+    for (int i = 0; i < n; i++) {
+        eng_batch_item *it = &items[i];
+        if (!it->seq || !it->ids || it->n_ids <= 0) return emoe_errf(err, EMOE_EINVAL, "step item %d has no tokens", i);
+        for (int j = 0; j < n; j++)
+            if (j != i && items[j].seq == it->seq) return emoe_errf(err, EMOE_EINVAL, "a sequence appears twice in one step");
+        for (int j = 0; j < it->n_ids; j++)
+            if (it->ids[j] < 0 || it->ids[j] >= d->vocab)
+                return emoe_errf(err, EMOE_EINVAL, "token id %d is outside the vocabulary (0..%d)", it->ids[j], d->vocab - 1);
+        if (it->n_ids > it->seq->max_len - it->seq->len)
+            return emoe_errf(err, EMOE_EINVAL, "sequence of %d tokens would exceed its context of %d",
+                             it->seq->len + it->n_ids, it->seq->max_len);
+        if (T > INT32_MAX / 2 - it->n_ids) return emoe_errf(err, EMOE_EINVAL, "step too large");
+        T += it->n_ids;
+    }
+    for (int i = 0; i < n; i++)
+        if (eng_seq_reserve(items[i].seq, items[i].seq->len + items[i].n_ids) != 0)
+            return emoe_errf(err, EMOE_ENOMEM, "out of memory growing a KV cache");
+    step_buf b;
+    if (step_buf_alloc(&b, d, T) != 0) { step_buf_free(&b); return emoe_errf(err, EMOE_ENOMEM, "out of memory for a step of %d tokens", T); }
+    emoe_status rc = EMOE_OK;
+    int dim = d->dim, hd = d->head_dim, qd = d->n_heads * hd, kvd = d->n_kv_heads * hd;
+    int r = 0, max_len = 1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < items[i].n_ids; j++, r++) {
+            b.row_seq[r] = items[i].seq;
+            b.row_pos[r] = items[i].seq->len + j;
+            if (b.row_pos[r] + 1 > max_len) max_len = b.row_pos[r] + 1;
+            eng_tensor_read_f32(&e->w.embed, (int64_t)items[i].ids[j] * dim, dim, b.x + (size_t)r * dim);
+        }
+    for (int l = 0; l < d->n_layers; l++) {
+        const eng_layer_weights *L = &e->w.layers[l];
+        for (int t = 0; t < T; t++) rmsnorm(b.h + (size_t)t * dim, b.x + (size_t)t * dim, &L->attn_norm, dim, d->eps, b.wbuf);
+        matmul(e->pool, b.h, T, dim, &L->wq, &L->bq, b.q);
+        matmul(e->pool, b.h, T, dim, &L->wk, &L->bk, b.k);
+        matmul(e->pool, b.h, T, dim, &L->wv, &L->bv, b.v);
+        for (int t = 0; t < T; t++) {
+            float *q = b.q + (size_t)t * qd, *k = b.k + (size_t)t * kvd;
+            if (d->qk_norm == ENG_QKNORM_FULL) {
+                rmsnorm(q, q, &L->q_norm, qd, d->eps, b.wbuf);
+                rmsnorm(k, k, &L->k_norm, kvd, d->eps, b.wbuf);
+            } else if (d->qk_norm == ENG_QKNORM_PER_HEAD) {
+                for (int h = 0; h < d->n_heads; h++) rmsnorm(q + h * hd, q + h * hd, &L->q_norm, hd, d->eps, b.wbuf);
+                for (int h = 0; h < d->n_kv_heads; h++) rmsnorm(k + h * hd, k + h * hd, &L->k_norm, hd, d->eps, b.wbuf);
+            }
+            for (int h = 0; h < d->n_heads; h++) rope(q + h * hd, hd, b.row_pos[t], e->inv_freq);
+            for (int h = 0; h < d->n_kv_heads; h++) rope(k + h * hd, hd, b.row_pos[t], e->inv_freq);
+            eng_seq *s = b.row_seq[t];
+            memcpy(s->k[l] + (size_t)b.row_pos[t] * kvd, k, sizeof(float) * (size_t)kvd);
+            memcpy(s->v[l] + (size_t)b.row_pos[t] * kvd, b.v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+        }
+        att_ctx ac = {d, l, b.q, b.att, b.row_seq, b.row_pos, max_len};
+        eng_pool_run(e->pool, (int64_t)T * d->n_heads, 1, att_task, &ac);
+        matmul(e->pool, b.att, T, qd, &L->wo, NULL, b.tmp);
+        for (size_t i = 0; i < (size_t)T * dim; i++) b.x[i] += b.tmp[i];
+        for (int t = 0; t < T; t++) rmsnorm(b.h + (size_t)t * dim, b.x + (size_t)t * dim, &L->ffn_norm, dim, d->eps, b.wbuf);
+        if ((rc = moe_layer(e, l, T, &b, err)) != EMOE_OK) goto out;
+        for (size_t i = 0; i < (size_t)T * dim; i++) b.x[i] += b.moe[i];
+    }
+    /* Final norm + lm_head for the rows whose logits are wanted. */
+    r = 0;
+    for (int i = 0; i < n; i++) {
+        eng_batch_item *it = &items[i];
+        int first = it->all_logits ? 0 : it->n_ids - 1;
+        if (it->all_logits || it->logits) {
+            int cnt = it->n_ids - first;
+            for (int j = 0; j < cnt; j++)
+                rmsnorm(b.h + (size_t)j * dim, b.x + (size_t)(r + first + j) * dim, &e->w.final_norm, dim, d->eps, b.wbuf);
+            float *dst = it->all_logits ? it->all_logits : it->logits;
+            matmul(e->pool, b.h, cnt, dim, &e->w.lm_head, NULL, dst);
+            if (it->all_logits && it->logits)
+                memcpy(it->logits, it->all_logits + (size_t)(cnt - 1) * d->vocab, sizeof(float) * (size_t)d->vocab);
+        }
+        r += it->n_ids;
+    }
+    for (int i = 0; i < n; i++) items[i].seq->len += items[i].n_ids;
+out:
+    step_buf_free(&b);
+    return rc;
+}

@@ -1,0 +1,16 @@
+/* args.h — small helpers for the subcommands' option parsing: strict number
+ * parsing with a clear message naming the option. */
+#ifndef EMOE_ARGS_H
+#define EMOE_ARGS_H
+
+#include <stdint.h>
+
+/* Each returns 0 on success; on failure prints "emoe <cmd>: <opt>: ..." and returns -1. */
+int arg_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
+int arg_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* Parses "1,2,3" into a malloc'd array. */
+int arg_ids(const char *cmd, const char *opt, const char *s, int32_t **ids, int *n);
+/* Returns argv[*i + 1] and advances, or prints a message and returns NULL. */
+const char *arg_value(const char *cmd, int argc, char **argv, int *i);
+
+#endif

@@ -1,0 +1,42 @@
+/* cmd_info.c — `emoe info [-m DIR]`: the build's features and, with -m, the
+ * model's description as emoe understands it (after full validation). */
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "tools/args.h"
+#include "tools/cmds.h"
+
+int cmd_info(int argc, char **argv)
+{
+    const char *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
+            if (!(model = arg_value("info", argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: emoe info [-m DIR]\n");
+            return 0;
+        } else {
+            fprintf(stderr, "emoe info: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+#ifdef EMOE_CUDA
+    printf("build: CUDA backend compiled in\n");
+#else
+    printf("build: CPU only (no CUDA)\n");
+#endif
+    if (!model) return 0;
+    eng_engine *e;
+    emoe_err err = {0};
+    if (eng_open(model, NULL, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe info: %s\n", err.msg); return 1; }
+    const eng_model_desc *d = eng_desc(e);
+    printf("model: %s (%s)\n", model, d->model_type);
+    printf("  hidden %d, layers %d, heads %d (kv %d, head_dim %d), vocab %d, context %d\n", d->dim, d->n_layers,
+           d->n_heads, d->n_kv_heads, d->head_dim, d->vocab, d->max_ctx);
+    printf("  experts %d per layer, top-%d%s, expert ffn %d, shared expert ffn %d\n", d->n_experts, d->top_k,
+           d->norm_topk ? " (renormalised)" : "", d->expert_ffn, d->shared_ffn);
+    printf("  expert bytes: %.1f MB each, %.1f MB in all\n", eng_expert_bytes_one(e) / 1e6, eng_expert_bytes_total(e) / 1e6);
+    eng_free(e);
+    return 0;
+}
