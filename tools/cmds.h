@@ -6,5 +6,6 @@ int cmd_run(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
+int cmd_trace(int argc, char **argv);
 
 #endif
