@@ -74,10 +74,33 @@ typedef struct sim {
     float *pscore;           /* predictor: plan score of pinned slots */
     const pred_tracker *trk; /* predictor: keep-scores (score eviction) */
     uint64_t tick, step;
+    int cur_layer;           /* layer being served */
+    const float *q_next;     /* predictor: P(used by this token) for layer cur_layer+1, or NULL */
     pred_replay_result *res;
 } sim;
 
 static int pool_of(const sim *m, int s) { return m->o->per_layer ? s / m->E : 0; }
+
+/* Expected accesses-until-next-use of slot s under the predictor: with p the
+ * tracker's per-token use probability, the slot's layer comes up in d layer
+ * steps (d = layers until it, cyclically) and then in each later token with
+ * probability p: d + L (1 - p) / p. */
+static double reuse_dist(const sim *m, int s)
+{
+    int l = s / m->E;
+    double p = pred_tracker_score(m->trk, l, s % m->E);
+    if (p < 1e-4) p = 1e-4;
+    if (p > 1) p = 1;
+    int d = (l - m->cur_layer + m->L) % m->L;
+    if (d == 1 && m->q_next) {
+        /* the next layer of this token: used now with the lookahead's q, else
+         * at the same layer of a later token */
+        double q = m->q_next[s % m->E];
+        if (q > 1) q = 1;
+        return 1.0 + (1.0 - q) * m->L / p;
+    }
+    return d + m->L * (1.0 - p) / p;
+}
 
 /* 1 if a should be evicted before b. */
 static int worse(const sim *m, int a, int b)
@@ -91,9 +114,8 @@ static int worse(const sim *m, int a, int b)
         return m->last[a] < m->last[b];
     case PRED_REPLAY_PREDICTOR:
         if (m->o->evict == PRED_REPLAY_EVICT_SCORE) {
-            float sa = pred_tracker_score(m->trk, a / m->E, a % m->E);
-            float sb = pred_tracker_score(m->trk, b / m->E, b % m->E);
-            if (sa != sb) return sa < sb;
+            double sa = reuse_dist(m, a), sb = reuse_dist(m, b);
+            if (sa != sb) return sa > sb;
             return m->last[a] < m->last[b];
         }
         if (m->pinned[a] != m->pinned[b]) return m->pinned[a] < m->pinned[b];
@@ -247,7 +269,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     uint8_t *used = NULL, *inplan = NULL;
     double *tp = NULL, *n_plan = NULL, *n_used = NULL, *cov = NULL, *lacc = NULL;
     int *ids = NULL;
-    float *la_scores = NULL;
+    float *la_scores = NULL, *q_next = NULL;
 
     if (n_traces < 1) return emoe_errf(err, EMOE_EINVAL, "replay: no trace given");
     if (!(o->budget > 0.0 && o->budget <= 1.0))
@@ -343,10 +365,11 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         cov = calloc((size_t)L, sizeof *cov);
         lacc = calloc((size_t)L, sizeof *lacc);
         la_scores = calloc((size_t)E, sizeof *la_scores);
+        q_next = calloc((size_t)E, sizeof *q_next);
         res->precision = calloc((size_t)L, sizeof(double));
         res->recall = calloc((size_t)L, sizeof(double));
         res->coverage = calloc((size_t)L, sizeof(double));
-        if (!used || !inplan || !tp || !n_plan || !n_used || !cov || !lacc || !la_scores || !res->precision ||
+        if (!used || !inplan || !tp || !n_plan || !n_used || !cov || !lacc || !la_scores || !q_next || !res->precision ||
             !res->recall || !res->coverage)
             goto oom;
     }
@@ -390,6 +413,14 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
             for (int l = 0; l < L; l++) {
                 const int16_t *ex = pred_req_experts(q, t, l);
                 m.step++;
+                m.cur_layer = l;
+                m.q_next = NULL;
+                if (pred_on && o->evict == PRED_REPLAY_EVICT_SCORE && l + 1 < L) {
+                    /* the router's choice at l is known before its experts run */
+                    for (int j = 0; j < K; j++) ids[l * K + j] = ex[j];
+                    if ((st = pred_next_layer(pr, q->task, l, ids + l * K, K, q_next, err))) goto fail;
+                    m.q_next = q_next;
+                }
                 for (int j = 0; j < K; j++) {
                     int s = l * E + ex[j];
                     int64_t nx = INT64_MAX;
@@ -466,6 +497,6 @@ done:
     pred_free(pr);
     pred_plan_free(&plan);
     pred_tracker_free(&trk);
-    free(used), free(inplan), free(tp), free(n_plan), free(n_used), free(cov), free(lacc), free(la_scores);
+    free(used), free(inplan), free(tp), free(n_plan), free(n_used), free(cov), free(lacc), free(la_scores), free(q_next);
     return st;
 }
