@@ -554,3 +554,20 @@ void pred_tracker_observe(pred_tracker *t, int layer, const int *experts, int k)
     for (int j = 0; j < k; j++)
         if (experts[j] >= 0 && experts[j] < t->n_experts) row[experts[j]] += t->alpha;
 }
+
+double pred_tracker_reuse(const pred_tracker *t, int cur_layer, int layer, int expert, const float *q_next)
+{
+    int L = t->n_layers;
+    double p = pred_tracker_score(t, layer, expert);
+    if (!(p >= 1e-4)) p = 1e-4; /* also catches NaN */
+    if (p > 1.0) p = 1.0;
+    int d = ((layer - cur_layer) % L + L) % L;
+    if (d == 0) d = L; /* the layer being served comes back next token */
+    if (d == 1 && q_next) {
+        double q = q_next[expert];
+        if (!(q >= 0.0)) q = 0.0;
+        if (q > 1.0) q = 1.0;
+        return 1.0 + (1.0 - q) * L / p;
+    }
+    return d + L * (1.0 - p) / p;
+}

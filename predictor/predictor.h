@@ -135,8 +135,9 @@ emoe_status pred_scores(pred_t *p, const char *task, float *out, emoe_err *err);
  * at each token, layer l's scores decay by (1 - alpha) and its used experts
  * gain alpha (an exponentially weighted per-token use frequency, which mixes
  * recency and frequency); the keep-score adds prior_w * the plan's score.
- * Replaying the real traces, this beats LRU and LFU where pinning the plan
- * and evicting the rest by LRU does not (docs/predictor.md). */
+ * pred_tracker_reuse turns it into an eviction order. Replaying the real
+ * traces, that order beats LRU and LFU where pinning the plan and evicting the
+ * rest by LRU does not (docs/predictor.md). */
 typedef struct pred_tracker {
     int n_layers, n_experts;
     float alpha, prior_w;
@@ -156,6 +157,15 @@ static inline float pred_tracker_score(const pred_tracker *t, int layer, int exp
     size_t i = (size_t)layer * (size_t)t->n_experts + (size_t)expert;
     return t->ewma[i] + t->prior_w * t->prior[i];
 }
+
+/* The eviction order built on the tracker: the expected number of layer steps
+ * until (layer, expert) is used again while layer cur_layer is being served.
+ * With p its keep-score taken as a per-token use probability, its layer comes
+ * up in d steps (d = layers from cur_layer to it, cyclically, 0 < d <= L) and
+ * then in each later token with probability p: d + L (1 - p) / p. For the next
+ * layer, q_next (NULL or n_experts probabilities from pred_next_layer) sharpens
+ * "used by this very token": 1 + (1 - q) L / p. Evict the largest. */
+double pred_tracker_reuse(const pred_tracker *t, int cur_layer, int layer, int expert, const float *q_next);
 
 /* Introspection for tests and reports. */
 int pred_n_layers(const pred_t *p);

@@ -81,25 +81,9 @@ typedef struct sim {
 
 static int pool_of(const sim *m, int s) { return m->o->per_layer ? s / m->E : 0; }
 
-/* Expected accesses-until-next-use of slot s under the predictor: with p the
- * tracker's per-token use probability, the slot's layer comes up in d layer
- * steps (d = layers until it, cyclically) and then in each later token with
- * probability p: d + L (1 - p) / p. */
 static double reuse_dist(const sim *m, int s)
 {
-    int l = s / m->E;
-    double p = pred_tracker_score(m->trk, l, s % m->E);
-    if (p < 1e-4) p = 1e-4;
-    if (p > 1) p = 1;
-    int d = (l - m->cur_layer + m->L) % m->L;
-    if (d == 1 && m->q_next) {
-        /* the next layer of this token: used now with the lookahead's q, else
-         * at the same layer of a later token */
-        double q = m->q_next[s % m->E];
-        if (q > 1) q = 1;
-        return 1.0 + (1.0 - q) * m->L / p;
-    }
-    return d + m->L * (1.0 - p) / p;
+    return pred_tracker_reuse(m->trk, m->cur_layer, s / m->E, s % m->E, m->q_next);
 }
 
 /* 1 if a should be evicted before b. */

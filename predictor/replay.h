@@ -2,9 +2,11 @@
  * replay.h — the offline policy evaluator: replays routing traces through a
  * simulated device tier of the expert cache and counts hits, misses and the
  * bytes that would be loaded, under LRU, LFU, Belady (the demand-fetch upper
- * bound, which reads the future of the trace) or the predictor (task-aware
- * pinning of the planned set, prefetched at request start, plus LRU among the
- * rest).
+ * bound, which reads the future of the trace) or the predictor: at each
+ * request start the task's plan is prefetched and seeds a pred_tracker; misses
+ * evict the resident with the largest expected reuse distance
+ * (pred_tracker_reuse: the tracker's per-token use probability, the layer's
+ * cyclic distance, and the next layer's lookahead from the transition table).
  *
  * The cache holds (layer, expert) slots. Budget X means X of all
  * n_layers*n_experts slots: by default one global pool shared by all layers
@@ -40,9 +42,9 @@ typedef enum pred_replay_order {
     PRED_REPLAY_ORDER_GROUPED,      /* all requests of the first task, then the next task, ... */
 } pred_replay_order;
 
-/* How the predictor policy evicts. SCORE: the lowest pred_tracker keep-score
- * (plan-seeded per-token EWMA of use), ties LRU; the plan is prefetched at
- * request start but not pinned. PIN_LRU: the plan's experts are pinned for the
+/* How the predictor policy evicts. SCORE: the largest pred_tracker_reuse
+ * distance (from the plan-seeded per-token EWMA of use), ties LRU; the plan is
+ * prefetched at request start but not pinned. PIN_LRU: the plan's experts are pinned for the
  * request and the rest evicted LRU (kept for comparison: it loses to LRU). */
 typedef enum pred_replay_evict {
     PRED_REPLAY_EVICT_SCORE = 0,

@@ -496,6 +496,29 @@ START_TEST(pred_tracker_follows_use)
     pred_plan_free(&pl);
     pred_tracker_free(&t);
     pred_free(p);
+
+    /* reuse distance over 4 layers: at equal use probability the layer coming
+     * next is reused sooner than the one just served; a likelier expert sooner
+     * than a rarer one of the same layer; a sure lookahead means "next step". */
+    ck_assert_int_eq(pred_init(NULL, 4, 4, 1, &p, &err), EMOE_OK);
+    ck_assert_int_eq(pred_tracker_init(&t, p, &err), EMOE_OK);
+    pred_tracker_reset(&t, NULL);
+    for (int l = 0; l < 4; l++) {
+        e = 0;
+        for (int i = 0; i < 30; i++) pred_tracker_observe(&t, l, &e, 1); /* expert 0 is frequent */
+        e = 1;
+        pred_tracker_observe(&t, l, &e, 1);                              /* expert 1 seen once */
+    }
+    double d_next = pred_tracker_reuse(&t, 1, 2, 0, NULL), d_served = pred_tracker_reuse(&t, 1, 1, 0, NULL);
+    double d_rare = pred_tracker_reuse(&t, 1, 2, 1, NULL), d_never = pred_tracker_reuse(&t, 1, 2, 3, NULL);
+    ck_assert_msg(d_next < d_served, "next %g served %g", d_next, d_served);
+    ck_assert(d_next < d_rare && d_rare < d_never);
+    ck_assert(pred_tracker_reuse(&t, 1, 3, 0, NULL) > d_next); /* two layers away */
+    float q[4] = {0, 0, 0, 1};
+    ck_assert_double_eq_tol(pred_tracker_reuse(&t, 1, 2, 3, q), 1.0, 1e-9);
+    ck_assert(pred_tracker_reuse(&t, 1, 2, 0, q) > d_next); /* the lookahead says: not this token */
+    pred_tracker_free(&t);
+    pred_free(p);
 }
 END_TEST
 
