@@ -54,3 +54,18 @@ for set in tiny mix; do
         echo "$row |"
     done
 done
+echo
+echo "Per-layer pools (--per-layer: each layer owns X% of its experts), interleaved order: hit rate (bytes loaded)."
+echo
+echo "| trace | budget | LRU | LFU | predictor | Belady |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for set in tiny mix; do
+    if [ $set = tiny ]; then args=("${tiny[@]}"); name="tiny-moe-7task"; else args=("${mix[@]}"); name="Mixtral pair"; fi
+    for b in 25 50 75; do
+        row="| $name | $b%"
+        for p in lru lfu predictor belady; do
+            row="$row | $(cell "$("$BIN" replay "${args[@]}" --budget $b --policy $p --per-layer --json)")"
+        done
+        echo "$row |"
+    done
+done
