@@ -486,8 +486,16 @@ emoe_status pred_next_layer(pred_t *p, const char *task, int layer, const int *e
         return emoe_errf(err, EMOE_EINVAL, "predictor: no layer after %d (model has %d)", layer, p->L);
     int E = p->E;
     const task_slot *s = find_task(p, task);
-    fill_scores(p, s, p->tmp_score);
-    const float *prior = p->tmp_score + (size_t)(layer + 1) * (size_t)E;
+    /* the prior of layer+1 only (fill_scores' rule, one row) */
+    float *prior = p->tmp_score;
+    const float *g = p->gfreq + (size_t)(layer + 1) * (size_t)E;
+    if (!s || s->n_req == 0 || s->insensitive) {
+        memcpy(prior, g, (size_t)E * sizeof *prior);
+    } else {
+        const float *f = s->freq + (size_t)(layer + 1) * (size_t)E;
+        float b = p->g_req ? p->cfg.global_blend : 0.0f;
+        for (int e = 0; e < E; e++) prior[e] = (1.0f - b) * f[e] + b * g[e];
+    }
     const float *T = p->trans + (size_t)layer * (size_t)E * (size_t)E;
     for (int e = 0; e < E; e++) scores[e] = 0.0f;
     double mass = 0.0;
