@@ -235,6 +235,31 @@ static int phase_on(const pred_replay_opts *o, int phase)
     return (mask >> phase) & 1;
 }
 
+/* Whether request q's prefill tokens are replayed as one step per layer. */
+static int batched_prefill(const pred_replay_opts *o, const pred_trace_req *q)
+{
+    if (!o->prefill_step || !phase_on(o, PRED_PHASE_PREFILL)) return 0;
+    for (int t = 0; t < q->n_tokens; t++)
+        if (q->phase[t] == PRED_PHASE_PREFILL) return 1;
+    return 0;
+}
+
+/* The distinct experts of layer l over q's prefill tokens, in order of first
+ * use (token by token, highest weight first): the experts one prefill step
+ * acquires at that layer. mark is n_experts bytes of scratch. Returns the count. */
+static int prefill_layer_set(const pred_trace_req *q, int l, uint8_t *mark, int *out)
+{
+    int n = 0;
+    memset(mark, 0, (size_t)q->n_experts);
+    for (int t = 0; t < q->n_tokens; t++) {
+        if (q->phase[t] != PRED_PHASE_PREFILL) continue;
+        const int16_t *ex = pred_req_experts(q, t, l);
+        for (int j = 0; j < q->top_k; j++)
+            if (!mark[ex[j]]) { mark[ex[j]] = 1; out[n++] = ex[j]; }
+    }
+    return n;
+}
+
 emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const pred_replay_opts *o,
                             pred_replay_result *res, emoe_err *err)
 {
@@ -252,7 +277,8 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     memset(&trk, 0, sizeof trk);
     uint8_t *used = NULL, *inplan = NULL;
     double *tp = NULL, *n_plan = NULL, *n_used = NULL, *cov = NULL, *lacc = NULL;
-    int *ids = NULL;
+    int *ids = NULL, *pset = NULL;
+    uint8_t *pmark = NULL;
     float *la_scores = NULL, *q_next = NULL;
 
     if (n_traces < 1) return emoe_errf(err, EMOE_EINVAL, "replay: no trace given");
@@ -296,8 +322,10 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     m.next_use = calloc((size_t)m.S, sizeof *m.next_use);
     m.pscore = calloc((size_t)m.S, sizeof *m.pscore);
     ids = calloc((size_t)L * (size_t)K, sizeof *ids);
+    pmark = calloc((size_t)E, 1);
+    pset = calloc((size_t)E, sizeof *pset);
     if (!m.pool_cap || !m.pool_used || !m.resident || !m.pinned || !m.pref_unused || !m.last ||
-        !m.cnt || !m.stamp || !m.next_use || !m.pscore || !ids)
+        !m.cnt || !m.stamp || !m.next_use || !m.pscore || !ids || !pmark || !pset)
         goto oom;
     for (int p = 0; p < m.n_pools; p++) {
         int slots = o->per_layer ? E : m.S;
@@ -320,14 +348,23 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         seen = malloc((size_t)m.S * sizeof *seen);
         if (!flat || !nxt || !seen) goto oom;
         uint64_t i = 0;
-        for (int r = 0; r < n_req; r++)
+        for (int r = 0; r < n_req; r++) {
+            int bp = batched_prefill(o, reqs[r]);
+            if (bp)
+                for (int l = 0; l < L; l++) {
+                    int n = prefill_layer_set(reqs[r], l, pmark, pset);
+                    for (int j = 0; j < n; j++) flat[i++] = l * E + pset[j];
+                }
             for (int t = 0; t < reqs[r]->n_tokens; t++) {
                 if (!phase_on(o, reqs[r]->phase[t])) continue;
+                if (bp && reqs[r]->phase[t] == PRED_PHASE_PREFILL) continue;
                 for (int l = 0; l < L; l++) {
                     const int16_t *ex = pred_req_experts(reqs[r], t, l);
                     for (int j = 0; j < K; j++) flat[i++] = l * E + ex[j];
                 }
             }
+        }
+        n_acc = i;
         for (int s = 0; s < m.S; s++) seen[s] = INT64_MAX;
         for (uint64_t q = n_acc; q-- > 0;) {
             nxt[q] = seen[flat[q]];
@@ -391,8 +428,42 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                 for (int i = 0; i < plan.n_sel[l]; i++)
                     prefetch(&m, l * E + plan.order[(size_t)l * (size_t)E + (size_t)i]);
         }
+        int bp = batched_prefill(o, q);
+        if (bp) {
+            /* One engine step for the whole prompt: at each layer every distinct
+             * expert is acquired once, computed and released, so only the one
+             * being computed must be resident. */
+            for (int l = 0; l < L; l++) {
+                int n = prefill_layer_set(q, l, pmark, pset);
+                m.cur_layer = l;
+                m.q_next = NULL;
+                for (int j = 0; j < n; j++) {
+                    int s = l * E + pset[j];
+                    int64_t nx = o->policy == PRED_REPLAY_BELADY ? nxt[ai] : INT64_MAX;
+                    ai++;
+                    m.step++;
+                    if (pred_on) {
+                        used[s] = 1;
+                        lacc[l] += 1;
+                        if (inplan[s]) cov[l] += 1;
+                    }
+                    access_slot(&m, s, nx);
+                }
+            }
+            for (int t = 0; t < q->n_tokens; t++) {
+                if (q->phase[t] != PRED_PHASE_PREFILL) continue;
+                res->tokens++;
+                if (!pred_on) continue;
+                for (int l = 0; l < L; l++) {
+                    for (int j = 0; j < K; j++) ids[l * K + j] = pred_req_experts(q, t, l)[j];
+                    pred_tracker_observe(&trk, l, ids + l * K, K);
+                }
+                if ((st = pred_observe(pr, q->task, ids, err))) goto fail;
+            }
+        }
         for (int t = 0; t < q->n_tokens; t++) {
             if (!phase_on(o, q->phase[t])) continue;
+            if (bp && q->phase[t] == PRED_PHASE_PREFILL) continue;
             res->tokens++;
             for (int l = 0; l < L; l++) {
                 const int16_t *ex = pred_req_experts(q, t, l);
@@ -477,7 +548,7 @@ done:
     free(seen);
     free(m.pool_cap), free(m.pool_used), free(m.resident), free(m.pinned), free(m.pref_unused);
     free(m.last), free(m.cnt), free(m.stamp), free(m.next_use), free(m.pscore);
-    free(ids);
+    free(ids), free(pset), free(pmark);
     pred_free(pr);
     pred_plan_free(&plan);
     pred_tracker_free(&trk);

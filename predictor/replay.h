@@ -16,7 +16,9 @@
  * resident together; the experts of the step being served are never evicted.
  *
  * The access stream: requests in the chosen order; for each token, for each
- * layer, its top_k experts. Every access is a hit (resident) or a miss (loaded
+ * layer, its top_k experts. With prefill_step, a request's prefill tokens are
+ * one engine step instead (as the engine runs a prompt): at each layer every
+ * distinct expert of the prompt is accessed once, in order of first use. Every access is a hit (resident) or a miss (loaded
  * on demand, evicting a victim). Prefetches (predictor only) load experts ahead
  * of use: they are not misses but they are counted in loads and bytes.
  */
@@ -58,6 +60,7 @@ typedef struct pred_replay_opts {
     int per_layer;          /* 0: one global pool; 1: a pool per layer */
     uint64_t expert_bytes;  /* bytes of one expert (for bytes_loaded) */
     int phases;             /* bit 0: prefill tokens, bit 1: decode tokens (0 = both) */
+    int prefill_step;       /* a request's prefill is one step: per layer, each distinct expert once */
     /* predictor policy */
     pred_config pcfg;       /* incl. the tracker's track_alpha / track_prior_w */
     pred_replay_evict evict;

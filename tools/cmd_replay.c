@@ -27,6 +27,7 @@ static void usage(FILE *f)
             "  --per-layer         one pool of X%% of the experts per layer (default: one global pool)\n"
             "  --expert-bytes N    bytes of one expert, for bytes_loaded (default 1: counts loads)\n"
             "  --phases P          all (default) | prefill | decode\n"
+            "  --prefill-step      replay each prompt as one step (per layer, each distinct expert once)\n"
             "  --json              print one JSON object\n"
             "predictor knobs:\n"
             "  --evict E           score (default: lowest keep-score, plan-seeded EWMA of use)\n"
@@ -89,14 +90,15 @@ static void print_json(const pred_replay_opts *o, const pred_replay_result *r)
            "\"capacity\": %d, \"slots\": %d, \"requests\": %d, \"tokens\": %llu, \"accesses\": %llu, "
            "\"hits\": %llu, \"misses\": %llu, \"hit_rate\": %.6f, \"misses_per_token\": %.6f, "
            "\"prefetches\": %llu, \"prefetch_used\": %llu, \"loads\": %llu, \"expert_bytes\": %llu, "
-           "\"bytes_loaded\": %llu",
+           "\"bytes_loaded\": %llu, \"prefill_step\": %s",
            pred_replay_policy_name(o->policy), pred_replay_order_name(o->order), o->budget,
            o->per_layer ? "true" : "false", r->capacity, r->n_layers * r->n_experts, r->n_requests,
            (unsigned long long)r->tokens, (unsigned long long)r->accesses,
            (unsigned long long)r->hits, (unsigned long long)r->misses, r->hit_rate,
            r->misses_per_token, (unsigned long long)r->prefetches,
            (unsigned long long)r->prefetch_used, (unsigned long long)r->loads,
-           (unsigned long long)o->expert_bytes, (unsigned long long)r->bytes_loaded);
+           (unsigned long long)o->expert_bytes, (unsigned long long)r->bytes_loaded,
+           o->prefill_step ? "true" : "false");
     if (r->precision) {
         printf(", \"precision\": %.6f, \"recall\": %.6f, \"coverage\": %.6f, \"plans_computed\": %llu",
                r->precision_all, r->recall_all, r->coverage_all,
@@ -129,6 +131,9 @@ int cmd_replay(int argc, char **argv)
             continue;
         } else if (!strcmp(a, "--per-layer")) {
             o.per_layer = 1;
+            continue;
+        } else if (!strcmp(a, "--prefill-step")) {
+            o.prefill_step = 1;
             continue;
         } else if (!strcmp(a, "--no-prior")) {
             o.no_prior = 1;

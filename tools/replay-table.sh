@@ -55,6 +55,23 @@ for set in tiny mix; do
     done
 done
 echo
+echo "Prompts as one engine step (--prefill-step: per layer, each distinct expert of the prompt once), tiny-moe-7task: hit rate (bytes loaded). The Mixtral traces hold no prefill tokens, so their rows equal the first table's."
+echo
+echo "| order | budget | LRU | LFU | predictor | predictor --no-prior | Belady | predictor's share of the LRU→Belady gap |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for order in interleaved grouped; do
+    for b in 25 50 75; do
+        declare -A J
+        for p in lru lfu predictor belady; do
+            J[$p]=$("$BIN" replay "${tiny[@]}" --budget $b --policy $p --order $order --prefill-step --json)
+        done
+        np=$("$BIN" replay "${tiny[@]}" --budget $b --policy predictor --order $order --prefill-step --no-prior --json)
+        gap=$(jq -n --argjson l "$(jq .hit_rate <<<"${J[lru]}")" --argjson p "$(jq .hit_rate <<<"${J[predictor]}")" \
+            --argjson b "$(jq .hit_rate <<<"${J[belady]}")" '(($p - $l) / ($b - $l) * 100 | floor | tostring) + "%"')
+        echo "| $order | $b% | $(cell "${J[lru]}") | $(cell "${J[lfu]}") | $(cell "${J[predictor]}") | $(cell "$np") | $(cell "${J[belady]}") | ${gap//\"/} |"
+    done
+done
+echo
 echo "Per-layer pools (--per-layer: each layer owns X% of its experts), interleaved order: hit rate (bytes loaded)."
 echo
 echo "| trace | budget | LRU | LFU | predictor | Belady |"

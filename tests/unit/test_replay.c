@@ -76,6 +76,46 @@ START_TEST(replay_hand_frequency)
 }
 END_TEST
 
+START_TEST(replay_prefill_step)
+{
+    /* 1 layer, 4 experts, top-2; prefill tokens {0,1} {1,2} {0,1}, then decode {2,3}.
+     * As one step the prompt acquires 0, 1, 2 once each (3 accesses, all misses
+     * in an empty cache); token by token it is 6 accesses. */
+    emoe_err err;
+    pred_trace t;
+    pred_trace_init(&t);
+    pred_trace_req q;
+    ck_assert_int_eq(pred_req_begin(&q, "m", "a", 0, 1, 4, 2, 0, &err), EMOE_OK);
+    int rows[4][2] = {{0, 1}, {1, 2}, {0, 1}, {2, 3}};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(pred_req_add_token(&q, i < 3 ? PRED_PHASE_PREFILL : PRED_PHASE_DECODE, i, &err), i);
+        ck_assert_int_eq(pred_req_set_layer(&q, i, 0, rows[i], NULL, 2, &err), EMOE_OK);
+    }
+    ck_assert_int_eq(pred_trace_append(&t, &q, &err), EMOE_OK);
+    const pred_trace *tp[1] = {&t};
+    for (int p = 0; p < 4; p++) {
+        pred_replay_opts o;
+        pred_replay_opts_default(&o);
+        o.policy = (pred_replay_policy)p;
+        o.budget = 1.0;
+        o.prefill_step = 1;
+        pred_replay_result r;
+        ck_assert_int_eq(pred_replay_run(tp, 1, &o, &r, &err), EMOE_OK);
+        ck_assert_uint_eq(r.tokens, 4);
+        ck_assert_uint_eq(r.accesses, 5);         /* 3 distinct + one decode token's 2 */
+        ck_assert_uint_eq(r.misses, 4);           /* 0, 1, 2, then 3 */
+        ck_assert_uint_eq(r.hits, 1);             /* 2 in the decode token */
+        pred_replay_result_free(&r);
+        o.prefill_step = 0;
+        ck_assert_int_eq(pred_replay_run(tp, 1, &o, &r, &err), EMOE_OK);
+        ck_assert_uint_eq(r.accesses, 8);
+        ck_assert_uint_eq(r.misses, 4);
+        pred_replay_result_free(&r);
+    }
+    pred_trace_free(&t);
+}
+END_TEST
+
 START_TEST(replay_orders)
 {
     /* tasks a a b b using experts 0 0 1 1, one slot: grouped keeps the pairs
@@ -238,6 +278,7 @@ START_TEST(replay_real_traces)
             ck_assert_msg(pred_trace_load(&t[i], p, &err) == EMOE_OK, "%s", err.msg);
             tp[i] = &t[i];
         }
+        for (int ps = 0; ps < 2; ps++)
         for (int ord = PRED_REPLAY_ORDER_INTERLEAVED; ord <= PRED_REPLAY_ORDER_GROUPED; ord++)
             for (int b = 25; b <= 75; b += 25) {
                 pred_replay_result r[4];
@@ -247,12 +288,14 @@ START_TEST(replay_real_traces)
                     o.policy = (pred_replay_policy)p;
                     o.order = (pred_replay_order)ord;
                     o.budget = b / 100.0;
+                    o.prefill_step = ps;
                     ck_assert_msg(pred_replay_run(tp, n, &o, &r[p], &err) == EMOE_OK, "%s", err.msg);
-                    check_counts(&r[p], 1);
+                    if (!ps) check_counts(&r[p], 1);
                 }
                 double lru = r[0].hit_rate, lfu = r[1].hit_rate, bel = r[2].hit_rate, pre = r[3].hit_rate;
-                fprintf(stderr, "%s %s %d%%: lru %.3f lfu %.3f belady %.3f predictor %.3f\n", sets[s][0],
-                        pred_replay_order_name((pred_replay_order)ord), b, lru, lfu, bel, pre);
+                fprintf(stderr, "%s %s %d%%%s: lru %.3f lfu %.3f belady %.3f predictor %.3f\n", sets[s][0],
+                        pred_replay_order_name((pred_replay_order)ord), b, ps ? " prefill-step" : "", lru, lfu,
+                        bel, pre);
                 ck_assert_msg(bel >= lru && bel >= lfu, "belady %g lru %g lfu %g", bel, lru, lfu);
                 ck_assert_msg(pre > lru && pre > lfu, "predictor %g lru %g lfu %g", pre, lru, lfu);
                 for (int p = 0; p < 4; p++) pred_replay_result_free(&r[p]);
@@ -269,6 +312,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, replay_hand_cyclic);
     tcase_add_test(tc, replay_hand_frequency);
     tcase_add_test(tc, replay_orders);
+    tcase_add_test(tc, replay_prefill_step);
     tcase_add_test(tc, replay_synth_invariants);
     tcase_add_test(tc, replay_synth_predictor_recovers_structure);
     tcase_add_test(tc, replay_per_layer_and_errors);
