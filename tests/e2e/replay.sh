@@ -36,6 +36,17 @@ for set in tiny mix; do
     done
 done
 
+# prompts as one engine step (tiny-moe has prefill tokens): same ordering
+for b in 25 75; do
+    declare -A ps
+    for p in lru lfu belady predictor; do
+        ps[$p]=$("$BIN" replay "${tiny[@]}" --budget $b --policy $p --prefill-step --json | jq .hit_rate)
+    done
+    echo "tiny prefill-step $b%: lru ${ps[lru]} lfu ${ps[lfu]} belady ${ps[belady]} predictor ${ps[predictor]}"
+    jq -n --argjson l "${ps[lru]}" --argjson f "${ps[lfu]}" --argjson p "${ps[predictor]}" --argjson b "${ps[belady]}" \
+        '$p > $l and $p > $f and $b >= $l and $b >= $f' | grep -qx true || { echo "FAIL: prefill-step ordering"; exit 1; }
+done
+
 # the predictor's per-layer precision/recall
 out=$("$BIN" replay "${tiny[@]}" --budget 50 --policy predictor --json)
 [ "$(jq '.layer_precision | length' <<<"$out")" = 6 ] || { echo "no per-layer precision: $out"; exit 1; }
