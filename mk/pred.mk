@@ -13,3 +13,6 @@ build-fuzz/fuzz_trace: $(TRACE_FUZZ_SRCS) $(wildcard predictor/*.h engine/common
 fuzz-trace: build-fuzz/fuzz_trace
 	@mkdir -p build-fuzz/corpus-trace
 	build-fuzz/fuzz_trace -max_total_time=$(PRED_FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-trace tests/fuzz/corpus/trace
+
+# The predictor suites share a header the generic test rule does not list.
+$(BUILD)/tests/test_predictor $(BUILD)/tests/test_replay: tests/unit/synth_trace.h

@@ -95,7 +95,8 @@ emoe_status pred_init(const pred_config *cfg, int n_layers, int n_experts, int t
 void pred_free(pred_t *p);  /* NULL-safe */
 
 /* Marks a task insensitive to routing accuracy (its plans use the global
- * popular set, and the planner is not run for it). */
+ * popular set, and the planner is not run for it). The mark lives in the task's
+ * slot: if the slot is recycled (more than max_tasks tasks), mark it again. */
 emoe_status pred_set_insensitive(pred_t *p, const char *task, int insensitive, emoe_err *err);
 
 /* Observes one token's routing for a request of `task`: experts is

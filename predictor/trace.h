@@ -66,8 +66,8 @@ emoe_status pred_req_parse(const char *line, size_t len, const char *where,
                            pred_trace_req *out, emoe_err *err);
 
 /* Reads a whole JSONL file and appends its requests to t (blank lines are
- * skipped). On failure t keeps the requests appended before the bad line is
- * not guaranteed; callers free t. */
+ * skipped). On failure t holds the requests of the lines before the bad one
+ * and err names file:line and field; the caller frees t either way. */
 emoe_status pred_trace_load(pred_trace *t, const char *path, emoe_err *err);
 /* Same from a memory buffer. */
 emoe_status pred_trace_load_mem(pred_trace *t, const char *buf, size_t len,
