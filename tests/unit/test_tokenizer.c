@@ -266,6 +266,32 @@ START_TEST(test_stream_byte_fallback_holds)
 }
 END_TEST
 
+/* NFC normalization passes ASCII stretches through and normalizes only the
+ * runs around non-ASCII text; compositions that start with an ASCII letter,
+ * mark reordering and Hangul must come out as NFC of the whole string. */
+START_TEST(test_nfc_boundaries)
+{
+    load_all();
+    if (!have_shared) return;
+    const char *cases[] = {
+        "cafe\xcc\x81 ok", "e\xcc\x81", "x a\xcc\xa7\xcc\x81 b", "A\xcc\x8a\xcc\xa3z", "\xe1\x84\x80\xe1\x85\xa1 ok",
+        "ab\xcc\x81" "c\xcc\x81\xcc\x81" "d", "\xef\xac\x81 fi", "o\xcc\x88\xcc\x81 \xcc\x81",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        ck_assert(tok_encode(toks[0], cases[i], strlen(cases[i]), 0, &ids, &n, NULL) == EMOE_OK);
+        char *out = NULL;
+        ck_assert(tok_decode(toks[0], ids, n, 0, &out, NULL, NULL) == EMOE_OK);
+        utf8proc_uint8_t *nfc = utf8proc_NFC((const utf8proc_uint8_t *)cases[i]);
+        ck_assert_msg(!strcmp((char *)nfc, out), "case %zu: got '%s' want '%s'", i, out, (char *)nfc);
+        free(nfc);
+        free(out);
+        free(ids);
+    }
+}
+END_TEST
+
 START_TEST(test_special_ids_and_skip)
 {
     load_all();
@@ -387,6 +413,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_llama2_cases);
     tcase_add_test(tc, test_deepseek_cases);
     tcase_add_test(tc, test_special_ids_and_skip);
+    tcase_add_test(tc, test_nfc_boundaries);
     tcase_add_test(tc, test_stream_byte_fallback_holds);
     tcase_add_test(tc, test_property_qwen3);
     tcase_add_test(tc, test_property_deepseek);
