@@ -7,9 +7,11 @@
  *
  * Prompts file: JSONL, one object per line with "task" and one of "prompt"
  * (text: encoded with the model's tokenizer.json, its post-processor adding BOS
- * as transformers does) or "prompt_ids" (token ids, used as given); "messages"
- * is recognised but refused until the tokenizer renders chat templates; "max_tokens" (tokens to
- * generate, default 16). Generation follows transformers' generate(): the
+ * as transformers does), "messages" (rendered with the model's chat template,
+ * generation prompt added, then encoded without added specials, as
+ * apply_chat_template(tokenize=True) does) or "prompt_ids" (token ids, used as
+ * given); "max_tokens" (tokens to generate, default 16). Generation follows
+ * transformers' generate(): the
  * prompt is one prefill, then each generated token but the last is fed back
  * (max_tokens - 1 decode steps), stopping early at an EOS id unless
  * --ignore-eos.
@@ -142,16 +144,18 @@ static emoe_status parse_prompt(const char *line, size_t len, const char *where,
         if (!text) { st = emoe_errf(err, EMOE_ENOMEM, "%s: out of memory", where); goto out; }
         memcpy(text, json_string_value(pr), text_len + 1);
     } else {
-        /* tok_apply_chat_template is declared but not yet implemented in the
-         * tokenizer this branch builds against: refuse clearly. */
-        st = emoe_errf(err, EMOE_EUNSUP, "%s: \"messages\" needs chat-template rendering, which this build "
-                       "lacks; give \"prompt\" or \"prompt_ids\"", where);
-        goto out;
+        if (!json_is_array(ms)) { st = emoe_errf(err, EMOE_EINVAL, "%s: \"messages\" must be an array", where); goto out; }
+        if ((st = tok_apply_chat_template(*tok, ms, 1, NULL, &text, err))) {
+            emoe_err_prefix(err, "%s: \"messages\"", where);
+            goto out;
+        }
+        text_len = strlen(text);
     }
     size_t n = 0;
     /* Text prompts get the post-processor's specials (BOS), as transformers'
-     * tokenizer(prompt) does. */
-    if ((st = tok_encode(*tok, text, text_len, 1, &p->ids, &n, err))) {
+     * tokenizer(prompt) does; a rendered chat template carries its own, as
+     * apply_chat_template(tokenize=True) encodes without adding any. */
+    if ((st = tok_encode(*tok, text, text_len, pr != NULL, &p->ids, &n, err))) {
         emoe_err_prefix(err, "%s: encoding the prompt", where);
         goto out;
     }

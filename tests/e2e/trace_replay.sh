@@ -45,6 +45,18 @@ for p in lru belady predictor; do
     echo "replay $p (prefill, 50%): $a on both"
 done
 
+# "messages": rendered with the model's chat template. The tiny model has none;
+# give it one that yields "<s>" + the content, whose encoding (no added
+# specials) must equal the text prompt's (BOS added): same routing as request 0.
+mkdir "$tmp/chat"
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do ln -s "$(cd "$M" && pwd)/$f" "$tmp/chat/$f"; done
+printf '%s' "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}" > "$tmp/chat/chat_template.jinja"
+head -n1 "$P" | jq -c '{task, messages: [{role: "user", content: .prompt}], max_tokens}' > "$tmp/msg.jsonl"
+"$BIN" trace -m "$tmp/chat" --prompts "$tmp/msg.jsonl" -o "$tmp/msg.trace" 2>/dev/null
+cmp -s <(jq -c '[.tokens[] | .experts]' "$tmp/msg.trace") <(head -n1 "$R" | jq -c '[.tokens[] | .experts]') ||
+    { echo "FAIL: a messages prompt does not route like the same text prompt"; exit 1; }
+echo "messages prompt (chat template) routes like the text prompt"
+
 # prompt_ids prompts and clear errors
 printf '{"task": "ids", "prompt_ids": [1, 450, 4996], "max_tokens": 3}\n' > "$tmp/ids.jsonl"
 "$BIN" trace -m "$M" --prompts "$tmp/ids.jsonl" -o "$tmp/ids.trace" 2>/dev/null
