@@ -154,9 +154,9 @@ static int eval_call(jctx *c, const jnode *n, json_t **out)
             return jx_fail(c, n->line, EMOE_EINVAL, "cannot call '%s' on an undefined value", callee->str);
         }
         int called = jb_method(c, n, obj, callee->str, args, n->nv, n->kn, kv, n->nk, out, &rc);
+        if (!called) rc = jx_fail(c, n->line, EMOE_EUNSUP, "'%s' object has no method '%s'", jv_type(obj), callee->str);
         json_decref(obj);
         free_args(n, args, kv);
-        if (!called) return jx_fail(c, n->line, EMOE_EUNSUP, "'%s' object has no method '%s'", jv_type(obj), callee->str);
         return rc;
     }
     if (callee->kind == JE_NAME) {
