@@ -106,6 +106,13 @@ static const sched_policy fifo_policy = {"fifo", fifo_pick, NULL};
 
 const sched_policy *sched_policy_fifo(void) { return &fifo_policy; }
 
+uint64_t sched_req_id(const sched_req *r) { return r->id; }
+const char *sched_req_task(const sched_req *r) { return r->task; }
+double sched_req_arrival(const sched_req *r) { return r->t_submit; }
+int sched_req_n_prompt(const sched_req *r) { return r->n_prompt; }
+int sched_req_max_tokens(const sched_req *r) { return r->max_tokens; }
+double sched_req_deadline(const sched_req *r) { return r->deadline; }
+
 static void hist_add(sched_hist *h, double v)
 {
     int b = 0;

@@ -66,6 +66,15 @@ typedef struct sched_policy {
 /* First come, first served. */
 const sched_policy *sched_policy_fifo(void);
 
+/* Read-only facts about a request, for policies (fixed at submit; safe to
+ * call from pick, which runs under the scheduler's lock). */
+uint64_t sched_req_id(const sched_req *r);
+const char *sched_req_task(const sched_req *r);   /* "" when none */
+double sched_req_arrival(const sched_req *r);     /* emoe_now() at submit */
+int sched_req_n_prompt(const sched_req *r);
+int sched_req_max_tokens(const sched_req *r);
+double sched_req_deadline(const sched_req *r);    /* 0 = none */
+
 typedef struct sched_opts {
     sched_limits limits;
     const sched_policy *policy;    /* NULL = FIFO */

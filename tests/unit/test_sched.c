@@ -279,6 +279,59 @@ START_TEST(queue_bound_and_validation)
 }
 END_TEST
 
+/* A custom policy (fewest max_tokens first) decides the admission order. */
+static int shortest_pick(void *self, sched_req *const *waiting, int n)
+{
+    (void)self;
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (best < 0 || sched_req_max_tokens(waiting[i]) < sched_req_max_tokens(waiting[best])) best = i;
+    return best;
+}
+
+START_TEST(policy_decides_admission)
+{
+    if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
+    sched_policy pol = {"shortest", shortest_pick, NULL};
+    sched_opts o = {0};
+    o.limits = (sched_limits){1, 16, 64, 64};
+    o.policy = &pol;
+    o.text.push = fake_push;
+    sched *s = NULL;
+    emoe_err err = {0};
+    ck_assert(sched_init(eng, &o, &s, &err) == EMOE_OK);
+    /* A occupies the only slot; B (30 tokens), C (5), D (12) queue up. */
+    sched_req *a = submit(s, 0, 60, NULL);
+    sched_update u;
+    double t0 = emoe_now();
+    do { sched_req_poll(a, 0.05, &u); free(u.text); } while (!u.started && emoe_now() - t0 < 10);
+    sched_req *b = submit(s, 1, 30, NULL), *c = submit(s, 2, 5, "x"), *d = submit(s, 3, 12, NULL);
+    ck_assert_int_eq(sched_req_max_tokens(c), 5);
+    ck_assert_int_eq(sched_req_n_prompt(b), n_prompt[1]);
+    ck_assert(sched_req_arrival(b) <= sched_req_arrival(c));
+    ck_assert_str_eq(sched_req_task(b), "");
+    sched_req *order[3] = {b, c, d};
+    double started[3] = {0, 0, 0};
+    t0 = emoe_now();
+    while ((started[0] == 0 || started[1] == 0 || started[2] == 0) && emoe_now() - t0 < 30) {
+        for (int i = 0; i < 3; i++) {
+            if (started[i] > 0) continue;
+            sched_req_poll(order[i], 0, &u);
+            free(u.text);
+            if (u.started) started[i] = emoe_now();
+        }
+        usleep(500);
+    }
+    /* C (5) before D (12) before B (30), although B arrived first. */
+    ck_assert(started[1] > 0 && started[2] > 0 && started[0] > 0);
+    ck_assert(started[1] <= started[2] && started[2] <= started[0]);
+    sched_req *all[4] = {a, b, c, d};
+    for (int i = 0; i < 4; i++) { wait_done(all[i], NULL, 0); sched_req_release(all[i]); }
+    sched_free(s);
+    eng_free(eng);
+}
+END_TEST
+
 static Suite *sched_suite(void)
 {
     Suite *s = suite_create("sched");
@@ -288,6 +341,7 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, stop_string_across_tokens);
     tcase_add_test(tc, cancel_every_stage);
     tcase_add_test(tc, queue_bound_and_validation);
+    tcase_add_test(tc, policy_decides_admission);
     suite_add_tcase(s, tc);
     return s;
 }
