@@ -357,7 +357,8 @@ int srv_parse_request(srv_kind kind, const char *body, size_t len, srv_gen_req *
             int echo = 0;
             if (get_bool(root, "echo", &echo, e) < 0) goto done;
             if (echo) { srv_fail(e, 400, INVALID, NULL, "echo", "echo is not supported"); goto done; }
-            if (get_string(root, "suffix", &s, &n, e) < 0) goto done;
+            if ((got = get_string(root, "suffix", &s, &n, e)) < 0) goto done;
+            if (got && n) { srv_fail(e, 400, INVALID, NULL, "suffix", "suffix is not supported"); goto done; }
         }
         break;
     case SRV_KIND_TOKENIZE:
