@@ -13,6 +13,7 @@
  * thread with sigtimedwait, so no work happens in a signal handler.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -76,6 +77,25 @@ static void on_tick(void *user)
         atomic_store(&w->last, now);
         sd_notify(0, "WATCHDOG=1");
     }
+}
+
+/* While the model loads there is no run loop yet; systemd's watchdog runs
+ * from the start of the service, so a helper pings until the loop takes
+ * over (TimeoutStartSec bounds a load that hangs). */
+typedef struct load_pinger {
+    watchdog *wd;
+    atomic_int stop;
+} load_pinger;
+
+static void *load_ping_main(void *arg)
+{
+    load_pinger *lp = arg;
+    while (!atomic_load(&lp->stop)) {
+        on_tick(lp->wd);
+        struct timespec nap = {0, 50 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    return NULL;
 }
 
 static sched_limits limits_of(const emoe_config *c)
@@ -165,6 +185,10 @@ int cmd_serve(int argc, char **argv)
     }
     LOG_INFO("listening on %s:%d", cfg.server.host, srv_port(server));
     sd_notifyf(0, "STATUS=loading model %s", cfg.model.path);
+    load_pinger lp = {.wd = &wd};
+    atomic_store(&lp.stop, 0);
+    pthread_t lp_thread;
+    int lp_started = wd.usec && pthread_create(&lp_thread, NULL, load_ping_main, &lp) == 0;
     double t0 = emoe_now();
     eng_open_opts eo = {.n_threads = cfg.engine.threads, .max_ctx = cfg.model.context_length};
     if (eng_open(cfg.model.path, &eo, &eng, &err) != EMOE_OK) {
@@ -185,6 +209,11 @@ int cmd_serve(int argc, char **argv)
     if (sched_init(eng, &so, &sc, &err) != EMOE_OK) {
         LOG_ERROR("%s", err.msg);
         goto stop;
+    }
+    if (lp_started) {
+        atomic_store(&lp.stop, 1);
+        pthread_join(lp_thread, NULL);
+        lp_started = 0;
     }
     srv_attach(server, eng, sc, text);
     LOG_INFO("model %s loaded in %.2fs (%s, context %d); ready", cfg.model.path, emoe_now() - t0,
@@ -243,6 +272,10 @@ int cmd_serve(int argc, char **argv)
         break;
     }
 stop:
+    if (lp_started) {
+        atomic_store(&lp.stop, 1);
+        pthread_join(lp_thread, NULL);
+    }
     srv_free(server); /* waits for every connection thread */
     sched_free(sc);
     srv_text_free(text);
