@@ -363,6 +363,17 @@ START_TEST(test_special_ids_and_skip)
     ck_assert_int_eq(got[0], 1);
     ck_assert_int_eq(got[1], 22557);
     free(got);
+    /* DeepSeek-V3 is a LlamaTokenizerFast with add_bos_token: BOS 0 first, as
+     * transformers adds it; Qwen3 adds nothing */
+    ck_assert(tok_encode(toks[2], "Hello", 5, 1, &got, &n, NULL) == EMOE_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(got[0], 0);
+    ck_assert_int_eq(got[1], 19923);
+    free(got);
+    ck_assert(tok_encode(q, "Hello", 5, 1, &got, &n, NULL) == EMOE_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(got[0], 9707);
+    free(got);
     /* out-of-range ids are an error, not a crash */
     int32_t bad[] = {5, 999999};
     emoe_err err = {0};
