@@ -505,11 +505,16 @@ emoe_status store_pack_engine(eng_engine *e, const char *path, int progress, emo
     return store_write(path, &info, fill_from_engine, e, progress, err);
 }
 
+/* The folder of path is writable: access() and, since root passes access()
+ * regardless, at least one write permission bit (a folder shipped read-only,
+ * like a shared model folder, is left alone even by root). */
 static int dir_writable(const char *path)
 {
     char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
-    return access(dirname(buf), W_OK) == 0;
+    const char *d = dirname(buf);
+    struct stat sb;
+    return access(d, W_OK) == 0 && stat(d, &sb) == 0 && (sb.st_mode & 0222);
 }
 
 static emoe_status open_check(const char *path, uint64_t fp, emoe_err *err)
@@ -542,9 +547,8 @@ emoe_status store_find_or_build(eng_engine *e, const char *configured, char *out
             else return emoe_errf(err, EMOE_EINVAL, "no expert store for %s: the model folder is read-only and "
                                   "neither XDG_CACHE_HOME nor HOME is set; run `emoe pack -m DIR -o FILE` and pass --store FILE",
                                   eng_model_dir(e));
-            char parent[PATH_MAX];
-            snprintf(parent, sizeof parent, "%s", dir);
-            (void)mkdir(dirname(parent), 0755);
+            for (char *q = dir + 1; *q; q++) /* mkdir -p */
+                if (*q == '/') { *q = 0; (void)mkdir(dir, 0755); *q = '/'; }
             (void)mkdir(dir, 0755);
             snprintf(path, sizeof path, "%s/%016" PRIx64 ".emoe", dir, fp);
         }

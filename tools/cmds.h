@@ -5,5 +5,7 @@
 int cmd_run(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif

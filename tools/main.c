@@ -14,6 +14,8 @@ static const subcmd cmds[] = {
     {"run", cmd_run, "run a prompt through a model (CPU reference engine)"},
     {"mkmodel", cmd_mkmodel, "write a random-weight MoE checkpoint in the Hugging Face layout"},
     {"info", cmd_info, "describe a model directory and the build"},
+    {"pack", cmd_pack, "write the expert store (experts.emoe) of a model"},
+    {"perplexity", cmd_perplexity, "perplexity over documents, optionally under an expert budget"},
 };
 
 static void usage(FILE *f)
