@@ -31,6 +31,24 @@ static float dot_f32(const float *a, const float *b, int n)
     return r;
 }
 
+/* Dot product of float32 a with a bf16 row, converting inline (decode path:
+ * one pass over the weights instead of convert-then-dot). */
+static float dot_bf16(const float *a, const uint16_t *w, int n)
+{
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            uint32_t u = (uint32_t)w[i + j] << 16;
+            float f;
+            memcpy(&f, &u, 4);
+            s[j] += a[i + j] * f;
+        }
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * eng_bf16_to_f32(w[i]);
+    return r;
+}
+
 typedef struct mm_ctx {
     const float *x;       /* (T, K) */
     int T, K;
@@ -43,6 +61,15 @@ typedef struct mm_ctx {
 static void mm_task(void *arg, int64_t b, int64_t e)
 {
     mm_ctx *c = arg;
+    if (c->W->dtype == ENG_DT_BF16 && c->T <= 2) {
+        for (int64_t n = b; n < e; n++) {
+            const uint16_t *w = (const uint16_t *)c->W->data + n * c->K;
+            float bv = 0;
+            if (c->bias) eng_tensor_read_f32(c->bias, n, 1, &bv);
+            for (int t = 0; t < c->T; t++) c->y[(size_t)t * c->N + n] = dot_bf16(c->x + (size_t)t * c->K, w, c->K) + bv;
+        }
+        return;
+    }
     float *row = NULL;
     float stackrow[4096];
     if (c->W->dtype != ENG_DT_F32) row = c->K <= 4096 ? stackrow : malloc(sizeof(float) * (size_t)c->K);

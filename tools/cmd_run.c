@@ -5,6 +5,7 @@
  * expert ids highest weight first) and timing.
  */
 #include <jansson.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,9 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(tm, "prefill_tokens_per_s", json_real(n_ids / (t1 - t0)));
         json_object_set_new(tm, "decode_s", json_real(t2 - t1));
         json_object_set_new(tm, "decode_tokens_per_s", json_real(n_decode_steps > 0 ? n_decode_steps / (t2 - t1) : 0));
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        json_object_set_new(tm, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
         json_object_set_new(o, "timing", tm);
         if (cache) {
             cache_stats cs;
