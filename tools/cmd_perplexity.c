@@ -24,6 +24,7 @@
 
 #include "engine/cache.h"
 #include "engine/engine.h"
+#include "engine/tokenizer.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -60,9 +61,10 @@ typedef struct task_acc {
 
 /* Reads the documents file, tokenizes and frames each; keeps at most max_docs
  * per task (and only `only` when set). */
-static int load_docs(const char *path, const eng_model_desc *d, const char *only, int max_docs, int max_len,
-                     doc **out, int *n_out)
+static int load_docs(const char *path, const char *model_dir, const eng_model_desc *d, const char *only, int max_docs,
+                     int max_len, doc **out, int *n_out)
 {
+    tok_tokenizer *tok = NULL;
     FILE *f = fopen(path, "r");
     if (!f) { fprintf(stderr, "emoe perplexity: cannot open %s\n", path); return -1; }
     doc *docs = NULL;
@@ -85,27 +87,44 @@ static int load_docs(const char *path, const eng_model_desc *d, const char *only
         int have = 0;
         for (int i = 0; i < n; i++) have += !strcmp(docs[i].task, task);
         if (have >= max_docs) { json_decref(o); continue; }
-        json_t *ids = json_object_get(o, "ids");
+        json_t *ids = json_object_get(o, "ids"), *text = json_object_get(o, "text");
+        int32_t *tids = NULL;
+        size_t nt = 0;
         if (!json_is_array(ids)) {
-            fprintf(stderr, "emoe perplexity: %s:%d: documents need \"ids\" (token ids): this build has no tokenizer for \"text\" yet\n",
-                    path, lineno);
-            json_decref(o);
-            goto out;
+            if (!json_is_string(text)) {
+                fprintf(stderr, "emoe perplexity: %s:%d: a document needs \"text\" (string) or \"ids\" (token ids)\n", path, lineno);
+                json_decref(o);
+                goto out;
+            }
+            emoe_err err = {0};
+            if (!tok && tok_load_dir(model_dir, &tok, &err) != EMOE_OK) {
+                fprintf(stderr, "emoe perplexity: %s\n", err.msg);
+                json_decref(o);
+                goto out;
+            }
+            if (tok_encode(tok, json_string_value(text), json_string_length(text), 0, &tids, &nt, &err) != EMOE_OK) {
+                fprintf(stderr, "emoe perplexity: %s:%d: %s\n", path, lineno, err.msg);
+                json_decref(o);
+                goto out;
+            }
+        } else {
+            nt = json_array_size(ids);
         }
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
             doc *nd = realloc(docs, sizeof *nd * (size_t)cap);
-            if (!nd) { json_decref(o); goto out; }
+            if (!nd) { free(tids); json_decref(o); goto out; }
             docs = nd;
         }
         doc *dc = &docs[n];
         memset(dc, 0, sizeof *dc);
         snprintf(dc->task, sizeof dc->task, "%s", task);
-        size_t nt = json_array_size(ids);
         dc->ids = malloc(sizeof(int32_t) * (nt + 2));
-        if (!dc->ids) { json_decref(o); goto out; }
+        if (!dc->ids) { free(tids); json_decref(o); goto out; }
         if (bos >= 0) dc->ids[dc->n++] = bos;
-        for (size_t i = 0; i < nt; i++) {
+        for (size_t i = 0; i < nt && tids; i++) dc->ids[dc->n++] = tids[i];
+        free(tids);
+        for (size_t i = 0; i < nt && json_is_array(ids); i++) {
             json_t *v = json_array_get(ids, i);
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= d->vocab) {
                 fprintf(stderr, "emoe perplexity: %s:%d: ids[%zu] is not a token id of this model (vocab %d)\n", path,
@@ -126,6 +145,7 @@ static int load_docs(const char *path, const eng_model_desc *d, const char *only
 out:
     free(line);
     fclose(f);
+    tok_free(tok);
     if (rc) {
         for (int i = 0; i < n; i++) free(docs[i].ids);
         free(docs);
@@ -207,7 +227,7 @@ int cmd_perplexity(int argc, char **argv)
     memset(&total_cs, 0, sizeof total_cs);
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe perplexity: %s\n", err.msg); goto out; }
     const eng_model_desc *d = eng_desc(e);
-    if (load_docs(docs_path, d, task, (int)max_docs, (int)max_len, &docs, &n_docs)) goto out;
+    if (load_docs(docs_path, model, d, task, (int)max_docs, (int)max_len, &docs, &n_docs)) goto out;
     if (!n_docs) { fprintf(stderr, "emoe perplexity: no documents%s%s in %s\n", task ? " of task " : "", task ? task : "", docs_path); goto out; }
     acc = calloc((size_t)n_docs, sizeof *acc);
     all = malloc(sizeof(float) * (size_t)max_len * (size_t)d->vocab);
