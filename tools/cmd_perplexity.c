@@ -7,11 +7,14 @@
  * perplexity is exp(sum of NLL over its documents / number of predictions).
  *
  * Under an expert budget (--budget) the expert cache serves the experts. In
- * exact mode the figures equal the all-experts ones. In substitute mode the
- * cache is rebuilt per task and warmed by running that task's documents once in
- * exact mode (LRU eviction), then the documents are scored with the substitute
- * policy and prefetch-on-miss off, so the resident set is the warmed LRU set,
- * frozen while scoring: the figures then do not depend on load timing.
+ * exact mode the figures equal the all-experts ones (documents run as one
+ * prefill each). In substitute mode the cache is rebuilt per task and warmed by
+ * running that task's documents once, token by token, in exact mode (LRU
+ * eviction), then the documents are scored token by token (as decoding would
+ * see them) with the substitute policy. --fetch-on-miss on (default): the
+ * experts a token missed are loaded for the next tokens, as the forward pass's
+ * prefetch does in serving, but synchronously so that the figures do not depend
+ * on load timing; off: the warmed resident set stays frozen while scoring.
  *
  * Documents: JSON lines {"task": T, "text": S} (needs the tokenizer) or
  * {"task": T, "ids": [...]} (already tokenized, without BOS/EOS).
@@ -42,6 +45,7 @@ static void usage(FILE *f)
             "  --miss-policy P         exact | substitute (substitute: warm per task, then score)\n"
             "  --store FILE            expert store (default DIR/experts.emoe, built if missing)\n"
             "  --threads N             worker threads (default: all CPUs)\n"
+            "  --fetch-on-miss on|off  substitute mode: load missed experts for later tokens (default on)\n"
             "  --json                  print one JSON object\n");
 }
 
@@ -181,11 +185,45 @@ static emoe_status run_doc(eng_engine *e, const doc *dc, float *all, task_acc *a
     return st;
 }
 
+/* Like run_doc, but one token per step (decode order): the cache sees routing
+ * token by token, as in serving. */
+static emoe_status run_doc_decode(eng_engine *e, const doc *dc, float *logits, task_acc *acc, int score,
+                                  cache_t *cache, emoe_err *err)
+{
+    const eng_model_desc *d = eng_desc(e);
+    eng_seq *s = eng_seq_new(e, dc->n, err);
+    if (!s) return err->code ? err->code : EMOE_ENOMEM;
+    emoe_status st = EMOE_OK;
+    for (int p = 0; p + 1 < dc->n && st == EMOE_OK; p++) {
+        st = eng_forward(e, s, &dc->ids[p], 1, logits, err);
+        if (cache) cache_step_end(cache);
+        if (st || !score) continue;
+        double mx = -INFINITY, sum = 0;
+        for (int v = 0; v < d->vocab; v++) if (logits[v] > mx) mx = logits[v];
+        for (int v = 0; v < d->vocab; v++) sum += exp((double)logits[v] - mx);
+        acc->nll += (mx + log(sum)) - (double)logits[dc->ids[p + 1]];
+        acc->preds++;
+    }
+    if (st == EMOE_OK && score) {
+        acc->docs++;
+        acc->substituted += eng_seq_substituted(s);
+    }
+    eng_seq_free(s);
+    return st;
+}
+
+/* Prefetch made synchronous: deterministic figures in substitute mode. */
+static void prefetch_sync(void *ctx, int layer, const int *experts, int n)
+{
+    cache_prefetch(ctx, layer, experts, n);
+    cache_drain(ctx);
+}
+
 int cmd_perplexity(int argc, char **argv)
 {
     const char *model = NULL, *docs_path = NULL, *task = NULL;
     long long max_docs = 12, max_len = 257, threads = 0;
-    int json = 0;
+    int json = 0, fetch_on_miss = 1;
     cache_cli_opts co = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -202,6 +240,11 @@ int cmd_perplexity(int argc, char **argv)
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--fetch-on-miss")) {
+            VAL();
+            if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "emoe perplexity: --fetch-on-miss: 'on' or 'off'\n"); return 2; }
+            fetch_on_miss = !strcmp(v, "on");
+        }
         else { fprintf(stderr, "emoe perplexity: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
@@ -258,7 +301,7 @@ int cmd_perplexity(int argc, char **argv)
             if (policy == CACHE_MISS_SUBSTITUTE) {
                 for (int i = 0; i < n_docs; i++) {
                     if (strcmp(docs[i].task, acc[t].name)) continue;
-                    if (run_doc(e, &docs[i], all, &acc[t], 0, &err) != EMOE_OK) {
+                    if (run_doc_decode(e, &docs[i], all, &acc[t], 0, cache, &err) != EMOE_OK) {
                         fprintf(stderr, "emoe perplexity: warming on %s: %s\n", acc[t].name, err.msg);
                         goto out;
                     }
@@ -266,17 +309,20 @@ int cmd_perplexity(int argc, char **argv)
                 cache_drain(cache);
                 cache_set_miss_policy(cache, CACHE_MISS_SUBSTITUTE);
                 frozen = *cache_provider(cache);
-                frozen.prefetch = NULL; /* resident set frozen while scoring */
+                frozen.prefetch = fetch_on_miss ? prefetch_sync : NULL;
                 eng_set_expert_provider(e, &frozen);
             }
         }
         for (int i = 0; i < n_docs; i++) {
             if (strcmp(docs[i].task, acc[t].name)) continue;
-            if (run_doc(e, &docs[i], all, &acc[t], 1, &err) != EMOE_OK) {
+            emoe_status rs = policy == CACHE_MISS_SUBSTITUTE && co.budget
+                                 ? run_doc_decode(e, &docs[i], all, &acc[t], 1, cache, &err)
+                                 : run_doc(e, &docs[i], all, &acc[t], 1, &err);
+            if (rs != EMOE_OK) {
                 fprintf(stderr, "emoe perplexity: task %s: %s\n", acc[t].name, err.msg);
                 goto out;
             }
-            if (cache) cache_step_end(cache);
+            if (cache && policy != CACHE_MISS_SUBSTITUTE) cache_step_end(cache);
         }
         if (!json)
             fprintf(stderr, "%-16s ppl %10.4f  (%d docs, %lld predictions%s)\n", acc[t].name,
@@ -298,6 +344,7 @@ int cmd_perplexity(int argc, char **argv)
     json_object_set_new(o, "seconds", json_real(t1 - t0));
     json_object_set_new(o, "budget", co.budget ? json_string(co.budget) : json_null());
     json_object_set_new(o, "miss_policy", json_string(policy == CACHE_MISS_SUBSTITUTE ? "substitute" : "exact"));
+    if (policy == CACHE_MISS_SUBSTITUTE) json_object_set_new(o, "fetch_on_miss", json_boolean(fetch_on_miss));
     if (cache) {
         cache_stats cs;
         cache_get_stats(cache, &cs);
