@@ -40,14 +40,17 @@ done <"$TMP/ref.txt"
     >"$TMP/q25.json" 2>"$TMP/err.txt" || { echo "FAIL: budget run: $(tail -2 "$TMP/err.txt")"; exit 1; }
 a=$(ours "$TMP/all.json" quotes); b=$(ours "$TMP/q25.json" quotes)
 [ "$a" = "$b" ] && echo "ok quotes exact at 25%: $b" || { echo "FAIL: quotes exact at 25%: $b != $a"; fail=1; }
-# Substitute mode: experts substituted, perplexity higher than all-experts.
-"$EMOE_BIN" perplexity -m "$M" --docs "$M/eval_docs.jsonl" --task quotes --json --budget 25% --store "$TMP/s.emoe" \
+# Substitute mode (3 documents, token by token): experts substituted, perplexity
+# higher than all-experts on the same documents.
+"$EMOE_BIN" perplexity -m "$M" --docs "$M/eval_docs.jsonl" --task quotes --max-docs 3 --json >"$TMP/q3.json" 2>"$TMP/err.txt" ||
+    { echo "FAIL: 3-doc run: $(tail -2 "$TMP/err.txt")"; exit 1; }
+"$EMOE_BIN" perplexity -m "$M" --docs "$M/eval_docs.jsonl" --task quotes --max-docs 3 --json --budget 25% --store "$TMP/s.emoe" \
     --miss-policy substitute >"$TMP/qs.json" 2>"$TMP/err.txt" || { echo "FAIL: substitute run: $(tail -2 "$TMP/err.txt")"; exit 1; }
-s=$(ours "$TMP/qs.json" quotes)
+a=$(ours "$TMP/q3.json" quotes); s=$(ours "$TMP/qs.json" quotes)
 subst=$(grep -o '"substituted":[0-9]*' "$TMP/qs.json" | head -1 | cut -d: -f2)
 if [ "${subst:-0}" -gt 0 ] && awk -v s="$s" -v a="$a" 'BEGIN { exit !(s > a) }'; then
     echo "ok quotes substitute at 25%: ppl $s (all experts $a), $subst experts substituted"
 else
-    echo "FAIL: quotes substitute at 25%: ppl $s, substituted ${subst:-none}"; fail=1
+    echo "FAIL: quotes substitute at 25%: ppl $s (all experts $a), substituted ${subst:-none}"; fail=1
 fi
 exit $fail
