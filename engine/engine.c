@@ -121,6 +121,7 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
     e->ck_provider.ctx = e;
     e->ck_provider.acquire = ck_acquire;
     e->prov = &e->ck_provider;
+    e->be = &eng_cpu_backend;
     *out = e;
     return EMOE_OK;
 fail:
@@ -212,6 +213,36 @@ void eng_seq_set_tag(eng_seq *s, void *tag) { s->tag = tag; }
 void *eng_seq_tag(const eng_seq *s) { return s->tag; }
 void eng_seq_truncate(eng_seq *s, int len) { if (len >= 0 && len < s->len) s->len = len; }
 uint64_t eng_seq_substituted(const eng_seq *s) { return s->substituted; }
+
+const char *eng_backend_name(const eng_engine *e) { return e->be->name; }
+
+emoe_status eng_step(eng_engine *e, eng_batch_item *items, int n, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    if (n <= 0) return emoe_errf(err, EMOE_EINVAL, "empty step");
+    int T = 0;
+    for (int i = 0; i < n; i++) {
+        eng_batch_item *it = &items[i];
+        if (!it->seq || !it->ids || it->n_ids <= 0) return emoe_errf(err, EMOE_EINVAL, "step item %d has no tokens", i);
+        for (int j = 0; j < n; j++)
+            if (j != i && items[j].seq == it->seq) return emoe_errf(err, EMOE_EINVAL, "a sequence appears twice in one step");
+        for (int j = 0; j < it->n_ids; j++)
+            if (it->ids[j] < 0 || it->ids[j] >= d->vocab)
+                return emoe_errf(err, EMOE_EINVAL, "token id %d is outside the vocabulary (0..%d)", it->ids[j], d->vocab - 1);
+        if (it->n_ids > it->seq->max_len - it->seq->len)
+            return emoe_errf(err, EMOE_EINVAL, "sequence of %d tokens would exceed its context of %d",
+                             it->seq->len + it->n_ids, it->seq->max_len);
+        if (T > INT32_MAX / 2 - it->n_ids) return emoe_errf(err, EMOE_EINVAL, "step too large");
+        T += it->n_ids;
+    }
+    for (int i = 0; i < n; i++)
+        if (eng_seq_reserve(items[i].seq, items[i].seq->len + items[i].n_ids) != 0)
+            return emoe_errf(err, EMOE_ENOMEM, "out of memory growing a KV cache");
+    emoe_status rc = e->be->step(e, items, n, T, err);
+    if (rc == EMOE_OK)
+        for (int i = 0; i < n; i++) items[i].seq->len += items[i].n_ids;
+    return rc;
+}
 
 emoe_status eng_forward(eng_engine *e, eng_seq *s, const int32_t *ids, int n, float *last_logits, emoe_err *err)
 {

@@ -31,6 +31,8 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
 void eng_free(eng_engine *e);
 
 const eng_model_desc *eng_desc(const eng_engine *e);
+/* "cpu" (the float32 reference); other backends plug in behind the same step. */
+const char *eng_backend_name(const eng_engine *e);
 const char *eng_model_dir(const eng_engine *e);
 int eng_max_ctx(const eng_engine *e);
 

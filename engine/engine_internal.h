@@ -7,7 +7,19 @@
 #include "engine/checkpoint.h"
 #include "engine/pool.h"
 
+/* A compute backend: runs one validated step (T = total new tokens). The CPU
+ * float32 backend (forward.c) is the reference; a CUDA backend implements the
+ * same contract. On failure no sequence may be advanced (eng_step advances
+ * lengths only after success). */
+typedef struct eng_backend_ops {
+    const char *name;
+    emoe_status (*step)(eng_engine *e, eng_batch_item *items, int n, int T, emoe_err *err);
+} eng_backend_ops;
+
+extern const eng_backend_ops eng_cpu_backend;
+
 struct eng_engine {
+    const eng_backend_ops *be;
     char *dir;
     eng_model_desc d;
     eng_checkpoint *ck;

@@ -344,28 +344,11 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
     return EMOE_OK;
 }
 
-emoe_status eng_step(eng_engine *e, eng_batch_item *items, int n, emoe_err *err)
+/* The CPU backend's step: inputs were validated and KV capacity reserved by
+ * eng_step (engine.c); on success eng_step advances the sequences. */
+static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, emoe_err *err)
 {
     const eng_model_desc *d = &e->d;
-    if (n <= 0) return emoe_errf(err, EMOE_EINVAL, "empty step");
-    int T = 0;
-    for (int i = 0; i < n; i++) {
-        eng_batch_item *it = &items[i];
-        if (!it->seq || !it->ids || it->n_ids <= 0) return emoe_errf(err, EMOE_EINVAL, "step item %d has no tokens", i);
-        for (int j = 0; j < n; j++)
-            if (j != i && items[j].seq == it->seq) return emoe_errf(err, EMOE_EINVAL, "a sequence appears twice in one step");
-        for (int j = 0; j < it->n_ids; j++)
-            if (it->ids[j] < 0 || it->ids[j] >= d->vocab)
-                return emoe_errf(err, EMOE_EINVAL, "token id %d is outside the vocabulary (0..%d)", it->ids[j], d->vocab - 1);
-        if (it->n_ids > it->seq->max_len - it->seq->len)
-            return emoe_errf(err, EMOE_EINVAL, "sequence of %d tokens would exceed its context of %d",
-                             it->seq->len + it->n_ids, it->seq->max_len);
-        if (T > INT32_MAX / 2 - it->n_ids) return emoe_errf(err, EMOE_EINVAL, "step too large");
-        T += it->n_ids;
-    }
-    for (int i = 0; i < n; i++)
-        if (eng_seq_reserve(items[i].seq, items[i].seq->len + items[i].n_ids) != 0)
-            return emoe_errf(err, EMOE_ENOMEM, "out of memory growing a KV cache");
     step_buf b;
     if (step_buf_alloc(&b, d, T) != 0) { step_buf_free(&b); return emoe_errf(err, EMOE_ENOMEM, "out of memory for a step of %d tokens", T); }
     emoe_status rc = EMOE_OK;
@@ -423,8 +406,9 @@ emoe_status eng_step(eng_engine *e, eng_batch_item *items, int n, emoe_err *err)
         }
         r += it->n_ids;
     }
-    for (int i = 0; i < n; i++) items[i].seq->len += items[i].n_ids;
 out:
     step_buf_free(&b);
     return rc;
 }
+
+const eng_backend_ops eng_cpu_backend = {"cpu", cpu_step};

@@ -69,7 +69,7 @@ const char *tok_chat_template(const tok_tokenizer *t);
  * On success *ids is a malloc'd array of *n ids (caller frees; non-NULL even
  * when *n is 0). On failure *ids is NULL, *n is 0 and err says why (e.g. invalid
  * UTF-8 at byte N). */
-emoe_status tok_encode(tok_tokenizer *t, const char *text, size_t len, int add_special,
+emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int add_special,
                        int32_t **ids, size_t *n, emoe_err *err);
 
 /* Decodes ids to text exactly as Hugging Face tokenizers' decode does.

@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#ifdef EMOE_CUDA
+#include "engine/cuda/device.h"
+#endif
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -22,7 +25,14 @@ int cmd_info(int argc, char **argv)
         }
     }
 #ifdef EMOE_CUDA
-    printf("build: CUDA backend compiled in\n");
+    char msg[256] = "";
+    int nd = emoe_cuda_device_count(msg, sizeof msg);
+    printf("build: CUDA support compiled in; %d device(s)%s%s\n", nd, nd ? "" : ": ", nd ? "" : msg);
+    for (int i = 0; i < nd; i++) {
+        char line[512];
+        emoe_cuda_device_describe(i, line, sizeof line);
+        printf("  %s\n", line);
+    }
 #else
     printf("build: CPU only (no CUDA)\n");
 #endif

@@ -13,6 +13,7 @@
 #include "engine/cache.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "engine/tokenizer.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -102,11 +103,21 @@ int cmd_run(int argc, char **argv)
     if (!!prompt_ids == !!prompt) { fprintf(stderr, "emoe run: give exactly one of --prompt-ids or --prompt\n"); return 2; }
     int32_t *ids = NULL;
     int n_ids = 0;
+    tok_tokenizer *tok = NULL;
+    emoe_err terr = {0};
     if (prompt) {
-        fprintf(stderr, "emoe run: --prompt needs the tokenizer, which this build does not have yet; use --prompt-ids\n");
+        /* As `tokenizer(text)` does: the post-processor's special tokens (e.g. BOS) included. */
+        size_t nn = 0;
+        if (tok_load_dir(model, &tok, &terr) != EMOE_OK || tok_encode(tok, prompt, strlen(prompt), 1, &ids, &nn, &terr) != EMOE_OK) {
+            fprintf(stderr, "emoe run: --prompt: %s\n", terr.msg);
+            tok_free(tok);
+            return 2;
+        }
+        n_ids = (int)nn;
+        if (n_ids == 0) { fprintf(stderr, "emoe run: --prompt encodes to no tokens\n"); tok_free(tok); free(ids); return 2; }
+    } else if (arg_ids("run", "--prompt-ids", prompt_ids, &ids, &n_ids)) {
         return 2;
     }
-    if (arg_ids("run", "--prompt-ids", prompt_ids, &ids, &n_ids)) return 2;
 
     emoe_err err = {0};
     eng_engine *e = NULL;
@@ -145,10 +156,10 @@ int cmd_run(int argc, char **argv)
     memcpy(last, logits, sizeof(float) * (size_t)d->vocab);
     int n_out = 0;
     while (n_out < n_gen) {
-        int tok = eng_sampler_sample(smp, logits);
-        eng_sampler_accept(smp, tok);
-        gen[n_out++] = tok;
-        if (!ignore_eos && is_eos(d, tok)) break;
+        int next = eng_sampler_sample(smp, logits);
+        eng_sampler_accept(smp, next);
+        gen[n_out++] = next;
+        if (!ignore_eos && is_eos(d, next)) break;
         if (n_out == n_gen) break;
         if (eng_forward(e, seq, &gen[n_out - 1], 1, logits, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
         if (cache) cache_step_end(cache);
@@ -196,6 +207,12 @@ int cmd_run(int argc, char **argv)
         for (int i = 0; i < n_ids; i++) printf("%s%d", i ? "," : "", ids[i]);
         printf("\ngenerated ids: ");
         for (int i = 0; i < n_out; i++) printf("%s%d", i ? "," : "", gen[i]);
+        if (tok) {
+            char *text = NULL;
+            size_t tl = 0;
+            if (tok_decode(tok, gen, (size_t)n_out, 1, &text, &tl, &terr) == EMOE_OK) printf("\ntext:          %s", text);
+            free(text);
+        }
         printf("\nprefill: %d tokens in %.3f s (%.1f tok/s); decode: %d steps in %.3f s (%.2f tok/s)\n", n_ids, t1 - t0,
                n_ids / (t1 - t0), n_decode_steps, t2 - t1, n_decode_steps > 0 ? n_decode_steps / (t2 - t1) : 0.0);
         if (cache) {
@@ -218,5 +235,6 @@ out:
     eng_free(e);
     cache_free(cache);
     free(ids);
+    tok_free(tok);
     return rc;
 }

@@ -16,6 +16,11 @@ static const subcmd cmds[] = {
     {"info", cmd_info, "describe a model directory and the build"},
     {"pack", cmd_pack, "write the expert store (experts.emoe) of a model"},
     {"perplexity", cmd_perplexity, "perplexity over documents, optionally under an expert budget"},
+    {"tokenize", cmd_tokenize, "text -> token ids with the model's tokenizer.json"},
+    {"detokenize", cmd_detokenize, "token ids -> text"},
+    {"chat-template", cmd_chat_template, "render the model's chat template for a messages file"},
+    {"trace", cmd_trace, "record the expert routing of a file of task-labelled prompts (JSONL trace)"},
+    {"replay", cmd_replay, "replay routing traces through the expert cache under a policy (offline evaluator)"},
 };
 
 static void usage(FILE *f)
