@@ -640,6 +640,7 @@ json_t *cache_stats_json(const cache_stats *s)
     json_object_set_new(o, "load_seconds", json_real(s->load_seconds));
     json_object_set_new(o, "stall_seconds", json_real(s->stall_seconds));
     json_object_set_new(o, "stall_max_step_seconds", json_real(s->stall_max_step));
+    json_object_set_new(o, "stall_last_step_seconds", json_real(s->stall_last_step));
     json_object_set_new(o, "steps", json_integer((json_int_t)s->steps));
     json_object_set_new(o, "tiers", tiers);
     json_object_set_new(o, "load_latency_us_bounds", bounds);

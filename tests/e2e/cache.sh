@@ -25,8 +25,10 @@ check_model() { # name dir prompt
     "$EMOE_BIN" run -m "$dir" --prompt-ids "$prompt" -n 6 --threads 1 --json >"$TMP/ref.json" 2>/dev/null ||
         { die "$name: reference run"; return; }
     for b in 10% 25% 50%; do
+        local host=()
+        [ "$b" = 25% ] && host=(--host-budget 60%) # the pinned host tier on the way, once per model
         if ! "$EMOE_BIN" run -m "$dir" --prompt-ids "$prompt" -n 6 --threads 1 --json --budget "$b" --store "$store" \
-            >"$TMP/got.json" 2>"$TMP/err.txt"; then
+            "${host[@]}" >"$TMP/got.json" 2>"$TMP/err.txt"; then
             die "$name $b: run failed: $(tail -1 "$TMP/err.txt")"; continue
         fi
         [ -n "$(logits "$TMP/ref.json")" ] || { die "$name: no logits in the reference output"; continue; }
@@ -39,7 +41,10 @@ check_model() { # name dir prompt
         [ -n "$peak" ] && [ -n "$budget" ] || { die "$name $b: no cache object in --json"; continue; }
         [ "$peak" -le "$budget" ] || die "$name $b: peak resident $peak > budget $budget"
         [ "$misses" -gt 0 ] || die "$name $b: no misses: the budget did not constrain anything"
-        echo "ok $name $b: peak $peak <= budget $budget, misses $misses, logits identical"
+        if [ ${#host[@]} -gt 0 ]; then
+            grep -q '"tier":"host","hits":[1-9]' "$TMP/got.json" || die "$name $b: the host tier served nothing"
+        fi
+        echo "ok $name $b${host[*]:+ ${host[*]}}: peak $peak <= budget $budget, misses $misses, logits identical"
     done
 }
 
