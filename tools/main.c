@@ -16,6 +16,8 @@ static const subcmd cmds[] = {
     {"info", cmd_info, "describe a model directory and the build"},
     {"serve", cmd_serve, "serve the OpenAI-compatible HTTP API"},
     {"config", cmd_config, "print or check the configuration (--dump, --check, --markdown)"},
+    {"pack", cmd_pack, "write the expert store (experts.emoe) of a model"},
+    {"perplexity", cmd_perplexity, "perplexity over documents, optionally under an expert budget"},
     {"tokenize", cmd_tokenize, "text -> token ids with the model's tokenizer.json"},
     {"detokenize", cmd_detokenize, "token ids -> text"},
     {"chat-template", cmd_chat_template, "render the model's chat template for a messages file"},
