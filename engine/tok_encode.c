@@ -114,6 +114,54 @@ static int all_ascii(const char *s, size_t n)
     return 1;
 }
 
+/* Unicode normalization of s, passing ASCII stretches through untouched:
+ * ASCII characters are starters that never compose with what precedes them
+ * and block reordering, so only the runs around non-ASCII text (plus the one
+ * ASCII character before a run, which may compose with a following mark) go
+ * through utf8proc. Equivalent to normalizing the whole string, much faster
+ * on mostly-ASCII text. */
+static emoe_status unicode_norm(enc *e, const char *s, size_t n, int opt, char **out, size_t *out_len)
+{
+    char *o = malloc(n + 16);
+    size_t cap = n + 16, k = 0, i = 0;
+    if (!o) return oom(e);
+    while (i < n) {
+        size_t a = i;
+        while (i < n && (unsigned char)s[i] < 0x80) i++;
+        if (i == n) { /* trailing ASCII */
+            memcpy(o + k, s + a, n - a);
+            k += n - a;
+            break;
+        }
+        size_t rs = i > a ? i - 1 : i; /* include the ASCII char before the run */
+        memcpy(o + k, s + a, rs - a);
+        k += rs - a;
+        size_t re = i;
+        while (re < n && !((unsigned char)s[re] < 0x80 && (re + 1 == n || (unsigned char)s[re + 1] < 0x80))) re++;
+        utf8proc_uint8_t *dst = NULL;
+        utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s + rs, (utf8proc_ssize_t)(re - rs), &dst,
+                                          (utf8proc_option_t)opt);
+        if (r < 0) {
+            free(o);
+            return emoe_errf(e->err, EMOE_EINVAL, "tokenizer: normalization failed: %s", utf8proc_errmsg(r));
+        }
+        if (k + (size_t)r + (n - re) + 1 > cap) {
+            cap = k + (size_t)r + (n - re) + 16;
+            char *q = realloc(o, cap);
+            if (!q) { free(dst); free(o); return oom(e); }
+            o = q;
+        }
+        memcpy(o + k, dst, (size_t)r);
+        k += (size_t)r;
+        free(dst);
+        i = re;
+    }
+    o[k] = 0;
+    *out = o;
+    *out_len = k;
+    return EMOE_OK;
+}
+
 /* Applies the normalizer chain to s; *out is malloc'd. */
 static emoe_status normalize(enc *e, const char *s, size_t n, char **out, size_t *out_len)
 {
@@ -135,15 +183,8 @@ static emoe_status normalize(enc *e, const char *s, size_t n, char **out, size_t
             else if (nm->type == TOK_NORM_NFD) opt |= UTF8PROC_DECOMPOSE;
             else if (nm->type == TOK_NORM_NFKC) opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
             else opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-            utf8proc_uint8_t *dst = NULL;
-            utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)cur, (utf8proc_ssize_t)cl, &dst,
-                                              (utf8proc_option_t)opt);
-            if (r < 0) {
-                free(cur);
-                return emoe_errf(e->err, EMOE_EINVAL, "tokenizer: normalization failed: %s", utf8proc_errmsg(r));
-            }
-            nx = (char *)dst;
-            nl = (size_t)r;
+            emoe_status st = unicode_norm(e, cur, cl, opt, &nx, &nl);
+            if (st) { free(cur); return st; }
             break;
         }
         case TOK_NORM_LOWER: {
@@ -442,7 +483,7 @@ static emoe_status encode_text(enc *e, const char *raw, size_t a, size_t b)
     return st;
 }
 
-emoe_status tok_encode(tok_tokenizer *t, const char *text, size_t len, int add_special, int32_t **ids_out,
+emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int add_special, int32_t **ids_out,
                        size_t *n_out, emoe_err *err)
 {
     *ids_out = NULL;
@@ -451,7 +492,7 @@ emoe_status tok_encode(tok_tokenizer *t, const char *text, size_t len, int add_s
     if (bad != len) return emoe_errf(err, EMOE_EINVAL, "text is not valid UTF-8 at byte %zu", bad);
     enc e;
     memset(&e, 0, sizeof e);
-    e.t = t;
+    e.t = (tok_tokenizer *)t; /* only the mutex-guarded piece cache is written */
     e.err = err;
     if (err) err->code = EMOE_OK;
     emoe_status st = EMOE_OK;

@@ -30,9 +30,14 @@ int32_t tok_strmap_get(const tok_strmap *m, const char *k, size_t len); /* -1 if
 uint64_t tok_hash_bytes(const char *p, size_t n);
 
 /* (left id, right id) -> (rank, merged id). */
+typedef struct tok_pair_ent {
+    uint64_t key; /* (a << 32 | b) + 1; 0 = empty */
+    int32_t rank, merged;
+} tok_pair_ent;
+
+/* One 16-byte entry per slot, so a lookup touches one cache line. */
 typedef struct tok_pairmap {
-    uint64_t *keys; /* (a << 32 | b) + 1; 0 = empty */
-    int32_t *rank, *merged;
+    tok_pair_ent *e;
     size_t cap, n;
 } tok_pairmap;
 

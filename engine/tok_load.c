@@ -570,6 +570,21 @@ static emoe_status parse_config(tok_tokenizer *t, const char *cfg, size_t len, c
     t->pad_str = special_str(json_object_get(c, "pad_token"));
     if (t->bos_str) t->bos_id = lookup_any(t, t->bos_str, strlen(t->bos_str));
     if (t->eos_str) t->eos_id = lookup_any(t, t->eos_str, strlen(t->eos_str));
+    /* transformers' Llama/Gemma fast tokenizers rebuild the post-processor at
+     * load from add_bos_token / add_eos_token (defaults true / false), so
+     * e.g. DeepSeek-V3 (LlamaTokenizerFast, post_processor ByteLevel) gets a
+     * BOS with add_special_tokens even though its tokenizer.json adds none. */
+    json_t *cls = json_object_get(c, "tokenizer_class");
+    if (json_is_string(cls) && (!strncmp(json_string_value(cls), "LlamaTokenizer", 14) ||
+                                !strncmp(json_string_value(cls), "CodeLlamaTokenizer", 18) ||
+                                !strncmp(json_string_value(cls), "GemmaTokenizer", 14))) {
+        int add_bos = get_bool(c, "add_bos_token", 1), add_eos = get_bool(c, "add_eos_token", 0);
+        if ((!add_bos || t->bos_id >= 0) && (!add_eos || t->eos_id >= 0)) {
+            t->n_post_pre = t->n_post_post = 0;
+            if (add_bos && (st = post_push(&t->post_pre, &t->n_post_pre, t->bos_id, err))) goto done;
+            if (add_eos && (st = post_push(&t->post_post, &t->n_post_post, t->eos_id, err))) goto done;
+        }
+    }
     json_t *ct = json_object_get(c, "chat_template");
     if (json_is_array(ct)) { /* [{name, template}]: the "default" one, else the first */
         json_t *pick = NULL;

@@ -100,19 +100,15 @@ int tok_pairmap_init(tok_pairmap *m, size_t expect)
 {
     memset(m, 0, sizeof *m);
     m->cap = pow2_at_least(expect * 2 + 1);
-    m->keys = calloc(m->cap, sizeof *m->keys);
-    m->rank = calloc(m->cap, sizeof *m->rank);
-    m->merged = calloc(m->cap, sizeof *m->merged);
-    if (!m->keys || !m->rank || !m->merged) { tok_pairmap_free(m); return -1; }
+    m->e = calloc(m->cap, sizeof *m->e);
+    if (!m->e) { m->cap = 0; return -1; }
     return 0;
 }
 
 void tok_pairmap_free(tok_pairmap *m)
 {
     if (!m) return;
-    free(m->keys);
-    free(m->rank);
-    free(m->merged);
+    free(m->e);
     memset(m, 0, sizeof *m);
 }
 
@@ -122,22 +118,22 @@ int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t 
         tok_pairmap nm;
         if (tok_pairmap_init(&nm, m->cap) != 0) return -1;
         for (size_t i = 0; i < m->cap; i++)
-            if (m->keys[i]) {
-                uint64_t k = m->keys[i] - 1;
-                tok_pairmap_put(&nm, (int32_t)(k >> 32), (int32_t)(k & 0xffffffffu), m->rank[i], m->merged[i]);
+            if (m->e[i].key) {
+                uint64_t k = m->e[i].key - 1;
+                tok_pairmap_put(&nm, (int32_t)(k >> 32), (int32_t)(k & 0xffffffffu), m->e[i].rank, m->e[i].merged);
             }
         tok_pairmap_free(m);
         *m = nm;
     }
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     size_t mask = m->cap - 1, i = pair_hash(key) & mask;
-    while (m->keys[i]) {
-        if (m->keys[i] == key) return 0; /* first (lowest rank) wins */
+    while (m->e[i].key) {
+        if (m->e[i].key == key) return 0; /* first (lowest rank) wins */
         i = (i + 1) & mask;
     }
-    m->keys[i] = key;
-    m->rank[i] = rank;
-    m->merged[i] = merged;
+    m->e[i].key = key;
+    m->e[i].rank = rank;
+    m->e[i].merged = merged;
     m->n++;
     return 0;
 }
@@ -147,10 +143,10 @@ int tok_pairmap_get(const tok_pairmap *m, int32_t a, int32_t b, int32_t *rank, i
     if (!m->cap) return 0;
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     size_t mask = m->cap - 1, i = pair_hash(key) & mask;
-    while (m->keys[i]) {
-        if (m->keys[i] == key) {
-            *rank = m->rank[i];
-            *merged = m->merged[i];
+    while (m->e[i].key) {
+        if (m->e[i].key == key) {
+            *rank = m->e[i].rank;
+            *merged = m->e[i].merged;
             return 1;
         }
         i = (i + 1) & mask;

@@ -65,11 +65,14 @@ int tok_is_special(const tok_tokenizer *t, int id);
 const char *tok_chat_template(const tok_tokenizer *t);
 
 /* Encodes len bytes of text (must be valid UTF-8; embedded NULs allowed).
- * add_special: apply the tokenizer.json post_processor (e.g. prepend <s>).
+ * add_special: apply the post-processor (e.g. prepend <s>): tokenizer.json's,
+ * except for Llama/CodeLlama/Gemma tokenizer classes, where it follows
+ * tokenizer_config.json's add_bos_token/add_eos_token as transformers does.
+ * Chat-template output already holds its special tokens: encode it with 0.
  * On success *ids is a malloc'd array of *n ids (caller frees; non-NULL even
  * when *n is 0). On failure *ids is NULL, *n is 0 and err says why (e.g. invalid
  * UTF-8 at byte N). */
-emoe_status tok_encode(tok_tokenizer *t, const char *text, size_t len, int add_special,
+emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int add_special,
                        int32_t **ids, size_t *n, emoe_err *err);
 
 /* Decodes ids to text exactly as Hugging Face tokenizers' decode does.

@@ -14,6 +14,15 @@ static const subcmd cmds[] = {
     {"run", cmd_run, "run a prompt through a model (CPU reference engine)"},
     {"mkmodel", cmd_mkmodel, "write a random-weight MoE checkpoint in the Hugging Face layout"},
     {"info", cmd_info, "describe a model directory and the build"},
+    {"serve", cmd_serve, "serve the OpenAI-compatible HTTP API"},
+    {"config", cmd_config, "print or check the configuration (--dump, --check, --markdown)"},
+    {"pack", cmd_pack, "write the expert store (experts.emoe) of a model"},
+    {"perplexity", cmd_perplexity, "perplexity over documents, optionally under an expert budget"},
+    {"tokenize", cmd_tokenize, "text -> token ids with the model's tokenizer.json"},
+    {"detokenize", cmd_detokenize, "token ids -> text"},
+    {"chat-template", cmd_chat_template, "render the model's chat template for a messages file"},
+    {"trace", cmd_trace, "record the expert routing of a file of task-labelled prompts (JSONL trace)"},
+    {"replay", cmd_replay, "replay routing traces through the expert cache under a policy (offline evaluator)"},
     {"bench", cmd_bench, "prefill/decode throughput, time to first token, device memory (any backend)"},
 };
 

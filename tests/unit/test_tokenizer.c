@@ -6,6 +6,7 @@
  * marks, whitespace runs): decode(encode(s)) == NFC(s) for the byte-level
  * tokenizers and streaming == one-shot for all three, and error-path tests.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <utf8proc.h>
 
@@ -219,6 +220,51 @@ static void property(int r, int expect)
     }
 }
 
+/* Several threads encoding through one tokenizer (shared piece cache) get the
+ * same ids as a single thread. */
+typedef struct thr_arg {
+    tok_tokenizer *t;
+    const char *text;
+    size_t len;
+    int32_t *ids;
+    size_t n;
+    int rc;
+} thr_arg;
+
+static void *thr_encode(void *p)
+{
+    thr_arg *a = p;
+    for (int k = 0; k < 20 && a->rc == 0; k++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (tok_encode(a->t, a->text, a->len, 0, &ids, &n, NULL) != EMOE_OK || n != a->n || memcmp(ids, a->ids, n * sizeof *ids))
+            a->rc = 1;
+        free(ids);
+    }
+    return NULL;
+}
+
+START_TEST(test_threads)
+{
+    load_all();
+    if (!have_shared) return;
+    char text[4][4096];
+    thr_arg args[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        size_t len = random_text(text[i], 400);
+        args[i] = (thr_arg){toks[i % 3], text[i], len, NULL, 0, 0};
+        ck_assert(tok_encode(toks[i % 3], text[i], len, 0, &args[i].ids, &args[i].n, NULL) == EMOE_OK);
+    }
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, thr_encode, &args[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(args[i].rc, 0);
+        free(args[i].ids);
+    }
+}
+END_TEST
+
 START_TEST(test_property_qwen3) { property(0, 1); }
 END_TEST
 START_TEST(test_property_deepseek) { property(2, 2); }
@@ -266,6 +312,32 @@ START_TEST(test_stream_byte_fallback_holds)
 }
 END_TEST
 
+/* NFC normalization passes ASCII stretches through and normalizes only the
+ * runs around non-ASCII text; compositions that start with an ASCII letter,
+ * mark reordering and Hangul must come out as NFC of the whole string. */
+START_TEST(test_nfc_boundaries)
+{
+    load_all();
+    if (!have_shared) return;
+    const char *cases[] = {
+        "cafe\xcc\x81 ok", "e\xcc\x81", "x a\xcc\xa7\xcc\x81 b", "A\xcc\x8a\xcc\xa3z", "\xe1\x84\x80\xe1\x85\xa1 ok",
+        "ab\xcc\x81" "c\xcc\x81\xcc\x81" "d", "\xef\xac\x81 fi", "o\xcc\x88\xcc\x81 \xcc\x81",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        ck_assert(tok_encode(toks[0], cases[i], strlen(cases[i]), 0, &ids, &n, NULL) == EMOE_OK);
+        char *out = NULL;
+        ck_assert(tok_decode(toks[0], ids, n, 0, &out, NULL, NULL) == EMOE_OK);
+        utf8proc_uint8_t *nfc = utf8proc_NFC((const utf8proc_uint8_t *)cases[i]);
+        ck_assert_msg(!strcmp((char *)nfc, out), "case %zu: got '%s' want '%s'", i, out, (char *)nfc);
+        free(nfc);
+        free(out);
+        free(ids);
+    }
+}
+END_TEST
+
 START_TEST(test_special_ids_and_skip)
 {
     load_all();
@@ -290,6 +362,17 @@ START_TEST(test_special_ids_and_skip)
     ck_assert_uint_eq(n, 2);
     ck_assert_int_eq(got[0], 1);
     ck_assert_int_eq(got[1], 22557);
+    free(got);
+    /* DeepSeek-V3 is a LlamaTokenizerFast with add_bos_token: BOS 0 first, as
+     * transformers adds it; Qwen3 adds nothing */
+    ck_assert(tok_encode(toks[2], "Hello", 5, 1, &got, &n, NULL) == EMOE_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(got[0], 0);
+    ck_assert_int_eq(got[1], 19923);
+    free(got);
+    ck_assert(tok_encode(q, "Hello", 5, 1, &got, &n, NULL) == EMOE_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(got[0], 9707);
     free(got);
     /* out-of-range ids are an error, not a crash */
     int32_t bad[] = {5, 999999};
@@ -387,8 +470,10 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_llama2_cases);
     tcase_add_test(tc, test_deepseek_cases);
     tcase_add_test(tc, test_special_ids_and_skip);
+    tcase_add_test(tc, test_nfc_boundaries);
     tcase_add_test(tc, test_stream_byte_fallback_holds);
     tcase_add_test(tc, test_property_qwen3);
+    tcase_add_test(tc, test_threads);
     tcase_add_test(tc, test_property_deepseek);
     tcase_add_test(tc, test_property_llama2_stream);
     tcase_add_test(tc, test_tiny_moe_7task_loads);

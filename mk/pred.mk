@@ -1,0 +1,18 @@
+# Predictor fuzzers (libFuzzer, clang). `make fuzz-trace [FUZZ_SECONDS=60]`:
+# the routing-trace reader, plus replay / write-back of what it accepts.
+PRED_FUZZ_CC ?= clang
+PRED_FUZZ_SECONDS ?= $(or $(FUZZ_SECONDS),60)
+PRED_FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c11 -I. -D_GNU_SOURCE
+TRACE_FUZZ_SRCS := tests/fuzz/fuzz_trace.c predictor/trace.c predictor/predictor.c predictor/replay.c engine/common.c
+
+build-fuzz/fuzz_trace: $(TRACE_FUZZ_SRCS) $(wildcard predictor/*.h engine/common.h)
+	@mkdir -p build-fuzz
+	$(PRED_FUZZ_CC) $(PRED_FUZZ_FLAGS) $(TRACE_FUZZ_SRCS) -ljansson -lm -lpthread -o $@
+
+.PHONY: fuzz-trace
+fuzz-trace: build-fuzz/fuzz_trace
+	@mkdir -p build-fuzz/corpus-trace
+	build-fuzz/fuzz_trace -max_total_time=$(PRED_FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-trace tests/fuzz/corpus/trace
+
+# The predictor suites share a header the generic test rule does not list.
+$(BUILD)/tests/test_predictor $(BUILD)/tests/test_replay: tests/unit/synth_trace.h

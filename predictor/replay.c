@@ -1,0 +1,557 @@
+/*
+ * replay.c — the offline cache simulator behind `emoe replay` (see replay.h).
+ *
+ * The state is a handful of per-slot arrays (slot = layer*n_experts + expert).
+ * Victim selection scans the pool: pools hold at most a few thousand slots and
+ * traces a few hundred thousand accesses, so a scan is simpler than a heap and
+ * still takes milliseconds. Belady needs each access's next use: the access
+ * stream is flattened once and a backward pass links every access to the next
+ * one of the same slot.
+ */
+#include "predictor/replay.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pred_replay_opts_default(pred_replay_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->policy = PRED_REPLAY_LRU;
+    o->order = PRED_REPLAY_ORDER_INTERLEAVED;
+    o->budget = 0.5;
+    o->per_layer = 0;
+    o->expert_bytes = 1;
+    o->phases = 0;
+    pred_config_default(&o->pcfg);
+    o->evict = PRED_REPLAY_EVICT_SCORE;
+    o->pin_frac = 0.5;
+    o->no_prior = 0;
+    o->lookahead = 0;
+}
+
+void pred_replay_result_free(pred_replay_result *r)
+{
+    if (!r) return;
+    free(r->precision);
+    free(r->recall);
+    free(r->coverage);
+    r->precision = r->recall = r->coverage = NULL;
+}
+
+static const char *const policy_names[] = {"lru", "lfu", "belady", "predictor"};
+static const char *const order_names[] = {"file", "interleaved", "grouped"};
+
+const char *pred_replay_policy_name(pred_replay_policy p)
+{
+    return (unsigned)p < 4 ? policy_names[p] : "?";
+}
+
+int pred_replay_policy_parse(const char *s, pred_replay_policy *out)
+{
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, policy_names[i])) { *out = (pred_replay_policy)i; return 0; }
+    return -1;
+}
+
+const char *pred_replay_order_name(pred_replay_order o) { return (unsigned)o < 3 ? order_names[o] : "?"; }
+
+int pred_replay_order_parse(const char *s, pred_replay_order *out)
+{
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, order_names[i])) { *out = (pred_replay_order)i; return 0; }
+    return -1;
+}
+
+typedef struct sim {
+    const pred_replay_opts *o;
+    int L, E, K, S;          /* S = L*E slots */
+    int n_pools;
+    int *pool_cap, *pool_used;
+    uint8_t *resident, *pinned, *pref_unused;
+    uint64_t *last, *cnt, *stamp;
+    int64_t *next_use;       /* Belady: index of the next access, INT64_MAX = never */
+    float *pscore;           /* predictor: plan score of pinned slots */
+    const pred_tracker *trk; /* predictor: keep-scores (score eviction) */
+    uint64_t tick, step;
+    int cur_layer;           /* layer being served */
+    const float *q_next;     /* predictor: P(used by this token) for layer cur_layer+1, or NULL */
+    pred_replay_result *res;
+} sim;
+
+static int pool_of(const sim *m, int s) { return m->o->per_layer ? s / m->E : 0; }
+
+static double reuse_dist(const sim *m, int s)
+{
+    return pred_tracker_reuse(m->trk, m->cur_layer, s / m->E, s % m->E, m->q_next);
+}
+
+/* 1 if a should be evicted before b. */
+static int worse(const sim *m, int a, int b)
+{
+    switch (m->o->policy) {
+    case PRED_REPLAY_LFU:
+        if (m->cnt[a] != m->cnt[b]) return m->cnt[a] < m->cnt[b];
+        return m->last[a] < m->last[b];
+    case PRED_REPLAY_BELADY:
+        if (m->next_use[a] != m->next_use[b]) return m->next_use[a] > m->next_use[b];
+        return m->last[a] < m->last[b];
+    case PRED_REPLAY_PREDICTOR:
+        if (m->o->evict == PRED_REPLAY_EVICT_SCORE) {
+            double sa = reuse_dist(m, a), sb = reuse_dist(m, b);
+            if (sa != sb) return sa > sb;
+            return m->last[a] < m->last[b];
+        }
+        if (m->pinned[a] != m->pinned[b]) return m->pinned[a] < m->pinned[b];
+        if (m->pinned[a] && m->pscore[a] != m->pscore[b]) return m->pscore[a] < m->pscore[b];
+        return m->last[a] < m->last[b];
+    case PRED_REPLAY_LRU:
+    default:
+        return m->last[a] < m->last[b];
+    }
+}
+
+/* The victim in pool p (not serving the current step; with no_pinned, not
+ * pinned either), or -1. */
+static int victim(const sim *m, int p, int no_pinned)
+{
+    int lo = m->o->per_layer ? p * m->E : 0, hi = m->o->per_layer ? lo + m->E : m->S;
+    int best = -1;
+    for (int s = lo; s < hi; s++) {
+        if (!m->resident[s] || m->stamp[s] == m->step) continue;
+        if (no_pinned && m->pinned[s]) continue;
+        if (best < 0 || worse(m, s, best)) best = s;
+    }
+    return best;
+}
+
+static void evict(sim *m, int s)
+{
+    m->resident[s] = 0;
+    m->pref_unused[s] = 0;
+    m->pool_used[pool_of(m, s)]--;
+}
+
+/* Makes room for one slot in s's pool; returns 0 or -1 if nothing may go. */
+static int make_room(sim *m, int s, int no_pinned)
+{
+    int p = pool_of(m, s);
+    while (m->pool_used[p] >= m->pool_cap[p]) {
+        int v = victim(m, p, no_pinned);
+        if (v < 0) return -1;
+        evict(m, v);
+    }
+    return 0;
+}
+
+static void insert(sim *m, int s)
+{
+    m->resident[s] = 1;
+    m->pool_used[pool_of(m, s)]++;
+    m->res->loads++;
+}
+
+static void access_slot(sim *m, int s, int64_t next)
+{
+    m->tick++;
+    m->res->accesses++;
+    m->stamp[s] = m->step;
+    if (m->resident[s]) {
+        m->res->hits++;
+        if (m->pref_unused[s]) {
+            m->res->prefetch_used++;
+            m->pref_unused[s] = 0;
+        }
+    } else {
+        m->res->misses++;
+        /* Pools hold >= top_k slots and only this step's experts are protected,
+         * so room can always be made. */
+        if (make_room(m, s, 0) == 0) insert(m, s);
+    }
+    m->last[s] = m->tick;
+    m->cnt[s]++;
+    m->next_use[s] = next;
+}
+
+static void prefetch(sim *m, int s)
+{
+    if (m->resident[s]) return;
+    if (make_room(m, s, 1) != 0) return;
+    insert(m, s);
+    m->tick++;
+    m->last[s] = m->tick;
+    m->pref_unused[s] = 1;
+    m->res->prefetches++;
+}
+
+/* Orders the requests of all traces; returns a malloc'd array of n pointers. */
+static const pred_trace_req **order_requests(const pred_trace *const *tr, int nt, pred_replay_order ord,
+                                            int *n_out)
+{
+    int n = 0;
+    for (int i = 0; i < nt; i++) n += tr[i]->n_reqs;
+    const pred_trace_req **all = calloc((size_t)(n ? n : 1), sizeof *all);
+    const pred_trace_req **out = calloc((size_t)(n ? n : 1), sizeof *out);
+    int *task_of = calloc((size_t)(n ? n : 1), sizeof *task_of);
+    int *taken = calloc((size_t)(n ? n : 1), sizeof *taken);
+    if (!all || !out || !task_of || !taken) {
+        free(all), free(out), free(task_of), free(taken);
+        return NULL;
+    }
+    int k = 0;
+    for (int i = 0; i < nt; i++)
+        for (int j = 0; j < tr[i]->n_reqs; j++) all[k++] = &tr[i]->reqs[j];
+    /* task index = index of the first request with that task name */
+    int n_tasks = 0;
+    for (int i = 0; i < n; i++) {
+        task_of[i] = -1;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(all[j]->task, all[i]->task)) { task_of[i] = task_of[j]; break; }
+        if (task_of[i] < 0) task_of[i] = n_tasks++;
+    }
+    int w = 0;
+    if (ord == PRED_REPLAY_ORDER_FILE) {
+        for (int i = 0; i < n; i++) out[w++] = all[i];
+    } else if (ord == PRED_REPLAY_ORDER_GROUPED) {
+        for (int t = 0; t < n_tasks; t++)
+            for (int i = 0; i < n; i++)
+                if (task_of[i] == t) out[w++] = all[i];
+    } else {
+        while (w < n)
+            for (int t = 0; t < n_tasks; t++)
+                for (int i = 0; i < n; i++)
+                    if (task_of[i] == t && !taken[i]) { taken[i] = 1; out[w++] = all[i]; break; }
+    }
+    free(all);
+    free(task_of);
+    free(taken);
+    *n_out = n;
+    return out;
+}
+
+static int phase_on(const pred_replay_opts *o, int phase)
+{
+    int mask = o->phases ? o->phases : 3;
+    return (mask >> phase) & 1;
+}
+
+/* Whether request q's prefill tokens are replayed as one step per layer. */
+static int batched_prefill(const pred_replay_opts *o, const pred_trace_req *q)
+{
+    if (!o->prefill_step || !phase_on(o, PRED_PHASE_PREFILL)) return 0;
+    for (int t = 0; t < q->n_tokens; t++)
+        if (q->phase[t] == PRED_PHASE_PREFILL) return 1;
+    return 0;
+}
+
+/* The distinct experts of layer l over q's prefill tokens, in order of first
+ * use (token by token, highest weight first): the experts one prefill step
+ * acquires at that layer. mark is n_experts bytes of scratch. Returns the count. */
+static int prefill_layer_set(const pred_trace_req *q, int l, uint8_t *mark, int *out)
+{
+    int n = 0;
+    memset(mark, 0, (size_t)q->n_experts);
+    for (int t = 0; t < q->n_tokens; t++) {
+        if (q->phase[t] != PRED_PHASE_PREFILL) continue;
+        const int16_t *ex = pred_req_experts(q, t, l);
+        for (int j = 0; j < q->top_k; j++)
+            if (!mark[ex[j]]) { mark[ex[j]] = 1; out[n++] = ex[j]; }
+    }
+    return n;
+}
+
+emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const pred_replay_opts *o,
+                            pred_replay_result *res, emoe_err *err)
+{
+    memset(res, 0, sizeof *res);
+    emoe_status st = EMOE_OK;
+    sim m;
+    memset(&m, 0, sizeof m);
+    const pred_trace_req **reqs = NULL;
+    int32_t *flat = NULL;
+    int64_t *nxt = NULL, *seen = NULL;
+    pred_t *pr = NULL;
+    pred_plan plan;
+    memset(&plan, 0, sizeof plan);
+    pred_tracker trk;
+    memset(&trk, 0, sizeof trk);
+    uint8_t *used = NULL, *inplan = NULL;
+    double *tp = NULL, *n_plan = NULL, *n_used = NULL, *cov = NULL, *lacc = NULL;
+    int *ids = NULL, *pset = NULL;
+    uint8_t *pmark = NULL;
+    float *la_scores = NULL, *q_next = NULL;
+
+    if (n_traces < 1) return emoe_errf(err, EMOE_EINVAL, "replay: no trace given");
+    if (!(o->budget > 0.0 && o->budget <= 1.0))
+        return emoe_errf(err, EMOE_EINVAL, "replay: budget %g must be in (0, 1]", o->budget);
+    if (!(o->pin_frac >= 0.0 && o->pin_frac <= 1.0))
+        return emoe_errf(err, EMOE_EINVAL, "replay: pin fraction %g must be in [0, 1]", o->pin_frac);
+    if ((unsigned)o->policy > PRED_REPLAY_PREDICTOR)
+        return emoe_errf(err, EMOE_EINVAL, "replay: unknown policy %d", (int)o->policy);
+    if ((unsigned)o->evict > PRED_REPLAY_EVICT_PIN_LRU)
+        return emoe_errf(err, EMOE_EINVAL, "replay: unknown eviction mode %d", (int)o->evict);
+    if (o->lookahead < 0) return emoe_errf(err, EMOE_EINVAL, "replay: lookahead must be >= 0");
+    int L = 0, E = 0, K = 0;
+    for (int i = 0; i < n_traces; i++) {
+        const pred_trace *t = traces[i];
+        if (t->n_reqs == 0) continue;
+        if (L == 0) { L = t->n_layers; E = t->n_experts; K = t->top_k; }
+        else if (t->n_layers != L || t->n_experts != E || t->top_k != K)
+            return emoe_errf(err, EMOE_EINVAL,
+                             "replay: trace %d has shape %dx%d top-%d, the first %dx%d top-%d", i,
+                             t->n_layers, t->n_experts, t->top_k, L, E, K);
+    }
+    if (L == 0) return emoe_errf(err, EMOE_EINVAL, "replay: the traces hold no request");
+    int n_req = 0;
+    reqs = order_requests(traces, n_traces, o->order, &n_req);
+    if (!reqs) goto oom;
+
+    m.o = o;
+    m.res = res;
+    m.L = L, m.E = E, m.K = K, m.S = L * E;
+    size_t nslots = (size_t)L * (size_t)E;
+    m.n_pools = o->per_layer ? L : 1;
+    m.pool_cap = calloc((size_t)m.n_pools, sizeof *m.pool_cap);
+    m.pool_used = calloc((size_t)m.n_pools, sizeof *m.pool_used);
+    m.resident = calloc((size_t)m.S, 1);
+    m.pinned = calloc((size_t)m.S, 1);
+    m.pref_unused = calloc((size_t)m.S, 1);
+    m.last = calloc((size_t)m.S, sizeof *m.last);
+    m.cnt = calloc((size_t)m.S, sizeof *m.cnt);
+    m.stamp = calloc((size_t)m.S, sizeof *m.stamp);
+    m.next_use = calloc((size_t)m.S, sizeof *m.next_use);
+    m.pscore = calloc((size_t)m.S, sizeof *m.pscore);
+    ids = calloc((size_t)L * (size_t)K, sizeof *ids);
+    pmark = calloc((size_t)E, 1);
+    pset = calloc((size_t)E, sizeof *pset);
+    if (!m.pool_cap || !m.pool_used || !m.resident || !m.pinned || !m.pref_unused || !m.last ||
+        !m.cnt || !m.stamp || !m.next_use || !m.pscore || !ids || !pmark || !pset)
+        goto oom;
+    for (int p = 0; p < m.n_pools; p++) {
+        int slots = o->per_layer ? E : m.S;
+        int c = (int)floor(o->budget * (double)slots + 1e-9);
+        if (c < K) c = K;
+        if (c > slots) c = slots;
+        m.pool_cap[p] = c;
+        res->capacity += c;
+    }
+    res->n_layers = L, res->n_experts = E, res->top_k = K, res->n_requests = n_req;
+
+    /* Belady: flatten the stream and link each access to the next of its slot. */
+    uint64_t n_acc = 0;
+    if (o->policy == PRED_REPLAY_BELADY) {
+        for (int r = 0; r < n_req; r++)
+            for (int t = 0; t < reqs[r]->n_tokens; t++)
+                if (phase_on(o, reqs[r]->phase[t])) n_acc += (uint64_t)L * (uint64_t)K;
+        flat = malloc((size_t)(n_acc ? n_acc : 1) * sizeof *flat);
+        nxt = malloc((size_t)(n_acc ? n_acc : 1) * sizeof *nxt);
+        seen = malloc((size_t)m.S * sizeof *seen);
+        if (!flat || !nxt || !seen) goto oom;
+        uint64_t i = 0;
+        for (int r = 0; r < n_req; r++) {
+            int bp = batched_prefill(o, reqs[r]);
+            if (bp)
+                for (int l = 0; l < L; l++) {
+                    int n = prefill_layer_set(reqs[r], l, pmark, pset);
+                    for (int j = 0; j < n; j++) flat[i++] = l * E + pset[j];
+                }
+            for (int t = 0; t < reqs[r]->n_tokens; t++) {
+                if (!phase_on(o, reqs[r]->phase[t])) continue;
+                if (bp && reqs[r]->phase[t] == PRED_PHASE_PREFILL) continue;
+                for (int l = 0; l < L; l++) {
+                    const int16_t *ex = pred_req_experts(reqs[r], t, l);
+                    for (int j = 0; j < K; j++) flat[i++] = l * E + ex[j];
+                }
+            }
+        }
+        n_acc = i;
+        for (int s = 0; s < m.S; s++) seen[s] = INT64_MAX;
+        for (uint64_t q = n_acc; q-- > 0;) {
+            nxt[q] = seen[flat[q]];
+            seen[flat[q]] = (int64_t)q;
+        }
+    }
+
+    int pred_on = o->policy == PRED_REPLAY_PREDICTOR;
+    if (pred_on) {
+        if ((st = pred_init(&o->pcfg, L, E, K, &pr, err))) goto fail;
+        if ((st = pred_plan_init(&plan, L, E, err))) goto fail;
+        if ((st = pred_tracker_init(&trk, pr, err))) goto fail;
+        m.trk = &trk;
+        used = calloc((size_t)m.S, 1);
+        inplan = calloc((size_t)m.S, 1);
+        tp = calloc((size_t)L, sizeof *tp);
+        n_plan = calloc((size_t)L, sizeof *n_plan);
+        n_used = calloc((size_t)L, sizeof *n_used);
+        cov = calloc((size_t)L, sizeof *cov);
+        lacc = calloc((size_t)L, sizeof *lacc);
+        la_scores = calloc((size_t)E, sizeof *la_scores);
+        q_next = calloc((size_t)E, sizeof *q_next);
+        res->precision = calloc((size_t)L, sizeof(double));
+        res->recall = calloc((size_t)L, sizeof(double));
+        res->coverage = calloc((size_t)L, sizeof(double));
+        if (!used || !inplan || !tp || !n_plan || !n_used || !cov || !lacc || !la_scores || !q_next || !res->precision ||
+            !res->recall || !res->coverage)
+            goto oom;
+    }
+    int pin_budget = o->no_prior ? 0 : (int)floor(o->pin_frac * (double)res->capacity + 1e-9);
+
+    uint64_t ai = 0;
+    for (int r = 0; r < n_req; r++) {
+        const pred_trace_req *q = reqs[r];
+        if (pred_on) {
+            pred_prompt_info info = {0, 0};
+            for (int t = 0; t < q->n_tokens; t++) {
+                if (q->phase[t] == PRED_PHASE_PREFILL) info.n_prompt_tokens++;
+                else info.max_new_tokens++;
+            }
+            if ((st = pred_plan_get(pr, q->task, &info, pin_budget, o->per_layer, &plan, NULL, err)))
+                goto fail;
+            memset(m.pinned, 0, nslots);
+            memset(used, 0, nslots);
+            memset(inplan, 0, nslots);
+            m.step++; /* nothing is being served while prefetching */
+            for (int l = 0; l < L; l++)
+                for (int i = 0; i < plan.n_sel[l]; i++) {
+                    int s = l * E + plan.order[(size_t)l * (size_t)E + (size_t)i];
+                    m.pinned[s] = 1;
+                    inplan[s] = 1;
+                    m.pscore[s] = plan.score[s];
+                }
+            if (o->evict == PRED_REPLAY_EVICT_SCORE) {
+                /* Nothing is pinned: the plan seeds the keep-scores and what it
+                 * selects is prefetched. */
+                pred_tracker_reset(&trk, o->no_prior ? NULL : &plan);
+                memset(m.pinned, 0, nslots);
+            }
+            for (int l = 0; l < L; l++)
+                for (int i = 0; i < plan.n_sel[l]; i++)
+                    prefetch(&m, l * E + plan.order[(size_t)l * (size_t)E + (size_t)i]);
+        }
+        int bp = batched_prefill(o, q);
+        if (bp) {
+            /* One engine step for the whole prompt: at each layer every distinct
+             * expert is acquired once, computed and released, so only the one
+             * being computed must be resident. */
+            for (int l = 0; l < L; l++) {
+                int n = prefill_layer_set(q, l, pmark, pset);
+                m.cur_layer = l;
+                m.q_next = NULL;
+                for (int j = 0; j < n; j++) {
+                    int s = l * E + pset[j];
+                    int64_t nx = o->policy == PRED_REPLAY_BELADY ? nxt[ai] : INT64_MAX;
+                    ai++;
+                    m.step++;
+                    if (pred_on) {
+                        used[s] = 1;
+                        lacc[l] += 1;
+                        if (inplan[s]) cov[l] += 1;
+                    }
+                    access_slot(&m, s, nx);
+                }
+            }
+            for (int t = 0; t < q->n_tokens; t++) {
+                if (q->phase[t] != PRED_PHASE_PREFILL) continue;
+                res->tokens++;
+                if (!pred_on) continue;
+                for (int l = 0; l < L; l++) {
+                    for (int j = 0; j < K; j++) ids[l * K + j] = pred_req_experts(q, t, l)[j];
+                    pred_tracker_observe(&trk, l, ids + l * K, K);
+                }
+                if ((st = pred_observe(pr, q->task, ids, err))) goto fail;
+            }
+        }
+        for (int t = 0; t < q->n_tokens; t++) {
+            if (!phase_on(o, q->phase[t])) continue;
+            if (bp && q->phase[t] == PRED_PHASE_PREFILL) continue;
+            res->tokens++;
+            for (int l = 0; l < L; l++) {
+                const int16_t *ex = pred_req_experts(q, t, l);
+                m.step++;
+                m.cur_layer = l;
+                m.q_next = NULL;
+                if (pred_on && o->evict == PRED_REPLAY_EVICT_SCORE && l + 1 < L) {
+                    /* the router's choice at l is known before its experts run */
+                    for (int j = 0; j < K; j++) ids[l * K + j] = ex[j];
+                    if ((st = pred_next_layer(pr, q->task, l, ids + l * K, K, q_next, err))) goto fail;
+                    m.q_next = q_next;
+                }
+                for (int j = 0; j < K; j++) {
+                    int s = l * E + ex[j];
+                    int64_t nx = INT64_MAX;
+                    if (o->policy == PRED_REPLAY_BELADY) nx = nxt[ai];
+                    ai++;
+                    if (pred_on) {
+                        used[s] = 1;
+                        lacc[l] += 1;
+                        if (inplan[s]) cov[l] += 1;
+                    }
+                    access_slot(&m, s, nx);
+                    ids[l * K + j] = ex[j];
+                }
+                if (pred_on) pred_tracker_observe(&trk, l, ids + l * K, K);
+                if (pred_on && o->lookahead > 0 && l + 1 < L) {
+                    if ((st = pred_next_layer(pr, q->task, l, ids + l * K, K, la_scores, err))) goto fail;
+                    for (int n = 0; n < o->lookahead && n < E; n++) {
+                        int best = -1;
+                        for (int e = 0; e < E; e++)
+                            if (la_scores[e] >= 0 && (best < 0 || la_scores[e] > la_scores[best])) best = e;
+                        if (best < 0) break;
+                        la_scores[best] = -1.0f;
+                        prefetch(&m, (l + 1) * E + best);
+                    }
+                }
+            }
+            if (pred_on && (st = pred_observe(pr, q->task, ids, err))) goto fail;
+        }
+        if (pred_on) {
+            pred_end_request(pr, q->task);
+            for (int l = 0; l < L; l++) {
+                int np = plan.n_sel[l], nu = 0, in = 0;
+                for (int e = 0; e < E; e++) {
+                    int s = l * E + e;
+                    nu += used[s];
+                    in += used[s] && inplan[s];
+                }
+                tp[l] += in;
+                n_plan[l] += np;
+                n_used[l] += nu;
+            }
+        }
+    }
+    res->loads = res->misses + res->prefetches;
+    res->bytes_loaded = res->loads * o->expert_bytes;
+    res->hit_rate = res->accesses ? (double)res->hits / (double)res->accesses : 0.0;
+    res->misses_per_token = res->tokens ? (double)res->misses / (double)res->tokens : 0.0;
+    if (pred_on) {
+        double a = 0, b = 0, c = 0, d = 0, e2 = 0;
+        for (int l = 0; l < L; l++) {
+            res->precision[l] = n_plan[l] > 0 ? tp[l] / n_plan[l] : 0.0;
+            res->recall[l] = n_used[l] > 0 ? tp[l] / n_used[l] : 0.0;
+            res->coverage[l] = lacc[l] > 0 ? cov[l] / lacc[l] : 0.0;
+            a += tp[l], b += n_plan[l], c += n_used[l], d += cov[l], e2 += lacc[l];
+        }
+        res->precision_all = b > 0 ? a / b : 0.0;
+        res->recall_all = c > 0 ? a / c : 0.0;
+        res->coverage_all = e2 > 0 ? d / e2 : 0.0;
+        res->plans_computed = pred_plans_computed(pr);
+    }
+    goto done;
+oom:
+    st = emoe_errf(err, EMOE_ENOMEM, "replay: out of memory");
+fail:
+    pred_replay_result_free(res);
+done:
+    free(reqs);
+    free(flat);
+    free(nxt);
+    free(seen);
+    free(m.pool_cap), free(m.pool_used), free(m.resident), free(m.pinned), free(m.pref_unused);
+    free(m.last), free(m.cnt), free(m.stamp), free(m.next_use), free(m.pscore);
+    free(ids), free(pset), free(pmark);
+    pred_free(pr);
+    pred_plan_free(&plan);
+    pred_tracker_free(&trk);
+    free(used), free(inplan), free(tp), free(n_plan), free(n_used), free(cov), free(lacc), free(la_scores), free(q_next);
+    return st;
+}
