@@ -7,14 +7,23 @@
  *    predictor's plan for the request's task (recomputed every plan_every
  *    requests of the task, reused in between) is prefetched into the cache,
  *    asynchronously, so the loads overlap the steps that run meanwhile; the
- *    plan's scores also feed the cache's eviction hint while the request runs.
+ *    plan's scores also seed the eviction order (below).
  *  - routing callback (during eng_step): each (request, position, layer)
  *    routing is buffered; the engine routes layer by layer over the whole
- *    batch, so tokens are only complete when the step ends.
+ *    batch, so tokens are only complete when the step ends. It also feeds
+ *    the tracker and records the layer being served.
  *  - on_step_end: buffered complete tokens go to pred_observe under their
  *    request's task, then cache_step_end closes the step's stall figures.
  *  - on_finish: the buffer is flushed, then pred_end_request folds the
  *    task's observed tokens into its statistics.
+ * Eviction ([predictor] evict_hint): the order `emoe replay --policy
+ * predictor` evaluates (docs/predictor.md), generalised to a batch: the
+ * tracker's prior is the largest plan score of any running request, its EWMA
+ * follows every routed token of the batch, and the cache evicts the largest
+ * expected reuse distance (pred_tracker_reuse) from the layer being served;
+ * equal distances fall back to LRU inside the cache. The hint is read by
+ * cache calls made during eng_step (the loop thread and the engine's pool,
+ * which the step synchronises with), never while the loop thread updates it.
  * Requests without a task use the task "default". Tokens of a step that
  * failed half way (an expert read error) are incomplete and dropped; a step
  * retried after a failure overwrites its own records, so nothing is counted
@@ -49,9 +58,9 @@ struct serve_cache {
     cache_t *cache;
     pred_t *pred;
     int L, E, K;
-    int slots;             /* device slots: the plan's budget */
+    int slots;             /* device slots */
+    int plan_budget;       /* (layer, expert) pairs a plan selects: prefetch_share of slots */
     char insensitive[CFG_LIST_MAX];
-    int use_hint;
     pred_plan plan;
     int *ids;              /* (n_experts) one layer's planned ids */
     int *tok;              /* (n_layers, top_k) one token's routing */
@@ -62,10 +71,12 @@ struct serve_cache {
     int *ex_buf;           /* (cap_recs, top_k) */
     char (*tasks)[TASK_MAX];
     int n_tasks, cap_tasks;
-    /* eviction hint: max over running requests of their plan's scores */
+    /* eviction order: the tracker, its prior the max over running requests of their plan's scores */
     active_req *act;
     int n_act, cap_act;
-    float *hint;           /* (n_layers, n_experts) */
+    pred_tracker trk;
+    int trk_ready;
+    int cur_layer;         /* the layer being served (last routed) */
     /* counters for /metrics (written by the run loop) */
     _Atomic uint64_t plans, plans_computed, prefetched, observed_tokens, requests, insensitive_reqs, errors;
     _Atomic int n_tasks_known;
@@ -77,19 +88,21 @@ static const char *task_of(const sched_req *r)
     return t && t[0] ? t : "default";
 }
 
+/* Higher = keep longer: minus the expected reuse distance. */
 static double hint_fn(void *user, int layer, int expert)
 {
     serve_cache *sc = user;
-    return sc->hint[(size_t)layer * (size_t)sc->E + (size_t)expert];
+    return -pred_tracker_reuse(&sc->trk, sc->cur_layer, layer, expert, NULL);
 }
 
-static void hint_rebuild(serve_cache *sc)
+static void prior_rebuild(serve_cache *sc)
 {
     size_t le = (size_t)sc->L * (size_t)sc->E;
-    memset(sc->hint, 0, le * sizeof *sc->hint);
+    float *prior = sc->trk.prior;
+    memset(prior, 0, le * sizeof *prior);
     for (int a = 0; a < sc->n_act; a++)
         for (size_t i = 0; i < le; i++)
-            if (sc->act[a].score[i] > sc->hint[i]) sc->hint[i] = sc->act[a].score[i];
+            if (sc->act[a].score[i] > prior[i]) prior[i] = sc->act[a].score[i];
 }
 
 /* ---- routing buffer ---- */
@@ -115,6 +128,8 @@ static void on_route(void *user, void *tag, int pos, int layer, const int *exper
     serve_cache *sc = user;
     if (!tag || k != sc->K || layer < 0 || layer >= sc->L) return;
     const sched_req *r = tag; /* the scheduler tags each sequence with its request */
+    sc->cur_layer = layer;
+    if (sc->trk_ready) pred_tracker_observe(&sc->trk, layer, experts, k);
     if (sc->n_recs == sc->cap_recs) {
         size_t nc = sc->cap_recs ? sc->cap_recs * 2 : 1024;
         obs_rec *nr = realloc(sc->recs, nc * sizeof *nr);
@@ -199,7 +214,7 @@ static void on_admit(void *user, sched_req *r)
     if (insensitive) atomic_fetch_add(&sc->insensitive_reqs, 1);
     pred_prompt_info info = {sched_req_n_prompt(r), sched_req_max_tokens(r)};
     int replanned = 0;
-    if (pred_plan_get(sc->pred, task, &info, sc->slots, 0, &sc->plan, &replanned, &err) != EMOE_OK) {
+    if (pred_plan_get(sc->pred, task, &info, sc->plan_budget, 0, &sc->plan, &replanned, &err) != EMOE_OK) {
         LOG_WARN("predictor: task %s: %s", task, err.msg);
         atomic_fetch_add(&sc->errors, 1);
         return;
@@ -207,8 +222,10 @@ static void on_admit(void *user, sched_req *r)
     atomic_fetch_add(&sc->plans, 1);
     atomic_store(&sc->plans_computed, pred_plans_computed(sc->pred));
     atomic_store(&sc->n_tasks_known, pred_n_tasks(sc->pred));
-    /* The eviction hint first, so that the prefetch below already evicts by it. */
-    if (sc->use_hint && sc->plan.source != PRED_PLAN_EMPTY) {
+    /* The eviction order first, so that the prefetch below already evicts by
+     * it: the plan joins the prior and seeds the EWMA (as a tracker reset
+     * does for one request, without forgetting the running ones). */
+    if (sc->trk_ready && sc->plan.source != PRED_PLAN_EMPTY) {
         if (sc->n_act == sc->cap_act) {
             int nc = sc->cap_act ? sc->cap_act * 2 : 8;
             active_req *na = realloc(sc->act, (size_t)nc * sizeof *na);
@@ -219,7 +236,9 @@ static void on_admit(void *user, sched_req *r)
         if (s) {
             memcpy(s, sc->plan.score, le * sizeof *s);
             sc->act[sc->n_act++] = (active_req){sched_req_id(r), s};
-            hint_rebuild(sc);
+            prior_rebuild(sc);
+            for (size_t i = 0; i < le; i++)
+                if (s[i] > sc->trk.ewma[i]) sc->trk.ewma[i] = s[i];
         }
     }
     uint64_t n = 0;
@@ -246,7 +265,7 @@ static void on_finish(void *user, sched_req *r)
         if (sc->act[a].rid != rid) continue;
         free(sc->act[a].score);
         sc->act[a] = sc->act[--sc->n_act];
-        hint_rebuild(sc);
+        prior_rebuild(sc);
         break;
     }
 }
@@ -300,6 +319,7 @@ emoe_status serve_cache_init(const emoe_config *cfg, eng_engine *e, int fail_nth
     cache_stats cs;
     cache_get_stats(sc->cache, &cs);
     sc->slots = cs.device_slots;
+    sc->plan_budget = (int)((int64_t)cs.device_slots * cfg->predictor.prefetch_share / 100);
     uint64_t total = (uint64_t)sc->L * (uint64_t)sc->E * cs.slot_bytes;
     LOG_INFO("expert cache: device budget %s = %llu bytes (%d slots of %llu bytes, %.1f%% of %d experts), "
              "host tier %llu bytes (%d slots), miss policy %s, loader %s, io queue depth %d, store %s; resident %llu bytes",
@@ -310,12 +330,10 @@ emoe_status serve_cache_init(const emoe_config *cfg, eng_engine *e, int fail_nth
              (unsigned long long)cs.resident_bytes);
     if (fail_nth_read > 0) LOG_WARN("testing: expert read #%d from the store will fail with EIO", fail_nth_read);
 
-    size_t le = (size_t)sc->L * (size_t)sc->E;
     sc->ids = malloc((size_t)sc->E * sizeof *sc->ids);
     sc->tok = malloc((size_t)sc->L * (size_t)sc->K * sizeof *sc->tok);
     sc->seen = malloc((size_t)sc->L);
-    sc->hint = calloc(le, sizeof *sc->hint);
-    if (!sc->ids || !sc->tok || !sc->seen || !sc->hint) {
+    if (!sc->ids || !sc->tok || !sc->seen) {
         st = emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
         goto fail;
     }
@@ -327,11 +345,15 @@ emoe_status serve_cache_init(const emoe_config *cfg, eng_engine *e, int fail_nth
         if ((st = pred_config_check(&pc, err)) != EMOE_OK) goto fail;
         if ((st = pred_init(&pc, sc->L, sc->E, sc->K, &sc->pred, err)) != EMOE_OK) goto fail;
         if ((st = pred_plan_init(&sc->plan, sc->L, sc->E, err)) != EMOE_OK) goto fail;
-        sc->use_hint = cfg->predictor.evict_hint;
-        if (sc->use_hint) cache_set_evict_hint(sc->cache, hint_fn, sc);
-        LOG_INFO("expert predictor: plans of %d slots, re-planned every %d requests of a task, %d task slots, "
-                 "eviction hint %s%s%s",
-                 sc->slots, pc.replan_every, pc.max_tasks, sc->use_hint ? "on" : "off",
+        if (cfg->predictor.evict_hint) {
+            if ((st = pred_tracker_init(&sc->trk, sc->pred, err)) != EMOE_OK) goto fail;
+            sc->trk_ready = 1;
+            cache_set_evict_hint(sc->cache, hint_fn, sc);
+        }
+        LOG_INFO("expert predictor: plans of %d of %d slots, re-planned every %d requests of a task, %d task slots, "
+                 "eviction by %s%s%s",
+                 sc->plan_budget, sc->slots, pc.replan_every, pc.max_tasks,
+                 sc->trk_ready ? "predicted reuse distance" : "LRU",
                  sc->insensitive[0] ? ", insensitive tasks: " : "", sc->insensitive);
     } else {
         LOG_INFO("expert predictor: off ([predictor] enabled = false)");
@@ -361,9 +383,9 @@ void serve_cache_free(serve_cache *sc)
     cache_free(sc->cache);
     pred_free(sc->pred);
     pred_plan_free(&sc->plan);
+    pred_tracker_free(&sc->trk);
     for (int a = 0; a < sc->n_act; a++) free(sc->act[a].score);
     free(sc->act);
-    free(sc->hint);
     free(sc->recs);
     free(sc->ex_buf);
     free(sc->tasks);
