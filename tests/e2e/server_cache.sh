@@ -9,6 +9,7 @@
 #    marked insensitive: /metrics counts plans, re-plans (every plan_every),
 #    prefetched experts, observed tokens and insensitive requests, and the
 #    ids still equal the reference;
+#  * substitute mode serves and counts substituted experts;
 #  * fault isolation: an injected expert read error (hidden test flag
 #    --inject-read-error) fails only the request whose step hit it, with an
 #    OpenAI error object (non-streamed) or an SSE error event (streamed);
@@ -84,6 +85,15 @@ check "4 tasks known (a, c, b, default)" [ "$(val emoe_predictor_tasks)" = 4 ]
 check "insensitive requests counted (b: 4 of 24)" [ "$(val emoe_predictor_insensitive_requests_total)" = 4 ]
 check "no predictor errors" [ "$(val emoe_predictor_errors_total)" = 0 ]
 stop_server || bad "predictor server exit status"
+
+# Substitute mode: requests complete and the substitutions are counted.
+start_server --set scheduler.max_running=8 "${CACHE[@]}" --set cache.miss_policy=substitute
+$DRIVE "$BASE" par 8 a >"$TMPD/sub"
+check "substitute: 8 parallel requests answered" [ "$(grep -c '^ok ' "$TMPD/sub")" = 8 ]
+check "substitute: substituted experts counted" \
+    python3 -c "import sys; sys.exit(0 if float('$(metric emoe_expert_cache_substituted_experts_total)' or 0) > 0 else 1)"
+check "substitute: the log names the policy" grep -q 'miss policy substitute' "$TMPD/server.log"
+stop_server || bad "substitute server exit status"
 
 # 3a. Fault isolation, requests queued behind the failing one: max_running 1,
 # read #1 fails, so the first admitted request's first step fails alone.
