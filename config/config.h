@@ -74,8 +74,12 @@ typedef struct emoe_config {
         int io_queue_depth;
     } cache;
     struct {
+        int enabled;                      /* 1: prefetch by the predictor (only with a cache budget) */
         int plan_every;
+        int prefetch_share;               /* percent of the device slots a plan prefetches */
         char insensitive_tasks[CFG_LIST_MAX]; /* comma-separated task names */
+        int max_tasks;
+        int evict_hint;                   /* 1: the cache evicts by the predictor's reuse distance */
     } predictor;
     struct {
         int level;                        /* emoe_log_level */

@@ -491,6 +491,7 @@ static void end_running_locked(sched *s, sched_req *r, sched_finish f, emoe_stat
 {
     for (int i = 0; i < s->n_running; i++)
         if (s->running[i] == r) { remove_at(s->running, &s->n_running, i); break; }
+    if (s->opts.on_finish) s->opts.on_finish(s->opts.hook_user, r);
     req_teardown(s, r);
     if (finish_locked(s, r, f, st, msg)) req_free(r);
 }
@@ -678,7 +679,9 @@ static void *sched_run_loop(void *arg)
                 end_running_locked(s, r, SCHED_FINISH_ERROR, err.code ? err.code : EMOE_ENOMEM, err.msg);
                 pthread_mutex_unlock(&s->mu);
                 batch_reqs[i] = NULL;
+                continue;
             }
+            if (s->opts.on_admit) s->opts.on_admit(s->opts.hook_user, r);
         }
         /* Decodes first (one token each), then prefill chunks in admission order. */
         int n = 0, budget = lim.max_batch_tokens;
@@ -702,7 +705,10 @@ static void *sched_run_loop(void *arg)
             n++;
             budget -= chunk;
         }
-        if (n > 0) run_items(s, items, bi, n);
+        if (n > 0) {
+            run_items(s, items, bi, n);
+            if (s->opts.on_step_end) s->opts.on_step_end(s->opts.hook_user);
+        }
         pthread_mutex_lock(&s->mu);
         s->stats.steps++;
     }

@@ -83,6 +83,17 @@ typedef struct sched_opts {
      * watchdog); may be NULL. */
     void (*tick)(void *user);
     void *tick_user;
+    /* Run-loop hooks (each may be NULL), all called on the run-loop thread,
+     * which is also the thread of the engine's routing callback; they let the
+     * caller drive an expert cache and predictor without the scheduler knowing
+     * either. on_admit: a request was admitted and set up, before its first
+     * prefill step. on_finish: a running request ends (any reason; called with
+     * the scheduler's lock held, so it must not call into the scheduler).
+     * on_step_end: after each engine step (also a failed one). */
+    void (*on_admit)(void *user, sched_req *r);
+    void (*on_finish)(void *user, sched_req *r);
+    void (*on_step_end)(void *user);
+    void *hook_user;
 } sched_opts;
 
 typedef enum sched_finish {

@@ -40,6 +40,8 @@ struct srv {
     eng_engine *e;
     sched *sc;
     srv_text *text;
+    srv_metrics_fn metrics_extra;
+    void *metrics_extra_user;
     char served[CFG_STR_MAX];
     int ctx;
     int vocab;
@@ -919,6 +921,12 @@ fail:
 
 int srv_port(const srv *s) { return s->port; }
 
+void srv_set_metrics_extra(srv *s, srv_metrics_fn fn, void *user)
+{
+    s->metrics_extra = fn;
+    s->metrics_extra_user = user;
+}
+
 void srv_attach(srv *s, eng_engine *e, sched *sc, srv_text *text)
 {
     s->e = e;
@@ -1030,6 +1038,7 @@ char *srv_metrics_render(srv *s)
     hist_out(f, "emoe_inter_token_latency_seconds", "Time between consecutive generated tokens.", &st.itl);
     hist_out(f, "emoe_e2e_request_latency_seconds", "Time from arrival to the last token.", &st.e2e);
     hist_out(f, "emoe_request_queue_time_seconds", "Time from arrival to admission into the batch.", &st.queue_time);
+    if (s->metrics_extra && atomic_load(&s->ready)) s->metrics_extra(s->metrics_extra_user, f);
     fclose(f);
     return buf;
 }

@@ -17,6 +17,8 @@
 #ifndef EMOE_SERVER_H
 #define EMOE_SERVER_H
 
+#include <stdio.h>
+
 #include "config/config.h"
 #include "engine/engine.h"
 #include "scheduler/sched.h"
@@ -40,5 +42,11 @@ void srv_free(srv *s);
 
 /* Prometheus text for /metrics (malloc'd). */
 char *srv_metrics_render(srv *s);
+
+/* Extra /metrics families (e.g. the expert cache's and the predictor's),
+ * appended after the server's own. fn runs on an HTTP thread and must be
+ * thread-safe; user must outlive srv_free. Set before srv_attach. */
+typedef void (*srv_metrics_fn)(void *user, FILE *f);
+void srv_set_metrics_extra(srv *s, srv_metrics_fn fn, void *user);
 
 #endif

@@ -29,6 +29,7 @@
 #include "server/server.h"
 #include "server/text.h"
 #include "tools/cmds.h"
+#include "tools/serve_cache.h"
 
 static void serve_usage(FILE *f)
 {
@@ -38,7 +39,9 @@ static void serve_usage(FILE *f)
                "  --set S.K=V         override one setting (repeatable; wins over the file)\n"
                "  -m, --model DIR     same as --set model.path=DIR\n"
                "  --host H, --port P  same as --set server.host=H / server.port=P (port 0 = any free port)\n"
-               "  --check-config      validate the configuration and the model's config.json, then exit\n");
+               "  --check-config      validate the configuration and the model's config.json, then exit\n"
+               "  --inject-read-error N  testing only: the Nth expert read from the store fails with EIO\n"
+               "                      (needs a [cache] device_budget below 100%%)\n");
 }
 
 typedef struct serve_args {
@@ -46,6 +49,7 @@ typedef struct serve_args {
     char **sets;   /* "section.key=value" */
     int n_sets;
     int check;
+    int fail_nth_read; /* testing: fault injection into the expert loader */
 } serve_args;
 
 /* Builds a config from defaults + file + overrides, validated. */
@@ -120,6 +124,16 @@ int cmd_serve(int argc, char **argv)
         else if (!strcmp(o, "--config") && has) a.path = argv[++i];
         else if (!strcmp(o, "--set") && has) sets[a.n_sets++] = argv[++i];
         else if (!strcmp(o, "--check-config")) a.check = 1;
+        else if (!strcmp(o, "--inject-read-error") && has) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > (1L << 30)) {
+                fprintf(stderr, "emoe serve: --inject-read-error: '%s' is not a number in [1, 2^30]\n", argv[i]);
+                rc = 2;
+                goto out;
+            }
+            a.fail_nth_read = (int)v;
+        }
         else if ((!strcmp(o, "-m") || !strcmp(o, "--model") || !strcmp(o, "--host") || !strcmp(o, "--port")) && has) {
             const char *key = o[1] == 'm' || !strcmp(o, "--model") ? "model.path" : !strcmp(o, "--host") ? "server.host" : "server.port";
             size_t n = strlen(key) + strlen(argv[i + 1]) + 2;
@@ -174,6 +188,7 @@ int cmd_serve(int argc, char **argv)
     eng_engine *eng = NULL;
     srv_text *text = NULL;
     sched *sc = NULL;
+    serve_cache *xc = NULL;
     watchdog wd = {0};
     uint64_t wusec = 0;
     if (sd_watchdog_enabled(0, &wusec) > 0) wd.usec = wusec;
@@ -203,7 +218,12 @@ int cmd_serve(int argc, char **argv)
         goto stop;
     }
     if (!srv_text_available(text)) LOG_WARN("text disabled: %s", srv_text_missing_reason(text));
+    if (serve_cache_init(&cfg, eng, a.fail_nth_read, &xc, &err) != EMOE_OK) {
+        LOG_ERROR("expert cache: %s", err.msg);
+        goto stop;
+    }
     sched_opts so = {0};
+    serve_cache_hooks(xc, &so);
     so.limits = limits_of(&cfg);
     so.text = srv_text_ops(text);
     so.tick = on_tick;
@@ -217,6 +237,7 @@ int cmd_serve(int argc, char **argv)
         pthread_join(lp_thread, NULL);
         lp_started = 0;
     }
+    if (xc) srv_set_metrics_extra(server, serve_cache_metrics, xc);
     srv_attach(server, eng, sc, text);
     LOG_INFO("model %s loaded in %.2fs (%s, context %d); ready", cfg.model.path, emoe_now() - t0,
              eng_desc(eng)->model_type, eng_max_ctx(eng));
@@ -280,6 +301,7 @@ stop:
     }
     srv_free(server); /* waits for every connection thread */
     sched_free(sc);
+    serve_cache_free(xc);
     srv_text_free(text);
     eng_free(eng);
     if (rc == 0) LOG_INFO("stopped");

@@ -7,6 +7,7 @@
 #include "scheduler/sched.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define MAXC 8
@@ -332,6 +333,98 @@ START_TEST(policy_decides_admission)
 }
 END_TEST
 
+
+/* Run-loop hooks: on_admit before a request's first routing, on_finish once
+ * after its last, on_step_end after every step; all of them and the engine's
+ * routing callback on the one run-loop thread (where serve keeps the
+ * predictor). */
+enum { EV_ADMIT = 1, EV_FINISH, EV_STEP, EV_ROUTE };
+typedef struct hook_ev { int kind; uint64_t id; pthread_t th; } hook_ev;
+typedef struct hook_log {
+    pthread_mutex_t mu;
+    hook_ev ev[20000];
+    int n, overflow;
+} hook_log;
+
+static void hlog(hook_log *h, int kind, uint64_t id)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->n < (int)(sizeof h->ev / sizeof h->ev[0])) h->ev[h->n++] = (hook_ev){kind, id, pthread_self()};
+    else h->overflow = 1;
+    pthread_mutex_unlock(&h->mu);
+}
+static void h_admit(void *u, sched_req *r) { hlog(u, EV_ADMIT, sched_req_id(r)); }
+static void h_finish(void *u, sched_req *r) { hlog(u, EV_FINISH, sched_req_id(r)); }
+static void h_step(void *u) { hlog(u, EV_STEP, 0); }
+static void h_route(void *u, void *tag, int pos, int layer, const int *ex, const float *w, int k)
+{
+    (void)pos; (void)ex; (void)w; (void)k;
+    if (layer == 0) hlog(u, EV_ROUTE, sched_req_id(tag));
+}
+
+START_TEST(run_loop_hooks)
+{
+    if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
+    static hook_log h;
+    memset(&h, 0, sizeof h);
+    pthread_mutex_init(&h.mu, NULL);
+    sched_opts o = {0};
+    o.limits = (sched_limits){2, 16, 8, 2}; /* prefill in chunks of 2: several steps */
+    o.text.push = fake_push;
+    o.on_admit = h_admit;
+    o.on_finish = h_finish;
+    o.on_step_end = h_step;
+    o.hook_user = &h;
+    eng_set_routing_cb(eng, h_route, &h);
+    sched *s = NULL;
+    emoe_err err = {0};
+    ck_assert(sched_init(eng, &o, &s, &err) == EMOE_OK);
+    int nr = n_cases < 4 ? n_cases : 4;
+    sched_req *r[4];
+    for (int i = 0; i < nr; i++) r[i] = submit(s, i, 6, NULL);
+    sched_req_cancel(r[nr - 1]); /* cancelled early: may or may not have been admitted */
+    for (int i = 0; i < nr; i++) {
+        sched_finish f = wait_done(r[i], NULL, 0);
+        ck_assert(i == nr - 1 || f == SCHED_FINISH_LENGTH);
+        sched_req_release(r[i]);
+    }
+    wait_idle(s);
+    sched_free(s);
+    eng_set_routing_cb(eng, NULL, NULL);
+    ck_assert(!h.overflow);
+    ck_assert_int_gt(h.n, 0);
+    pthread_t loop = h.ev[0].th;
+    ck_assert(!pthread_equal(loop, pthread_self()));
+    int admitted[4] = {0}, finished[4] = {0}, steps = 0, routes = 0;
+    for (int i = 0; i < h.n; i++) {
+        hook_ev *e = &h.ev[i];
+        ck_assert_msg(pthread_equal(e->th, loop), "event %d (kind %d) off the run-loop thread", i, e->kind);
+        int id = (int)e->id;
+        if (e->kind != EV_STEP) ck_assert(id >= 0 && id < nr);
+        switch (e->kind) {
+        case EV_ADMIT: ck_assert(!admitted[id] && !finished[id]); admitted[id] = 1; break;
+        case EV_FINISH: ck_assert(admitted[id] && !finished[id]); finished[id] = 1; break;
+        case EV_ROUTE: ck_assert(admitted[id] && !finished[id]); routes++; break;
+        case EV_STEP: steps++; break;
+        }
+    }
+    for (int i = 0; i < nr - 1; i++) ck_assert(admitted[i] && finished[i]);
+    ck_assert_int_eq(admitted[nr - 1], finished[nr - 1]);
+    /* Every routed token's step is closed by on_step_end. */
+    int last_route = -1, last_step = -1;
+    for (int i = 0; i < h.n; i++) {
+        if (h.ev[i].kind == EV_ROUTE) last_route = i;
+        if (h.ev[i].kind == EV_STEP) last_step = i;
+    }
+    ck_assert_int_gt(last_step, last_route);
+    /* request 0 alone needs ceil(n_prompt/2) prefill steps + 5 decode steps */
+    ck_assert_int_ge(steps, (n_prompt[0] + 1) / 2 + 5);
+    ck_assert_int_gt(routes, 0);
+    pthread_mutex_destroy(&h.mu);
+    eng_free(eng);
+}
+END_TEST
+
 static Suite *sched_suite(void)
 {
     Suite *s = suite_create("sched");
@@ -342,6 +435,7 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, cancel_every_stage);
     tcase_add_test(tc, queue_bound_and_validation);
     tcase_add_test(tc, policy_decides_admission);
+    tcase_add_test(tc, run_loop_hooks);
     suite_add_tcase(s, tc);
     return s;
 }
