@@ -407,7 +407,57 @@ static char *arena_add(tok_tokenizer *t, const char *s, size_t n)
     return p;
 }
 
-static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, emoe_err *err)
+/* vocab and merges as flat lists, from the fast path or from jansson */
+typedef struct raw_model {
+    tok_strlist keys;  /* vocab keys */
+    int32_t *ids;      /* (keys.count) */
+    tok_strlist pairs; /* merges: a0, b0, a1, b1, ... */
+} raw_model;
+
+static void raw_free(raw_model *r)
+{
+    tok_strlist_free(&r->keys);
+    tok_strlist_free(&r->pairs);
+    free(r->ids);
+    memset(r, 0, sizeof *r);
+}
+
+/* Fills r from the jansson tree (the slow path), validating types. */
+static emoe_status raw_from_json(raw_model *r, json_t *vocab, json_t *merges, emoe_err *err)
+{
+    size_t nv = json_object_size(vocab), k = 0;
+    r->ids = malloc((nv ? nv : 1) * sizeof *r->ids);
+    if (!r->ids) return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory");
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= TOK_MAX_VOCAB)
+            return emoe_errf(err, EMOE_EINVAL, "model.vocab[\"%.64s\"]: id must be an integer in [0, %d)", key, TOK_MAX_VOCAB);
+        r->ids[k++] = (int32_t)json_integer_value(val);
+        if (tok_strlist_push(&r->keys, key, strlen(key))) return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory");
+    }
+    for (size_t i = 0; i < json_array_size(merges); i++) {
+        json_t *m = json_array_get(merges, i);
+        int bad = 0;
+        if (json_is_string(m)) {
+            const char *s = json_string_value(m), *sp = memchr(s, ' ', json_string_length(m));
+            if (!sp || memchr(sp + 1, ' ', json_string_length(m) - (size_t)(sp + 1 - s)))
+                return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: \"%.64s\" is not two tokens separated by one space", i, s);
+            bad = tok_strlist_push(&r->pairs, s, (size_t)(sp - s)) ||
+                  tok_strlist_push(&r->pairs, sp + 1, json_string_length(m) - (size_t)(sp - s) - 1);
+        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+                   json_is_string(json_array_get(m, 1))) {
+            bad = tok_strlist_push(&r->pairs, json_string_value(json_array_get(m, 0)), json_string_length(json_array_get(m, 0))) ||
+                  tok_strlist_push(&r->pairs, json_string_value(json_array_get(m, 1)), json_string_length(json_array_get(m, 1)));
+        } else {
+            return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
+        }
+        if (bad) return emoe_errf(err, EMOE_ENOMEM, "model.merges: out of memory");
+    }
+    return EMOE_OK;
+}
+
+static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, raw_model *raw, emoe_err *err)
 {
     const char *ty = type_of(model);
     json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
@@ -421,17 +471,15 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, e
     json_t *dr = json_object_get(model, "dropout");
     if (json_is_number(dr) && json_number_value(dr) > 0)
         return emoe_errf(err, EMOE_EUNSUP, "model.dropout: BPE dropout is not supported");
+    emoe_status st;
+    if (!raw->ids && (st = raw_from_json(raw, vocab, merges, err))) return st;
 
     /* sizes: arena holds every vocab key and added token content */
-    size_t bytes = 0, nv = json_object_size(vocab);
+    size_t bytes = 0, nv = raw->keys.count;
     int32_t max_id = -1;
-    const char *key;
-    json_t *val;
-    json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= TOK_MAX_VOCAB)
-            return emoe_errf(err, EMOE_EINVAL, "model.vocab[\"%.64s\"]: id must be an integer in [0, %d)", key, TOK_MAX_VOCAB);
-        if (json_integer_value(val) > max_id) max_id = (int32_t)json_integer_value(val);
-        bytes += strlen(key) + 1;
+    for (size_t i = 0; i < nv; i++) {
+        if (raw->ids[i] > max_id) max_id = raw->ids[i];
+        bytes += raw->keys.len[i] + 1;
     }
     if (!json_is_array(added) && added && !json_is_null(added))
         return emoe_errf(err, EMOE_EINVAL, "added_tokens: expected an array");
@@ -453,34 +501,20 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, e
     if (!t->arena || !t->piece || !t->piece_len || !t->is_special || tok_strmap_init(&t->vocab, nv) ||
         tok_strmap_init(&t->added_map, na + 1))
         return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory (%zu entries)", nv);
-    json_object_foreach(vocab, key, val) {
-        size_t kl = strlen(key);
-        char *p = arena_add(t, key, kl);
-        int32_t id = (int32_t)json_integer_value(val);
+    for (size_t i = 0; i < nv; i++) {
+        size_t kl = raw->keys.len[i];
+        char *p = arena_add(t, raw->keys.buf + raw->keys.off[i], kl);
+        int32_t id = raw->ids[i];
         if (!p || tok_strmap_put(&t->vocab, p, kl, id)) return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory");
         if (!t->piece[id]) { t->piece[id] = p; t->piece_len[id] = (uint32_t)kl; }
     }
     /* merges */
-    size_t nm = json_array_size(merges);
+    size_t nm = raw->pairs.count / 2;
     if (tok_pairmap_init(&t->merges, nm)) return emoe_errf(err, EMOE_ENOMEM, "model.merges: out of memory");
     char buf[1024];
     for (size_t i = 0; i < nm; i++) {
-        json_t *m = json_array_get(merges, i);
-        const char *a, *b;
-        size_t al, bl;
-        if (json_is_string(m)) {
-            const char *s = json_string_value(m), *sp = memchr(s, ' ', json_string_length(m));
-            if (!sp || memchr(sp + 1, ' ', json_string_length(m) - (size_t)(sp + 1 - s)))
-                return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: \"%.64s\" is not two tokens separated by one space", i, s);
-            a = s; al = (size_t)(sp - s);
-            b = sp + 1; bl = json_string_length(m) - al - 1;
-        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-                   json_is_string(json_array_get(m, 1))) {
-            a = json_string_value(json_array_get(m, 0)); al = json_string_length(json_array_get(m, 0));
-            b = json_string_value(json_array_get(m, 1)); bl = json_string_length(json_array_get(m, 1));
-        } else {
-            return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
-        }
+        const char *a = raw->pairs.buf + raw->pairs.off[2 * i], *b = raw->pairs.buf + raw->pairs.off[2 * i + 1];
+        size_t al = raw->pairs.len[2 * i], bl = raw->pairs.len[2 * i + 1];
         if (al + bl > sizeof buf) return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: token too long", i);
         int32_t ia = tok_strmap_get(&t->vocab, a, al), ib = tok_strmap_get(&t->vocab, b, bl);
         memcpy(buf, a, al);
@@ -618,14 +652,24 @@ emoe_status tok_load_json(const char *tj, size_t len, const char *cfg, size_t cf
     t->unk_id = -1;
     emoe_status st;
     json_error_t je;
-    json_t *j = json_loadb(tj, len, JSON_ALLOW_NUL, &je);
+    raw_model raw;
+    memset(&raw, 0, sizeof raw);
+    json_t *j = NULL;
+    char *rest = NULL;
+    size_t rest_len = 0;
+    if (tok_json_fast_model(tj, len, &raw.keys, &raw.ids, &raw.pairs, &rest, &rest_len)) {
+        j = json_loadb(rest, rest_len, JSON_ALLOW_NUL, &je);
+        free(rest);
+        if (!j) raw_free(&raw); /* report the error against the original text */
+    }
+    if (!j) j = json_loadb(tj, len, JSON_ALLOW_NUL, &je);
     if (!j) { st = emoe_errf(err, EMOE_EINVAL, "line %d column %d: %s", je.line, je.column, je.text); goto fail; }
     if (!json_is_object(j)) { st = emoe_errf(err, EMOE_EINVAL, "expected a JSON object"); goto fail; }
     json_t *tr = json_object_get(j, "truncation"), *pd = json_object_get(j, "padding");
     (void)tr; (void)pd; /* request-level concerns: the server bounds lengths itself */
     json_t *model = json_object_get(j, "model");
     if (!json_is_object(model)) { st = emoe_errf(err, EMOE_EINVAL, "model: expected an object"); goto fail; }
-    st = parse_model(t, model, json_object_get(j, "added_tokens"), err);
+    st = parse_model(t, model, json_object_get(j, "added_tokens"), &raw, err);
     if (!st) st = parse_normalizer(t, json_object_get(j, "normalizer"), "normalizer", 0, err);
     if (!st) st = parse_pretok(t, json_object_get(j, "pre_tokenizer"), "pre_tokenizer", 0, err);
     if (!st && t->bytelevel && t->pres[t->n_pres - 1].type != TOK_PRE_BYTELEVEL)
@@ -646,13 +690,15 @@ emoe_status tok_load_json(const char *tj, size_t len, const char *cfg, size_t cf
     }
     if (cfg) {
         st = parse_config(t, cfg, cfg_len, name, err);
-        if (st) { json_decref(j); tok_free(t); return st; }
+        if (st) { json_decref(j); raw_free(&raw); tok_free(t); return st; }
     }
     json_decref(j);
+    raw_free(&raw);
     *out = t;
     return EMOE_OK;
 fail:
     json_decref(j);
+    raw_free(&raw);
     emoe_err_prefix(err, "%s/tokenizer.json", name);
     tok_free(t);
     return st;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <utf8proc.h>
 
+#include "engine/tok_internal.h"
 #include "engine/tokenizer.h"
 #include "tests/unit/testutil.h"
 
@@ -406,6 +407,85 @@ START_TEST(test_tiny_moe_7task_loads)
 }
 END_TEST
 
+/* The fast vocab/merges decoder (tok_json.c) gives exactly what jansson gives
+ * for the three real tokenizer.json files, and the rest of the file parses to
+ * the same members. */
+START_TEST(test_fast_json_equals_jansson)
+{
+    if (!tu_shared_dir()) { TU_SKIP_NO_SHARED("fast JSON path test"); return; }
+    for (int r = 0; r < NREFS; r++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tokenizer.json", tu_shared_path(REFS[r].tok_dir));
+        size_t len = 0;
+        char *text = tu_read_file(path, &len);
+        ck_assert(text != NULL);
+        tok_strlist keys, pairs;
+        int32_t *ids = NULL;
+        char *rest = NULL;
+        size_t rest_len = 0;
+        ck_assert_msg(tok_json_fast_model(text, len, &keys, &ids, &pairs, &rest, &rest_len) == 1, "%s: fast path declined", path);
+        json_error_t je;
+        json_t *full = json_loadb(text, len, JSON_ALLOW_NUL, &je), *part = json_loadb(rest, rest_len, JSON_ALLOW_NUL, &je);
+        ck_assert(full && part);
+        json_t *vocab = json_object_get(json_object_get(full, "model"), "vocab");
+        json_t *merges = json_object_get(json_object_get(full, "model"), "merges");
+        ck_assert_uint_eq(keys.count, json_object_size(vocab));
+        size_t i = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(vocab, k, v) {
+            ck_assert_uint_eq(keys.len[i], strlen(k));
+            ck_assert(!memcmp(keys.buf + keys.off[i], k, keys.len[i]));
+            ck_assert_int_eq(ids[i], json_integer_value(v));
+            i++;
+        }
+        ck_assert_uint_eq(pairs.count, 2 * json_array_size(merges));
+        for (i = 0; i < json_array_size(merges); i++) {
+            json_t *m = json_array_get(merges, i);
+            char joined[2048];
+            if (json_is_string(m)) snprintf(joined, sizeof joined, "%s", json_string_value(m));
+            else snprintf(joined, sizeof joined, "%s %s", json_string_value(json_array_get(m, 0)), json_string_value(json_array_get(m, 1)));
+            char mine[2048];
+            snprintf(mine, sizeof mine, "%s %s", pairs.buf + pairs.off[2 * i], pairs.buf + pairs.off[2 * i + 1]);
+            ck_assert_str_eq(mine, joined);
+        }
+        /* everything but vocab/merges is unchanged */
+        json_object_del(json_object_get(full, "model"), "vocab");
+        json_object_del(json_object_get(full, "model"), "merges");
+        json_object_del(json_object_get(part, "model"), "vocab");
+        json_object_del(json_object_get(part, "model"), "merges");
+        ck_assert(json_equal(full, part));
+        json_decref(full);
+        json_decref(part);
+        free(rest);
+        free(ids);
+        tok_strlist_free(&keys);
+        tok_strlist_free(&pairs);
+        free(text);
+    }
+    /* malformed inputs are declined (the loader then reports jansson's error) */
+    const char *bad[] = {"{\"model\":{\"vocab\":{\"a\":01},\"merges\":[]}}", "{\"model\":{\"vocab\":{\"a\":0,\"a\":1},\"merges\":[]}}",
+                         "{\"model\":{\"vocab\":{\"a\\u0000\":0},\"merges\":[]}}", "{\"model\":{\"vocab\":{\"a\":0},\"merges\":[\"a\",[\"a\",\"a\"]]}}",
+                         "{\"model\":{\"vocab\":{\"\xff\":0},\"merges\":[]}}", "{\"model\":{\"vocab\":{}}}", "{\"model\":{\"vocab\":{\"a\":0},\"merges\":[\"a b\"",
+                         "[]", ""};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        tok_strlist keys, pairs;
+        int32_t *ids = NULL;
+        char *rest = NULL;
+        size_t rl;
+        ck_assert_msg(tok_json_fast_model(bad[b], strlen(bad[b]), &keys, &ids, &pairs, &rest, &rl) == 0, "accepted %s", bad[b]);
+        ck_assert_ptr_null(rest);
+        ck_assert_ptr_null(ids);
+    }
+    /* and the loader still gives jansson's verdict on them */
+    tok_tokenizer *t = NULL;
+    emoe_err err = {0};
+    ck_assert_int_eq(tok_load_json(bad[0], strlen(bad[0]), NULL, 0, "x", &t, &err), EMOE_EINVAL);
+    ck_assert_int_eq(tok_load_json(bad[6], strlen(bad[6]), NULL, 0, "x", &t, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, "line 1") != NULL, "%s", err.msg);
+}
+END_TEST
+
 static const char *MINI_HEAD = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[";
 
 static emoe_status load_mini(const char *merges_and_rest, emoe_err *err)
@@ -478,6 +558,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_property_llama2_stream);
     tcase_add_test(tc, test_tiny_moe_7task_loads);
     tcase_add_test(tc, test_load_errors);
+    tcase_add_test(tc, test_fast_json_equals_jansson);
     tcase_add_test(tc, test_mini_merge);
     suite_add_tcase(s, tc);
     return s;
