@@ -109,6 +109,10 @@ for name, d, limit in refs:
         kw = " ".join("--kwarg %s=%s" % (a, json.dumps(b)) for a, b in c["kwargs"].items())
         print("chat", os.path.join(sh, d), k, kw)
 EOF
+    # the vendored copy is the fixture's tokenizer, byte for byte
+    for f in tokenizer.json tokenizer_config.json; do
+        cmp -s "$TOK/$f" "$SH/fixtures/models/tiny-qwen3-moe/$f" || fail "tests/data/tokenizer-qwen3/$f differs from the fixture"
+    done
     n=0
     while read -r kind dir k rest; do
         n=$((n+1))
