@@ -111,7 +111,7 @@ $(DEFAULT_MODEL)/config.json: | $(BUILD)/emoe
 	$(BUILD)/emoe mkmodel --preset small --seed 1 $(if $(wildcard tests/data/tokenizer-qwen3/tokenizer.json),--tokenizer tests/data/tokenizer-qwen3) -o $(DEFAULT_MODEL)
 
 run: $(BUILD)/emoe $(DEFAULT_MODEL)/config.json
-	$(BUILD)/emoe run -m $(DEFAULT_MODEL) --prompt-ids 1,2,3,4 -n 16
+	$(BUILD)/emoe serve -m $(DEFAULT_MODEL) --host 127.0.0.1 --port 8080
 
 PREFIX ?= /usr/local
 install: $(BUILD)/emoe

@@ -49,6 +49,33 @@ static float dot_bf16(const float *a, const uint16_t *w, int n)
     return r;
 }
 
+/* Four rows of x against one bf16 weight row: each weight element is loaded
+ * and converted once for four tokens (batched decode and prefill). */
+static void dot4_bf16(const float *x, size_t stride, const uint16_t *w, int n, float out[4])
+{
+    float s0[8] = {0}, s1[8] = {0}, s2[8] = {0}, s3[8] = {0};
+    const float *x0 = x, *x1 = x + stride, *x2 = x + 2 * stride, *x3 = x + 3 * stride;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            uint32_t u = (uint32_t)w[i + j] << 16;
+            float f;
+            memcpy(&f, &u, 4);
+            s0[j] += x0[i + j] * f;
+            s1[j] += x1[i + j] * f;
+            s2[j] += x2[i + j] * f;
+            s3[j] += x3[i + j] * f;
+        }
+    float *acc[4] = {s0, s1, s2, s3};
+    const float *xs[4] = {x0, x1, x2, x3};
+    for (int t = 0; t < 4; t++) {
+        float *a = acc[t];
+        float r = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        for (int m = i; m < n; m++) r += xs[t][m] * eng_bf16_to_f32(w[m]);
+        out[t] = r;
+    }
+}
+
 typedef struct mm_ctx {
     const float *x;       /* (T, K) */
     int T, K;
@@ -61,12 +88,18 @@ typedef struct mm_ctx {
 static void mm_task(void *arg, int64_t b, int64_t e)
 {
     mm_ctx *c = arg;
-    if (c->W->dtype == ENG_DT_BF16 && c->T <= 2) {
+    if (c->W->dtype == ENG_DT_BF16) {
         for (int64_t n = b; n < e; n++) {
             const uint16_t *w = (const uint16_t *)c->W->data + n * c->K;
             float bv = 0;
             if (c->bias) eng_tensor_read_f32(c->bias, n, 1, &bv);
-            for (int t = 0; t < c->T; t++) c->y[(size_t)t * c->N + n] = dot_bf16(c->x + (size_t)t * c->K, w, c->K) + bv;
+            int t = 0;
+            for (; t + 4 <= c->T; t += 4) {
+                float o[4];
+                dot4_bf16(c->x + (size_t)t * c->K, (size_t)c->K, w, c->K, o);
+                for (int q = 0; q < 4; q++) c->y[(size_t)(t + q) * c->N + n] = o[q] + bv;
+            }
+            for (; t < c->T; t++) c->y[(size_t)t * c->N + n] = dot_bf16(c->x + (size_t)t * c->K, w, c->K) + bv;
         }
         return;
     }

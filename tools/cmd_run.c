@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/cache.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
@@ -29,7 +30,12 @@ static void usage(FILE *f)
             "  --presence-penalty X  --frequency-penalty X\n"
             "  --ignore-eos           do not stop at the model's EOS tokens\n"
             "  --threads N            worker threads (default: all CPUs)\n"
-            "  --json                 print one JSON object (ids, last logits, routing, timing)\n");
+            "  --json                 print one JSON object (ids, last logits, routing, timing)\n"
+            "  --budget X%%|BYTES      expert cache: device budget (default: all experts resident, no cache)\n"
+            "  --host-budget X%%|BYTES expert cache: pinned host tier (default 0)\n"
+            "  --miss-policy P        exact (load on demand, default) | substitute (use resident experts)\n"
+            "  --store FILE           expert store (default DIR/experts.emoe, built if missing)\n"
+            "  --inject-read-error N  testing: the Nth expert read from the store fails with EIO\n");
 }
 
 typedef struct route_rec {
@@ -61,6 +67,8 @@ int cmd_run(int argc, char **argv)
     eng_sampling sp;
     eng_sampling_default(&sp);
     double dv;
+    cache_cli_opts co = {0};
+    cache_t *cache = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
 #define VAL() do { if (!(v = arg_value("run", argc, argv, &i))) return 2; } while (0)
@@ -79,10 +87,19 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("run", a, v, 0, 256, &threads)) return 2; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
+        else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
+        else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
+        else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
+        else if (!strcmp(a, "--inject-read-error")) { VAL(); if (arg_int("run", a, v, 1, 1 << 30, &ll)) return 2; co.fail_nth_read = (int)ll; }
         else { fprintf(stderr, "emoe run: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
     if (!model) { fprintf(stderr, "emoe run: -m DIR is required\n"); usage(stderr); return 2; }
+    if (!co.budget && (co.host_budget || co.miss_policy || co.store || co.fail_nth_read)) {
+        fprintf(stderr, "emoe run: --host-budget, --miss-policy, --store and --inject-read-error need --budget\n");
+        return 2;
+    }
     if (!!prompt_ids == !!prompt) { fprintf(stderr, "emoe run: give exactly one of --prompt-ids or --prompt\n"); return 2; }
     int32_t *ids = NULL;
     int n_ids = 0;
@@ -113,6 +130,7 @@ int cmd_run(int argc, char **argv)
     route_rec rr = {0};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     const eng_model_desc *d = eng_desc(e);
+    if (co.budget && cache_attach(e, &co, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (eng_sampling_check(&sp, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (n_ids + n_gen > eng_max_ctx(e)) {
         fprintf(stderr, "emoe run: prompt (%d) + max tokens (%lld) exceed the context length %d\n", n_ids, n_gen, eng_max_ctx(e));
@@ -132,6 +150,7 @@ int cmd_run(int argc, char **argv)
     eng_set_routing_cb(e, on_route, &rr);
     double t0 = emoe_now();
     if (eng_forward(e, seq, ids, n_ids, logits, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
+    if (cache) cache_step_end(cache);
     double t1 = emoe_now();
     rr.active = 0;
     memcpy(last, logits, sizeof(float) * (size_t)d->vocab);
@@ -143,6 +162,7 @@ int cmd_run(int argc, char **argv)
         if (!ignore_eos && is_eos(d, next)) break;
         if (n_out == n_gen) break;
         if (eng_forward(e, seq, &gen[n_out - 1], 1, logits, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
+        if (cache) cache_step_end(cache);
     }
     double t2 = emoe_now();
     int n_decode_steps = n_out > 0 ? n_out - 1 : 0;
@@ -174,6 +194,11 @@ int cmd_run(int argc, char **argv)
         getrusage(RUSAGE_SELF, &ru);
         json_object_set_new(tm, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
         json_object_set_new(o, "timing", tm);
+        if (cache) {
+            cache_stats cs;
+            cache_get_stats(cache, &cs);
+            json_object_set_new(o, "cache", cache_stats_json(&cs));
+        }
         json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9));
         fputc('\n', stdout);
         json_decref(o);
@@ -190,6 +215,14 @@ int cmd_run(int argc, char **argv)
         }
         printf("\nprefill: %d tokens in %.3f s (%.1f tok/s); decode: %d steps in %.3f s (%.2f tok/s)\n", n_ids, t1 - t0,
                n_ids / (t1 - t0), n_decode_steps, t2 - t1, n_decode_steps > 0 ? n_decode_steps / (t2 - t1) : 0.0);
+        if (cache) {
+            cache_stats cs;
+            cache_get_stats(cache, &cs);
+            printf("expert cache: %d slots, hits %llu, misses %llu, bytes loaded %llu, peak resident %llu of %llu budget bytes\n",
+                   cs.device_slots, (unsigned long long)cs.hits[0], (unsigned long long)cs.misses[0],
+                   (unsigned long long)cs.bytes_read, (unsigned long long)cs.peak_resident_bytes,
+                   (unsigned long long)cs.budget_bytes);
+        }
     }
     rc = 0;
 out:
@@ -200,6 +233,7 @@ out:
     eng_sampler_free(smp);
     eng_seq_free(seq);
     eng_free(e);
+    cache_free(cache);
     free(ids);
     tok_free(tok);
     return rc;

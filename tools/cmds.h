@@ -5,6 +5,10 @@
 int cmd_run(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);

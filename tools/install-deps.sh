@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root (sudo)" >&2; exit 1; fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-    build-essential pkg-config ca-certificates curl git jq \
+    build-essential pkg-config ca-certificates curl git jq python3 \
     libmicrohttpd-dev libjansson-dev liburing-dev check libsubunit-dev \
     libinih-dev libpcre2-dev libutf8proc-dev libsystemd-dev systemd \
     clang libclang-rt-14-dev >/dev/null

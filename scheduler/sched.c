@@ -1,0 +1,714 @@
+/*
+ * sched.c — bounded queue, run loop with continuous batching, per-request
+ * channels. See sched.h.
+ *
+ * Locking: one mutex (s->mu) guards the queue, the running set, every
+ * request's shared fields (refs, cancel, produced text/tokens, finish) and
+ * the stats. Fields marked "loop" in struct sched_req are touched only by the
+ * run-loop thread and need no lock. The engine is called without the lock, so
+ * HTTP threads are never blocked behind a step.
+ */
+#include "scheduler/sched.h"
+#include "scheduler/textstream.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { REQ_QUEUED = 0, REQ_RUNNING, REQ_DONE };
+
+const double sched_hist_bounds[SCHED_HIST_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+};
+
+struct sched_req {
+    sched *s;
+    uint64_t id;
+    int32_t *prompt;
+    int n_prompt;
+    int max_tokens;
+    eng_sampling sampling;
+    int ignore_eos;
+    double deadline;
+    char task[64];
+    char *stop[SCHED_MAX_STOP];
+    /* loop */
+    eng_seq *seq;
+    eng_sampler *sampler;
+    void *detok;
+    sched_textstream ts;
+    int ts_ready;
+    int n_prefilled;
+    int32_t last_token;
+    float *logits;
+    int set_up;
+    /* shared, under s->mu */
+    int state;
+    int refs;
+    int cancel;
+    sched_buf text;      /* everything produced */
+    size_t text_read;    /* consumer position */
+    int32_t *gen;
+    int n_gen, cap_gen, n_gen_read;
+    int finished;
+    sched_finish finish;
+    emoe_status error;
+    char error_msg[256];
+    pthread_cond_t cv;
+    double t_submit, t_start, t_last;
+};
+
+struct sched {
+    eng_engine *e;
+    const eng_model_desc *desc;
+    int vocab;
+    sched_opts opts;
+    sched_policy policy;
+    sched_limits limits;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    int thread_started;
+    int stop;
+    int draining;
+    sched_req **waiting;  /* FIFO order of arrival */
+    int n_waiting, cap_waiting;
+    sched_req **running;  /* admission order */
+    int n_running, cap_running;
+    sched_stats stats;
+};
+
+static void *sched_run_loop(void *arg);
+
+const char *sched_finish_name(sched_finish f)
+{
+    switch (f) {
+    case SCHED_FINISH_NONE: return "none";
+    case SCHED_FINISH_STOP: return "stop";
+    case SCHED_FINISH_LENGTH: return "length";
+    case SCHED_FINISH_CANCELLED: return "cancelled";
+    case SCHED_FINISH_ERROR: return "error";
+    }
+    return "?";
+}
+
+static int fifo_pick(void *self, sched_req *const *waiting, int n)
+{
+    (void)self;
+    (void)waiting;
+    return n > 0 ? 0 : -1;
+}
+
+static const sched_policy fifo_policy = {"fifo", fifo_pick, NULL};
+
+const sched_policy *sched_policy_fifo(void) { return &fifo_policy; }
+
+uint64_t sched_req_id(const sched_req *r) { return r->id; }
+const char *sched_req_task(const sched_req *r) { return r->task; }
+double sched_req_arrival(const sched_req *r) { return r->t_submit; }
+int sched_req_n_prompt(const sched_req *r) { return r->n_prompt; }
+int sched_req_max_tokens(const sched_req *r) { return r->max_tokens; }
+double sched_req_deadline(const sched_req *r) { return r->deadline; }
+
+static void hist_add(sched_hist *h, double v)
+{
+    int b = 0;
+    while (b < SCHED_HIST_BUCKETS && v > sched_hist_bounds[b]) b++;
+    h->counts[b]++;
+    h->sum += v;
+    h->n++;
+}
+
+static void req_free(sched_req *r)
+{
+    if (!r) return;
+    free(r->prompt);
+    for (int i = 0; i < SCHED_MAX_STOP; i++) free(r->stop[i]);
+    sched_buf_free(&r->text);
+    free(r->gen);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+/* Drops one reference; the caller holds s->mu. Returns 1 if r must be freed
+ * (after unlocking). */
+static int req_unref_locked(sched_req *r)
+{
+    return --r->refs == 0;
+}
+
+/* Frees the request's engine-side resources. Loop thread (or after it stopped). */
+static void req_teardown(sched *s, sched_req *r)
+{
+    if (r->seq) eng_seq_free(r->seq);
+    r->seq = NULL;
+    eng_sampler_free(r->sampler);
+    r->sampler = NULL;
+    if (r->detok && s->opts.text.free_state) s->opts.text.free_state(s->opts.text.ctx, r->detok);
+    r->detok = NULL;
+    if (r->ts_ready) sched_ts_free(&r->ts);
+    r->ts_ready = 0;
+    free(r->logits);
+    r->logits = NULL;
+}
+
+static void remove_at(sched_req **arr, int *n, int i)
+{
+    memmove(arr + i, arr + i + 1, (size_t)(*n - i - 1) * sizeof *arr);
+    (*n)--;
+}
+
+/* Marks r finished; caller holds s->mu and has already removed it from the
+ * waiting/running arrays. Returns 1 if it must be freed. */
+static int finish_locked(sched *s, sched_req *r, sched_finish f, emoe_status st, const char *msg)
+{
+    r->state = REQ_DONE;
+    r->finished = 1;
+    r->finish = f;
+    r->error = st;
+    if (msg) snprintf(r->error_msg, sizeof r->error_msg, "%s", msg);
+    s->stats.requests_finished[f]++;
+    if (f != SCHED_FINISH_CANCELLED && r->t_submit > 0) hist_add(&s->stats.e2e, emoe_now() - r->t_submit);
+    pthread_cond_broadcast(&r->cv);
+    return req_unref_locked(r);
+}
+
+emoe_status sched_init(eng_engine *e, const sched_opts *opts, sched **out, emoe_err *err)
+{
+    *out = NULL;
+    sched *s = calloc(1, sizeof *s);
+    if (!s) return emoe_errf(err, EMOE_ENOMEM, "scheduler: out of memory");
+    s->e = e;
+    s->desc = eng_desc(e);
+    s->vocab = s->desc->vocab;
+    s->opts = *opts;
+    s->policy = opts->policy ? *opts->policy : fifo_policy;
+    s->limits = opts->limits;
+    if (s->limits.max_running < 1 || s->limits.max_batch_tokens < s->limits.max_running ||
+        s->limits.prefill_chunk < 1 || s->limits.max_queued < 0) {
+        free(s);
+        return emoe_errf(err, EMOE_EINVAL, "scheduler: bad limits (max_running %d, max_batch_tokens %d, prefill_chunk %d)",
+                         opts->limits.max_running, opts->limits.max_batch_tokens, opts->limits.prefill_chunk);
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    *out = s;
+    if (pthread_create(&s->thread, NULL, sched_run_loop, s) != 0) {
+        sched_free(s);
+        *out = NULL;
+        return emoe_errf(err, EMOE_ENOMEM, "scheduler: cannot start the run loop thread");
+    }
+    s->thread_started = 1;
+    return EMOE_OK;
+}
+
+void sched_free(sched *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->thread_started) pthread_join(s->thread, NULL);
+    /* The loop is gone: finish whatever is left. */
+    pthread_mutex_lock(&s->mu);
+    while (s->n_running) {
+        sched_req *r = s->running[0];
+        remove_at(s->running, &s->n_running, 0);
+        req_teardown(s, r);
+        if (finish_locked(s, r, SCHED_FINISH_CANCELLED, EMOE_ECANCEL, "server shutting down")) req_free(r);
+    }
+    while (s->n_waiting) {
+        sched_req *r = s->waiting[0];
+        remove_at(s->waiting, &s->n_waiting, 0);
+        if (finish_locked(s, r, SCHED_FINISH_CANCELLED, EMOE_ECANCEL, "server shutting down")) req_free(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(s->waiting);
+    free(s->running);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+void sched_set_limits(sched *s, const sched_limits *l)
+{
+    if (l->max_running < 1 || l->max_batch_tokens < l->max_running || l->prefill_chunk < 1 || l->max_queued < 0)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->limits = *l;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int grow(sched_req ***arr, int *cap, int need)
+{
+    if (need <= *cap) return 0;
+    int nc = *cap ? *cap * 2 : 16;
+    while (nc < need) nc *= 2;
+    sched_req **p = realloc(*arr, (size_t)nc * sizeof *p);
+    if (!p) return -1;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
+emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, emoe_err *err)
+{
+    *out = NULL;
+    int max_ctx = eng_max_ctx(s->e);
+    if (p->n_prompt < 1) return emoe_errf(err, EMOE_EINVAL, "prompt: must have at least one token");
+    if (p->max_tokens < 1) return emoe_errf(err, EMOE_EINVAL, "max_tokens: must be at least 1");
+    if ((int64_t)p->n_prompt + p->max_tokens > max_ctx)
+        return emoe_errf(err, EMOE_EINVAL, "context length is %d tokens; the prompt has %d and max_tokens is %d",
+                         max_ctx, p->n_prompt, p->max_tokens);
+    for (int i = 0; i < p->n_prompt; i++)
+        if (p->prompt[i] < 0 || p->prompt[i] >= s->vocab)
+            return emoe_errf(err, EMOE_EINVAL, "prompt[%d]: token id %d is outside the vocabulary [0, %d)", i,
+                             (int)p->prompt[i], s->vocab);
+    emoe_status st = eng_sampling_check(&p->sampling, err);
+    if (st != EMOE_OK) return st;
+
+    sched_req *r = calloc(1, sizeof *r);
+    if (!r) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    r->s = s;
+    r->id = p->id;
+    r->prompt = malloc((size_t)p->n_prompt * sizeof *r->prompt);
+    if (!r->prompt) { free(r); return emoe_errf(err, EMOE_ENOMEM, "out of memory"); }
+    memcpy(r->prompt, p->prompt, (size_t)p->n_prompt * sizeof *r->prompt);
+    r->n_prompt = p->n_prompt;
+    r->max_tokens = p->max_tokens;
+    r->sampling = p->sampling;
+    r->ignore_eos = p->ignore_eos;
+    r->deadline = p->deadline;
+    snprintf(r->task, sizeof r->task, "%s", p->task ? p->task : "");
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    for (int i = 0, k = 0; i < SCHED_MAX_STOP; i++)
+        if (p->stop[i] && p->stop[i][0]) {
+            r->stop[k] = strdup(p->stop[i]);
+            if (!r->stop[k++]) { req_free(r); return emoe_errf(err, EMOE_ENOMEM, "out of memory"); }
+        }
+    r->refs = 2; /* submitter + loop */
+    r->t_submit = emoe_now();
+
+    pthread_mutex_lock(&s->mu);
+    if (s->draining || s->stop) {
+        pthread_mutex_unlock(&s->mu);
+        req_free(r);
+        return emoe_errf(err, EMOE_EBUSY, "the server is shutting down");
+    }
+    if (s->n_waiting >= s->limits.max_queued && s->n_running >= s->limits.max_running) {
+        s->stats.requests_rejected++;
+        int q = s->n_waiting;
+        pthread_mutex_unlock(&s->mu);
+        req_free(r);
+        return emoe_errf(err, EMOE_EBUSY, "the queue is full (%d waiting); retry later", q);
+    }
+    if (grow(&s->waiting, &s->cap_waiting, s->n_waiting + 1)) {
+        pthread_mutex_unlock(&s->mu);
+        req_free(r);
+        return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    }
+    s->waiting[s->n_waiting++] = r;
+    r->state = REQ_QUEUED;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    *out = r;
+    return EMOE_OK;
+}
+
+void sched_req_cancel(sched_req *r)
+{
+    if (!r) return;
+    sched *s = r->s;
+    int do_free = 0;
+    pthread_mutex_lock(&s->mu);
+    if (!r->finished) {
+        r->cancel = 1;
+        if (r->state == REQ_QUEUED) {
+            for (int i = 0; i < s->n_waiting; i++)
+                if (s->waiting[i] == r) { remove_at(s->waiting, &s->n_waiting, i); break; }
+            do_free = finish_locked(s, r, SCHED_FINISH_CANCELLED, EMOE_ECANCEL, "cancelled");
+        }
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (do_free) req_free(r);
+}
+
+void sched_req_release(sched_req *r)
+{
+    if (!r) return;
+    sched *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    int do_free = req_unref_locked(r);
+    pthread_mutex_unlock(&s->mu);
+    if (do_free) req_free(r);
+}
+
+static void abs_deadline(struct timespec *ts, double timeout_s)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    double t = (double)ts->tv_sec + (double)ts->tv_nsec * 1e-9 + timeout_s;
+    ts->tv_sec = (time_t)t;
+    ts->tv_nsec = (long)((t - (double)ts->tv_sec) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
+}
+
+int sched_req_poll(sched_req *r, double timeout_s, sched_update *u)
+{
+    sched *s = r->s;
+    memset(u, 0, sizeof *u);
+    pthread_mutex_lock(&s->mu);
+    if (timeout_s > 0 && !r->finished && r->text_read == r->text.n && r->n_gen_read == r->n_gen) {
+        struct timespec ts;
+        abs_deadline(&ts, timeout_s);
+        while (!r->finished && r->text_read == r->text.n && r->n_gen_read == r->n_gen)
+            if (pthread_cond_timedwait(&r->cv, &s->mu, &ts) == ETIMEDOUT) break;
+    }
+    int news = 0;
+    if (r->text.n > r->text_read) {
+        u->text_len = r->text.n - r->text_read;
+        u->text = malloc(u->text_len + 1);
+        if (u->text) {
+            memcpy(u->text, r->text.p + r->text_read, u->text_len);
+            u->text[u->text_len] = 0;
+            r->text_read = r->text.n;
+            news = 1;
+        } else {
+            u->text_len = 0;
+        }
+    }
+    if (r->n_gen > r->n_gen_read) {
+        u->n_new_tokens = r->n_gen - r->n_gen_read;
+        r->n_gen_read = r->n_gen;
+        news = 1;
+    }
+    /* Finished only once all text was handed over. */
+    if (r->finished && r->text_read == r->text.n) {
+        u->finished = 1;
+        u->finish = r->finish;
+        u->error = r->error;
+        snprintf(u->error_msg, sizeof u->error_msg, "%s", r->error_msg);
+        news = 1;
+    }
+    u->n_prompt = r->n_prompt;
+    u->n_gen = r->n_gen;
+    u->started = r->t_start > 0;
+    pthread_mutex_unlock(&s->mu);
+    return news;
+}
+
+int sched_req_tokens(sched_req *r, int32_t *out, int cap)
+{
+    sched *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    int n = r->n_gen < cap ? r->n_gen : cap;
+    if (n > 0) memcpy(out, r->gen, (size_t)n * sizeof *out);
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void sched_drain(sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->draining = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_cancel_all(sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    sched_req *freeable[64];
+    int nf = 0;
+    while (s->n_waiting) {
+        sched_req *r = s->waiting[0];
+        remove_at(s->waiting, &s->n_waiting, 0);
+        r->cancel = 1;
+        if (finish_locked(s, r, SCHED_FINISH_CANCELLED, EMOE_ECANCEL, "server shutting down")) {
+            if (nf < 64) freeable[nf++] = r;
+            else req_free(r); /* still under the lock: req_free takes no lock */
+        }
+    }
+    for (int i = 0; i < s->n_running; i++) s->running[i]->cancel = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < nf; i++) req_free(freeable[i]);
+}
+
+void sched_get_stats(sched *s, sched_stats *st)
+{
+    pthread_mutex_lock(&s->mu);
+    *st = s->stats;
+    st->running = s->n_running;
+    st->waiting = s->n_waiting;
+    st->draining = s->draining;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- run loop ---- */
+
+/* Allocates the engine-side state of a newly admitted request. Loop thread. */
+static emoe_status req_setup(sched *s, sched_req *r, emoe_err *err)
+{
+    r->seq = eng_seq_new(s->e, r->n_prompt + r->max_tokens, err);
+    if (!r->seq) return err->code ? err->code : EMOE_ENOMEM;
+    eng_seq_set_tag(r->seq, r);
+    r->sampler = eng_sampler_new(&r->sampling, s->vocab);
+    r->logits = malloc((size_t)s->vocab * sizeof *r->logits);
+    if (!r->sampler || !r->logits) return emoe_errf(err, EMOE_ENOMEM, "out of memory for request state");
+    if (s->opts.text.new_state) {
+        r->detok = s->opts.text.new_state(s->opts.text.ctx);
+        if (!r->detok) return emoe_errf(err, EMOE_ENOMEM, "out of memory for the detokenizer");
+    }
+    if (sched_ts_init(&r->ts, (const char *const *)r->stop, SCHED_MAX_STOP))
+        return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    r->ts_ready = 1;
+    r->set_up = 1;
+    return EMOE_OK;
+}
+
+static int is_eos(const sched *s, int t)
+{
+    for (int i = 0; i < s->desc->n_eos; i++)
+        if (s->desc->eos_ids[i] == t) return 1;
+    return 0;
+}
+
+/* Removes r from the running set and finishes it. Caller holds s->mu. */
+static void end_running_locked(sched *s, sched_req *r, sched_finish f, emoe_status st, const char *msg)
+{
+    for (int i = 0; i < s->n_running; i++)
+        if (s->running[i] == r) { remove_at(s->running, &s->n_running, i); break; }
+    req_teardown(s, r);
+    if (finish_locked(s, r, f, st, msg)) req_free(r);
+}
+
+/* End of a request's text: the detokenizer's held bytes, then the stream's. */
+static void text_finish(sched *s, sched_req *r, sched_buf *out)
+{
+    if (!r->ts_ready) return;
+    if (s->opts.text.flush && r->detok) {
+        sched_buf bytes = {0};
+        s->opts.text.flush(s->opts.text.ctx, r->detok, &bytes);
+        if (bytes.n && sched_ts_push(&r->ts, bytes.p, bytes.n, out) == 1) {
+            sched_buf_free(&bytes);
+            return;
+        }
+        sched_buf_free(&bytes);
+    }
+    sched_ts_finish(&r->ts, out);
+}
+
+/* Handles one sampled token: stop conditions and text. Loop thread, no lock. */
+static void on_token(sched *s, sched_req *r, int32_t t)
+{
+    double now = emoe_now();
+    sched_buf out = {0};
+    sched_finish fin = SCHED_FINISH_NONE;
+    if (!r->ignore_eos && is_eos(s, t)) {
+        fin = SCHED_FINISH_STOP;
+        text_finish(s, r, &out);
+    } else {
+        sched_buf bytes = {0};
+        if (s->opts.text.push) s->opts.text.push(s->opts.text.ctx, r->detok, t, &bytes);
+        int rc = sched_ts_push(&r->ts, bytes.p, bytes.n, &out);
+        sched_buf_free(&bytes);
+        if (rc == 1) fin = SCHED_FINISH_STOP;
+        else if (r->n_gen + 1 >= r->max_tokens || (r->deadline > 0 && now >= r->deadline)) {
+            fin = SCHED_FINISH_LENGTH;
+            text_finish(s, r, &out);
+        }
+    }
+    r->last_token = t;
+    pthread_mutex_lock(&s->mu);
+    if (r->n_gen == 0) hist_add(&s->stats.ttft, now - r->t_submit);
+    else hist_add(&s->stats.itl, now - r->t_last);
+    r->t_last = now;
+    if (r->n_gen == r->cap_gen) {
+        int nc = r->cap_gen ? r->cap_gen * 2 : 64;
+        int32_t *g = realloc(r->gen, (size_t)nc * sizeof *g);
+        if (g) { r->gen = g; r->cap_gen = nc; }
+    }
+    if (r->n_gen < r->cap_gen) r->gen[r->n_gen++] = t;
+    s->stats.generation_tokens++;
+    if (out.n && sched_buf_append(&r->text, out.p, out.n)) {
+        end_running_locked(s, r, SCHED_FINISH_ERROR, EMOE_ENOMEM, "out of memory");
+    } else if (fin != SCHED_FINISH_NONE) {
+        end_running_locked(s, r, fin, EMOE_OK, NULL);
+    } else {
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    sched_buf_free(&out);
+}
+
+typedef struct step_item {
+    sched_req *r;
+    int n_prefill;  /* prompt tokens in this item; 0 = decode */
+    int sample;     /* 1: logits wanted, sample after the step */
+} step_item;
+
+/* One engine step for the given items; on failure retries them one by one so
+ * that a bad request fails alone. Loop thread. */
+static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n)
+{
+    emoe_err err = {0};
+    if (eng_step(s->e, bi, n, &err) == EMOE_OK) {
+        for (int i = 0; i < n; i++) {
+            sched_req *r = it[i].r;
+            r->n_prefilled += it[i].n_prefill;
+            if (it[i].n_prefill) {
+                pthread_mutex_lock(&s->mu);
+                s->stats.prompt_tokens += (uint64_t)it[i].n_prefill;
+                pthread_mutex_unlock(&s->mu);
+            }
+            if (it[i].sample) {
+                int t = eng_sampler_sample(r->sampler, r->logits);
+                eng_sampler_accept(r->sampler, t);
+                on_token(s, r, t);
+            }
+        }
+        return;
+    }
+    if (n == 1) {
+        LOG_WARN("request %llu: engine step failed: %s", (unsigned long long)it[0].r->id, err.msg);
+        pthread_mutex_lock(&s->mu);
+        end_running_locked(s, it[0].r, SCHED_FINISH_ERROR, err.code ? err.code : EMOE_EINVAL, err.msg);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    for (int i = 0; i < n; i++) run_items(s, it + i, bi + i, 1);
+}
+
+static void timed_wait(sched *s, double sec)
+{
+    struct timespec ts;
+    abs_deadline(&ts, sec);
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+static void *sched_run_loop(void *arg)
+{
+    sched *s = arg;
+    step_item *items = NULL;
+    eng_batch_item *bi = NULL;
+    sched_req **batch_reqs = NULL;
+    int cap_items = 0;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        s->stats.last_tick = emoe_now();
+        if (s->opts.tick) {
+            pthread_mutex_unlock(&s->mu);
+            s->opts.tick(s->opts.tick_user);
+            pthread_mutex_lock(&s->mu);
+            if (s->stop) break;
+        }
+        /* Reap cancelled and expired requests: frees their KV cache now. */
+        double now = emoe_now();
+        for (int i = 0; i < s->n_running;) {
+            sched_req *r = s->running[i];
+            if (r->cancel) {
+                end_running_locked(s, r, SCHED_FINISH_CANCELLED, EMOE_ECANCEL, "cancelled");
+                continue;
+            }
+            if (r->deadline > 0 && now >= r->deadline) {
+                sched_buf out = {0};
+                text_finish(s, r, &out);
+                if (out.n) sched_buf_append(&r->text, out.p, out.n);
+                sched_buf_free(&out);
+                end_running_locked(s, r, SCHED_FINISH_LENGTH, EMOE_OK, NULL);
+                continue;
+            }
+            i++;
+        }
+        /* Admit by policy. */
+        while (s->n_running < s->limits.max_running && s->n_waiting > 0) {
+            int k = s->policy.pick(s->policy.self, s->waiting, s->n_waiting);
+            if (k < 0 || k >= s->n_waiting) break;
+            if (grow(&s->running, &s->cap_running, s->n_running + 1)) break;
+            sched_req *r = s->waiting[k];
+            remove_at(s->waiting, &s->n_waiting, k);
+            s->running[s->n_running++] = r;
+            r->state = REQ_RUNNING;
+            r->t_start = now;
+            hist_add(&s->stats.queue_time, now - r->t_submit);
+            pthread_cond_broadcast(&r->cv);
+        }
+        if (s->n_running == 0) {
+            timed_wait(s, 0.5);
+            continue;
+        }
+        /* Snapshot the running set; only this thread changes it. */
+        int n_run = s->n_running;
+        sched_limits lim = s->limits;
+        if (n_run > cap_items) {
+            int nc = n_run * 2;
+            step_item *ni = realloc(items, (size_t)nc * sizeof *ni);
+            if (ni) items = ni;
+            eng_batch_item *nb = realloc(bi, (size_t)nc * sizeof *nb);
+            if (nb) bi = nb;
+            sched_req **nr = realloc(batch_reqs, (size_t)nc * sizeof *nr);
+            if (nr) batch_reqs = nr;
+            if (!ni || !nb || !nr) { timed_wait(s, 0.1); continue; }
+            cap_items = nc;
+        }
+        memcpy(batch_reqs, s->running, (size_t)n_run * sizeof *batch_reqs);
+        pthread_mutex_unlock(&s->mu);
+
+        /* Set up newly admitted requests. */
+        for (int i = 0; i < n_run; i++) {
+            sched_req *r = batch_reqs[i];
+            if (r->set_up) continue;
+            emoe_err err = {0};
+            if (req_setup(s, r, &err) != EMOE_OK) {
+                LOG_WARN("request %llu: %s", (unsigned long long)r->id, err.msg);
+                pthread_mutex_lock(&s->mu);
+                end_running_locked(s, r, SCHED_FINISH_ERROR, err.code ? err.code : EMOE_ENOMEM, err.msg);
+                pthread_mutex_unlock(&s->mu);
+                batch_reqs[i] = NULL;
+            }
+        }
+        /* Decodes first (one token each), then prefill chunks in admission order. */
+        int n = 0, budget = lim.max_batch_tokens;
+        for (int i = 0; i < n_run; i++) {
+            sched_req *r = batch_reqs[i];
+            if (!r || r->n_prefilled < r->n_prompt || budget < 1) continue;
+            items[n] = (step_item){r, 0, 1};
+            bi[n] = (eng_batch_item){r->seq, &r->last_token, 1, r->logits, NULL};
+            n++;
+            budget--;
+        }
+        for (int i = 0; i < n_run && budget > 0; i++) {
+            sched_req *r = batch_reqs[i];
+            if (!r || r->n_prefilled >= r->n_prompt) continue;
+            int chunk = r->n_prompt - r->n_prefilled;
+            if (chunk > lim.prefill_chunk) chunk = lim.prefill_chunk;
+            if (chunk > budget) chunk = budget;
+            int last = r->n_prefilled + chunk == r->n_prompt;
+            items[n] = (step_item){r, chunk, last};
+            bi[n] = (eng_batch_item){r->seq, r->prompt + r->n_prefilled, chunk, last ? r->logits : NULL, NULL};
+            n++;
+            budget -= chunk;
+        }
+        if (n > 0) run_items(s, items, bi, n);
+        pthread_mutex_lock(&s->mu);
+        s->stats.steps++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(items);
+    free(bi);
+    free(batch_reqs);
+    return NULL;
+}

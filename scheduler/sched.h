@@ -1,0 +1,179 @@
+/*
+ * sched.h — the scheduler: the one place where HTTP threads and the engine
+ * meet. HTTP threads submit requests into a bounded queue and read results
+ * from each request's channel; one run-loop thread owns the engine, admits
+ * queued requests by a policy (FIFO for now), forms continuous batches
+ * (every running request's decode token plus prefill chunks of newly admitted
+ * prompts, up to a token budget), runs eng_step(), samples, applies stop
+ * conditions (EOS ids, max_tokens, context end, stop strings on the
+ * detokenized text) and publishes text deltas.
+ *
+ * Text: the scheduler turns tokens into text through a small detokenizer
+ * interface (sched_text_ops) so it does not depend on a particular tokenizer.
+ * Published text is always valid UTF-8 (incomplete sequences are held back,
+ * invalid bytes become U+FFFD) and never contains a stop string or any part of
+ * one: a suffix that could start a stop string is held back until it is
+ * decided.
+ *
+ * Ownership: a sched_req is shared by its submitter and the run loop
+ * (reference counted). The submitter calls sched_req_release() when done
+ * (after sched_req_cancel() if it gives up early); the request's KV cache is
+ * freed by the run loop as soon as the request finishes or is cancelled.
+ */
+#ifndef EMOE_SCHED_H
+#define EMOE_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/common.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
+#include "scheduler/textstream.h"
+
+typedef struct sched sched;
+typedef struct sched_req sched_req;
+
+/* Streaming detokenizer. new_state/free_state/flush may be NULL. push
+ * appends the bytes that token `id` adds to the text (possibly part of a
+ * UTF-8 sequence) to out and returns 0, or -1 on error; flush appends what
+ * the state still holds at the end. Special tokens should produce no bytes.
+ * Called only from the run loop. */
+typedef struct sched_text_ops {
+    void *ctx;
+    void *(*new_state)(void *ctx);
+    void (*free_state)(void *ctx, void *state);
+    int (*push)(void *ctx, void *state, int32_t id, sched_buf *out);
+    int (*flush)(void *ctx, void *state, sched_buf *out);
+} sched_text_ops;
+
+/* Run-time limits (reloadable: sched_set_limits). */
+typedef struct sched_limits {
+    int max_running;       /* requests in the continuous batch */
+    int max_queued;        /* waiting requests; more -> EMOE_EBUSY */
+    int max_batch_tokens;  /* tokens per engine step */
+    int prefill_chunk;     /* longest prefill piece of one request per step */
+} sched_limits;
+
+/* Admission policy: picks which waiting request runs next. */
+typedef struct sched_policy {
+    const char *name;
+    /* Returns an index into waiting[0..n) or -1 to admit nothing now. */
+    int (*pick)(void *self, sched_req *const *waiting, int n);
+    void *self;
+} sched_policy;
+
+/* First come, first served. */
+const sched_policy *sched_policy_fifo(void);
+
+/* Read-only facts about a request, for policies (fixed at submit; safe to
+ * call from pick, which runs under the scheduler's lock). */
+uint64_t sched_req_id(const sched_req *r);
+const char *sched_req_task(const sched_req *r);   /* "" when none */
+double sched_req_arrival(const sched_req *r);     /* emoe_now() at submit */
+int sched_req_n_prompt(const sched_req *r);
+int sched_req_max_tokens(const sched_req *r);
+double sched_req_deadline(const sched_req *r);    /* 0 = none */
+
+typedef struct sched_opts {
+    sched_limits limits;
+    const sched_policy *policy;    /* NULL = FIFO */
+    sched_text_ops text;           /* push NULL = no text (token ids only; stop strings unusable) */
+    /* Called from the run loop at least once a second (for the systemd
+     * watchdog); may be NULL. */
+    void (*tick)(void *user);
+    void *tick_user;
+} sched_opts;
+
+typedef enum sched_finish {
+    SCHED_FINISH_NONE = 0,
+    SCHED_FINISH_STOP,      /* EOS token or stop string */
+    SCHED_FINISH_LENGTH,    /* max_tokens, context end or request timeout */
+    SCHED_FINISH_CANCELLED, /* cancelled by the submitter or by shutdown */
+    SCHED_FINISH_ERROR,     /* engine error; see the error message */
+} sched_finish;
+
+const char *sched_finish_name(sched_finish f);
+
+#define SCHED_MAX_STOP 4
+
+typedef struct sched_req_params {
+    const int32_t *prompt;   /* copied */
+    int n_prompt;            /* >= 1 */
+    int max_tokens;          /* >= 1; prompt + max_tokens must fit the context */
+    eng_sampling sampling;
+    const char *stop[SCHED_MAX_STOP]; /* copied; NULL or "" entries ignored */
+    int ignore_eos;          /* 1: EOS ids do not stop (benchmarks) */
+    double deadline;         /* emoe_now() time after which it finishes as LENGTH; 0 = none */
+    const char *task;        /* predictor task name; may be NULL */
+    uint64_t id;             /* request id for logs */
+} sched_req_params;
+
+/* Creates the scheduler and starts its run loop on engine e (borrowed; the
+ * scheduler is its only user until sched_free). */
+emoe_status sched_init(eng_engine *e, const sched_opts *opts, sched **out, emoe_err *err);
+/* Stops the run loop, cancels everything still queued or running, frees. */
+void sched_free(sched *s);
+
+void sched_set_limits(sched *s, const sched_limits *l);
+
+/* Submits a request. On success *out holds a reference (release it with
+ * sched_req_release). EMOE_EBUSY: queue full or draining (err says which);
+ * EMOE_EINVAL: bad parameters (length, ids, sampling). */
+emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, emoe_err *err);
+
+/* Asks to stop a request at whatever stage it is in; its KV cache and slot are
+ * freed by the run loop before its next step. Idempotent. */
+void sched_req_cancel(sched_req *r);
+/* Drops the submitter's reference. */
+void sched_req_release(sched_req *r);
+
+/* What a request has produced since the last sched_req_poll. */
+typedef struct sched_update {
+    char *text;              /* new text (valid UTF-8), malloc'd, caller frees; NULL if none */
+    size_t text_len;
+    int n_new_tokens;        /* tokens generated since the last poll */
+    int finished;            /* 1 once the request is over (and all text is delivered) */
+    sched_finish finish;
+    emoe_status error;       /* for SCHED_FINISH_ERROR */
+    char error_msg[256];
+    int n_prompt, n_gen;     /* usage so far */
+    int started;             /* 1 once admitted (left the queue) */
+} sched_update;
+
+/* Waits up to timeout_s (0 = don't wait) for new output or the finish, then
+ * fills u. Returns 1 if u carries anything new (text, tokens or finish). */
+int sched_req_poll(sched_req *r, double timeout_s, sched_update *u);
+
+/* Copies the token ids generated so far (up to cap); returns the count. */
+int sched_req_tokens(sched_req *r, int32_t *out, int cap);
+
+/* Stops admitting: later submits fail with EMOE_EBUSY ("draining"). */
+void sched_drain(sched *s);
+/* Cancels every queued and running request. */
+void sched_cancel_all(sched *s);
+
+/* Counters for /metrics. Histograms are cumulative bucket counts. */
+#define SCHED_HIST_BUCKETS 14
+extern const double sched_hist_bounds[SCHED_HIST_BUCKETS]; /* seconds, upper bounds; +Inf implied */
+
+typedef struct sched_hist {
+    uint64_t counts[SCHED_HIST_BUCKETS + 1]; /* per bucket (not cumulative); last = +Inf */
+    double sum;
+    uint64_t n;
+} sched_hist;
+
+typedef struct sched_stats {
+    int running, waiting;
+    int draining;
+    uint64_t prompt_tokens, generation_tokens;
+    uint64_t requests_finished[5];   /* by sched_finish */
+    uint64_t requests_rejected;      /* queue full */
+    uint64_t steps;
+    sched_hist ttft, itl, e2e, queue_time;
+    double last_tick;                /* emoe_now() of the run loop's last iteration */
+} sched_stats;
+
+void sched_get_stats(sched *s, sched_stats *st);
+
+#endif

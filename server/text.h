@@ -1,0 +1,41 @@
+/*
+ * text.h — the server's view of a model's tokenizer: encode prompts, render
+ * the chat template, decode ids, and the streaming detokenizer the scheduler
+ * uses. Backed by engine/tokenizer.h (tok_*) when the build has it; without it
+ * (or for a model directory without tokenizer.json) srv_text_load returns a
+ * text object for which srv_text_available() is 0 and the server accepts
+ * token-id prompts only.
+ */
+#ifndef EMOE_SRV_TEXT_H
+#define EMOE_SRV_TEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "engine/common.h"
+#include "scheduler/sched.h"
+
+typedef struct srv_text srv_text;
+
+/* Loads dir's tokenizer if present. Fails only when a tokenizer is present
+ * but broken (err names the file). */
+emoe_status srv_text_load(const char *dir, srv_text **out, emoe_err *err);
+void srv_text_free(srv_text *t);
+int srv_text_available(const srv_text *t);
+/* Why there is no text support (for error messages). */
+const char *srv_text_missing_reason(const srv_text *t);
+int srv_text_has_template(const srv_text *t);
+
+/* text -> ids (malloc'd). */
+emoe_status srv_text_encode(srv_text *t, const char *text, size_t len, int add_special, int32_t **ids, int *n,
+                            emoe_err *err);
+/* messages (normalised [{role, content}]) -> prompt text (malloc'd). */
+emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prompt, json_t *kwargs, char **out,
+                          emoe_err *err);
+/* ids -> text (malloc'd). */
+emoe_status srv_text_decode(srv_text *t, const int32_t *ids, int n, char **out, size_t *len, emoe_err *err);
+/* The scheduler's detokenizer ops (push NULL when unavailable). */
+sched_text_ops srv_text_ops(srv_text *t);
+
+#endif

@@ -1,0 +1,42 @@
+/* cmd_config.c — `emoe config`: print the effective configuration (--dump) or
+ * the generated reference (--markdown), or validate a file (--check). */
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "tools/cmds.h"
+
+static void config_usage(FILE *f)
+{
+    fprintf(f, "usage: emoe config --dump [--config FILE] [--set section.key=value ...]\n"
+               "       emoe config --check --config FILE [--set ...]\n"
+               "       emoe config --markdown      (docs/configuration.md)\n");
+}
+
+int cmd_config(int argc, char **argv)
+{
+    const char *path = NULL;
+    int dump = 0, markdown = 0, check = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) i++; /* applied below, after the file */
+        else if (!strcmp(argv[i], "--dump")) dump = 1;
+        else if (!strcmp(argv[i], "--markdown")) markdown = 1;
+        else if (!strcmp(argv[i], "--check")) check = 1;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { config_usage(stdout); return 0; }
+        else { fprintf(stderr, "emoe config: unknown or incomplete option '%s'\n", argv[i]); config_usage(stderr); return 2; }
+    }
+    if (markdown) { cfg_markdown(stdout); return 0; }
+    if (!dump && !check) { config_usage(stderr); return 2; }
+    emoe_config c;
+    emoe_err err = {0};
+    cfg_init(&c);
+    if (path && cfg_load_file(&c, path, &err) != EMOE_OK) { fprintf(stderr, "emoe: %s\n", err.msg); return 1; }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--set") && i + 1 < argc)
+            if (cfg_set_override(&c, argv[++i], &err) != EMOE_OK) { fprintf(stderr, "emoe: %s\n", err.msg); return 1; }
+    if (cfg_validate(&c, &err) != EMOE_OK) { fprintf(stderr, "emoe: %s\n", err.msg); return 1; }
+    if (dump) cfg_dump(&c, stdout);
+    else printf("configuration %s is valid\n", path ? path : "(defaults)");
+    return 0;
+}

@@ -1,0 +1,373 @@
+/*
+ * cmd_perplexity.c — `emoe perplexity`: perplexity of a model over documents,
+ * scored the way tiny-moe-7task's reference_perplexity.json describes: per
+ * task the first --max-docs documents (default 12), each as BOS + tokens + EOS,
+ * the first --max-len tokens (default 257) of it run as one sequence, every
+ * next-token prediction inside scored (up to max_len-1 per document); a task's
+ * perplexity is exp(sum of NLL over its documents / number of predictions).
+ *
+ * Under an expert budget (--budget) the expert cache serves the experts. In
+ * exact mode the figures equal the all-experts ones (documents run as one
+ * prefill each). In substitute mode the cache is rebuilt per task and warmed by
+ * running that task's documents once, token by token, in exact mode (LRU
+ * eviction), then the documents are scored token by token (as decoding would
+ * see them) with the substitute policy. --fetch-on-miss on (default): the
+ * experts a token missed are loaded for the next tokens, as the forward pass's
+ * prefetch does in serving, but synchronously so that the figures do not depend
+ * on load timing; off: the warmed resident set stays frozen while scoring.
+ *
+ * Documents: JSON lines {"task": T, "text": S} (needs the tokenizer) or
+ * {"task": T, "ids": [...]} (already tokenized, without BOS/EOS).
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cache.h"
+#include "engine/engine.h"
+#include "engine/tokenizer.h"
+#include "tools/args.h"
+#include "tools/cmds.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: emoe perplexity -m DIR --docs FILE [options]\n"
+            "  -m, --model DIR         Hugging Face model directory\n"
+            "  --docs FILE             JSON lines {\"task\", \"text\"} or {\"task\", \"ids\"}\n"
+            "  --task T                only this task (default: every task, in file order)\n"
+            "  --max-docs N            documents per task (default 12)\n"
+            "  --max-len N             tokens per document incl. BOS (default 257)\n"
+            "  --budget X%%|BYTES       expert cache device budget (default: all experts resident)\n"
+            "  --host-budget X%%|BYTES  pinned host tier\n"
+            "  --miss-policy P         exact | substitute (substitute: warm per task, then score)\n"
+            "  --store FILE            expert store (default DIR/experts.emoe, built if missing)\n"
+            "  --threads N             worker threads (default: all CPUs)\n"
+            "  --fetch-on-miss on|off  substitute mode: load missed experts for later tokens (default on)\n"
+            "  --json                  print one JSON object\n");
+}
+
+typedef struct doc {
+    char task[64];
+    int32_t *ids; /* BOS + tokens + EOS, truncated */
+    int n;
+} doc;
+
+typedef struct task_acc {
+    char name[64];
+    double nll;
+    long long preds;
+    int docs;
+    uint64_t substituted;
+} task_acc;
+
+/* Reads the documents file, tokenizes and frames each; keeps at most max_docs
+ * per task (and only `only` when set). */
+static int load_docs(const char *path, const char *model_dir, const eng_model_desc *d, const char *only, int max_docs,
+                     int max_len, doc **out, int *n_out)
+{
+    tok_tokenizer *tok = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "emoe perplexity: cannot open %s\n", path); return -1; }
+    doc *docs = NULL;
+    int n = 0, cap = 0, lineno = 0, rc = -1;
+    char *line = NULL;
+    size_t lcap = 0;
+    int bos = d->bos_id, eos = d->n_eos ? d->eos_ids[0] : -1;
+    while (getline(&line, &lcap, f) > 0) {
+        lineno++;
+        if (line[strspn(line, " \t\r\n")] == 0) continue;
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        const char *task = o ? json_string_value(json_object_get(o, "task")) : NULL;
+        if (!o || !task) {
+            fprintf(stderr, "emoe perplexity: %s:%d: %s\n", path, lineno, o ? "no \"task\" string" : je.text);
+            json_decref(o);
+            goto out;
+        }
+        if (only && strcmp(only, task)) { json_decref(o); continue; }
+        int have = 0;
+        for (int i = 0; i < n; i++) have += !strcmp(docs[i].task, task);
+        if (have >= max_docs) { json_decref(o); continue; }
+        json_t *ids = json_object_get(o, "ids"), *text = json_object_get(o, "text");
+        int32_t *tids = NULL;
+        size_t nt = 0;
+        if (!json_is_array(ids)) {
+            if (!json_is_string(text)) {
+                fprintf(stderr, "emoe perplexity: %s:%d: a document needs \"text\" (string) or \"ids\" (token ids)\n", path, lineno);
+                json_decref(o);
+                goto out;
+            }
+            emoe_err err = {0};
+            if (!tok && tok_load_dir(model_dir, &tok, &err) != EMOE_OK) {
+                fprintf(stderr, "emoe perplexity: %s\n", err.msg);
+                json_decref(o);
+                goto out;
+            }
+            if (tok_encode(tok, json_string_value(text), json_string_length(text), 0, &tids, &nt, &err) != EMOE_OK) {
+                fprintf(stderr, "emoe perplexity: %s:%d: %s\n", path, lineno, err.msg);
+                json_decref(o);
+                goto out;
+            }
+        } else {
+            nt = json_array_size(ids);
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            doc *nd = realloc(docs, sizeof *nd * (size_t)cap);
+            if (!nd) { free(tids); json_decref(o); goto out; }
+            docs = nd;
+        }
+        doc *dc = &docs[n];
+        memset(dc, 0, sizeof *dc);
+        snprintf(dc->task, sizeof dc->task, "%s", task);
+        dc->ids = malloc(sizeof(int32_t) * (nt + 2));
+        if (!dc->ids) { free(tids); json_decref(o); goto out; }
+        if (bos >= 0) dc->ids[dc->n++] = bos;
+        for (size_t i = 0; i < nt && tids; i++) dc->ids[dc->n++] = tids[i];
+        free(tids);
+        for (size_t i = 0; i < nt && json_is_array(ids); i++) {
+            json_t *v = json_array_get(ids, i);
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= d->vocab) {
+                fprintf(stderr, "emoe perplexity: %s:%d: ids[%zu] is not a token id of this model (vocab %d)\n", path,
+                        lineno, i, d->vocab);
+                free(dc->ids);
+                json_decref(o);
+                goto out;
+            }
+            dc->ids[dc->n++] = (int32_t)json_integer_value(v);
+        }
+        if (eos >= 0) dc->ids[dc->n++] = eos;
+        if (dc->n > max_len) dc->n = max_len;
+        json_decref(o);
+        if (dc->n < 2) { free(dc->ids); continue; }
+        n++;
+    }
+    rc = 0;
+out:
+    free(line);
+    fclose(f);
+    tok_free(tok);
+    if (rc) {
+        for (int i = 0; i < n; i++) free(docs[i].ids);
+        free(docs);
+        return rc;
+    }
+    *out = docs;
+    *n_out = n;
+    return 0;
+}
+
+/* Scores one document: adds its NLL and prediction count to acc. With score=0
+ * it only runs it (cache warm-up). */
+static emoe_status run_doc(eng_engine *e, const doc *dc, float *all, task_acc *acc, int score, emoe_err *err)
+{
+    const eng_model_desc *d = eng_desc(e);
+    eng_seq *s = eng_seq_new(e, dc->n, err);
+    if (!s) return err->code ? err->code : EMOE_ENOMEM;
+    eng_batch_item it = {.seq = s, .ids = dc->ids, .n_ids = dc->n, .all_logits = score ? all : NULL};
+    emoe_status st = eng_step(e, &it, 1, err);
+    if (st == EMOE_OK && score) {
+        for (int p = 0; p + 1 < dc->n; p++) {
+            const float *lg = all + (size_t)p * d->vocab;
+            double mx = -INFINITY, sum = 0;
+            for (int v = 0; v < d->vocab; v++) if (lg[v] > mx) mx = lg[v];
+            for (int v = 0; v < d->vocab; v++) sum += exp((double)lg[v] - mx);
+            acc->nll += (mx + log(sum)) - (double)lg[dc->ids[p + 1]];
+            acc->preds++;
+        }
+        acc->docs++;
+        acc->substituted += eng_seq_substituted(s);
+    }
+    eng_seq_free(s);
+    return st;
+}
+
+/* Like run_doc, but one token per step (decode order): the cache sees routing
+ * token by token, as in serving. */
+static emoe_status run_doc_decode(eng_engine *e, const doc *dc, float *logits, task_acc *acc, int score,
+                                  cache_t *cache, emoe_err *err)
+{
+    const eng_model_desc *d = eng_desc(e);
+    eng_seq *s = eng_seq_new(e, dc->n, err);
+    if (!s) return err->code ? err->code : EMOE_ENOMEM;
+    emoe_status st = EMOE_OK;
+    for (int p = 0; p + 1 < dc->n && st == EMOE_OK; p++) {
+        st = eng_forward(e, s, &dc->ids[p], 1, logits, err);
+        if (cache) cache_step_end(cache);
+        if (st || !score) continue;
+        double mx = -INFINITY, sum = 0;
+        for (int v = 0; v < d->vocab; v++) if (logits[v] > mx) mx = logits[v];
+        for (int v = 0; v < d->vocab; v++) sum += exp((double)logits[v] - mx);
+        acc->nll += (mx + log(sum)) - (double)logits[dc->ids[p + 1]];
+        acc->preds++;
+    }
+    if (st == EMOE_OK && score) {
+        acc->docs++;
+        acc->substituted += eng_seq_substituted(s);
+    }
+    eng_seq_free(s);
+    return st;
+}
+
+/* Prefetch made synchronous: deterministic figures in substitute mode. */
+static void prefetch_sync(void *ctx, int layer, const int *experts, int n)
+{
+    cache_prefetch(ctx, layer, experts, n);
+    cache_drain(ctx);
+}
+
+int cmd_perplexity(int argc, char **argv)
+{
+    const char *model = NULL, *docs_path = NULL, *task = NULL;
+    long long max_docs = 12, max_len = 257, threads = 0;
+    int json = 0, fetch_on_miss = 1;
+    cache_cli_opts co = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+#define VAL() do { if (!(v = arg_value("perplexity", argc, argv, &i))) return 2; } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { VAL(); model = v; }
+        else if (!strcmp(a, "--docs")) { VAL(); docs_path = v; }
+        else if (!strcmp(a, "--task")) { VAL(); task = v; }
+        else if (!strcmp(a, "--max-docs")) { VAL(); if (arg_int("perplexity", a, v, 1, 1 << 20, &max_docs)) return 2; }
+        else if (!strcmp(a, "--max-len")) { VAL(); if (arg_int("perplexity", a, v, 2, 1 << 20, &max_len)) return 2; }
+        else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("perplexity", a, v, 0, 256, &threads)) return 2; }
+        else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
+        else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
+        else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
+        else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--fetch-on-miss")) {
+            VAL();
+            if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "emoe perplexity: --fetch-on-miss: 'on' or 'off'\n"); return 2; }
+            fetch_on_miss = !strcmp(v, "on");
+        }
+        else { fprintf(stderr, "emoe perplexity: unknown option '%s'\n", a); usage(stderr); return 2; }
+#undef VAL
+    }
+    if (!model || !docs_path) { fprintf(stderr, "emoe perplexity: -m DIR and --docs FILE are required\n"); usage(stderr); return 2; }
+    if (!co.budget && (co.host_budget || co.miss_policy || co.store)) {
+        fprintf(stderr, "emoe perplexity: --host-budget, --miss-policy and --store need --budget\n");
+        return 2;
+    }
+    cache_miss_policy policy = CACHE_MISS_EXACT;
+    if (co.miss_policy && cache_parse_miss_policy(co.miss_policy, &policy)) {
+        fprintf(stderr, "emoe perplexity: --miss-policy: '%s' is not exact or substitute\n", co.miss_policy);
+        return 2;
+    }
+    emoe_err err = {0};
+    eng_engine *e = NULL;
+    eng_open_opts oo = {.n_threads = (int)threads};
+    doc *docs = NULL;
+    int n_docs = 0, rc = 1, n_tasks = 0;
+    task_acc *acc = NULL;
+    float *all = NULL;
+    cache_t *cache = NULL;
+    cache_stats total_cs;
+    memset(&total_cs, 0, sizeof total_cs);
+    if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe perplexity: %s\n", err.msg); goto out; }
+    const eng_model_desc *d = eng_desc(e);
+    if (load_docs(docs_path, model, d, task, (int)max_docs, (int)max_len, &docs, &n_docs)) goto out;
+    if (!n_docs) { fprintf(stderr, "emoe perplexity: no documents%s%s in %s\n", task ? " of task " : "", task ? task : "", docs_path); goto out; }
+    acc = calloc((size_t)n_docs, sizeof *acc);
+    all = malloc(sizeof(float) * (size_t)max_len * (size_t)d->vocab);
+    if (!acc || !all) { fprintf(stderr, "emoe perplexity: out of memory\n"); goto out; }
+    for (int i = 0; i < n_docs; i++) {
+        int t = 0;
+        while (t < n_tasks && strcmp(acc[t].name, docs[i].task)) t++;
+        if (t == n_tasks) snprintf(acc[n_tasks++].name, sizeof acc[0].name, "%s", docs[i].task);
+    }
+    double t0 = emoe_now();
+    for (int t = 0; t < n_tasks; t++) {
+        eng_expert_provider frozen;
+        if (co.budget && (t == 0 || policy == CACHE_MISS_SUBSTITUTE)) {
+            /* substitute: a fresh cache per task, warmed on its own documents */
+            eng_set_expert_provider(e, NULL);
+            if (cache) {
+                cache_stats cs;
+                cache_get_stats(cache, &cs);
+                total_cs.hits[0] += cs.hits[0];
+                total_cs.misses[0] += cs.misses[0];
+                total_cs.bytes_read += cs.bytes_read;
+                cache_free(cache);
+                cache = NULL;
+            }
+            cache_cli_opts c2 = co;
+            c2.miss_policy = "exact";
+            if (cache_attach(e, &c2, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe perplexity: %s\n", err.msg); goto out; }
+            if (policy == CACHE_MISS_SUBSTITUTE) {
+                for (int i = 0; i < n_docs; i++) {
+                    if (strcmp(docs[i].task, acc[t].name)) continue;
+                    if (run_doc_decode(e, &docs[i], all, &acc[t], 0, cache, &err) != EMOE_OK) {
+                        fprintf(stderr, "emoe perplexity: warming on %s: %s\n", acc[t].name, err.msg);
+                        goto out;
+                    }
+                }
+                cache_drain(cache);
+                cache_set_miss_policy(cache, CACHE_MISS_SUBSTITUTE);
+                frozen = *cache_provider(cache);
+                frozen.prefetch = fetch_on_miss ? prefetch_sync : NULL;
+                eng_set_expert_provider(e, &frozen);
+            }
+        }
+        for (int i = 0; i < n_docs; i++) {
+            if (strcmp(docs[i].task, acc[t].name)) continue;
+            emoe_status rs = policy == CACHE_MISS_SUBSTITUTE && co.budget
+                                 ? run_doc_decode(e, &docs[i], all, &acc[t], 1, cache, &err)
+                                 : run_doc(e, &docs[i], all, &acc[t], 1, &err);
+            if (rs != EMOE_OK) {
+                fprintf(stderr, "emoe perplexity: task %s: %s\n", acc[t].name, err.msg);
+                goto out;
+            }
+            if (cache && policy != CACHE_MISS_SUBSTITUTE) cache_step_end(cache);
+        }
+        if (!json)
+            fprintf(stderr, "%-16s ppl %10.4f  (%d docs, %lld predictions%s)\n", acc[t].name,
+                    exp(acc[t].nll / (double)acc[t].preds), acc[t].docs, acc[t].preds,
+                    policy == CACHE_MISS_SUBSTITUTE ? ", substituted experts counted in JSON" : "");
+    }
+    double t1 = emoe_now();
+    double nll = 0;
+    long long preds = 0;
+    for (int t = 0; t < n_tasks; t++) { nll += acc[t].nll; preds += acc[t].preds; }
+    json_t *o = json_object(), *tasks = json_object();
+    for (int t = 0; t < n_tasks; t++)
+        json_object_set_new(tasks, acc[t].name,
+                            json_pack("{s:f,s:f,s:I,s:i,s:I}", "ppl", exp(acc[t].nll / (double)acc[t].preds), "nll_sum",
+                                      acc[t].nll, "predictions", (json_int_t)acc[t].preds, "docs", acc[t].docs,
+                                      "substituted", (json_int_t)acc[t].substituted));
+    json_object_set_new(o, "tasks", tasks);
+    json_object_set_new(o, "ppl_all_tasks", json_real(exp(nll / (double)preds)));
+    json_object_set_new(o, "seconds", json_real(t1 - t0));
+    json_object_set_new(o, "budget", co.budget ? json_string(co.budget) : json_null());
+    json_object_set_new(o, "miss_policy", json_string(policy == CACHE_MISS_SUBSTITUTE ? "substitute" : "exact"));
+    if (policy == CACHE_MISS_SUBSTITUTE) json_object_set_new(o, "fetch_on_miss", json_boolean(fetch_on_miss));
+    if (cache) {
+        cache_stats cs;
+        cache_get_stats(cache, &cs);
+        cs.hits[0] += total_cs.hits[0];
+        cs.misses[0] += total_cs.misses[0];
+        cs.bytes_read += total_cs.bytes_read;
+        json_object_set_new(o, "cache", cache_stats_json(&cs));
+    }
+    if (json) {
+        json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        fputc('\n', stdout);
+    } else {
+        printf("all tasks: ppl %.4f over %lld predictions (%.1f s)\n", exp(nll / (double)preds), preds, t1 - t0);
+    }
+    json_decref(o);
+    rc = 0;
+out:
+    if (e) eng_set_expert_provider(e, NULL);
+    cache_free(cache);
+    for (int i = 0; i < n_docs; i++) free(docs[i].ids);
+    free(docs);
+    free(acc);
+    free(all);
+    eng_free(e);
+    return rc;
+}
