@@ -118,8 +118,11 @@ typedef struct tok_dec {
 
 typedef struct tok_added {
     int32_t id;
-    char *content;
+    char *content;   /* the token's text (decode) */
     size_t len;
+    char *pat;       /* what is matched: content, or content normalized for normalized=true */
+    size_t pat_len;
+    int pat_owned;
     int special, lstrip, rstrip, normalized, single_word;
 } tok_added;
 
@@ -200,6 +203,10 @@ size_t tok_utf8_valid(const char *s, size_t len);
 /* Decodes one code point at s (valid UTF-8 assumed); returns its length. */
 int tok_utf8_decode(const char *s, size_t len, uint32_t *cp);
 int tok_utf8_encode(uint32_t cp, char out[4]);
+
+/* Runs the normalizer chain over s (as for encoding); *out is malloc'd.
+ * Used at load for normalized added tokens, which match in normalized form. */
+emoe_status tok_normalize_str(const tok_tokenizer *t, const char *s, size_t n, char **out, size_t *out_len, emoe_err *err);
 
 /* Pushes ids to a growable array; -1 on OOM. */
 int tok_ids_push(int32_t **ids, size_t *n, size_t *cap, int32_t v);

@@ -243,13 +243,13 @@ static emoe_status parse_pretok(tok_tokenizer *t, json_t *j, const char *where, 
         p.behavior = TOK_SPLIT_ISOLATED;
     } else if (!strcmp(ty, "Whitespace")) {
         p.type = TOK_PRE_WHITESPACE;
-        st = compile_re("\\w+|[^\\w\\s]+", 13, 0, &p.re, where, err);
+        st = compile_re("\\w+|[^\\w\\s]+", strlen("\\w+|[^\\w\\s]+"), 0, &p.re, where, err);
         if (st) return st;
         p.behavior = TOK_SPLIT_REMOVED;
         p.invert = 1;
     } else if (!strcmp(ty, "WhitespaceSplit")) {
         p.type = TOK_PRE_WSSPLIT;
-        st = compile_re("\\s+", 3, 0, &p.re, where, err);
+        st = compile_re("\\s+", strlen("\\s+"), 0, &p.re, where, err);
         if (st) return st;
         p.behavior = TOK_SPLIT_REMOVED;
     } else {
@@ -457,6 +457,8 @@ static emoe_status raw_from_json(raw_model *r, json_t *vocab, json_t *merges, em
     return EMOE_OK;
 }
 
+static emoe_status parse_model_tables(tok_tokenizer *t, json_t *model, raw_model *raw, json_t *added, const int32_t *eff, emoe_err *err);
+
 static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, raw_model *raw, emoe_err *err)
 {
     const char *ty = type_of(model);
@@ -488,10 +490,44 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, r
         json_t *a = json_array_get(added, i), *id = json_object_get(a, "id"), *c = json_object_get(a, "content");
         if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= TOK_MAX_VOCAB || !json_is_string(c))
             return emoe_errf(err, EMOE_EINVAL, "added_tokens[%zu]: needs an integer id in [0, %d) and a string content", i, TOK_MAX_VOCAB);
-        if (json_integer_value(id) > max_id) max_id = (int32_t)json_integer_value(id);
         bytes += json_string_length(c) + 1;
     }
-    if (max_id < 0) return emoe_errf(err, EMOE_EINVAL, "model.vocab: empty vocabulary");
+    /* The ids added tokens really get. Like tokenizers' AddedVocabulary, the
+     * "id" field is not used: a token already in the vocabulary (or added
+     * before) keeps that id, any other gets the next id after the model's
+     * vocabulary and the added tokens so far. Real files agree with their
+     * "id" fields; this only matters for inconsistent ones. Empty contents
+     * are not added (-1). */
+    int32_t *eff = calloc(na ? na : 1, sizeof *eff);
+    tok_strmap vtmp, atmp;
+    memset(&vtmp, 0, sizeof vtmp);
+    memset(&atmp, 0, sizeof atmp);
+    if (!eff || tok_strmap_init(&vtmp, nv) || tok_strmap_init(&atmp, na + 1)) {
+        free(eff); tok_strmap_free(&vtmp); tok_strmap_free(&atmp);
+        return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
+    }
+    int bad = 0;
+    for (size_t i = 0; i < nv && !bad; i++) bad = tok_strmap_put(&vtmp, raw->keys.buf + raw->keys.off[i], raw->keys.len[i], raw->ids[i]);
+    int32_t max_added = -1;
+    for (size_t i = 0; i < na && !bad; i++) {
+        json_t *c = json_object_get(json_array_get(added, i), "content");
+        const char *cs = json_string_value(c);
+        size_t cl = json_string_length(c);
+        int32_t id = cl ? tok_strmap_get(&atmp, cs, cl) : -1;
+        if (cl && id < 0) id = tok_strmap_get(&vtmp, cs, cl);
+        if (cl && id < 0) id = max_added < 0 ? (int32_t)nv : (max_added >= (int32_t)nv || nv == 0) ? max_added + 1 : (int32_t)nv;
+        if (id >= TOK_MAX_VOCAB) bad = 2;
+        eff[i] = id;
+        if (id >= 0) {
+            if (id > max_added) max_added = id;
+            if (id > max_id) max_id = id;
+            bad = tok_strmap_put(&atmp, cs, cl, id);
+        }
+    }
+    tok_strmap_free(&vtmp);
+    tok_strmap_free(&atmp);
+    if (bad) { free(eff); return emoe_errf(err, bad == 2 ? EMOE_EINVAL : EMOE_ENOMEM, "added_tokens: %s", bad == 2 ? "too many ids" : "out of memory"); }
+    if (max_id < 0) { free(eff); return emoe_errf(err, EMOE_EINVAL, "model.vocab: empty vocabulary"); }
     t->n_vocab = max_id + 1;
     t->arena_cap = bytes + 1;
     t->arena = malloc(t->arena_cap);
@@ -499,8 +535,19 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, r
     t->piece_len = calloc((size_t)t->n_vocab, sizeof *t->piece_len);
     t->is_special = calloc((size_t)t->n_vocab, 1);
     if (!t->arena || !t->piece || !t->piece_len || !t->is_special || tok_strmap_init(&t->vocab, nv) ||
-        tok_strmap_init(&t->added_map, na + 1))
+        tok_strmap_init(&t->added_map, na + 1)) {
+        free(eff);
         return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory (%zu entries)", nv);
+    }
+    st = parse_model_tables(t, model, raw, added, eff, err);
+    free(eff);
+    return st;
+}
+
+/* Fills vocabulary, merges and added tokens (eff: the added tokens' ids). */
+static emoe_status parse_model_tables(tok_tokenizer *t, json_t *model, raw_model *raw, json_t *added, const int32_t *eff, emoe_err *err)
+{
+    size_t nv = raw->keys.count, na = json_array_size(added);
     for (size_t i = 0; i < nv; i++) {
         size_t kl = raw->keys.len[i];
         char *p = arena_add(t, raw->keys.buf + raw->keys.off[i], kl);
@@ -545,7 +592,8 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, r
     for (size_t i = 0; i < na; i++) {
         json_t *a = json_array_get(added, i), *c = json_object_get(a, "content");
         tok_added *ad = &t->added[t->n_added];
-        ad->id = (int32_t)json_integer_value(json_object_get(a, "id"));
+        if (eff[i] < 0) continue; /* empty content: never added, as in the reference */
+        ad->id = eff[i];
         ad->len = json_string_length(c);
         ad->content = arena_add(t, json_string_value(c), ad->len);
         if (!ad->content) return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
@@ -557,7 +605,6 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, r
         t->piece[ad->id] = ad->content;
         t->piece_len[ad->id] = (uint32_t)ad->len;
         t->is_special[ad->id] = (unsigned char)ad->special;
-        if (ad->len == 0) continue; /* never matched, as in the reference */
         if (tok_strmap_put(&t->added_map, ad->content, ad->len, ad->id))
             return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
         t->n_added++;
@@ -570,13 +617,13 @@ static emoe_status build_matcher(tok_tokenizer *t, tok_matcher *m, int normalize
 {
     for (int i = 0; i < t->n_added; i++) {
         tok_added *a = &t->added[i];
-        if (a->normalized != normalized) continue;
-        unsigned char c = (unsigned char)a->content[0];
+        if (a->normalized != normalized || a->pat_len == 0) continue;
+        unsigned char c = (unsigned char)a->pat[0];
         int32_t *p = realloc(m->by_byte[c], (size_t)(m->n_by_byte[c] + 1) * sizeof *p);
         if (!p) return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
         m->by_byte[c] = p;
         int k = m->n_by_byte[c]++;
-        while (k > 0 && t->added[p[k - 1]].len < a->len) { p[k] = p[k - 1]; k--; }
+        while (k > 0 && t->added[p[k - 1]].pat_len < a->pat_len) { p[k] = p[k - 1]; k--; }
         p[k] = i;
         m->any = 1;
     }
@@ -676,6 +723,20 @@ emoe_status tok_load_json(const char *tj, size_t len, const char *cfg, size_t cf
         st = emoe_errf(err, EMOE_EUNSUP, "pre_tokenizer: ByteLevel must be the last pre-tokenizer");
     if (!st) st = parse_decoder(t, json_object_get(j, "decoder"), "decoder", 0, err);
     if (!st) st = parse_post(t, json_object_get(j, "post_processor"), "post_processor", 0, err);
+    /* normalized added tokens are matched in their normalized form */
+    for (int i = 0; i < t->n_added && !st; i++) {
+        tok_added *a = &t->added[i];
+        a->pat = a->content;
+        a->pat_len = a->len;
+        if (!a->normalized || !t->n_norms) continue;
+        st = tok_normalize_str(t, a->content, a->len, &a->pat, &a->pat_len, err);
+        if (st) { a->pat = NULL; a->pat_len = 0; emoe_err_prefix(err, "added_tokens[%d]", i); break; }
+        a->pat_owned = 1;
+        /* and, as in tokenizers 0.2x, that normalized text is also the token
+         * string that decoding produces for the id */
+        t->piece[a->id] = a->pat;
+        t->piece_len[a->id] = (uint32_t)a->pat_len;
+    }
     if (!st) st = build_matcher(t, &t->match_raw, 0, err);
     if (!st) st = build_matcher(t, &t->match_norm, 1, err);
     if (st) goto fail;
@@ -776,6 +837,8 @@ void tok_free(tok_tokenizer *t)
     free(t->pres);
     for (int i = 0; i < t->n_decs; i++) { free(t->decs[i].pat); free(t->decs[i].content); }
     free(t->decs);
+    for (int i = 0; t->added && i < t->n_added; i++)
+        if (t->added[i].pat_owned) free(t->added[i].pat);
     free(t->added);
     for (int c = 0; c < 256; c++) { free(t->match_raw.by_byte[c]); free(t->match_norm.by_byte[c]); }
     free(t->post_pre);
