@@ -107,7 +107,7 @@ test-gpu:
 # The default model: synthesized from the vendored Qwen3-style tokenizer (random
 # weights: its text is noise). Then the main job runs on the CPU backend.
 DEFAULT_MODEL ?= default-model
-$(DEFAULT_MODEL)/config.json: | $(BUILD)/emoe
+$(DEFAULT_MODEL)/config.json: $(wildcard tests/data/tokenizer-qwen3/tokenizer.json) | $(BUILD)/emoe
 	$(BUILD)/emoe mkmodel --preset small --seed 1 $(if $(wildcard tests/data/tokenizer-qwen3/tokenizer.json),--tokenizer tests/data/tokenizer-qwen3) -o $(DEFAULT_MODEL)
 
 run: $(BUILD)/emoe $(DEFAULT_MODEL)/config.json

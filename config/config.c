@@ -51,6 +51,8 @@ static const cfg_entry table[] = {
     /* [engine] */
     {"engine", "threads", CFG_T_INT, OFF(engine.threads), 0, 0, 1024, NULL, "0", 0,
      "Worker threads for matrix work; 0 = the number of online CPUs."},
+    {"engine", "backend", CFG_T_ENUM, OFF(engine.backend), 0, 0, 0, "cpu|auto|cuda", "cpu", 0,
+     "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
     /* [scheduler] */
     {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo", "fifo", 0,
      "Queue order. `fifo`: first come, first served."},

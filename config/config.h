@@ -56,6 +56,7 @@ typedef struct emoe_config {
     } model;
     struct {
         int threads;                      /* 0 = online CPUs */
+        int backend;                      /* eng_backend_kind: 0 cpu, 1 auto, 2 cuda */
     } engine;
     struct {
         int policy;                       /* cfg_sched_policy */

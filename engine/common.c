@@ -89,6 +89,22 @@ void emoe_log_write(emoe_log_level lvl, const char *fmt, ...)
     pthread_mutex_unlock(&log_mu);
 }
 
+int emoe_buf_put(emoe_buf *b, const void *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 64;
+        while (nc < b->n + n + 1) nc *= 2;
+        char *q = realloc(b->p, nc);
+        if (!q) return -1;
+        b->p = q;
+        b->cap = nc;
+    }
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
 double emoe_now(void)
 {
     struct timespec ts;

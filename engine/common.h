@@ -54,6 +54,15 @@ void emoe_log_write(emoe_log_level lvl, const char *fmt, ...) __attribute__((for
 #define LOG_INFO(...)  EMOE_LOG(EMOE_LOG_INFO, __VA_ARGS__)
 #define LOG_DEBUG(...) EMOE_LOG(EMOE_LOG_DEBUG, __VA_ARGS__)
 
+/* A growable byte string, always NUL-terminated once non-empty. Zero-init is
+ * an empty buffer; the owner frees p. */
+typedef struct emoe_buf {
+    char *p;
+    size_t n, cap;
+} emoe_buf;
+/* Appends n bytes of s; 0, or -1 when out of memory (b unchanged). */
+int emoe_buf_put(emoe_buf *b, const void *s, size_t n);
+
 /* Monotonic clock in seconds. */
 double emoe_now(void);
 

@@ -5,6 +5,10 @@
  */
 #include "engine/engine_internal.h"
 
+#ifdef EMOE_CUDA
+#include "engine/cuda/device.h"
+#endif
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +101,38 @@ static emoe_status ck_acquire(void *ctx, int layer, int expert, eng_expert_weigh
     return eng_checkpoint_expert(ctx, layer, expert, w, err);
 }
 
+int eng_backend_parse(const char *s, eng_backend_kind *out)
+{
+    if (!s) return -1;
+    if (!strcmp(s, "cpu")) *out = ENG_BACKEND_CPU;
+    else if (!strcmp(s, "auto")) *out = ENG_BACKEND_AUTO;
+    else if (!strcmp(s, "cuda")) *out = ENG_BACKEND_CUDA;
+    else return -1;
+    return 0;
+}
+
+/* Picks the backend named by kind: AUTO is CUDA only when the build has it and
+ * a device answers; CUDA without either is an error naming the reason. */
+static emoe_status pick_backend(int kind, const eng_backend_ops **be, emoe_err *err)
+{
+    *be = &eng_cpu_backend;
+    if (kind == ENG_BACKEND_CPU) return EMOE_OK;
+    if (kind != ENG_BACKEND_AUTO && kind != ENG_BACKEND_CUDA)
+        return emoe_errf(err, EMOE_EINVAL, "unknown backend %d (expected cpu, cuda or auto)", kind);
+#ifdef EMOE_CUDA
+    char why[256] = "";
+    int nd = emoe_cuda_device_count(why, sizeof why);
+    if (nd > 0) { *be = &eng_cuda_backend; return EMOE_OK; }
+    if (kind == ENG_BACKEND_CUDA)
+        return emoe_errf(err, EMOE_EUNSUP, "backend cuda: no usable CUDA device (%s)", why);
+    LOG_INFO("backend auto: no usable CUDA device (%s); using cpu", why);
+#else
+    if (kind == ENG_BACKEND_CUDA)
+        return emoe_errf(err, EMOE_EUNSUP, "backend cuda: this build has no CUDA support (rebuild with make CUDA=1)");
+#endif
+    return EMOE_OK;
+}
+
 emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **out, emoe_err *err)
 {
     *out = NULL;
@@ -122,6 +158,13 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
     e->ck_provider.acquire = ck_acquire;
     e->prov = &e->ck_provider;
     e->be = &eng_cpu_backend;
+    const eng_backend_ops *be;
+    if ((rc = pick_backend(opts ? opts->backend : ENG_BACKEND_CPU, &be, err)) != EMOE_OK) goto fail;
+    e->be = be;
+    if (be->init && (rc = be->init(e, opts, err)) != EMOE_OK) {
+        emoe_err_prefix(err, "backend %s", be->name);
+        goto fail;
+    }
     *out = e;
     return EMOE_OK;
 fail:
@@ -132,6 +175,7 @@ fail:
 void eng_free(eng_engine *e)
 {
     if (!e) return;
+    if (e->be && e->be->engine_free) e->be->engine_free(e);
     eng_pool_free(e->pool);
     ckpt_close(e->ck);
     free(e->w.layers);
@@ -175,12 +219,17 @@ eng_seq *eng_seq_new(eng_engine *e, int max_len, emoe_err *err)
     }
     s->e = e;
     s->max_len = max_len > 0 && max_len < e->max_ctx ? max_len : e->max_ctx;
+    if (e->be->seq_init && e->be->seq_init(s, err) != EMOE_OK) {
+        eng_seq_free(s);
+        return NULL;
+    }
     return s;
 }
 
 void eng_seq_free(eng_seq *s)
 {
     if (!s) return;
+    if (s->e && s->e->be->seq_free) s->e->be->seq_free(s);
     if (s->k && s->v)
         for (int l = 0; l < s->e->d.n_layers; l++) { free(s->k[l]); free(s->v[l]); }
     free(s->k);
@@ -192,6 +241,7 @@ int eng_seq_reserve(eng_seq *s, int n)
 {
     if (n <= s->cap) return 0;
     if (n > s->max_len) return -1;
+    if (s->e->be->seq_reserve) return s->e->be->seq_reserve(s, n); /* sets s->cap */
     int cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
     if (cap > s->max_len) cap = s->max_len;
@@ -215,6 +265,12 @@ void eng_seq_truncate(eng_seq *s, int len) { if (len >= 0 && len < s->len) s->le
 uint64_t eng_seq_substituted(const eng_seq *s) { return s->substituted; }
 
 const char *eng_backend_name(const eng_engine *e) { return e->be->name; }
+
+void eng_backend_stats_get(const eng_engine *e, eng_backend_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    if (e->be->stats) e->be->stats(e, st);
+}
 
 emoe_status eng_step(eng_engine *e, eng_batch_item *items, int n, emoe_err *err)
 {

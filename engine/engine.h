@@ -22,7 +22,21 @@ typedef struct eng_seq eng_seq;
 typedef struct eng_open_opts {
     int n_threads;   /* worker threads for matrix work; 0 = number of online CPUs */
     int max_ctx;     /* cap on sequence length; 0 = the model's max_position_embeddings */
+    /* Compute backend. ENG_BACKEND_CPU (the zero value) keeps the float32
+     * reference; AUTO picks CUDA when the build has it and a device is present,
+     * else CPU; CUDA fails at open with the reason when it cannot be used. */
+    int backend;                 /* eng_backend_kind */
+    uint64_t gpu_expert_budget;  /* CUDA: bytes of device expert slots; 0 = as many as fit */
 } eng_open_opts;
+
+typedef enum eng_backend_kind {
+    ENG_BACKEND_CPU = 0,
+    ENG_BACKEND_AUTO = 1,
+    ENG_BACKEND_CUDA = 2,
+} eng_backend_kind;
+
+/* "cpu" | "cuda" | "auto" -> kind; 0 on success, -1 if unknown. */
+int eng_backend_parse(const char *s, eng_backend_kind *out);
 
 /* Opens the Hugging Face model directory `dir` (config.json + safetensors,
  * single or sharded), validating everything. On success *out owns the mapping.
@@ -83,5 +97,24 @@ emoe_status eng_step(eng_engine *e, eng_batch_item *items, int n, emoe_err *err)
 /* Convenience: one sequence, several tokens. */
 emoe_status eng_forward(eng_engine *e, eng_seq *s, const int32_t *ids, int n,
                         float *last_logits, emoe_err *err);
+
+/* Device memory and expert-cache figures of a backend (all zero on the CPU
+ * backend, which keeps no device state). */
+typedef struct eng_backend_stats {
+    int has_device;               /* 1: the figures below describe device memory */
+    uint64_t weights_bytes;       /* non-expert weights on the device */
+    uint64_t kv_bytes;            /* KV caches of live sequences */
+    uint64_t workspace_bytes;     /* per-step activations, routing tables, cuBLAS workspace */
+    uint64_t expert_budget_bytes; /* expert slots allocated (the budget, rounded to slots) */
+    uint64_t expert_slot_bytes;   /* one slot */
+    int expert_slots;
+    uint64_t expert_hits, expert_misses;
+    uint64_t expert_upload_bytes;
+    double expert_stall_s;        /* host time blocked loading experts into slots */
+    uint64_t peak_bytes;          /* high-water mark of the sum of the four categories */
+} eng_backend_stats;
+
+/* Fills st (zeroed first). */
+void eng_backend_stats_get(const eng_engine *e, eng_backend_stats *st);
 
 #endif

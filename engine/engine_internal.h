@@ -14,9 +14,22 @@
 typedef struct eng_backend_ops {
     const char *name;
     emoe_status (*step)(eng_engine *e, eng_batch_item *items, int n, int T, emoe_err *err);
+    /* Optional hooks (NULL on the CPU backend). init runs at the end of eng_open
+     * and keeps its state in e->bs; engine_free releases it (also after a failed
+     * init). seq_init/seq_free create/destroy s->be; seq_reserve replaces the
+     * host KV allocation of eng_seq_reserve (0 or -1). stats fills device figures. */
+    emoe_status (*init)(eng_engine *e, const eng_open_opts *opts, emoe_err *err);
+    void (*engine_free)(eng_engine *e);
+    emoe_status (*seq_init)(eng_seq *s, emoe_err *err);
+    void (*seq_free)(eng_seq *s);
+    int (*seq_reserve)(eng_seq *s, int n);
+    void (*stats)(const eng_engine *e, eng_backend_stats *st);
 } eng_backend_ops;
 
 extern const eng_backend_ops eng_cpu_backend;
+#ifdef EMOE_CUDA
+extern const eng_backend_ops eng_cuda_backend; /* engine/cuda/cuda_backend.cu */
+#endif
 
 struct eng_engine {
     const eng_backend_ops *be;
@@ -31,6 +44,7 @@ struct eng_engine {
     eng_routing_cb cb;
     void *cb_user;
     float *inv_freq;          /* (head_dim/2) rotary frequencies, float32 as HF computes them */
+    void *bs;                 /* backend state (be->init), NULL on the CPU backend */
 };
 
 struct eng_seq {
@@ -41,6 +55,7 @@ struct eng_seq {
     float **k, **v;           /* per layer: (cap, n_kv_heads*head_dim) */
     void *tag;
     uint64_t substituted;
+    void *be;                 /* backend per-sequence state (device KV cache), NULL on the CPU backend */
 };
 
 /* Grows s to hold at least n positions; 0 or -1 on allocation failure. */

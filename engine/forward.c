@@ -444,4 +444,4 @@ out:
     return rc;
 }
 
-const eng_backend_ops eng_cpu_backend = {"cpu", cpu_step};
+const eng_backend_ops eng_cpu_backend = {.name = "cpu", .step = cpu_step};

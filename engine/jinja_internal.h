@@ -44,12 +44,9 @@ struct jinja_tpl {
 
 void jn_free(jnode *n);
 
-typedef struct jbuf {
-    char *p;
-    size_t n, cap;
-} jbuf;
+typedef emoe_buf jbuf; /* engine/common.h */
 
-int jbuf_put(jbuf *b, const char *s, size_t n);
+static inline int jbuf_put(jbuf *b, const char *s, size_t n) { return emoe_buf_put(b, s, n); }
 
 typedef struct jmacro {
     const char *name;

@@ -44,22 +44,6 @@ typedef struct parser {
     int failed;
 } parser;
 
-int jbuf_put(jbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 64;
-        while (nc < b->n + n + 1) nc *= 2;
-        char *q = realloc(b->p, nc);
-        if (!q) return -1;
-        b->p = q;
-        b->cap = nc;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
 static int lex_fail(lexer *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int lex_fail(lexer *L, const char *fmt, ...)
 {

@@ -16,26 +16,9 @@
 
 static const char REPL[] = "\xef\xbf\xbd"; /* U+FFFD */
 
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-} buf;
+typedef emoe_buf buf; /* engine/common.h */
 
-static int buf_put(buf *b, const void *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 64;
-        while (nc < b->n + n + 1) nc *= 2;
-        char *q = realloc(b->p, nc);
-        if (!q) return -1;
-        b->p = q;
-        b->cap = nc;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
+static int buf_put(buf *b, const void *s, size_t n) { return emoe_buf_put(b, s, n); }
 
 /* Length of the maximal valid prefix of a UTF-8 sequence at s (Unicode's
  * "maximal subpart"), and whether it is a complete character.

@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "  --presence-penalty X  --frequency-penalty X\n"
             "  --ignore-eos           do not stop at the model's EOS tokens\n"
             "  --threads N            worker threads (default: all CPUs)\n"
+            "  --backend B            cpu | cuda | auto (default cpu)\n"
+            "  --gpu-budget MB        CUDA: device memory for expert slots (default: as much as fits)\n"
             "  --json                 print one JSON object (ids, last logits, routing, timing)\n"
             "  --budget X%%|BYTES      expert cache: device budget (default: all experts resident, no cache)\n"
             "  --host-budget X%%|BYTES expert cache: pinned host tier (default 0)\n"
@@ -64,6 +66,8 @@ int cmd_run(int argc, char **argv)
     const char *model = NULL, *prompt_ids = NULL, *prompt = NULL;
     long long n_gen = 16, threads = 0, ll;
     int json = 0, ignore_eos = 0;
+    eng_backend_kind backend = ENG_BACKEND_CPU;
+    long long gpu_budget_mb = 0;
     eng_sampling sp;
     eng_sampling_default(&sp);
     double dv;
@@ -85,6 +89,8 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--presence-penalty")) { VAL(); if (arg_float("run", a, v, -2, 2, &dv)) return 2; sp.presence_penalty = (float)dv; }
         else if (!strcmp(a, "--frequency-penalty")) { VAL(); if (arg_float("run", a, v, -2, 2, &dv)) return 2; sp.frequency_penalty = (float)dv; }
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("run", a, v, 0, 256, &threads)) return 2; }
+        else if (!strcmp(a, "--backend")) { VAL(); if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe run: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; } }
+        else if (!strcmp(a, "--gpu-budget")) { VAL(); if (arg_int("run", a, v, 1, 1LL << 30, &gpu_budget_mb)) return 2; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
@@ -121,7 +127,7 @@ int cmd_run(int argc, char **argv)
 
     emoe_err err = {0};
     eng_engine *e = NULL;
-    eng_open_opts oo = {.n_threads = (int)threads};
+    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = (uint64_t)gpu_budget_mb << 20};
     int rc = 1;
     eng_seq *seq = NULL;
     eng_sampler *smp = NULL;

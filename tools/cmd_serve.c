@@ -190,7 +190,9 @@ int cmd_serve(int argc, char **argv)
     pthread_t lp_thread;
     int lp_started = wd.usec && pthread_create(&lp_thread, NULL, load_ping_main, &lp) == 0;
     double t0 = emoe_now();
-    eng_open_opts eo = {.n_threads = cfg.engine.threads, .max_ctx = cfg.model.context_length};
+    /* [engine] backend is the enum "cpu|auto|cuda": its index is the eng_backend_kind. */
+    _Static_assert(ENG_BACKEND_CPU == 0 && ENG_BACKEND_AUTO == 1 && ENG_BACKEND_CUDA == 2, "config enum order");
+    eng_open_opts eo = {.n_threads = cfg.engine.threads, .max_ctx = cfg.model.context_length, .backend = cfg.engine.backend};
     if (eng_open(cfg.model.path, &eo, &eng, &err) != EMOE_OK) {
         LOG_ERROR("loading the model: %s", err.msg);
         sd_notifyf(0, "STATUS=failed to load the model: %s", err.msg);

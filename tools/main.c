@@ -23,6 +23,7 @@ static const subcmd cmds[] = {
     {"chat-template", cmd_chat_template, "render the model's chat template for a messages file"},
     {"trace", cmd_trace, "record the expert routing of a file of task-labelled prompts (JSONL trace)"},
     {"replay", cmd_replay, "replay routing traces through the expert cache under a policy (offline evaluator)"},
+    {"bench", cmd_bench, "prefill/decode throughput, time to first token, device memory (any backend)"},
 };
 
 static void usage(FILE *f)

@@ -1,7 +1,11 @@
 /* device.cu — see device.h. */
 #include "engine/cuda/device.h"
 
+#ifdef EMOE_CUDA_EMU
+#include "tests/gpu/emu/cuda_emu.h"
+#else
 #include <cuda_runtime.h>
+#endif
 #include <stdio.h>
 
 extern "C" int emoe_cuda_device_count(char *msg, size_t msg_len)

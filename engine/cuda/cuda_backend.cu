@@ -1,0 +1,684 @@
+/*
+ * cuda_backend.cu — the "cuda" engine backend (eng_cuda_backend): the same
+ * contract and the same op order as the CPU float32 reference (forward.c
+ * cpu_step), on the device.
+ *
+ * Placement: non-expert weights are uploaded once at open (matrices as bf16,
+ * norms/biases/rotary frequencies as float32); routed experts come through the
+ * engine's eng_expert_provider into the GPU slot cache (expert_cache.cuh);
+ * each sequence owns one device KV allocation (float32, grown by doubling);
+ * activations live in a per-engine workspace grown to the largest step.
+ *
+ * One step: upload token ids / positions / per-row KV descriptors; embed;
+ * per layer: RMSNorm, q/k/v projections (+bias), q/k norm, RoPE, KV store,
+ * attention, o projection, residual; RMSNorm, router logits (float32 GEMV),
+ * softmax+top-k on the device, copy of the routing to the host (the routing
+ * callback, the substitute policy and the expert grouping need it; this is
+ * the one host synchronisation per layer), experts resident in slots (groups
+ * of at most n_slots experts when the budget is smaller than a layer's set),
+ * grouped gate/up and down kernels, weighted combine, shared expert with its
+ * sigmoid gate, residual; then final norm and lm_head for the rows whose
+ * logits are wanted, copied back to the caller's buffers.
+ *
+ * Errors: every CUDA/cuBLAS call is checked; a failure drains the stream,
+ * unpins the slots and returns the status to eng_step (no sequence advances).
+ * A fault that corrupts the CUDA context (illegal address) makes every later
+ * step fail too; the engine must then be reopened.
+ */
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/add.cuh"
+#include "engine/cuda/attention.cuh"
+#include "engine/cuda/embed.cuh"
+#include "engine/cuda/expert_cache.cuh"
+#include "engine/cuda/linear.cuh"
+#include "engine/cuda/moe.cuh"
+#include "engine/cuda/rmsnorm.cuh"
+#include "engine/cuda/rope.cuh"
+#include "engine/cuda/router.cuh"
+#include "engine/cuda/swiglu.cuh"
+
+extern "C" {
+#include "engine/engine_internal.h"
+#include "engine/moe_plan.h"
+}
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define LOGIT_ROWS 16      /* lm_head rows per chunk (bounds the logits buffer) */
+#define GEMV_MAX_ROWS 8    /* T <= this: float32 GEMV instead of cuBLAS */
+
+typedef struct cu_layer {
+    float *attn_norm, *ffn_norm;  /* (dim) */
+    cu_bf16 *wq, *wk, *wv, *wo;   /* (qd, dim) (kvd, dim) (kvd, dim) (dim, qd) */
+    float *bq, *bk, *bv;          /* (qd) (kvd) (kvd) or NULL */
+    float *q_norm, *k_norm;       /* (hd) per head or (qd)/(kvd) full, or NULL */
+    cu_bf16 *router;              /* (n_experts, dim) */
+    cu_bf16 *sh_gate, *sh_up;     /* (shared_ffn, dim) or NULL */
+    cu_bf16 *sh_down;             /* (dim, shared_ffn) */
+    cu_bf16 *sh_eg;               /* (1, dim) */
+} cu_layer;
+
+/* Device workspace for steps of up to T rows, and its pinned host mirrors. */
+typedef struct cu_ws {
+    int T;
+    void *dev;                    /* one allocation, carved below */
+    size_t dev_bytes;
+    float *x, *h, *tmp, *moe;     /* (T, dim) */
+    float *q, *att;               /* (T, qd) */
+    float *k, *v;                 /* (T, kvd) */
+    float *probs;                 /* (T, n_experts) */
+    float *eo;                    /* (T*k, dim) */
+    float *hmid;                  /* (T*k, ffn) */
+    float *sg, *su;               /* (T, shared_ffn) */
+    float *gl;                    /* (T) */
+    float *logits;                /* (LOGIT_ROWS, vocab) */
+    int32_t *tok;                 /* (T) */
+    int *pos, *rowmap;            /* (T) */
+    int *ids, *pair_row, *pair_of;/* (T*k) */
+    float *rw;                    /* (T*k) */
+    cu_att_row *rows;             /* (T) */
+    cu_moe_expert *ex;            /* (n_experts) */
+    cu_bf16 *xb;                  /* (T, max(dim, qd, shared_ffn)) */
+    size_t xb_cap;
+    void *host;                   /* pinned, carved below */
+    int32_t *h_tok;
+    int *h_pos, *h_rowmap, *h_ids, *h_pair_row, *h_pair_of;
+    float *h_rw, *h_probs;
+    cu_att_row *h_rows;
+    cu_moe_expert *h_ex;
+    eng_seq **row_seq;            /* (T) plain host */
+    float **dest;                 /* (T) plain host: logits destination per wanted row */
+} cu_ws;
+
+typedef struct cu_state {
+    int dev;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    cu_linear_ctx lin;
+    cu_bf16 *embed, *lm_head;     /* (vocab, dim); lm_head == embed when tied */
+    float *final_norm;            /* (dim) */
+    float *inv_freq;              /* (hd/2) */
+    cu_layer *L;                  /* (n_layers) */
+    cu_ws ws;
+    eng_moe_plan plan;
+    cu_expert_cache ec;
+    int ec_ready;
+    uint64_t weights_bytes, kv_bytes, expert_bytes, peak_bytes;
+} cu_state;
+
+typedef struct cu_seq {
+    float *kv;                    /* (n_layers, 2, cap, kvd) */
+    size_t bytes;
+} cu_seq;
+
+static void note_peak(cu_state *S)
+{
+    uint64_t now = S->weights_bytes + S->kv_bytes + S->expert_bytes + S->ws.dev_bytes;
+    if (now > S->peak_bytes) S->peak_bytes = now;
+}
+
+/* ---- weights --------------------------------------------------------------- */
+
+static emoe_status up_bf16(cu_state *S, const eng_tensor *t, cu_bf16 **out, emoe_err *err)
+{
+    *out = NULL;
+    if (!t->data) return EMOE_OK;
+    size_t n = (size_t)eng_tensor_numel(t), bytes = n * sizeof(cu_bf16);
+    const void *src = t->data;
+    cu_bf16 *tmp = NULL;
+    if (t->dtype != ENG_DT_BF16) {
+        tmp = (cu_bf16 *)malloc(bytes ? bytes : 1);
+        float *f = (float *)malloc(sizeof(float) * 4096);
+        if (!tmp || !f) { free(tmp); free(f); return emoe_errf(err, EMOE_ENOMEM, "out of host memory converting a weight"); }
+        for (size_t off = 0; off < n; off += 4096) {
+            size_t m = n - off < 4096 ? n - off : 4096;
+            eng_tensor_read_f32(t, (int64_t)off, (int64_t)m, f);
+            for (size_t i = 0; i < m; i++) tmp[off + i] = eng_f32_to_bf16(f[i]);
+        }
+        free(f);
+        src = tmp;
+    }
+    emoe_status rc = EMOE_OK;
+    CUDA_TRY(rc, err, cudaMalloc((void **)out, bytes), done);
+    S->weights_bytes += bytes;
+    CUDA_TRY(rc, err, cudaMemcpy(*out, src, bytes, cudaMemcpyHostToDevice), done);
+done:
+    free(tmp);
+    return rc;
+}
+
+static emoe_status up_f32(cu_state *S, const eng_tensor *t, float **out, emoe_err *err)
+{
+    *out = NULL;
+    if (!t->data) return EMOE_OK;
+    size_t n = (size_t)eng_tensor_numel(t), bytes = n * sizeof(float);
+    float *tmp = (float *)malloc(bytes ? bytes : 1);
+    if (!tmp) return emoe_errf(err, EMOE_ENOMEM, "out of host memory converting a weight");
+    eng_tensor_read_f32(t, 0, (int64_t)n, tmp);
+    emoe_status rc = EMOE_OK;
+    CUDA_TRY(rc, err, cudaMalloc((void **)out, bytes), done);
+    S->weights_bytes += bytes;
+    CUDA_TRY(rc, err, cudaMemcpy(*out, tmp, bytes, cudaMemcpyHostToDevice), done);
+done:
+    free(tmp);
+    return rc;
+}
+
+static void layer_free(cu_layer *L)
+{
+    void *p[] = {L->attn_norm, L->ffn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv, L->q_norm, L->k_norm,
+                 L->router, L->sh_gate, L->sh_up, L->sh_down, L->sh_eg};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
+}
+
+#define TRY(x) do { if ((rc = (x)) != EMOE_OK) return rc; } while (0)
+
+static emoe_status upload_weights(eng_engine *e, cu_state *S, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    emoe_status rc;
+    TRY(up_bf16(S, &e->w.embed, &S->embed, err));
+    if (e->w.lm_head.data == e->w.embed.data) S->lm_head = S->embed;
+    else TRY(up_bf16(S, &e->w.lm_head, &S->lm_head, err));
+    TRY(up_f32(S, &e->w.final_norm, &S->final_norm, err));
+    for (int l = 0; l < d->n_layers; l++) {
+        const eng_layer_weights *W = &e->w.layers[l];
+        cu_layer *L = &S->L[l];
+        TRY(up_f32(S, &W->attn_norm, &L->attn_norm, err));
+        TRY(up_f32(S, &W->ffn_norm, &L->ffn_norm, err));
+        TRY(up_bf16(S, &W->wq, &L->wq, err));
+        TRY(up_bf16(S, &W->wk, &L->wk, err));
+        TRY(up_bf16(S, &W->wv, &L->wv, err));
+        TRY(up_bf16(S, &W->wo, &L->wo, err));
+        TRY(up_f32(S, &W->bq, &L->bq, err));
+        TRY(up_f32(S, &W->bk, &L->bk, err));
+        TRY(up_f32(S, &W->bv, &L->bv, err));
+        TRY(up_f32(S, &W->q_norm, &L->q_norm, err));
+        TRY(up_f32(S, &W->k_norm, &L->k_norm, err));
+        TRY(up_bf16(S, &W->router, &L->router, err));
+        TRY(up_bf16(S, &W->sh_gate, &L->sh_gate, err));
+        TRY(up_bf16(S, &W->sh_up, &L->sh_up, err));
+        TRY(up_bf16(S, &W->sh_down, &L->sh_down, err));
+        TRY(up_bf16(S, &W->sh_expert_gate, &L->sh_eg, err));
+    }
+    size_t half = (size_t)d->head_dim / 2;
+    CUDA_CHECK(err, cudaMalloc((void **)&S->inv_freq, half * sizeof(float)));
+    S->weights_bytes += half * sizeof(float);
+    CUDA_CHECK(err, cudaMemcpy(S->inv_freq, e->inv_freq, half * sizeof(float), cudaMemcpyHostToDevice));
+    return EMOE_OK;
+}
+
+/* ---- workspace -------------------------------------------------------------- */
+
+static void ws_free(cu_ws *w)
+{
+    cudaFree(w->dev);
+    cudaFreeHost(w->host);
+    free(w->row_seq);
+    free(w->dest);
+    memset(w, 0, sizeof *w);
+}
+
+/* Carves n elements of size sz at *off (256-byte aligned) from base (NULL: size only). */
+static void *carve(void *base, size_t *off, size_t n, size_t sz)
+{
+    size_t at = (*off + 255) & ~(size_t)255;
+    *off = at + n * sz;
+    return base ? (char *)base + at : NULL;
+}
+
+static size_t ws_layout(cu_ws *w, void *dev, void *host, const eng_model_desc *d, int T, size_t *host_bytes)
+{
+    size_t t = (size_t)T, k = (size_t)d->top_k, dim = (size_t)d->dim;
+    size_t qd = (size_t)d->n_heads * d->head_dim, kvd = (size_t)d->n_kv_heads * d->head_dim;
+    size_t sf = d->shared_ffn > 0 ? (size_t)d->shared_ffn : 1, E = (size_t)d->n_experts;
+    size_t kmax = dim > qd ? dim : qd;
+    if (sf > kmax) kmax = sf;
+    size_t o = 0;
+#define D(field, n, type) w->field = (type *)carve(dev, &o, (n), sizeof(type))
+    D(x, t * dim, float); D(h, t * dim, float); D(tmp, t * dim, float); D(moe, t * dim, float);
+    D(q, t * qd, float); D(att, t * qd, float); D(k, t * kvd, float); D(v, t * kvd, float);
+    D(probs, t * E, float); D(eo, t * k * dim, float); D(hmid, t * k * (size_t)d->expert_ffn, float);
+    D(sg, t * sf, float); D(su, t * sf, float); D(gl, t, float);
+    D(logits, (t < LOGIT_ROWS ? t : LOGIT_ROWS) * (size_t)d->vocab, float);
+    D(tok, t, int32_t); D(pos, t, int); D(rowmap, t, int);
+    D(ids, t * k, int); D(pair_row, t * k, int); D(pair_of, t * k, int); D(rw, t * k, float);
+    D(rows, t, cu_att_row); D(ex, E, cu_moe_expert); D(xb, t * kmax, cu_bf16);
+#undef D
+    w->xb_cap = t * kmax;
+    size_t ho = 0;
+#define H(field, n, type) w->field = (type *)carve(host, &ho, (n), sizeof(type))
+    H(h_tok, t, int32_t); H(h_pos, t, int); H(h_rowmap, t, int); H(h_ids, t * k, int);
+    H(h_pair_row, t * k, int); H(h_pair_of, t * k, int); H(h_rw, t * k, float); H(h_probs, t * E, float);
+    H(h_rows, t, cu_att_row); H(h_ex, E, cu_moe_expert);
+#undef H
+    *host_bytes = ho;
+    return o;
+}
+
+static emoe_status ws_ensure(cu_state *S, const eng_model_desc *d, int T, emoe_err *err)
+{
+    cu_ws *w = &S->ws;
+    if (T <= w->T) return EMOE_OK;
+    int cap = 16;
+    while (cap < T) cap = cap > INT32_MAX / 2 ? T : cap * 2;
+    ws_free(w);
+    S->lin.xb = NULL;
+    S->lin.xb_cap = 0;
+    size_t hb, db = ws_layout(w, NULL, NULL, d, cap, &hb);
+    emoe_status rc = EMOE_OK;
+    CUDA_TRY(rc, err, cudaMalloc(&w->dev, db), fail);
+    CUDA_TRY(rc, err, cudaMallocHost(&w->host, hb), fail);
+    w->row_seq = (eng_seq **)calloc((size_t)cap, sizeof *w->row_seq);
+    w->dest = (float **)calloc((size_t)cap, sizeof *w->dest);
+    if (!w->row_seq || !w->dest) { rc = emoe_errf(err, EMOE_ENOMEM, "out of host memory for a step"); goto fail; }
+    ws_layout(w, w->dev, w->host, d, cap, &hb);
+    w->T = cap;
+    w->dev_bytes = db;
+    S->lin.xb = w->xb;
+    S->lin.xb_cap = w->xb_cap;
+    note_peak(S);
+    return EMOE_OK;
+fail:
+    ws_free(w);
+    emoe_err_prefix(err, "workspace for a step of %d tokens", T);
+    return rc;
+}
+
+/* ---- engine hooks --------------------------------------------------------------- */
+
+static void cuda_engine_free(eng_engine *e)
+{
+    cu_state *S = (cu_state *)e->bs;
+    if (!S) return;
+    if (S->st) cudaStreamSynchronize(S->st);
+    if (S->ec_ready) cu_expert_cache_free(&S->ec);
+    eng_moe_plan_free(&S->plan);
+    ws_free(&S->ws);
+    if (S->L) {
+        for (int l = 0; l < e->d.n_layers; l++) layer_free(&S->L[l]);
+        free(S->L);
+    }
+    if (S->lm_head != S->embed) cudaFree(S->lm_head);
+    cudaFree(S->embed);
+    cudaFree(S->final_norm);
+    cudaFree(S->inv_freq);
+    if (S->blas) cublasDestroy(S->blas);
+    if (S->st) cudaStreamDestroy(S->st);
+    free(S);
+    e->bs = NULL;
+}
+
+static emoe_status check_limits(const eng_model_desc *d, emoe_err *err)
+{
+    if (d->head_dim > CU_ATT_MAX_HEAD_DIM || d->head_dim % 2)
+        return emoe_errf(err, EMOE_EUNSUP, "head_dim %d (the CUDA attention kernel takes even head_dim <= %d)", d->head_dim,
+                         CU_ATT_MAX_HEAD_DIM);
+    if (d->top_k > CU_ROUTER_MAX_K || d->n_experts > CU_ROUTER_MAX_EXPERTS)
+        return emoe_errf(err, EMOE_EUNSUP, "top-%d of %d experts (the CUDA router takes k <= %d, experts <= %d)", d->top_k,
+                         d->n_experts, CU_ROUTER_MAX_K, CU_ROUTER_MAX_EXPERTS);
+    if (d->n_heads % d->n_kv_heads) return emoe_errf(err, EMOE_EUNSUP, "heads %d not a multiple of kv heads %d", d->n_heads, d->n_kv_heads);
+    return EMOE_OK;
+}
+
+static emoe_status cuda_init(eng_engine *e, const eng_open_opts *opts, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    emoe_status rc = check_limits(d, err);
+    if (rc) return rc;
+    cu_state *S = (cu_state *)calloc(1, sizeof *S);
+    if (!S) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    e->bs = S;
+    S->L = (cu_layer *)calloc((size_t)d->n_layers, sizeof *S->L);
+    if (!S->L) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    S->dev = 0;
+    CUDA_CHECK(err, cudaSetDevice(S->dev));
+    CUDA_CHECK(err, cudaStreamCreateWithFlags(&S->st, cudaStreamNonBlocking));
+    CUBLAS_CHECK(err, cublasCreate(&S->blas));
+    CUBLAS_CHECK(err, cublasSetStream(S->blas, S->st));
+    S->lin.blas = S->blas;
+    S->lin.gemv_max_rows = GEMV_MAX_ROWS;
+    if ((rc = upload_weights(e, S, err)) != EMOE_OK) return emoe_err_prefix(err, "uploading weights");
+    /* Expert slots: the budget (bytes) rounded down to whole slots. */
+    size_t slot_bytes = (size_t)3 * (size_t)d->expert_ffn * (size_t)d->dim * sizeof(cu_bf16);
+    uint64_t n_keys = (uint64_t)d->n_layers * (uint64_t)d->n_experts;
+    uint64_t budget = opts ? opts->gpu_expert_budget : 0;
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(err, cudaMemGetInfo(&free_b, &total_b));
+    if (budget == 0) {
+        /* As many as fit, leaving room for KV caches and workspace. */
+        uint64_t reserve = (uint64_t)512 << 20;
+        reserve += total_b / 10;
+        budget = free_b > reserve ? free_b - reserve : 0;
+        if (budget > slot_bytes * n_keys) budget = slot_bytes * n_keys;
+    }
+    if (budget < slot_bytes)
+        return emoe_errf(err, EMOE_EINVAL, "GPU expert budget of %llu bytes is smaller than one expert (%zu bytes; %zu bytes free on the device)",
+                         (unsigned long long)budget, slot_bytes, free_b);
+    uint64_t n_slots = budget / slot_bytes;
+    if (n_slots > n_keys) n_slots = n_keys;
+    if ((rc = cu_expert_cache_init(&S->ec, d->n_layers, d->n_experts, d->dim, d->expert_ffn, (int)n_slots, err)) != EMOE_OK)
+        return emoe_err_prefix(err, "GPU expert cache of %llu slots", (unsigned long long)n_slots);
+    S->ec_ready = 1;
+    S->expert_bytes = n_slots * slot_bytes;
+    /* The uploads above ran on the legacy default stream, which the
+     * non-blocking compute stream does not wait for: finish them now. */
+    CUDA_CHECK(err, cudaDeviceSynchronize());
+    note_peak(S);
+    char desc[512];
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, S->dev) == cudaSuccess)
+        snprintf(desc, sizeof desc, "%s (sm_%d%d)", p.name, p.major, p.minor);
+    else
+        snprintf(desc, sizeof desc, "device %d", S->dev);
+    LOG_INFO("cuda backend on %s: weights %.1f MiB, expert slots %llu x %.2f MiB = %.1f MiB (%llu of %llu experts), device free %.1f of %.1f MiB",
+             desc, S->weights_bytes / 1048576.0, (unsigned long long)n_slots, slot_bytes / 1048576.0,
+             S->expert_bytes / 1048576.0, (unsigned long long)n_slots, (unsigned long long)n_keys, free_b / 1048576.0,
+             total_b / 1048576.0);
+    return EMOE_OK;
+}
+
+static emoe_status cuda_seq_init(eng_seq *s, emoe_err *err)
+{
+    s->be = calloc(1, sizeof(cu_seq));
+    if (!s->be) return emoe_errf(err, EMOE_ENOMEM, "out of memory for a sequence");
+    return EMOE_OK;
+}
+
+static void cuda_seq_free(eng_seq *s)
+{
+    cu_seq *q = (cu_seq *)s->be;
+    if (!q) return;
+    cu_state *S = (cu_state *)s->e->bs;
+    if (q->kv) {
+        if (S && S->st) cudaStreamSynchronize(S->st);
+        cudaFree(q->kv);
+        if (S) S->kv_bytes -= q->bytes;
+    }
+    free(q);
+    s->be = NULL;
+}
+
+/* Grows the device KV cache to >= n positions (doubling, capped at max_len),
+ * keeping what is stored. 0, or -1 with the reason logged. */
+static int cuda_seq_reserve(eng_seq *s, int n)
+{
+    cu_seq *q = (cu_seq *)s->be;
+    cu_state *S = (cu_state *)s->e->bs;
+    const eng_model_desc *d = &s->e->d;
+    int cap = s->cap ? s->cap : 64;
+    while (cap < n) cap = cap > INT32_MAX / 2 ? n : cap * 2;
+    if (cap > s->max_len) cap = s->max_len;
+    size_t kvd = (size_t)d->n_kv_heads * d->head_dim, per = (size_t)cap * kvd;
+    size_t bytes = (size_t)d->n_layers * 2 * per * sizeof(float);
+    float *kv = NULL;
+    cudaError_t ce = cudaMalloc((void **)&kv, bytes);
+    if (ce != cudaSuccess) {
+        LOG_ERROR("cuda: KV cache of %d positions (%zu bytes): %s", cap, bytes, cudaGetErrorString(ce));
+        return -1;
+    }
+    if (q->kv) {
+        size_t old_per = (size_t)s->cap * kvd;
+        for (int m = 0; m < d->n_layers * 2 && ce == cudaSuccess; m++)
+            ce = cudaMemcpyAsync(kv + (size_t)m * per, q->kv + (size_t)m * old_per, old_per * sizeof(float),
+                                 cudaMemcpyDeviceToDevice, S->st);
+        if (ce == cudaSuccess) ce = cudaStreamSynchronize(S->st);
+        if (ce != cudaSuccess) {
+            LOG_ERROR("cuda: growing a KV cache: %s", cudaGetErrorString(ce));
+            cudaFree(kv);
+            return -1;
+        }
+        cudaFree(q->kv);
+        S->kv_bytes -= q->bytes;
+    }
+    q->kv = kv;
+    q->bytes = bytes;
+    S->kv_bytes += bytes;
+    s->cap = cap;
+    note_peak(S);
+    return 0;
+}
+
+static void cuda_stats(const eng_engine *e, eng_backend_stats *st)
+{
+    const cu_state *S = (const cu_state *)e->bs;
+    if (!S) return;
+    st->has_device = 1;
+    st->weights_bytes = S->weights_bytes;
+    st->kv_bytes = S->kv_bytes;
+    st->workspace_bytes = S->ws.dev_bytes;
+    st->expert_budget_bytes = S->expert_bytes;
+    if (S->ec_ready) {
+        st->expert_slot_bytes = S->ec.slot_elems * sizeof(cu_bf16);
+        st->expert_slots = S->ec.tab.n_slots;
+        st->expert_hits = S->ec.tab.hits;
+        st->expert_misses = S->ec.tab.misses;
+        st->expert_upload_bytes = S->ec.upload_bytes;
+        st->expert_stall_s = S->ec.stall_s;
+    }
+    st->peak_bytes = S->peak_bytes;
+}
+
+/* ---- the step --------------------------------------------------------------- */
+
+/* As forward.c topk: descending, ties to the lower index, `allowed` filter. */
+static void host_topk(const float *probs, int n, int k, const unsigned char *allowed, int *ids, float *w)
+{
+    for (int j = 0; j < k; j++) { ids[j] = -1; w[j] = -1; }
+    for (int x = 0; x < n; x++) {
+        if (allowed && !allowed[x]) continue;
+        float p = probs[x];
+        int j = k;
+        while (j > 0 && (ids[j - 1] < 0 || p > w[j - 1])) j--;
+        if (j >= k) continue;
+        for (int m = k - 1; m > j; m--) { ids[m] = ids[m - 1]; w[m] = w[m - 1]; }
+        ids[j] = x;
+        w[j] = p;
+    }
+}
+
+#define CK(x) do { if ((rc = (x)) != EMOE_OK) goto fail; } while (0)
+#define CUDA_CK(x) CUDA_TRY(rc, err, (x), fail)
+
+/* Router, routing to the host (callback, substitute policy), grouping, experts
+ * via the slot cache, grouped kernels, combine, shared expert: S->ws.moe. */
+static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    const cu_layer *L = &S->L[l];
+    cu_ws *w = &S->ws;
+    cudaStream_t st = S->st;
+    int E = d->n_experts, k = d->top_k, dim = d->dim, ffn = d->expert_ffn, P = T * k;
+    const eng_expert_provider *p = e->prov;
+    emoe_status rc = EMOE_OK;
+    unsigned char *allowed = NULL;
+    CK(cu_linear_gemv(st, w->probs, w->h, L->router, NULL, T, E, dim, err));
+    CK(cu_router_topk(st, w->probs, w->ids, w->rw, T, E, k, d->norm_topk, err));
+    {
+        int subst = p->substitute && p->substitute(p->ctx) && p->is_resident;
+        if (subst) {
+            allowed = (unsigned char *)malloc((size_t)E);
+            if (allowed) {
+                int any = 0;
+                for (int x = 0; x < E; x++) any += (allowed[x] = p->is_resident(p->ctx, l, x) ? 1 : 0);
+                if (any < k) { free(allowed); allowed = NULL; }
+            }
+        }
+        CUDA_CK(cudaMemcpyAsync(w->h_ids, w->ids, sizeof(int) * (size_t)P, cudaMemcpyDeviceToHost, st));
+        CUDA_CK(cudaMemcpyAsync(w->h_rw, w->rw, sizeof(float) * (size_t)P, cudaMemcpyDeviceToHost, st));
+        if (allowed)
+            CUDA_CK(cudaMemcpyAsync(w->h_probs, w->probs, sizeof(float) * (size_t)T * E, cudaMemcpyDeviceToHost, st));
+        /* The one synchronisation of the layer: every earlier kernel (and so
+         * every read of the expert slots) has completed after it. */
+        CUDA_CK(cudaStreamSynchronize(st));
+        int changed = 0;
+        for (int t = 0; t < T; t++) {
+            int *ids = w->h_ids + (size_t)t * k;
+            float *rw = w->h_rw + (size_t)t * k;
+            for (int j = 0; j < k; j++)
+                if (ids[j] < 0 || ids[j] >= E) {
+                    rc = emoe_errf(err, EMOE_EDEVICE, "layer %d: the router produced no valid expert for token %d (non-finite router logits?)", l, t);
+                    goto fail;
+                }
+            if (e->cb) e->cb(e->cb_user, w->row_seq[t]->tag, w->h_pos[t], l, ids, rw, k);
+            if (!allowed) continue;
+            int missing[64], nm = 0;
+            for (int j = 0; j < k; j++)
+                if (!allowed[ids[j]] && nm < 64) missing[nm++] = ids[j];
+            if (!nm) continue;
+            if (p->prefetch) p->prefetch(p->ctx, l, missing, nm);
+            float wsum = 0;
+            for (int j = 0; j < k; j++) wsum += rw[j];
+            float target = d->norm_topk ? 1.0f : wsum;
+            host_topk(w->h_probs + (size_t)t * E, E, k, allowed, ids, rw);
+            float s2 = 0;
+            for (int j = 0; j < k; j++) s2 += rw[j];
+            for (int j = 0; j < k; j++) rw[j] = rw[j] / s2 * target;
+            w->row_seq[t]->substituted += (uint64_t)nm;
+            changed = 1;
+        }
+        if (changed) CUDA_CK(cudaMemcpyAsync(w->rw, w->h_rw, sizeof(float) * (size_t)P, cudaMemcpyHostToDevice, st));
+    }
+    if (eng_moe_plan_build(&S->plan, w->h_ids, T, k, E) != 0) {
+        rc = emoe_errf(err, EMOE_ENOMEM, "layer %d: out of memory grouping the routing", l);
+        goto fail;
+    }
+    memcpy(w->h_pair_row, S->plan.pair_row, sizeof(int) * (size_t)P);
+    memcpy(w->h_pair_of, S->plan.pair_of, sizeof(int) * (size_t)P);
+    CUDA_CK(cudaMemcpyAsync(w->pair_row, w->h_pair_row, sizeof(int) * (size_t)P, cudaMemcpyHostToDevice, st));
+    CUDA_CK(cudaMemcpyAsync(w->pair_of, w->h_pair_of, sizeof(int) * (size_t)P, cudaMemcpyHostToDevice, st));
+    if (p->prefetch) p->prefetch(p->ctx, l, S->plan.used, S->plan.n_used);
+    {
+        int G = S->ec.tab.n_slots;
+        for (int g0 = 0; g0 < S->plan.n_used; g0 += G) {
+            int gn = S->plan.n_used - g0 < G ? S->plan.n_used - g0 : G;
+            /* Slots pinned by the previous group (or layer) are free again once
+             * the kernels that read them are done. */
+            if (g0 > 0) CUDA_CK(cudaStreamSynchronize(st));
+            eng_slot_table_unpin_all(&S->ec.tab);
+            CK(cu_expert_cache_fill(&S->ec, p, l, S->plan.used + g0, gn, w->h_ex, st, err));
+            for (int i = 0; i < gn; i++) {
+                w->h_ex[i].start = S->plan.start[g0 + i];
+                w->h_ex[i].count = S->plan.count[g0 + i];
+            }
+            CUDA_CK(cudaMemcpyAsync(w->ex, w->h_ex, sizeof(cu_moe_expert) * (size_t)gn, cudaMemcpyHostToDevice, st));
+            CK(cu_moe_gate_up(st, w->hmid, w->h, w->pair_row, w->ex, gn, dim, ffn, err));
+            CK(cu_moe_down(st, w->eo, w->hmid, w->ex, gn, dim, ffn, err));
+        }
+    }
+    CK(cu_moe_combine(st, w->moe, w->eo, w->pair_of, w->rw, T, k, dim, err));
+    if (d->shared_ffn > 0) {
+        int sf = d->shared_ffn;
+        CK(cu_linear(&S->lin, st, w->sg, w->h, L->sh_gate, NULL, T, sf, dim, err));
+        CK(cu_linear(&S->lin, st, w->su, w->h, L->sh_up, NULL, T, sf, dim, err));
+        CK(cu_swiglu(st, w->sg, w->su, (size_t)T * sf, err));
+        CK(cu_linear(&S->lin, st, w->tmp, w->sg, L->sh_down, NULL, T, dim, sf, err));
+        CK(cu_linear_gemv(st, w->gl, w->h, L->sh_eg, NULL, T, 1, dim, err));
+        CK(cu_gate_add(st, w->moe, w->tmp, w->gl, T, dim, err));
+    }
+fail:
+    free(allowed);
+    return rc;
+}
+
+static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    cu_state *S = (cu_state *)e->bs;
+    cu_ws *w = &S->ws;
+    cudaStream_t st = S->st;
+    emoe_status rc = EMOE_OK;
+    int dim = d->dim, hd = d->head_dim, qd = d->n_heads * hd, kvd = d->n_kv_heads * hd;
+    int R = 0;
+    CUDA_CK(cudaSetDevice(S->dev));
+    CK(ws_ensure(S, d, T, err));
+    {
+        int r = 0;
+        for (int i = 0; i < n; i++) {
+            cu_seq *q = (cu_seq *)items[i].seq->be;
+            for (int j = 0; j < items[i].n_ids; j++, r++) {
+                w->h_tok[r] = items[i].ids[j];
+                w->h_pos[r] = items[i].seq->len + j;
+                w->h_rows[r].kv = q->kv;
+                w->h_rows[r].cap = items[i].seq->cap;
+                w->h_rows[r].pos = w->h_pos[r];
+                w->row_seq[r] = items[i].seq;
+            }
+        }
+    }
+    CUDA_CK(cudaMemcpyAsync(w->tok, w->h_tok, sizeof(int32_t) * (size_t)T, cudaMemcpyHostToDevice, st));
+    CUDA_CK(cudaMemcpyAsync(w->pos, w->h_pos, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice, st));
+    CUDA_CK(cudaMemcpyAsync(w->rows, w->h_rows, sizeof(cu_att_row) * (size_t)T, cudaMemcpyHostToDevice, st));
+    CK(cu_embed(st, w->x, S->embed, w->tok, T, dim, d->vocab, err));
+    for (int l = 0; l < d->n_layers; l++) {
+        const cu_layer *L = &S->L[l];
+        CK(cu_rmsnorm(st, w->h, w->x, NULL, L->attn_norm, T, dim, d->eps, err));
+        CK(cu_linear(&S->lin, st, w->q, w->h, L->wq, L->bq, T, qd, dim, err));
+        CK(cu_linear(&S->lin, st, w->k, w->h, L->wk, L->bk, T, kvd, dim, err));
+        CK(cu_linear(&S->lin, st, w->v, w->h, L->wv, L->bv, T, kvd, dim, err));
+        if (d->qk_norm == ENG_QKNORM_FULL) {
+            CK(cu_rmsnorm(st, w->q, w->q, NULL, L->q_norm, T, qd, d->eps, err));
+            CK(cu_rmsnorm(st, w->k, w->k, NULL, L->k_norm, T, kvd, d->eps, err));
+        } else if (d->qk_norm == ENG_QKNORM_PER_HEAD) {
+            CK(cu_rmsnorm(st, w->q, w->q, NULL, L->q_norm, T * d->n_heads, hd, d->eps, err));
+            CK(cu_rmsnorm(st, w->k, w->k, NULL, L->k_norm, T * d->n_kv_heads, hd, d->eps, err));
+        }
+        CK(cu_rope(st, w->q, T, d->n_heads, hd, qd, w->pos, S->inv_freq, err));
+        CK(cu_rope(st, w->k, T, d->n_kv_heads, hd, kvd, w->pos, S->inv_freq, err));
+        CK(cu_kv_store(st, w->rows, T, l, w->k, w->v, kvd, err));
+        CK(cu_attention(st, w->att, w->q, w->rows, T, l, d->n_heads, d->n_kv_heads, hd, err));
+        CK(cu_linear(&S->lin, st, w->tmp, w->att, L->wo, NULL, T, dim, qd, err));
+        CK(cu_add(st, w->x, w->tmp, (size_t)T * dim, err));
+        CK(cu_rmsnorm(st, w->h, w->x, NULL, L->ffn_norm, T, dim, d->eps, err));
+        if ((rc = moe_layer(e, S, l, T, err)) != EMOE_OK) { emoe_err_prefix(err, "layer %d", l); goto fail; }
+        CK(cu_add(st, w->x, w->moe, (size_t)T * dim, err));
+    }
+    /* Final norm + lm_head for the rows whose logits are wanted. */
+    {
+        int r = 0;
+        for (int i = 0; i < n; i++) {
+            eng_batch_item *it = &items[i];
+            int first = it->all_logits ? 0 : it->n_ids - 1;
+            if (it->all_logits || it->logits)
+                for (int j = first; j < it->n_ids; j++) {
+                    w->h_rowmap[R] = r + j;
+                    w->dest[R] = it->all_logits ? it->all_logits + (size_t)(j - first) * d->vocab : it->logits;
+                    R++;
+                }
+            r += it->n_ids;
+        }
+    }
+    if (R > 0) {
+        CUDA_CK(cudaMemcpyAsync(w->rowmap, w->h_rowmap, sizeof(int) * (size_t)R, cudaMemcpyHostToDevice, st));
+        for (int c0 = 0; c0 < R; c0 += LOGIT_ROWS) {
+            int cnt = R - c0 < LOGIT_ROWS ? R - c0 : LOGIT_ROWS;
+            CK(cu_rmsnorm(st, w->h, w->x, w->rowmap + c0, S->final_norm, cnt, dim, d->eps, err));
+            CK(cu_linear(&S->lin, st, w->logits, w->h, S->lm_head, NULL, cnt, d->vocab, dim, err));
+            for (int i = 0; i < cnt; i++)
+                CUDA_CK(cudaMemcpyAsync(w->dest[c0 + i], w->logits + (size_t)i * d->vocab, sizeof(float) * (size_t)d->vocab,
+                                        cudaMemcpyDeviceToHost, st));
+            /* The next chunk reuses w->logits (stream order keeps it safe; the
+             * sync also bounds how much pageable copying is in flight). */
+            CUDA_CK(cudaStreamSynchronize(st));
+        }
+    }
+    CUDA_CK(cudaStreamSynchronize(st));
+    for (int i = 0; i < n; i++) {
+        eng_batch_item *it = &items[i];
+        if (it->all_logits && it->logits)
+            memcpy(it->logits, it->all_logits + (size_t)(it->n_ids - 1) * d->vocab, sizeof(float) * (size_t)d->vocab);
+    }
+    return EMOE_OK;
+fail:
+    /* Drain what was queued before reporting (buffers and slots are reused by
+     * the next step); a sticky fault makes this fail too, which is ignored. */
+    cudaStreamSynchronize(st);
+    cudaGetLastError();
+    if (S->ec_ready) eng_slot_table_unpin_all(&S->ec.tab);
+    return rc;
+}
+
+extern "C" const eng_backend_ops eng_cuda_backend = {
+    "cuda", cuda_step, cuda_init, cuda_engine_free, cuda_seq_init, cuda_seq_free, cuda_seq_reserve, cuda_stats,
+};

@@ -1,0 +1,318 @@
+/* cuda_emu.cc — see cuda_emu.h. */
+#include "tests/gpu/emu/cuda_emu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <vector>
+
+emu_uint3 emu_threadIdx, emu_blockIdx;
+dim3 emu_blockDim, emu_gridDim;
+
+/* ---- coroutines ----------------------------------------------------------- */
+
+extern "C" void emu_switch(void **save_sp, void *load_sp);
+__asm__(".text\n"
+        ".globl emu_switch\n"
+        ".type emu_switch,@function\n"
+        "emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size emu_switch, .-emu_switch\n");
+
+enum { T_READY, T_WAIT_WARP, T_WAIT_BLOCK, T_DONE };
+#define EMU_STACK (256 * 1024)
+
+struct emu_thread {
+    void *sp;
+    int state;
+    char *stack;
+};
+
+/* Thread stacks live for the process; freed at exit so leak checkers stay quiet. */
+struct emu_thread_vec : std::vector<emu_thread> {
+    ~emu_thread_vec() { for (auto &t : *this) free(t.stack); }
+};
+static emu_thread_vec g_thr;
+static void *g_sched_sp;
+static int g_cur, g_n;
+static const std::function<void()> *g_fn;
+static std::vector<float> g_warp_f;
+static std::vector<int> g_warp_i;
+static std::vector<unsigned char> g_dyn;
+static cudaError_t g_last_err = cudaSuccess;
+static uint64_t g_launches;
+
+static void set_idx(int t)
+{
+    emu_threadIdx.x = (unsigned)t % emu_blockDim.x;
+    emu_threadIdx.y = ((unsigned)t / emu_blockDim.x) % emu_blockDim.y;
+    emu_threadIdx.z = (unsigned)t / (emu_blockDim.x * emu_blockDim.y);
+}
+
+__attribute__((noinline, used)) static void emu_trampoline(void)
+{
+    (*g_fn)();
+    g_thr[g_cur].state = T_DONE;
+    emu_switch(&g_thr[g_cur].sp, g_sched_sp);
+    abort(); /* never resumed */
+}
+
+static void thread_start(emu_thread *t)
+{
+    char *top = t->stack + EMU_STACK;
+    top = (char *)((uintptr_t)top & ~(uintptr_t)15);
+    void **sp = (void **)top;
+    *--sp = NULL;                       /* fake return address of the trampoline */
+    *--sp = (void *)emu_trampoline;     /* `ret` of emu_switch lands here */
+    for (int i = 0; i < 6; i++) *--sp = NULL; /* rbp rbx r12-r15 */
+    t->sp = sp;
+    t->state = T_READY;
+}
+
+static void block_wait(int state)
+{
+    g_thr[g_cur].state = state;
+    emu_switch(&g_thr[g_cur].sp, g_sched_sp);
+}
+
+void __syncthreads(void) { block_wait(T_WAIT_BLOCK); }
+
+float __shfl_xor_sync(unsigned mask, float v, int o)
+{
+    (void)mask;
+    int t = g_cur, base = t & ~31;
+    g_warp_f[t] = v;
+    block_wait(T_WAIT_WARP);
+    int src = base + ((t & 31) ^ o);
+    float r = src < g_n ? g_warp_f[src] : v;
+    block_wait(T_WAIT_WARP);
+    return r;
+}
+
+int __shfl_xor_sync(unsigned mask, int v, int o)
+{
+    (void)mask;
+    int t = g_cur, base = t & ~31;
+    g_warp_i[t] = v;
+    block_wait(T_WAIT_WARP);
+    int src = base + ((t & 31) ^ o);
+    int r = src < g_n ? g_warp_i[src] : v;
+    block_wait(T_WAIT_WARP);
+    return r;
+}
+
+void *emu_dyn_shared(void) { return g_dyn.data(); }
+
+static void run_block(int n)
+{
+    for (int t = 0; t < n; t++) thread_start(&g_thr[t]);
+    int live = n;
+    while (live > 0) {
+        int progressed = 0;
+        for (int t = 0; t < n; t++) {
+            if (g_thr[t].state != T_READY) continue;
+            g_cur = t;
+            set_idx(t);
+            emu_switch(&g_sched_sp, g_thr[t].sp);
+            progressed = 1;
+            if (g_thr[t].state == T_DONE) live--;
+        }
+        /* Release complete warp barriers, then a complete block barrier. */
+        for (int w = 0; w < n; w += 32) {
+            int hi = w + 32 < n ? w + 32 : n, waiting = 0, alive = 0;
+            for (int t = w; t < hi; t++) {
+                if (g_thr[t].state == T_DONE) continue;
+                alive++;
+                waiting += g_thr[t].state == T_WAIT_WARP;
+            }
+            if (alive && waiting == alive) {
+                for (int t = w; t < hi; t++) if (g_thr[t].state == T_WAIT_WARP) g_thr[t].state = T_READY;
+                progressed = 1;
+            }
+        }
+        int at_block = 0;
+        for (int t = 0; t < n; t++) at_block += g_thr[t].state == T_WAIT_BLOCK;
+        if (live && at_block == live) {
+            for (int t = 0; t < n; t++) if (g_thr[t].state == T_WAIT_BLOCK) g_thr[t].state = T_READY;
+            progressed = 1;
+        }
+        if (!progressed && live) {
+            fprintf(stderr, "cuda_emu: deadlock in block (%u,%u,%u): %d threads live, %d at __syncthreads, the rest at warp shuffles\n",
+                    emu_blockIdx.x, emu_blockIdx.y, emu_blockIdx.z, live, at_block);
+            abort();
+        }
+    }
+}
+
+void emu_launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn)
+{
+    uint64_t nthr = (uint64_t)block.x * block.y * block.z;
+    if (nthr == 0 || nthr > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u ||
+        grid.y > 65535 || grid.z > 65535 || shmem > 48 * 1024) {
+        g_last_err = cudaErrorInvalidConfiguration;
+        return;
+    }
+    g_launches++;
+    size_t old = g_thr.size();
+    if (old < nthr) {
+        g_thr.resize(nthr);
+        for (size_t i = old; i < nthr; i++) {
+            g_thr[i].stack = (char *)malloc(EMU_STACK);
+            if (!g_thr[i].stack) { fprintf(stderr, "cuda_emu: out of memory for stacks\n"); abort(); }
+        }
+    }
+    g_n = (int)nthr;
+    g_warp_f.assign(g_thr.size() + 32, 0.0f);
+    g_warp_i.assign(g_thr.size() + 32, 0);
+    g_dyn.assign(shmem ? shmem : 1, 0xFF); /* uninitialised shared memory reads as garbage */
+    g_fn = &fn;
+    emu_blockDim = block;
+    emu_gridDim = grid;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                emu_blockIdx.x = x;
+                emu_blockIdx.y = y;
+                emu_blockIdx.z = z;
+                run_block(g_n);
+            }
+}
+
+uint64_t emu_launch_count(void) { return g_launches; }
+
+/* ---- runtime ---------------------------------------------------------------- */
+
+static int g_fail_after;
+void emu_fail_malloc_after(int n) { g_fail_after = n; }
+
+const char *cudaGetErrorString(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    }
+    return "unknown error";
+}
+
+const char *cudaGetErrorName(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    }
+    return "cudaErrorUnknown";
+}
+
+cudaError_t cudaGetLastError(void)
+{
+    cudaError_t e = g_last_err;
+    g_last_err = cudaSuccess;
+    return e;
+}
+
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
+{
+    if (dev != 0) return cudaErrorInvalidValue;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "emoe CUDA emulator (CPU)");
+    p->major = 9;
+    p->minor = 0;
+    p->totalGlobalMem = (size_t)16 << 30;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { *f = (size_t)8 << 30; *t = (size_t)16 << 30; return cudaSuccess; }
+
+cudaError_t cudaMalloc(void **p, size_t n)
+{
+    *p = NULL;
+    if (g_fail_after > 0 && --g_fail_after == 0) return cudaErrorMemoryAllocation;
+    void *q = NULL;
+    if (posix_memalign(&q, 256, n ? n : 1)) return cudaErrorMemoryAllocation;
+    memset(q, 0xCD, n); /* device memory starts as garbage */
+    *p = q;
+    return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
+cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { if (n) memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t) { return cudaMemcpy(d, s, n, k); }
+cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+struct emu_stream { int dummy; };
+struct emu_event { int dummy; };
+cudaError_t cudaStreamCreate(cudaStream_t *s) { *s = new emu_stream(); return cudaSuccess; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) { delete s; return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { *e = new emu_event(); return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+
+/* ---- cuBLAS -------------------------------------------------------------------- */
+
+struct emu_blas { int dummy; };
+cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = new emu_blas(); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasDestroy(cublasHandle_t h) { delete h; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t) { return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED; }
+
+static float ld(const void *p, cudaDataType t, size_t i)
+{
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+    return __uint_as_float(u);
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t comp,
+                            cublasGemmAlgo_t)
+{
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (comp != CUBLAS_COMPUTE_32F || ct != CUDA_R_32F || at != bt) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (m < 0 || n < 0 || k < 0 || lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    float a = *(const float *)alpha, b = *(const float *)beta;
+    float *c = (float *)C;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float s = 0;
+            for (int p = 0; p < k; p++) {
+                float av = ta == CUBLAS_OP_N ? ld(A, at, (size_t)p * lda + i) : ld(A, at, (size_t)i * lda + p);
+                float bv = tb == CUBLAS_OP_N ? ld(B, bt, (size_t)j * ldb + p) : ld(B, bt, (size_t)p * ldb + j);
+                s += av * bv;
+            }
+            float *cc = c + (size_t)j * ldc + i;
+            *cc = a * s + (b != 0.0f ? b * *cc : 0.0f);
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+const char *cublasGetStatusName(cublasStatus_t s)
+{
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    }
+    return "CUBLAS_STATUS_UNKNOWN";
+}
+const char *cublasGetStatusString(cublasStatus_t s) { return cublasGetStatusName(s); }
