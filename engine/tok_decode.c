@@ -140,10 +140,9 @@ emoe_status tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int
     if (!L.v) return emoe_errf(err, EMOE_ENOMEM, "decode: out of memory");
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
-        if (id < 0 || id >= t->n_vocab || !t->piece[id]) {
-            tlist_free(&L);
-            return emoe_errf(err, EMOE_EINVAL, "decode: id %d at position %zu is not in the vocabulary (size %d)", id, i, t->n_vocab);
-        }
+        /* ids without a token (e.g. the padding rows of a model's larger
+         * embedding) are skipped, as tokenizers' decode does */
+        if (id < 0 || id >= t->n_vocab || !t->piece[id]) continue;
         if (skip_special && t->is_special[id]) continue;
         if (buf_put(&L.v[L.n++], t->piece[id], t->piece_len[id])) goto oom;
     }
@@ -357,11 +356,10 @@ static int feed_text(tok_detok *d, sink *k, const char *s, size_t n)
 emoe_status tok_detok_push(tok_detok *d, int32_t id, char **out, size_t *out_len, size_t *out_cap, emoe_err *err)
 {
     const tok_tokenizer *t = d->tok;
-    if (id < 0 || id >= t->n_vocab || !t->piece[id])
-        return emoe_errf(err, EMOE_EINVAL, "detokenize: id %d is not in the vocabulary (size %d)", id, t->n_vocab);
-    if (d->skip_special && t->is_special[id]) return EMOE_OK;
     sink k = {out, out_len, out_cap};
     if (!*out && sink_put(&k, "", 0)) return emoe_errf(err, EMOE_ENOMEM, "detokenize: out of memory");
+    if (id < 0 || id >= t->n_vocab || !t->piece[id]) return EMOE_OK; /* no token: skipped, as decode does */
+    if (d->skip_special && t->is_special[id]) return EMOE_OK;
     buf cur = {0}, nx = {0};
     int r = buf_put(&cur, t->piece[id], t->piece_len[id]);
     int64_t idx = d->n_tokens++;

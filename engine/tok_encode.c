@@ -268,6 +268,21 @@ static emoe_status normalize(enc *e, const char *s, size_t n, char **out, size_t
     return EMOE_OK;
 }
 
+emoe_status tok_normalize_str(const tok_tokenizer *t, const char *s, size_t n, char **out, size_t *out_len, emoe_err *err)
+{
+    enc e;
+    memset(&e, 0, sizeof e);
+    e.t = (tok_tokenizer *)t;
+    e.err = err;
+    e.md = pcre2_match_data_create(1, NULL);
+    if (!e.md) return emoe_errf(err, EMOE_ENOMEM, "tokenizer: out of memory");
+    emoe_status st = normalize(&e, s, n, out, out_len);
+    pcre2_match_data_free(e.md);
+    pcre2_match_context_free(e.mctx);
+    pcre2_jit_stack_free(e.jstack);
+    return st;
+}
+
 /* ---- pre-tokenization ---- */
 
 typedef struct span {
@@ -446,8 +461,8 @@ static int find_added(const tok_tokenizer *t, const tok_matcher *m, const char *
         unsigned char c = (unsigned char)s[i];
         for (int k = 0; k < m->n_by_byte[c]; k++) {
             const tok_added *a = &t->added[m->by_byte[c][k]];
-            if (a->len > len - i || memcmp(s + i, a->content, a->len)) continue;
-            size_t a0 = i, a1 = i + a->len;
+            if (a->pat_len > len - i || memcmp(s + i, a->pat, a->pat_len)) continue;
+            size_t a0 = i, a1 = i + a->pat_len;
             if (a->single_word && ((a0 > 0 && is_word_byte((unsigned char)s[a0 - 1])) ||
                                    (a1 < len && is_word_byte((unsigned char)s[a1]))))
                 continue;

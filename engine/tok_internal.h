@@ -47,6 +47,26 @@ int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t 
 /* Returns 1 and fills rank/merged if present. */
 int tok_pairmap_get(const tok_pairmap *m, int32_t a, int32_t b, int32_t *rank, int32_t *merged);
 
+/* A flat list of strings (each NUL-terminated in buf; may contain NULs). */
+typedef struct tok_strlist {
+    char *buf;
+    size_t n, cap;
+    size_t *off;
+    uint32_t *len;
+    size_t count, ccap;
+} tok_strlist;
+
+int tok_strlist_push(tok_strlist *l, const char *s, size_t n);
+void tok_strlist_free(tok_strlist *l);
+
+/* Decodes model.vocab (keys + ids) and model.merges (a, b, a, b, ...) of a
+ * tokenizer.json text directly; *rest is the text with those two values
+ * replaced by {} and [] (malloc'd), for jansson. Returns 1 on success, 0 when
+ * the input is not fully understood (the caller then parses it all with
+ * jansson, which reports any error). See tok_json.c. */
+int tok_json_fast_model(const char *text, size_t len, tok_strlist *vkeys, int32_t **vids, tok_strlist *merges,
+                        char **rest, size_t *rest_len);
+
 enum tok_norm_type {
     TOK_NORM_NFC, TOK_NORM_NFD, TOK_NORM_NFKC, TOK_NORM_NFKD, TOK_NORM_LOWER,
     TOK_NORM_PREPEND, TOK_NORM_REPLACE, TOK_NORM_STRIP,
@@ -98,8 +118,11 @@ typedef struct tok_dec {
 
 typedef struct tok_added {
     int32_t id;
-    char *content;
+    char *content;   /* the token's text (decode) */
     size_t len;
+    char *pat;       /* what is matched: content, or content normalized for normalized=true */
+    size_t pat_len;
+    int pat_owned;
     int special, lstrip, rstrip, normalized, single_word;
 } tok_added;
 
@@ -180,6 +203,10 @@ size_t tok_utf8_valid(const char *s, size_t len);
 /* Decodes one code point at s (valid UTF-8 assumed); returns its length. */
 int tok_utf8_decode(const char *s, size_t len, uint32_t *cp);
 int tok_utf8_encode(uint32_t cp, char out[4]);
+
+/* Runs the normalizer chain over s (as for encoding); *out is malloc'd.
+ * Used at load for normalized added tokens, which match in normalized form. */
+emoe_status tok_normalize_str(const tok_tokenizer *t, const char *s, size_t n, char **out, size_t *out_len, emoe_err *err);
 
 /* Pushes ids to a growable array; -1 on OOM. */
 int tok_ids_push(int32_t **ids, size_t *n, size_t *cap, int32_t v);

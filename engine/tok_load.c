@@ -243,13 +243,13 @@ static emoe_status parse_pretok(tok_tokenizer *t, json_t *j, const char *where, 
         p.behavior = TOK_SPLIT_ISOLATED;
     } else if (!strcmp(ty, "Whitespace")) {
         p.type = TOK_PRE_WHITESPACE;
-        st = compile_re("\\w+|[^\\w\\s]+", 13, 0, &p.re, where, err);
+        st = compile_re("\\w+|[^\\w\\s]+", strlen("\\w+|[^\\w\\s]+"), 0, &p.re, where, err);
         if (st) return st;
         p.behavior = TOK_SPLIT_REMOVED;
         p.invert = 1;
     } else if (!strcmp(ty, "WhitespaceSplit")) {
         p.type = TOK_PRE_WSSPLIT;
-        st = compile_re("\\s+", 3, 0, &p.re, where, err);
+        st = compile_re("\\s+", strlen("\\s+"), 0, &p.re, where, err);
         if (st) return st;
         p.behavior = TOK_SPLIT_REMOVED;
     } else {
@@ -407,7 +407,59 @@ static char *arena_add(tok_tokenizer *t, const char *s, size_t n)
     return p;
 }
 
-static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, emoe_err *err)
+/* vocab and merges as flat lists, from the fast path or from jansson */
+typedef struct raw_model {
+    tok_strlist keys;  /* vocab keys */
+    int32_t *ids;      /* (keys.count) */
+    tok_strlist pairs; /* merges: a0, b0, a1, b1, ... */
+} raw_model;
+
+static void raw_free(raw_model *r)
+{
+    tok_strlist_free(&r->keys);
+    tok_strlist_free(&r->pairs);
+    free(r->ids);
+    memset(r, 0, sizeof *r);
+}
+
+/* Fills r from the jansson tree (the slow path), validating types. */
+static emoe_status raw_from_json(raw_model *r, json_t *vocab, json_t *merges, emoe_err *err)
+{
+    size_t nv = json_object_size(vocab), k = 0;
+    r->ids = malloc((nv ? nv : 1) * sizeof *r->ids);
+    if (!r->ids) return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory");
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= TOK_MAX_VOCAB)
+            return emoe_errf(err, EMOE_EINVAL, "model.vocab[\"%.64s\"]: id must be an integer in [0, %d)", key, TOK_MAX_VOCAB);
+        r->ids[k++] = (int32_t)json_integer_value(val);
+        if (tok_strlist_push(&r->keys, key, strlen(key))) return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory");
+    }
+    for (size_t i = 0; i < json_array_size(merges); i++) {
+        json_t *m = json_array_get(merges, i);
+        int bad = 0;
+        if (json_is_string(m)) {
+            const char *s = json_string_value(m), *sp = memchr(s, ' ', json_string_length(m));
+            if (!sp || memchr(sp + 1, ' ', json_string_length(m) - (size_t)(sp + 1 - s)))
+                return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: \"%.64s\" is not two tokens separated by one space", i, s);
+            bad = tok_strlist_push(&r->pairs, s, (size_t)(sp - s)) ||
+                  tok_strlist_push(&r->pairs, sp + 1, json_string_length(m) - (size_t)(sp - s) - 1);
+        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+                   json_is_string(json_array_get(m, 1))) {
+            bad = tok_strlist_push(&r->pairs, json_string_value(json_array_get(m, 0)), json_string_length(json_array_get(m, 0))) ||
+                  tok_strlist_push(&r->pairs, json_string_value(json_array_get(m, 1)), json_string_length(json_array_get(m, 1)));
+        } else {
+            return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
+        }
+        if (bad) return emoe_errf(err, EMOE_ENOMEM, "model.merges: out of memory");
+    }
+    return EMOE_OK;
+}
+
+static emoe_status parse_model_tables(tok_tokenizer *t, json_t *model, raw_model *raw, json_t *added, const int32_t *eff, emoe_err *err);
+
+static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, raw_model *raw, emoe_err *err)
 {
     const char *ty = type_of(model);
     json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
@@ -421,17 +473,15 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, e
     json_t *dr = json_object_get(model, "dropout");
     if (json_is_number(dr) && json_number_value(dr) > 0)
         return emoe_errf(err, EMOE_EUNSUP, "model.dropout: BPE dropout is not supported");
+    emoe_status st;
+    if (!raw->ids && (st = raw_from_json(raw, vocab, merges, err))) return st;
 
     /* sizes: arena holds every vocab key and added token content */
-    size_t bytes = 0, nv = json_object_size(vocab);
+    size_t bytes = 0, nv = raw->keys.count;
     int32_t max_id = -1;
-    const char *key;
-    json_t *val;
-    json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= TOK_MAX_VOCAB)
-            return emoe_errf(err, EMOE_EINVAL, "model.vocab[\"%.64s\"]: id must be an integer in [0, %d)", key, TOK_MAX_VOCAB);
-        if (json_integer_value(val) > max_id) max_id = (int32_t)json_integer_value(val);
-        bytes += strlen(key) + 1;
+    for (size_t i = 0; i < nv; i++) {
+        if (raw->ids[i] > max_id) max_id = raw->ids[i];
+        bytes += raw->keys.len[i] + 1;
     }
     if (!json_is_array(added) && added && !json_is_null(added))
         return emoe_errf(err, EMOE_EINVAL, "added_tokens: expected an array");
@@ -440,10 +490,44 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, e
         json_t *a = json_array_get(added, i), *id = json_object_get(a, "id"), *c = json_object_get(a, "content");
         if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= TOK_MAX_VOCAB || !json_is_string(c))
             return emoe_errf(err, EMOE_EINVAL, "added_tokens[%zu]: needs an integer id in [0, %d) and a string content", i, TOK_MAX_VOCAB);
-        if (json_integer_value(id) > max_id) max_id = (int32_t)json_integer_value(id);
         bytes += json_string_length(c) + 1;
     }
-    if (max_id < 0) return emoe_errf(err, EMOE_EINVAL, "model.vocab: empty vocabulary");
+    /* The ids added tokens really get. Like tokenizers' AddedVocabulary, the
+     * "id" field is not used: a token already in the vocabulary (or added
+     * before) keeps that id, any other gets the next id after the model's
+     * vocabulary and the added tokens so far. Real files agree with their
+     * "id" fields; this only matters for inconsistent ones. Empty contents
+     * are not added (-1). */
+    int32_t *eff = calloc(na ? na : 1, sizeof *eff);
+    tok_strmap vtmp, atmp;
+    memset(&vtmp, 0, sizeof vtmp);
+    memset(&atmp, 0, sizeof atmp);
+    if (!eff || tok_strmap_init(&vtmp, nv) || tok_strmap_init(&atmp, na + 1)) {
+        free(eff); tok_strmap_free(&vtmp); tok_strmap_free(&atmp);
+        return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
+    }
+    int bad = 0;
+    for (size_t i = 0; i < nv && !bad; i++) bad = tok_strmap_put(&vtmp, raw->keys.buf + raw->keys.off[i], raw->keys.len[i], raw->ids[i]);
+    int32_t max_added = -1;
+    for (size_t i = 0; i < na && !bad; i++) {
+        json_t *c = json_object_get(json_array_get(added, i), "content");
+        const char *cs = json_string_value(c);
+        size_t cl = json_string_length(c);
+        int32_t id = cl ? tok_strmap_get(&atmp, cs, cl) : -1;
+        if (cl && id < 0) id = tok_strmap_get(&vtmp, cs, cl);
+        if (cl && id < 0) id = max_added < 0 ? (int32_t)nv : (max_added >= (int32_t)nv || nv == 0) ? max_added + 1 : (int32_t)nv;
+        if (id >= TOK_MAX_VOCAB) bad = 2;
+        eff[i] = id;
+        if (id >= 0) {
+            if (id > max_added) max_added = id;
+            if (id > max_id) max_id = id;
+            bad = tok_strmap_put(&atmp, cs, cl, id);
+        }
+    }
+    tok_strmap_free(&vtmp);
+    tok_strmap_free(&atmp);
+    if (bad) { free(eff); return emoe_errf(err, bad == 2 ? EMOE_EINVAL : EMOE_ENOMEM, "added_tokens: %s", bad == 2 ? "too many ids" : "out of memory"); }
+    if (max_id < 0) { free(eff); return emoe_errf(err, EMOE_EINVAL, "model.vocab: empty vocabulary"); }
     t->n_vocab = max_id + 1;
     t->arena_cap = bytes + 1;
     t->arena = malloc(t->arena_cap);
@@ -451,36 +535,33 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, e
     t->piece_len = calloc((size_t)t->n_vocab, sizeof *t->piece_len);
     t->is_special = calloc((size_t)t->n_vocab, 1);
     if (!t->arena || !t->piece || !t->piece_len || !t->is_special || tok_strmap_init(&t->vocab, nv) ||
-        tok_strmap_init(&t->added_map, na + 1))
+        tok_strmap_init(&t->added_map, na + 1)) {
+        free(eff);
         return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory (%zu entries)", nv);
-    json_object_foreach(vocab, key, val) {
-        size_t kl = strlen(key);
-        char *p = arena_add(t, key, kl);
-        int32_t id = (int32_t)json_integer_value(val);
+    }
+    st = parse_model_tables(t, model, raw, added, eff, err);
+    free(eff);
+    return st;
+}
+
+/* Fills vocabulary, merges and added tokens (eff: the added tokens' ids). */
+static emoe_status parse_model_tables(tok_tokenizer *t, json_t *model, raw_model *raw, json_t *added, const int32_t *eff, emoe_err *err)
+{
+    size_t nv = raw->keys.count, na = json_array_size(added);
+    for (size_t i = 0; i < nv; i++) {
+        size_t kl = raw->keys.len[i];
+        char *p = arena_add(t, raw->keys.buf + raw->keys.off[i], kl);
+        int32_t id = raw->ids[i];
         if (!p || tok_strmap_put(&t->vocab, p, kl, id)) return emoe_errf(err, EMOE_ENOMEM, "model.vocab: out of memory");
         if (!t->piece[id]) { t->piece[id] = p; t->piece_len[id] = (uint32_t)kl; }
     }
     /* merges */
-    size_t nm = json_array_size(merges);
+    size_t nm = raw->pairs.count / 2;
     if (tok_pairmap_init(&t->merges, nm)) return emoe_errf(err, EMOE_ENOMEM, "model.merges: out of memory");
     char buf[1024];
     for (size_t i = 0; i < nm; i++) {
-        json_t *m = json_array_get(merges, i);
-        const char *a, *b;
-        size_t al, bl;
-        if (json_is_string(m)) {
-            const char *s = json_string_value(m), *sp = memchr(s, ' ', json_string_length(m));
-            if (!sp || memchr(sp + 1, ' ', json_string_length(m) - (size_t)(sp + 1 - s)))
-                return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: \"%.64s\" is not two tokens separated by one space", i, s);
-            a = s; al = (size_t)(sp - s);
-            b = sp + 1; bl = json_string_length(m) - al - 1;
-        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-                   json_is_string(json_array_get(m, 1))) {
-            a = json_string_value(json_array_get(m, 0)); al = json_string_length(json_array_get(m, 0));
-            b = json_string_value(json_array_get(m, 1)); bl = json_string_length(json_array_get(m, 1));
-        } else {
-            return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
-        }
+        const char *a = raw->pairs.buf + raw->pairs.off[2 * i], *b = raw->pairs.buf + raw->pairs.off[2 * i + 1];
+        size_t al = raw->pairs.len[2 * i], bl = raw->pairs.len[2 * i + 1];
         if (al + bl > sizeof buf) return emoe_errf(err, EMOE_EINVAL, "model.merges[%zu]: token too long", i);
         int32_t ia = tok_strmap_get(&t->vocab, a, al), ib = tok_strmap_get(&t->vocab, b, bl);
         memcpy(buf, a, al);
@@ -511,7 +592,8 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, e
     for (size_t i = 0; i < na; i++) {
         json_t *a = json_array_get(added, i), *c = json_object_get(a, "content");
         tok_added *ad = &t->added[t->n_added];
-        ad->id = (int32_t)json_integer_value(json_object_get(a, "id"));
+        if (eff[i] < 0) continue; /* empty content: never added, as in the reference */
+        ad->id = eff[i];
         ad->len = json_string_length(c);
         ad->content = arena_add(t, json_string_value(c), ad->len);
         if (!ad->content) return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
@@ -523,7 +605,6 @@ static emoe_status parse_model(tok_tokenizer *t, json_t *model, json_t *added, e
         t->piece[ad->id] = ad->content;
         t->piece_len[ad->id] = (uint32_t)ad->len;
         t->is_special[ad->id] = (unsigned char)ad->special;
-        if (ad->len == 0) continue; /* never matched, as in the reference */
         if (tok_strmap_put(&t->added_map, ad->content, ad->len, ad->id))
             return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
         t->n_added++;
@@ -536,13 +617,13 @@ static emoe_status build_matcher(tok_tokenizer *t, tok_matcher *m, int normalize
 {
     for (int i = 0; i < t->n_added; i++) {
         tok_added *a = &t->added[i];
-        if (a->normalized != normalized) continue;
-        unsigned char c = (unsigned char)a->content[0];
+        if (a->normalized != normalized || a->pat_len == 0) continue;
+        unsigned char c = (unsigned char)a->pat[0];
         int32_t *p = realloc(m->by_byte[c], (size_t)(m->n_by_byte[c] + 1) * sizeof *p);
         if (!p) return emoe_errf(err, EMOE_ENOMEM, "added_tokens: out of memory");
         m->by_byte[c] = p;
         int k = m->n_by_byte[c]++;
-        while (k > 0 && t->added[p[k - 1]].len < a->len) { p[k] = p[k - 1]; k--; }
+        while (k > 0 && t->added[p[k - 1]].pat_len < a->pat_len) { p[k] = p[k - 1]; k--; }
         p[k] = i;
         m->any = 1;
     }
@@ -618,20 +699,44 @@ emoe_status tok_load_json(const char *tj, size_t len, const char *cfg, size_t cf
     t->unk_id = -1;
     emoe_status st;
     json_error_t je;
-    json_t *j = json_loadb(tj, len, JSON_ALLOW_NUL, &je);
+    raw_model raw;
+    memset(&raw, 0, sizeof raw);
+    json_t *j = NULL;
+    char *rest = NULL;
+    size_t rest_len = 0;
+    if (tok_json_fast_model(tj, len, &raw.keys, &raw.ids, &raw.pairs, &rest, &rest_len)) {
+        j = json_loadb(rest, rest_len, JSON_ALLOW_NUL, &je);
+        free(rest);
+        if (!j) raw_free(&raw); /* report the error against the original text */
+    }
+    if (!j) j = json_loadb(tj, len, JSON_ALLOW_NUL, &je);
     if (!j) { st = emoe_errf(err, EMOE_EINVAL, "line %d column %d: %s", je.line, je.column, je.text); goto fail; }
     if (!json_is_object(j)) { st = emoe_errf(err, EMOE_EINVAL, "expected a JSON object"); goto fail; }
     json_t *tr = json_object_get(j, "truncation"), *pd = json_object_get(j, "padding");
     (void)tr; (void)pd; /* request-level concerns: the server bounds lengths itself */
     json_t *model = json_object_get(j, "model");
     if (!json_is_object(model)) { st = emoe_errf(err, EMOE_EINVAL, "model: expected an object"); goto fail; }
-    st = parse_model(t, model, json_object_get(j, "added_tokens"), err);
+    st = parse_model(t, model, json_object_get(j, "added_tokens"), &raw, err);
     if (!st) st = parse_normalizer(t, json_object_get(j, "normalizer"), "normalizer", 0, err);
     if (!st) st = parse_pretok(t, json_object_get(j, "pre_tokenizer"), "pre_tokenizer", 0, err);
     if (!st && t->bytelevel && t->pres[t->n_pres - 1].type != TOK_PRE_BYTELEVEL)
         st = emoe_errf(err, EMOE_EUNSUP, "pre_tokenizer: ByteLevel must be the last pre-tokenizer");
     if (!st) st = parse_decoder(t, json_object_get(j, "decoder"), "decoder", 0, err);
     if (!st) st = parse_post(t, json_object_get(j, "post_processor"), "post_processor", 0, err);
+    /* normalized added tokens are matched in their normalized form */
+    for (int i = 0; i < t->n_added && !st; i++) {
+        tok_added *a = &t->added[i];
+        a->pat = a->content;
+        a->pat_len = a->len;
+        if (!a->normalized || !t->n_norms) continue;
+        st = tok_normalize_str(t, a->content, a->len, &a->pat, &a->pat_len, err);
+        if (st) { a->pat = NULL; a->pat_len = 0; emoe_err_prefix(err, "added_tokens[%d]", i); break; }
+        a->pat_owned = 1;
+        /* and, as in tokenizers 0.2x, that normalized text is also the token
+         * string that decoding produces for the id */
+        t->piece[a->id] = a->pat;
+        t->piece_len[a->id] = (uint32_t)a->pat_len;
+    }
     if (!st) st = build_matcher(t, &t->match_raw, 0, err);
     if (!st) st = build_matcher(t, &t->match_norm, 1, err);
     if (st) goto fail;
@@ -646,13 +751,15 @@ emoe_status tok_load_json(const char *tj, size_t len, const char *cfg, size_t cf
     }
     if (cfg) {
         st = parse_config(t, cfg, cfg_len, name, err);
-        if (st) { json_decref(j); tok_free(t); return st; }
+        if (st) { json_decref(j); raw_free(&raw); tok_free(t); return st; }
     }
     json_decref(j);
+    raw_free(&raw);
     *out = t;
     return EMOE_OK;
 fail:
     json_decref(j);
+    raw_free(&raw);
     emoe_err_prefix(err, "%s/tokenizer.json", name);
     tok_free(t);
     return st;
@@ -730,6 +837,8 @@ void tok_free(tok_tokenizer *t)
     free(t->pres);
     for (int i = 0; i < t->n_decs; i++) { free(t->decs[i].pat); free(t->decs[i].content); }
     free(t->decs);
+    for (int i = 0; t->added && i < t->n_added; i++)
+        if (t->added[i].pat_owned) free(t->added[i].pat);
     free(t->added);
     for (int c = 0; c < 256; c++) { free(t->match_raw.by_byte[c]); free(t->match_norm.by_byte[c]); }
     free(t->post_pre);

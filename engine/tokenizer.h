@@ -78,7 +78,9 @@ emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int
 /* Decodes ids to text exactly as Hugging Face tokenizers' decode does.
  * skip_special drops special added tokens. On success *out is a malloc'd
  * NUL-terminated string of *out_len bytes (may contain NULs; caller frees).
- * Out-of-range ids are an EMOE_EINVAL error. */
+ * Ids that have no token (negative, past the vocabulary, or in a gap, e.g.
+ * the padding rows of a model's larger embedding) are skipped, as tokenizers'
+ * decode does; the streaming detokenizer skips them too. */
 emoe_status tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
                        char **out, size_t *out_len, emoe_err *err);
 

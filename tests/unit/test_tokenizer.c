@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <utf8proc.h>
 
+#include "engine/tok_internal.h"
 #include "engine/tokenizer.h"
 #include "tests/unit/testutil.h"
 
@@ -374,12 +375,18 @@ START_TEST(test_special_ids_and_skip)
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(got[0], 9707);
     free(got);
-    /* out-of-range ids are an error, not a crash */
-    int32_t bad[] = {5, 999999};
+    /* ids without a token are skipped, as tokenizers' decode does (Qwen3's
+     * embedding has 151936 rows for 151669 tokens) */
+    int32_t bad[] = {5, 999999, -1, 151800, 9707};
     emoe_err err = {0};
-    ck_assert(tok_decode(q, bad, 2, 0, &s, NULL, &err) == EMOE_EINVAL);
-    ck_assert_ptr_null(s);
-    ck_assert(strstr(err.msg, "999999") != NULL);
+    ck_assert(tok_decode(q, bad, 5, 0, &s, NULL, &err) == EMOE_OK);
+    ck_assert_str_eq(s, "&Hello");
+    free(s);
+    char *st = NULL;
+    size_t sl = 0;
+    stream_decode(q, bad, 5, 0, &st, &sl);
+    ck_assert_str_eq(st, "&Hello");
+    free(st);
     /* invalid UTF-8 input is rejected with the byte offset */
     ck_assert(tok_encode(q, "ab\xff", 3, 0, &got, &n, &err) == EMOE_EINVAL);
     ck_assert(strstr(err.msg, "byte 2") != NULL);
@@ -403,6 +410,165 @@ START_TEST(test_tiny_moe_7task_loads)
     free(s);
     free(ids);
     tok_free(t);
+}
+END_TEST
+
+/* The fast vocab/merges decoder (tok_json.c) gives exactly what jansson gives
+ * for the three real tokenizer.json files, and the rest of the file parses to
+ * the same members. */
+START_TEST(test_fast_json_equals_jansson)
+{
+    if (!tu_shared_dir()) { TU_SKIP_NO_SHARED("fast JSON path test"); return; }
+    for (int r = 0; r < NREFS; r++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tokenizer.json", tu_shared_path(REFS[r].tok_dir));
+        size_t len = 0;
+        char *text = tu_read_file(path, &len);
+        ck_assert(text != NULL);
+        tok_strlist keys, pairs;
+        int32_t *ids = NULL;
+        char *rest = NULL;
+        size_t rest_len = 0;
+        ck_assert_msg(tok_json_fast_model(text, len, &keys, &ids, &pairs, &rest, &rest_len) == 1, "%s: fast path declined", path);
+        json_error_t je;
+        json_t *full = json_loadb(text, len, JSON_ALLOW_NUL, &je), *part = json_loadb(rest, rest_len, JSON_ALLOW_NUL, &je);
+        ck_assert(full && part);
+        json_t *vocab = json_object_get(json_object_get(full, "model"), "vocab");
+        json_t *merges = json_object_get(json_object_get(full, "model"), "merges");
+        ck_assert_uint_eq(keys.count, json_object_size(vocab));
+        size_t i = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(vocab, k, v) {
+            ck_assert_uint_eq(keys.len[i], strlen(k));
+            ck_assert(!memcmp(keys.buf + keys.off[i], k, keys.len[i]));
+            ck_assert_int_eq(ids[i], json_integer_value(v));
+            i++;
+        }
+        ck_assert_uint_eq(pairs.count, 2 * json_array_size(merges));
+        for (i = 0; i < json_array_size(merges); i++) {
+            json_t *m = json_array_get(merges, i);
+            char joined[2048];
+            if (json_is_string(m)) snprintf(joined, sizeof joined, "%s", json_string_value(m));
+            else snprintf(joined, sizeof joined, "%s %s", json_string_value(json_array_get(m, 0)), json_string_value(json_array_get(m, 1)));
+            char mine[2048];
+            snprintf(mine, sizeof mine, "%s %s", pairs.buf + pairs.off[2 * i], pairs.buf + pairs.off[2 * i + 1]);
+            ck_assert_str_eq(mine, joined);
+        }
+        /* everything but vocab/merges is unchanged */
+        json_object_del(json_object_get(full, "model"), "vocab");
+        json_object_del(json_object_get(full, "model"), "merges");
+        json_object_del(json_object_get(part, "model"), "vocab");
+        json_object_del(json_object_get(part, "model"), "merges");
+        ck_assert(json_equal(full, part));
+        json_decref(full);
+        json_decref(part);
+        free(rest);
+        free(ids);
+        tok_strlist_free(&keys);
+        tok_strlist_free(&pairs);
+        free(text);
+    }
+    /* malformed inputs are declined (the loader then reports jansson's error) */
+    const char *bad[] = {"{\"model\":{\"vocab\":{\"a\":01},\"merges\":[]}}", "{\"model\":{\"vocab\":{\"a\":0,\"a\":1},\"merges\":[]}}",
+                         "{\"model\":{\"vocab\":{\"a\\u0000\":0},\"merges\":[]}}", "{\"model\":{\"vocab\":{\"a\":0},\"merges\":[\"a\",[\"a\",\"a\"]]}}",
+                         "{\"model\":{\"vocab\":{\"\xff\":0},\"merges\":[]}}", "{\"model\":{\"vocab\":{}}}", "{\"model\":{\"vocab\":{\"a\":0},\"merges\":[\"a b\"",
+                         "[]", ""};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        tok_strlist keys, pairs;
+        int32_t *ids = NULL;
+        char *rest = NULL;
+        size_t rl;
+        ck_assert_msg(tok_json_fast_model(bad[b], strlen(bad[b]), &keys, &ids, &pairs, &rest, &rl) == 0, "accepted %s", bad[b]);
+        ck_assert_ptr_null(rest);
+        ck_assert_ptr_null(ids);
+    }
+    /* and the loader still gives jansson's verdict on them */
+    tok_tokenizer *t = NULL;
+    emoe_err err = {0};
+    ck_assert_int_eq(tok_load_json(bad[0], strlen(bad[0]), NULL, 0, "x", &t, &err), EMOE_EINVAL);
+    ck_assert_int_eq(tok_load_json(bad[6], strlen(bad[6]), NULL, 0, "x", &t, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, "line 1") != NULL, "%s", err.msg);
+}
+END_TEST
+
+/* Small tokenizers exercising the components the real fixtures do not
+ * (tests/data/tok_synth_cases.json, generated by the Hugging Face tokenizers
+ * library 0.23.2 itself via tests/data/gen_tok_cases.js): every encode, with
+ * and without special tokens, and every decode must match. */
+static void ids_eq(json_t *want, const int32_t *got, size_t n, const char *what, const char *name, const char *text)
+{
+    int same = n == json_array_size(want);
+    for (size_t k = 0; same && k < n; k++) same = got[k] == json_integer_value(json_array_get(want, k));
+    if (!same) {
+        char msg[1024];
+        int off = snprintf(msg, sizeof msg, "%s %s '%s': got", name, what, text);
+        for (size_t k = 0; k < n && off < 900; k++) off += snprintf(msg + off, sizeof msg - (size_t)off, " %d", got[k]);
+        char *w = json_dumps(want, JSON_COMPACT);
+        ck_abort_msg("%s want %s", msg, w);
+    }
+}
+
+static void decode_eq(tok_tokenizer *t, const int32_t *ids, size_t n, int skip, json_t *want, const char *name)
+{
+    char *out = NULL, *sout = NULL;
+    size_t ol = 0, sl = 0;
+    emoe_err err = {0};
+    ck_assert_msg(tok_decode(t, ids, n, skip, &out, &ol, &err) == EMOE_OK, "%s: %s", name, err.msg);
+    ck_assert_msg(ol == json_string_length(want) && !memcmp(out, json_string_value(want), ol),
+                  "%s decode(skip=%d): got '%s' want '%s'", name, skip, out, json_string_value(want));
+    if (!memmem(out, ol, "\xef\xbf\xbd", 3)) {
+        stream_decode(t, ids, n, skip, &sout, &sl);
+        ck_assert_msg(sl == ol && !memcmp(sout, out, ol), "%s stream(skip=%d): got '%s' want '%s'", name, skip, sout, out);
+        free(sout);
+    }
+    free(out);
+}
+
+START_TEST(test_synthetic_vs_hf)
+{
+    json_error_t je;
+    json_t *d = json_load_file("tests/data/tok_synth_cases.json", JSON_ALLOW_NUL, &je);
+    ck_assert_msg(d != NULL, "tests/data/tok_synth_cases.json: %s (run from the repository root)", je.text);
+    json_t *all = json_object_get(d, "tokenizers");
+    ck_assert_uint_ge(json_array_size(all), 9);
+    size_t ti, i;
+    json_t *tj, *c;
+    int n_cases = 0;
+    json_array_foreach(all, ti, tj) {
+        const char *name = json_string_value(json_object_get(tj, "name"));
+        json_t *js = json_object_get(tj, "json");
+        tok_tokenizer *t = NULL;
+        emoe_err err = {0};
+        ck_assert_msg(tok_load_json(json_string_value(js), json_string_length(js), NULL, 0, name, &t, &err) == EMOE_OK,
+                      "%s: %s", name, err.msg);
+        json_array_foreach(json_object_get(tj, "cases"), i, c) {
+            const char *text = json_string_value(json_object_get(c, "text"));
+            int32_t *ids = NULL;
+            size_t n = 0;
+            ck_assert_msg(tok_encode(t, text, strlen(text), 0, &ids, &n, &err) == EMOE_OK, "%s: %s", name, err.msg);
+            ids_eq(json_object_get(c, "ids"), ids, n, "ids", name, text);
+            free(ids);
+            ck_assert(tok_encode(t, text, strlen(text), 1, &ids, &n, &err) == EMOE_OK);
+            ids_eq(json_object_get(c, "ids_special"), ids, n, "ids with special tokens", name, text);
+            decode_eq(t, ids, n, 0, json_object_get(c, "decoded"), name);
+            decode_eq(t, ids, n, 1, json_object_get(c, "decoded_skip"), name);
+            free(ids);
+            n_cases++;
+        }
+        json_array_foreach(json_object_get(tj, "decodes"), i, c) {
+            json_t *wid = json_object_get(c, "ids");
+            int32_t ids[64];
+            size_t n = json_array_size(wid);
+            ck_assert_uint_le(n, 64);
+            for (size_t k = 0; k < n; k++) ids[k] = (int32_t)json_integer_value(json_array_get(wid, k));
+            decode_eq(t, ids, n, 0, json_object_get(c, "decoded"), name);
+            decode_eq(t, ids, n, 1, json_object_get(c, "decoded_skip"), name);
+        }
+        tok_free(t);
+    }
+    ck_assert_int_ge(n_cases, 200);
+    json_decref(d);
 }
 END_TEST
 
@@ -478,6 +644,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_property_llama2_stream);
     tcase_add_test(tc, test_tiny_moe_7task_loads);
     tcase_add_test(tc, test_load_errors);
+    tcase_add_test(tc, test_fast_json_equals_jansson);
+    tcase_add_test(tc, test_synthetic_vs_hf);
     tcase_add_test(tc, test_mini_merge);
     suite_add_tcase(s, tc);
     return s;
