@@ -13,6 +13,7 @@
  * where the family does it), SwiGLU experts, sigmoid-gated shared expert.
  */
 #include "engine/engine_internal.h"
+#include "engine/moe_plan.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -203,27 +204,6 @@ static void att_task(void *arg, int64_t b, int64_t e)
 
 /* ---- routing --------------------------------------------------------------- */
 
-typedef struct route {
-    int *ids;      /* (T, k) */
-    float *w;      /* (T, k) */
-} route;
-
-/* Picks top-k of probs (n) in descending order (ties: lower index first, as
- * torch.topk returns on CPU for distinct values). */
-static void topk(const float *probs, int n, int k, const unsigned char *allowed, int *ids, float *w)
-{
-    for (int j = 0; j < k; j++) { ids[j] = -1; w[j] = -1; }
-    for (int x = 0; x < n; x++) {
-        if (allowed && !allowed[x]) continue;
-        float p = probs[x];
-        int j = k;
-        while (j > 0 && (ids[j - 1] < 0 || p > w[j - 1])) j--;
-        if (j >= k) continue;
-        for (int m = k - 1; m > j; m--) { ids[m] = ids[m - 1]; w[m] = w[m - 1]; }
-        ids[j] = x;
-        w[j] = p;
-    }
-}
 
 /* ---- the step --------------------------------------------------------------- */
 
@@ -290,7 +270,7 @@ static void route_rows(eng_engine *e, int l, int T, step_buf *b)
         for (int x = 0; x < E; x++) pr[x] /= sum;
         int *ids = b->ids + (size_t)t * k;
         float *w = b->rw + (size_t)t * k;
-        topk(pr, E, k, NULL, ids, w);
+        eng_route_topk(pr, E, k, NULL, ids, w);
         float wsum = 0;
         for (int j = 0; j < k; j++) wsum += w[j];
         if (d->norm_topk)
@@ -304,7 +284,7 @@ static void route_rows(eng_engine *e, int l, int T, step_buf *b)
                 /* eMoE-style substitution: the best-ranked resident experts stand
                  * in, weights rescaled to the original top-k mass. */
                 if (p->prefetch) p->prefetch(p->ctx, l, missing, nm);
-                topk(pr, E, k, allowed, ids, w);
+                eng_route_topk(pr, E, k, allowed, ids, w);
                 float s2 = 0;
                 for (int j = 0; j < k; j++) s2 += w[j];
                 float target = d->norm_topk ? 1.0f : wsum;

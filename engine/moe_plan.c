@@ -13,6 +13,21 @@ static int grow(int **a, int *cap, int n)
     return 0;
 }
 
+void eng_route_topk(const float *probs, int n, int k, const unsigned char *allowed, int *ids, float *w)
+{
+    for (int j = 0; j < k; j++) { ids[j] = -1; w[j] = -1; }
+    for (int x = 0; x < n; x++) {
+        if (allowed && !allowed[x]) continue;
+        float p = probs[x];
+        int j = k;
+        while (j > 0 && (ids[j - 1] < 0 || p > w[j - 1])) j--;
+        if (j >= k) continue;
+        for (int m = k - 1; m > j; m--) { ids[m] = ids[m - 1]; w[m] = w[m - 1]; }
+        ids[j] = x;
+        w[j] = p;
+    }
+}
+
 int eng_moe_plan_build(eng_moe_plan *p, const int *ids, int T, int k, int n_experts)
 {
     if (T < 0 || k <= 0 || n_experts <= 0 || (T > 0 && k > INT32_MAX / T)) return -1;

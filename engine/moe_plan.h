@@ -15,6 +15,13 @@
 
 #include <stdint.h>
 
+/* Top-k of probs (n) in descending order into ids/w (k each); ties go to the
+ * lower index (as torch.topk returns on CPU for distinct values). `allowed`
+ * (n flags, or NULL) restricts the candidates: the substitute miss policy
+ * picks among resident experts only. Shared by every backend so that routing
+ * decisions are identical. Unfilled picks (fewer than k allowed) get id -1. */
+void eng_route_topk(const float *probs, int n, int k, const unsigned char *allowed, int *ids, float *w);
+
 typedef struct eng_moe_plan {
     int T, k, n_experts;
     int n_pairs;        /* T*k */

@@ -6,19 +6,7 @@
 
 int sched_buf_append(sched_buf *b, const char *s, size_t n)
 {
-    if (n == 0) return 0;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
+    return n == 0 ? 0 : emoe_buf_put(b, s, n);
 }
 
 void sched_buf_free(sched_buf *b)

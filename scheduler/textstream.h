@@ -11,10 +11,9 @@
 
 #include <stddef.h>
 
-typedef struct sched_buf {
-    char *p;
-    size_t n, cap;
-} sched_buf;
+#include "engine/common.h"
+
+typedef emoe_buf sched_buf; /* engine/common.h */
 
 /* Appends n bytes; returns 0, or -1 when out of memory. */
 int sched_buf_append(sched_buf *b, const char *s, size_t n);

@@ -462,22 +462,6 @@ static void cuda_stats(const eng_engine *e, eng_backend_stats *st)
 
 /* ---- the step --------------------------------------------------------------- */
 
-/* As forward.c topk: descending, ties to the lower index, `allowed` filter. */
-static void host_topk(const float *probs, int n, int k, const unsigned char *allowed, int *ids, float *w)
-{
-    for (int j = 0; j < k; j++) { ids[j] = -1; w[j] = -1; }
-    for (int x = 0; x < n; x++) {
-        if (allowed && !allowed[x]) continue;
-        float p = probs[x];
-        int j = k;
-        while (j > 0 && (ids[j - 1] < 0 || p > w[j - 1])) j--;
-        if (j >= k) continue;
-        for (int m = k - 1; m > j; m--) { ids[m] = ids[m - 1]; w[m] = w[m - 1]; }
-        ids[j] = x;
-        w[j] = p;
-    }
-}
-
 #define CK(x) do { if ((rc = (x)) != EMOE_OK) goto fail; } while (0)
 #define CUDA_CK(x) CUDA_TRY(rc, err, (x), fail)
 
@@ -531,7 +515,7 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
             float wsum = 0;
             for (int j = 0; j < k; j++) wsum += rw[j];
             float target = d->norm_topk ? 1.0f : wsum;
-            host_topk(w->h_probs + (size_t)t * E, E, k, allowed, ids, rw);
+            eng_route_topk(w->h_probs + (size_t)t * E, E, k, allowed, ids, rw);
             float s2 = 0;
             for (int j = 0; j < k; j++) s2 += rw[j];
             for (int j = 0; j < k; j++) rw[j] = rw[j] / s2 * target;
