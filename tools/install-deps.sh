@@ -9,7 +9,8 @@ apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates curl git jq python3 \
     libmicrohttpd-dev libjansson-dev liburing-dev check libsubunit-dev \
     libinih-dev libpcre2-dev libutf8proc-dev libsystemd-dev systemd \
-    clang libclang-rt-14-dev >/dev/null
+    clang libclang-rt-14-dev \
+    libcurl4-openssl-dev nginx-light gnuplot-nox >/dev/null
 # Node.js (for the openai npm client used by the server tests) where none is installed.
 command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
 echo "install-deps: done"
