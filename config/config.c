@@ -41,6 +41,8 @@ static const cfg_entry table[] = {
      "Simultaneous HTTP connections (each is served by its own thread, so a request can wait for tokens without blocking others)."},
     {"server", "cors_origins", CFG_T_LIST, OFF(server.cors_origins), SZ(server.cors_origins), 0, 0, NULL, "", 1,
      "Origins allowed by CORS (`*` or a comma-separated list). Empty = no CORS headers."},
+    {"server", "replica_id", CFG_T_STRING, OFF(server.replica_id), SZ(server.replica_id), 0, 0, NULL, "", 0,
+     "This replica's name, sent as `X-Emoe-Replica` on every response (printable ASCII, no spaces). Empty = hostname:port."},
     /* [model] */
     {"model", "path", CFG_T_STRING, OFF(model.path), SZ(model.path), 0, 0, NULL, "", 0,
      "Hugging Face model directory (config.json, safetensors, tokenizer.json). Required by `emoe serve`."},
@@ -487,6 +489,9 @@ emoe_status cfg_validate(const emoe_config *c, emoe_err *err)
                          "[scheduler] max_running (%d) is larger than max_batch_tokens (%d): decodes could not all fit a step",
                          c->scheduler.max_running, c->scheduler.max_batch_tokens);
     if (!c->server.host[0]) return emoe_errf(err, EMOE_EINVAL, "[server] host is empty");
+    k = (key_check){0};
+    check_key_word(c->server.replica_id, strlen(c->server.replica_id), &k);
+    if (k.bad) return emoe_errf(err, EMOE_EINVAL, "[server] replica_id: must be printable ASCII without spaces");
     return EMOE_OK;
 }
 

@@ -48,6 +48,7 @@ typedef struct emoe_config {
         double drain_timeout;             /* seconds SIGTERM waits for in-flight requests */
         int max_connections;
         char cors_origins[CFG_LIST_MAX];  /* empty = no CORS headers; "*" or a list */
+        char replica_id[CFG_STR_MAX];     /* X-Emoe-Replica; empty = hostname:port */
     } server;
     struct {
         char path[CFG_STR_MAX];

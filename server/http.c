@@ -25,6 +25,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "scheduler/textstream.h"
 
@@ -52,6 +53,7 @@ struct srv {
     pthread_mutex_t stat_mu;
     uint64_t http_by_class[6];   /* 1xx..5xx by first digit */
     uint64_t disconnects;
+    char replica[CFG_STR_MAX + 16]; /* X-Emoe-Replica: [server] replica_id or hostname:port */
 };
 
 enum route {
@@ -114,6 +116,7 @@ static void add_common_headers(srv *s, struct MHD_Connection *mc, struct MHD_Res
     char rid[32];
     snprintf(rid, sizeof rid, "%llu", (unsigned long long)c->rid);
     MHD_add_response_header(resp, "X-Request-Id", rid);
+    MHD_add_response_header(resp, "X-Emoe-Replica", s->replica);
     const char *origin = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin");
     if (!origin) return;
     char cors[CFG_LIST_MAX];
@@ -910,6 +913,13 @@ emoe_status srv_init(const emoe_config *cfg, srv **out, emoe_err *err)
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->server.port;
+    if (cfg->server.replica_id[0]) {
+        snprintf(s->replica, sizeof s->replica, "%s", cfg->server.replica_id);
+    } else {
+        char host[256] = "localhost";
+        if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
+        snprintf(s->replica, sizeof s->replica, "%s:%d", host, s->port);
+    }
     *out = s;
     return EMOE_OK;
 fail:

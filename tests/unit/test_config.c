@@ -208,6 +208,23 @@ START_TEST(reload_applies_only_reloadable)
 }
 END_TEST
 
+/* [server] replica_id goes into a response header: no spaces or control bytes. */
+START_TEST(replica_id_validated)
+{
+    emoe_config c;
+    cfg_init(&c);
+    emoe_err err = {0};
+    ck_assert_str_eq(c.server.replica_id, "");
+    ck_assert(cfg_set_override(&c, "server.replica_id=r0", &err) == EMOE_OK);
+    ck_assert_int_eq(cfg_validate(&c, &err), EMOE_OK);
+    ck_assert(cfg_set_override(&c, "server.replica_id=r 0", &err) == EMOE_OK);
+    ck_assert_int_eq(cfg_validate(&c, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, "replica_id") != NULL, "%s", err.msg);
+    snprintf(c.server.replica_id, sizeof c.server.replica_id, "r0\r\nX-Evil: 1");
+    ck_assert_int_eq(cfg_validate(&c, &err), EMOE_EINVAL);
+}
+END_TEST
+
 /* docs/configuration.md must be what `emoe config --markdown` prints now. */
 START_TEST(markdown_is_current)
 {
@@ -237,6 +254,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, overrides_and_validate);
     tcase_add_test(tc, dump_round_trips);
     tcase_add_test(tc, reload_applies_only_reloadable);
+    tcase_add_test(tc, replica_id_validated);
     tcase_add_test(tc, markdown_is_current);
     suite_add_tcase(s, tc);
     return s;
