@@ -4,7 +4,8 @@
 #  * config/emoe@.service passes `systemd-analyze verify` (as an instance);
 #  * 42 requests over 7 tasks (X-Emoe-Task): every response names its replica
 #    (X-Emoe-Replica), each task always lands on one replica, >= 2 replicas
-#    are used; requests without the header are served too;
+#    are used; requests without the header are served too; the openai npm
+#    client's defaultHeaders / per-request headers land on the same replicas;
 #  * kill -9 of the (idle) replica serving one task: the next requests of
 #    that task succeed on another replica with no client error (nginx's log
 #    shows the refused connect passed on), the other replicas' tasks stay put;
@@ -92,6 +93,22 @@ awk '{print $1, $3}' "$TMPD/map" | sort -u | tr '\n' ';'; echo
 NOHDR=$(req "" 3)
 check "a request without X-Emoe-Task is served ($NOHDR)" [ "${NOHDR%% *}" = 200 ]
 owner() { awk -v t="$1" '$1==t {print $3; exit}' "$TMPD/map"; }
+
+# The openai client's defaultHeaders (docs/deployment.md): same replicas as above.
+if command -v node >/dev/null && [ -d tests/e2e/node_modules/openai ]; then
+    # Two tasks on different replicas, so the per-request override is visible.
+    TA=c_code TB=
+    for t in $TASKS; do [ "$(owner $t)" != "$(owner $TA)" ] && TB=$t && break; done
+    EMOE_BASE=$BASE node tests/e2e/scale_out_client.mjs $TA $TB >"$TMPD/client.log" 2>&1
+    RC=$?
+    cat "$TMPD/client.log"
+    check "openai client (defaultHeaders, per-request headers) through nginx" [ $RC = 0 ]
+    for t in $TA $TB; do
+        check "openai client's $t landed on $(owner $t) like curl's" grep -q "^$t $(owner $t)\$" "$TMPD/client.log"
+    done
+else
+    echo "SKIP (part): the openai client check needs node and tests/e2e/node_modules (cd tests/e2e && npm install)"
+fi
 
 # 2. kill -9 the idle replica serving the first task; its next requests succeed elsewhere.
 T1=$(echo $TASKS | cut -d' ' -f1)
