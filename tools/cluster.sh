@@ -34,7 +34,7 @@ usage() {
 CMD=${1:-}
 [ -n "$CMD" ] || usage
 shift
-REPLICAS= PORT= DIR= TIMEOUT=
+REPLICAS='' PORT='' DIR='' TIMEOUT=''
 while [ $# -gt 0 ]; do
     case $1 in
     --replicas) REPLICAS=${2:-}; shift 2 ;;

@@ -2,6 +2,7 @@
 # scale_out.sh — 3 emoe replicas behind nginx (tools/cluster.sh with the
 # shipped config/nginx/emoe.conf), all on loopback as the test user:
 #  * config/emoe@.service passes `systemd-analyze verify` (as an instance);
+#    config/k8s renders with `kubectl kustomize` (where kubectl is installed);
 #  * 42 requests over 7 tasks (X-Emoe-Task): every response names its replica
 #    (X-Emoe-Replica), each task always lands on one replica, >= 2 replicas
 #    are used; requests without the header are served too; the openai npm
@@ -39,6 +40,17 @@ if command -v systemd-analyze >/dev/null; then
     [ -z "$OUT" ] || echo "$OUT"
 else
     echo "SKIP (part): systemd-analyze is not installed (apt package: systemd)"
+fi
+
+# The Kubernetes manifests are not run here (no cluster); check that they render.
+if command -v kubectl >/dev/null; then
+    kubectl kustomize config/k8s >"$TMPD/k8s.yaml" 2>&1; RC=$?
+    check "kubectl kustomize config/k8s renders" [ $RC = 0 ]
+    check "config/k8s: the Ingress hashes on X-Emoe-Task" grep -qF 'upstream-hash-by: $http_x_emoe_task' "$TMPD/k8s.yaml"
+    check "config/k8s: readiness on /health" grep -q 'path: /health' "$TMPD/k8s.yaml"
+    check "config/k8s: a GPU request" grep -q 'nvidia.com/gpu: 1' "$TMPD/k8s.yaml"
+else
+    echo "SKIP (part): kubectl is not installed (config/k8s syntax check)"
 fi
 
 MODEL=${EMOE_SHARED}/models/tiny-moe-7task
@@ -148,7 +160,7 @@ for i in $(seq 1 100); do
 done
 kill -KILL "$(cat "$RUN/replica-$R2.pid")"
 wait $LONG
-read -r LST LREP <"$TMPD/long"
+read -r LST _ <"$TMPD/long"
 check "request in flight on $R2 when it died: 502 ($LST)" [ "$LST" = 502 ]
 check "the 502 carries the OpenAI-style error" python3 -c "
 import json,sys; e=json.load(open('$TMPD/out'))['error']; sys.exit(0 if e['code']=='upstream_unavailable' else 1)"
