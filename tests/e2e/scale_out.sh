@@ -5,7 +5,8 @@
 #    config/k8s renders with `kubectl kustomize` (where kubectl is installed);
 #  * 42 requests over 7 tasks (X-Emoe-Task): every response names its replica
 #    (X-Emoe-Replica), each task always lands on one replica, >= 2 replicas
-#    are used; requests without the header are served too; the openai npm
+#    are used; requests without the header are served too; a 2 MiB body
+#    passes, one over 4 MiB gets 413; the openai npm
 #    client's defaultHeaders / per-request headers land on the same replicas;
 #  * kill -9 of the (idle) replica serving one task: the next requests of
 #    that task succeed on another replica with no client error (nginx's log
@@ -104,6 +105,16 @@ check "at least 2 replicas used ($USED)" [ "$USED" -ge 2 ]
 awk '{print $1, $3}' "$TMPD/map" | sort -u | tr '\n' ';'; echo
 NOHDR=$(req "" 3)
 check "a request without X-Emoe-Task is served ($NOHDR)" [ "${NOHDR%% *}" = 200 ]
+# Body limits: nginx buffers a 2 MiB body to its temp dir and passes it on;
+# above [server] max_body (4 MiB) it answers 413 itself.
+python3 -c "import json; print(json.dumps({'prompt': [5, 6], 'max_tokens': 1, 'pad': 'x' * (2 << 20)}))" >"$TMPD/big2"
+python3 -c "import json; print(json.dumps({'prompt': [5, 6], 'max_tokens': 1, 'pad': 'x' * (4 << 20)}))" >"$TMPD/big4"
+ST2=$(curl -s -m 60 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -H 'X-Emoe-Task: quotes' \
+    --data-binary @"$TMPD/big2" "$BASE/v1/completions")
+check "a 2 MiB body passes through nginx ($ST2)" [ "$ST2" = 200 ]
+ST4=$(curl -s -m 60 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary @"$TMPD/big4" "$BASE/v1/completions")
+check "a body over 4 MiB gets 413 ($ST4)" [ "$ST4" = 413 ]
 owner() { awk -v t="$1" '$1==t {print $3; exit}' "$TMPD/map"; }
 
 # The openai client's defaultHeaders (docs/deployment.md): same replicas as above.
