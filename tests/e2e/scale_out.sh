@@ -14,6 +14,8 @@
 #  * kill -9 of a replica while it runs a request: that request gets nginx's
 #    502 JSON error and is not retried on another replica (it had started);
 #    the killed replica's tasks then go to the last replica;
+#  * SSE streams pass through; the balancer's /health stays 200 while one
+#    replica is left;
 #  * tools/cluster.sh down stops nginx and the replicas and removes the pid files.
 # Model: ../shared/models/tiny-moe-7task if present, else `emoe mkmodel`.
 cd "$(dirname "$0")/../.."
@@ -115,6 +117,12 @@ check "a 2 MiB body passes through nginx ($ST2)" [ "$ST2" = 200 ]
 ST4=$(curl -s -m 60 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
     --data-binary @"$TMPD/big4" "$BASE/v1/completions")
 check "a body over 4 MiB gets 413 ($ST4)" [ "$ST4" = 413 ]
+# SSE through the balancer (proxy_buffering off): events and the final [DONE].
+curl -s -N -m 60 -H 'Content-Type: application/json' -H 'X-Emoe-Task: quotes' \
+    --data '{"prompt":[5,17,29],"max_tokens":4,"temperature":0,"ignore_eos":true,"stream":true}' \
+    "$BASE/v1/completions" >"$TMPD/sse"
+check "a streamed request through nginx: 4 token events and [DONE]" \
+    [ "$(grep -c '^data: {' "$TMPD/sse")" -ge 4 -a "$(grep -c '^data: \[DONE\]' "$TMPD/sse")" = 1 ]
 owner() { awk -v t="$1" '$1==t {print $3; exit}' "$TMPD/map"; }
 
 # The openai client's defaultHeaders (docs/deployment.md): same replicas as above.
@@ -182,6 +190,7 @@ LAST=$(for id in r0 r1 r2; do [ "$id" != "$R1" ] && [ "$id" != "$R2" ] && echo $
 for t in $TASKS; do echo "$t $(req "$t" 3)" >>"$TMPD/after2"; done
 check "then all 7 tasks answered 200 by the last replica $LAST" \
     [ "$(awk -v r="$LAST" '$2==200 && $3==r' "$TMPD/after2" | wc -l)" = 7 ]
+check "balancer /health is still 200 with one replica left" [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health")" = 200 ]
 [ $FAILS = 0 ] || { cat "$TMPD/map" "$TMPD/after1" "$TMPD/after2"; tail -n 20 "$RUN/nginx-access.log" "$RUN/nginx-error.log"; }
 
 # 4. down.
