@@ -117,12 +117,15 @@ check "a 2 MiB body passes through nginx ($ST2)" [ "$ST2" = 200 ]
 ST4=$(curl -s -m 60 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
     --data-binary @"$TMPD/big4" "$BASE/v1/completions")
 check "a body over 4 MiB gets 413 ($ST4)" [ "$ST4" = 413 ]
-# SSE through the balancer (proxy_buffering off): events and the final [DONE].
+# SSE through the balancer (proxy_buffering off): the 4 tokens' events and [DONE].
 curl -s -N -m 60 -H 'Content-Type: application/json' -H 'X-Emoe-Task: quotes' \
-    --data '{"prompt":[5,17,29],"max_tokens":4,"temperature":0,"ignore_eos":true,"stream":true}' \
+    --data '{"prompt":[5,17,29],"max_tokens":4,"temperature":0,"ignore_eos":true,"stream":true,"return_token_ids":true}' \
     "$BASE/v1/completions" >"$TMPD/sse"
-check "a streamed request through nginx: 4 token events and [DONE]" \
-    [ "$(grep -c '^data: {' "$TMPD/sse")" -ge 4 -a "$(grep -c '^data: \[DONE\]' "$TMPD/sse")" = 1 ]
+check "a streamed request through nginx: events with 4 token ids, then [DONE]" python3 -c "
+import json, sys
+ev = [l[6:] for l in open('$TMPD/sse').read().splitlines() if l.startswith('data: ')]
+ids = sum(len(json.loads(e)['choices'][0].get('token_ids') or []) for e in ev[:-1])
+sys.exit(0 if ev and ev[-1] == '[DONE]' and ids == 4 else 1)"
 owner() { awk -v t="$1" '$1==t {print $3; exit}' "$TMPD/map"; }
 
 # The openai client's defaultHeaders (docs/deployment.md): same replicas as above.
@@ -173,7 +176,7 @@ for t in $TASKS; do o=$(awk -v t="$t" '$1==t {print $3; exit}' "$TMPD/after1"); 
 P2=$(cat "$RUN/replica-$R2.port")
 req "$T2" 1900 >"$TMPD/long" &
 LONG=$!
-for i in $(seq 1 100); do
+for i in $(seq 1 400); do
     [ "$(curl -s -m 5 "http://127.0.0.1:$P2/metrics" | awk '$1=="emoe_requests_running" {print $2}')" = 1 ] && break
     sleep 0.05
 done
