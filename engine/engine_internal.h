@@ -45,6 +45,7 @@ struct eng_engine {
     void *cb_user;
     float *inv_freq;          /* (head_dim/2) rotary frequencies, float32 as HF computes them */
     void *bs;                 /* backend state (be->init), NULL on the CPU backend */
+    unsigned char *ck_touched; /* (n_layers*n_experts) checkpoint experts used once (page-cache advice given) */
 };
 
 struct eng_seq {

@@ -5,3 +5,12 @@ ifeq ($(shell uname -m),x86_64)
 $(BUILD)/engine/matmul_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/engine/matmul_avx512.o: CFLAGS += -mavx512f -mavx2 -mfma -mf16c
 endif
+
+.PHONY: bench-cpu
+$(BUILD)/bench_membw: tests/bench/bench_membw.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread $(if $(filter x86_64,$(shell uname -m)),-mavx2) $< -o $@
+
+# make bench-cpu [BENCH_CPU_DIR=/tmp/emoe-bench-cpu] [BENCH_CPU_THREADS=2]
+bench-cpu: $(BUILD)/emoe $(BUILD)/bench_membw
+	BUILD_DIR=$(BUILD) bash tools/bench-cpu.sh
