@@ -158,6 +158,14 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
     if (!e->ck_touched) { rc = emoe_errf(err, EMOE_ENOMEM, "out of memory"); goto fail; }
     e->max_ctx = e->d.max_ctx;
     if (opts && opts->max_ctx > 0 && opts->max_ctx < e->max_ctx) e->max_ctx = opts->max_ctx;
+    e->kv_dtype = ENG_DT_F32;
+    if (opts && opts->kv_dtype) {
+        if (opts->kv_dtype != ENG_DT_F16 && opts->kv_dtype != ENG_DT_BF16) {
+            rc = emoe_errf(err, EMOE_EINVAL, "kv_dtype %d is not f32, f16 or bf16", opts->kv_dtype);
+            goto fail;
+        }
+        e->kv_dtype = (eng_dtype)opts->kv_dtype;
+    }
     e->pool = eng_pool_new(opts ? opts->n_threads : 0);
     int half = e->d.head_dim / 2;
     e->inv_freq = malloc(sizeof(float) * (size_t)half);
@@ -259,12 +267,12 @@ int eng_seq_reserve(eng_seq *s, int n)
     int cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
     if (cap > s->max_len) cap = s->max_len;
-    size_t kvd = (size_t)s->e->d.n_kv_heads * (size_t)s->e->d.head_dim;
+    size_t kvd = (size_t)s->e->d.n_kv_heads * (size_t)s->e->d.head_dim, es = eng_dtype_size(s->e->kv_dtype);
     for (int l = 0; l < s->e->d.n_layers; l++) {
-        float *k = realloc(s->k[l], sizeof(float) * kvd * (size_t)cap);
+        void *k = realloc(s->k[l], es * kvd * (size_t)cap);
         if (!k) return -1;
         s->k[l] = k;
-        float *v = realloc(s->v[l], sizeof(float) * kvd * (size_t)cap);
+        void *v = realloc(s->v[l], es * kvd * (size_t)cap);
         if (!v) return -1;
         s->v[l] = v;
     }

@@ -68,6 +68,7 @@ typedef struct att_ctx {
     eng_seq **row_seq;   /* per row: its sequence */
     const int *row_pos;  /* per row: its position */
     int max_len;
+    eng_dtype kv_dtype;  /* of the sequences' k/v */
 } att_ctx;
 
 static void att_task(void *arg, int64_t b, int64_t e)
@@ -78,16 +79,20 @@ static void att_task(void *arg, int64_t b, int64_t e)
     float *sc = malloc(sizeof(float) * (size_t)c->max_len);
     if (!sc) return;
     float scale = 1.0f / sqrtf((float)hd);
-    float (*dot_f32)(const float *, const float *, int) = eng_mm_active()->dot_f32;
+    eng_mm_tile_fn scores = eng_mm_active()->tile[c->kv_dtype];
+    size_t es = eng_dtype_size(c->kv_dtype);
     for (int64_t i = b; i < e; i++) {
         int t = (int)(i / d->n_heads), h = (int)(i % d->n_heads), kh = h / grp;
         const eng_seq *s = c->row_seq[t];
         int pos = c->row_pos[t];
         const float *q = c->q + (size_t)t * qd + (size_t)h * hd;
-        const float *K = s->k[c->layer], *V = s->v[c->layer];
+        const char *K = (const char *)s->k[c->layer] + (size_t)kh * hd * es;
+        const char *V = (const char *)s->v[c->layer] + (size_t)kh * hd * es;
+        /* q against positions 0..pos of this kv head: rows of stride kvd. */
+        scores(q, (size_t)hd, 1, K, (size_t)kvd, pos + 1, hd, sc, 1);
         float mx = -INFINITY;
         for (int j = 0; j <= pos; j++) {
-            sc[j] = dot_f32(q, K + (size_t)j * kvd + (size_t)kh * hd, hd) * scale;
+            sc[j] *= scale;
             if (sc[j] > mx) mx = sc[j];
         }
         float sum = 0;
@@ -96,8 +101,13 @@ static void att_task(void *arg, int64_t b, int64_t e)
         for (int x = 0; x < hd; x++) o[x] = 0;
         for (int j = 0; j <= pos; j++) {
             float p = sc[j] / sum;
-            const float *vv = V + (size_t)j * kvd + (size_t)kh * hd;
-            for (int x = 0; x < hd; x++) o[x] += p * vv[x];
+            const void *vv = V + (size_t)j * kvd * es;
+            if (c->kv_dtype == ENG_DT_F32)
+                for (int x = 0; x < hd; x++) o[x] += p * ((const float *)vv)[x];
+            else if (c->kv_dtype == ENG_DT_BF16)
+                for (int x = 0; x < hd; x++) o[x] += p * eng_bf16_to_f32(((const uint16_t *)vv)[x]);
+            else
+                for (int x = 0; x < hd; x++) o[x] += p * eng_f16_to_f32(((const uint16_t *)vv)[x]);
         }
     }
     free(sc);
@@ -334,10 +344,11 @@ static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, 
             for (int h = 0; h < d->n_heads; h++) rope(q + h * hd, hd, b.row_pos[t], e->inv_freq);
             for (int h = 0; h < d->n_kv_heads; h++) rope(k + h * hd, hd, b.row_pos[t], e->inv_freq);
             eng_seq *s = b.row_seq[t];
-            memcpy(s->k[l] + (size_t)b.row_pos[t] * kvd, k, sizeof(float) * (size_t)kvd);
-            memcpy(s->v[l] + (size_t)b.row_pos[t] * kvd, b.v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+            size_t at = (size_t)b.row_pos[t] * kvd * eng_dtype_size(e->kv_dtype);
+            eng_f32_store(e->kv_dtype, k, kvd, (char *)s->k[l] + at);
+            eng_f32_store(e->kv_dtype, b.v + (size_t)t * kvd, kvd, (char *)s->v[l] + at);
         }
-        att_ctx ac = {d, l, b.q, b.att, b.row_seq, b.row_pos, max_len};
+        att_ctx ac = {d, l, b.q, b.att, b.row_seq, b.row_pos, max_len, e->kv_dtype};
         eng_pool_run(e->pool, (int64_t)T * d->n_heads, 1, att_task, &ac);
         matmul(e->pool, b.att, T, qd, &L->wo, NULL, b.tmp);
         for (size_t i = 0; i < (size_t)T * dim; i++) b.x[i] += b.tmp[i];

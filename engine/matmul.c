@@ -46,25 +46,28 @@ static float dot_f16_scalar(const float *a, const uint16_t *w, int n)
     return r;
 }
 
-static void tile_f32_scalar(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy)
+static void tile_f32_scalar(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                             size_t ldy)
 {
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
-            y[(size_t)t * ldy + r] = dot_f32_scalar(x + (size_t)t * ldx, (const float *)w + (size_t)r * K, K);
+            y[(size_t)t * ldy + r] = dot_f32_scalar(x + (size_t)t * ldx, (const float *)w + (size_t)r * ldw, K);
 }
 
-static void tile_bf16_scalar(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy)
+static void tile_bf16_scalar(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                             size_t ldy)
 {
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
-            y[(size_t)t * ldy + r] = dot_bf16_scalar(x + (size_t)t * ldx, (const uint16_t *)w + (size_t)r * K, K);
+            y[(size_t)t * ldy + r] = dot_bf16_scalar(x + (size_t)t * ldx, (const uint16_t *)w + (size_t)r * ldw, K);
 }
 
-static void tile_f16_scalar(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy)
+static void tile_f16_scalar(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                             size_t ldy)
 {
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
-            y[(size_t)t * ldy + r] = dot_f16_scalar(x + (size_t)t * ldx, (const uint16_t *)w + (size_t)r * K, K);
+            y[(size_t)t * ldy + r] = dot_f16_scalar(x + (size_t)t * ldx, (const uint16_t *)w + (size_t)r * ldw, K);
 }
 
 const eng_mm_kernels eng_mm_scalar_kernels = {
@@ -149,7 +152,7 @@ void eng_mm_job_rows(const eng_mm_job *j, int64_t r0, int64_t r1)
     const eng_mm_kernels *k = eng_mm_active();
     size_t es = eng_dtype_size(j->W->dtype);
     const char *w = (const char *)j->W->data + (size_t)r0 * (size_t)j->K * es;
-    k->tile[j->W->dtype](j->x, j->ldx, j->T, w, (int)(r1 - r0), j->K, j->y + r0, j->ldy);
+    k->tile[j->W->dtype](j->x, j->ldx, j->T, w, (size_t)j->K, (int)(r1 - r0), j->K, j->y + r0, j->ldy);
     if (j->bias && j->bias->data)
         for (int64_t r = r0; r < r1; r++) {
             float bv;

@@ -34,9 +34,10 @@ typedef enum eng_mm_isa {
     ENG_MM_ISA_COUNT
 } eng_mm_isa;
 
-/* y[t*ldy + r] = sum_k x[t*ldx + k] * w[r*K + k], t < T, r < R. w points at row 0
- * of the R rows (row stride K elements) in the tile's dtype. */
-typedef void (*eng_mm_tile_fn)(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy);
+/* y[t*ldy + r] = sum_k x[t*ldx + k] * w[r*ldw + k], t < T, r < R, k < K. w points
+ * at row 0 of the R rows (row stride ldw >= K elements) in the tile's dtype. */
+typedef void (*eng_mm_tile_fn)(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                               size_t ldy);
 
 typedef struct eng_mm_kernels {
     const char *name;

@@ -45,8 +45,8 @@ TILE_INLINE float KNAME(convw)(int dt, const void *w, size_t i)
     return ((const float *)w)[i];
 }
 
-/* y[t*ldy + r] = x_t . w_r for t < TB, r < RB; rows of w have stride K. */
-TILE_INLINE void KNAME(block)(const float *x, size_t ldx, const void *w, int K, float *y, size_t ldy,
+/* y[t*ldy + r] = x_t . w_r for t < TB, r < RB; rows of w have stride ldw. */
+TILE_INLINE void KNAME(block)(const float *x, size_t ldx, const void *w, size_t ldw, int K, float *y, size_t ldy,
                               const int TB, const int RB, const int U, const int dt)
 {
     V acc[4][4][4];
@@ -62,7 +62,7 @@ TILE_INLINE void KNAME(block)(const float *x, size_t ldx, const void *w, int K, 
         for (int u = 0; u < U; u++) {
             V wv[4];
 #pragma GCC unroll 4
-            for (int r = 0; r < RB; r++) wv[r] = KNAME(loadw)(dt, w, (size_t)r * (size_t)K + (size_t)(k + u * VW));
+            for (int r = 0; r < RB; r++) wv[r] = KNAME(loadw)(dt, w, (size_t)r * ldw + (size_t)(k + u * VW));
 #pragma GCC unroll 4
             for (int t = 0; t < TB; t++) {
                 V xv = VLOAD(x + (size_t)t * ldx + (size_t)(k + u * VW));
@@ -75,7 +75,7 @@ TILE_INLINE void KNAME(block)(const float *x, size_t ldx, const void *w, int K, 
         for (; k + VW <= K; k += VW) {
             V wv[4];
 #pragma GCC unroll 4
-            for (int r = 0; r < RB; r++) wv[r] = KNAME(loadw)(dt, w, (size_t)r * (size_t)K + (size_t)k);
+            for (int r = 0; r < RB; r++) wv[r] = KNAME(loadw)(dt, w, (size_t)r * ldw + (size_t)k);
 #pragma GCC unroll 4
             for (int t = 0; t < TB; t++) {
                 V xv = VLOAD(x + (size_t)t * ldx + (size_t)k);
@@ -91,15 +91,15 @@ TILE_INLINE void KNAME(block)(const float *x, size_t ldx, const void *w, int K, 
 #pragma GCC unroll 4
             for (int u = 1; u < U; u++) s = VADD(s, acc[u][t][r]);
             float f = VHSUM(s);
-            for (int i = k; i < K; i++) f += x[(size_t)t * ldx + (size_t)i] * KNAME(convw)(dt, w, (size_t)r * (size_t)K + (size_t)i);
+            for (int i = k; i < K; i++) f += x[(size_t)t * ldx + (size_t)i] * KNAME(convw)(dt, w, (size_t)r * ldw + (size_t)i);
             y[(size_t)t * ldy + (size_t)r] = f;
         }
 }
 
 /* All T tokens against R rows: blocks of 4 rows x 4 tokens, then the leftover
  * 1-3 tokens of each row block with narrower blocks, then leftover rows. */
-TILE_INLINE void KNAME(tile)(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy,
-                             const int dt)
+TILE_INLINE void KNAME(tile)(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                             size_t ldy, const int dt)
 {
     size_t es = dt == ENG_DT_F32 ? 4 : 2;
     int r = 0;
@@ -107,55 +107,58 @@ TILE_INLINE void KNAME(tile)(const float *x, size_t ldx, int T, const void *w, i
         int t = 0;
         for (; t + 4 <= T; t += 4)
             for (int rr = 0; rr < 4; rr += RB_FOR_TB(4))
-                KNAME(block)(x + (size_t)t * ldx, ldx, (const char *)w + (size_t)(r + rr) * (size_t)K * es, K,
+                KNAME(block)(x + (size_t)t * ldx, ldx, (const char *)w + (size_t)(r + rr) * ldw * es, ldw, K,
                              y + (size_t)t * ldy + (size_t)(r + rr), ldy, 4, RB_FOR_TB(4), 1, dt);
         const float *xt = x + (size_t)t * ldx;
         float *yt = y + (size_t)t * ldy;
         switch (T - t) {
         case 3:
             for (int rr = 0; rr < 4; rr += RB_FOR_TB(3))
-                KNAME(block)(xt, ldx, (const char *)w + (size_t)(r + rr) * (size_t)K * es, K, yt + r + rr, ldy, 3,
+                KNAME(block)(xt, ldx, (const char *)w + (size_t)(r + rr) * ldw * es, ldw, K, yt + r + rr, ldy, 3,
                              RB_FOR_TB(3), 1, dt);
             break;
         case 2:
             for (int rr = 0; rr < 4; rr += RB_FOR_TB(2))
-                KNAME(block)(xt, ldx, (const char *)w + (size_t)(r + rr) * (size_t)K * es, K, yt + r + rr, ldy, 2,
+                KNAME(block)(xt, ldx, (const char *)w + (size_t)(r + rr) * ldw * es, ldw, K, yt + r + rr, ldy, 2,
                              RB_FOR_TB(2), 1, dt);
             break;
         case 1:
             for (int rr = 0; rr < 4; rr += RB_FOR_TB(1))
-                KNAME(block)(xt, ldx, (const char *)w + (size_t)(r + rr) * (size_t)K * es, K, yt + r + rr, ldy, 1,
+                KNAME(block)(xt, ldx, (const char *)w + (size_t)(r + rr) * ldw * es, ldw, K, yt + r + rr, ldy, 1,
                              RB_FOR_TB(1), 2, dt);
             break;
         default: break;
         }
     }
     for (; r < R; r++) {
-        const char *wr = (const char *)w + (size_t)r * (size_t)K * es;
+        const char *wr = (const char *)w + (size_t)r * ldw * es;
         int t = 0;
-        for (; t + 4 <= T; t += 4) KNAME(block)(x + (size_t)t * ldx, ldx, wr, K, y + (size_t)t * ldy + r, ldy, 4, 1, 2, dt);
-        for (; t < T; t++) KNAME(block)(x + (size_t)t * ldx, ldx, wr, K, y + (size_t)t * ldy + r, ldy, 1, 1, 4, dt);
+        for (; t + 4 <= T; t += 4) KNAME(block)(x + (size_t)t * ldx, ldx, wr, ldw, K, y + (size_t)t * ldy + r, ldy, 4, 1, 2, dt);
+        for (; t < T; t++) KNAME(block)(x + (size_t)t * ldx, ldx, wr, ldw, K, y + (size_t)t * ldy + r, ldy, 1, 1, 4, dt);
     }
 }
 
-static void KNAME(tile_f32)(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy)
+static void KNAME(tile_f32)(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                             size_t ldy)
 {
-    KNAME(tile)(x, ldx, T, w, R, K, y, ldy, ENG_DT_F32);
+    KNAME(tile)(x, ldx, T, w, ldw, R, K, y, ldy, ENG_DT_F32);
 }
 
-static void KNAME(tile_bf16)(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy)
+static void KNAME(tile_bf16)(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                             size_t ldy)
 {
-    KNAME(tile)(x, ldx, T, w, R, K, y, ldy, ENG_DT_BF16);
+    KNAME(tile)(x, ldx, T, w, ldw, R, K, y, ldy, ENG_DT_BF16);
 }
 
-static void KNAME(tile_f16)(const float *x, size_t ldx, int T, const void *w, int R, int K, float *y, size_t ldy)
+static void KNAME(tile_f16)(const float *x, size_t ldx, int T, const void *w, size_t ldw, int R, int K, float *y,
+                             size_t ldy)
 {
-    KNAME(tile)(x, ldx, T, w, R, K, y, ldy, ENG_DT_F16);
+    KNAME(tile)(x, ldx, T, w, ldw, R, K, y, ldy, ENG_DT_F16);
 }
 
 static float KNAME(dot_f32)(const float *a, const float *b, int n)
 {
     float out;
-    KNAME(block)(a, 0, b, n, &out, 0, 1, 1, 4, ENG_DT_F32);
+    KNAME(block)(a, 0, b, (size_t)n, n, &out, 0, 1, 1, 4, ENG_DT_F32);
     return out;
 }

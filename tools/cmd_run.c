@@ -12,6 +12,7 @@
 
 #include "engine/cache.h"
 #include "engine/engine.h"
+#include "engine/matmul.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "tools/args.h"
@@ -29,7 +30,8 @@ static void usage(FILE *f)
             "  --top-p P  --top-k K  --min-p P  --seed S\n"
             "  --presence-penalty X  --frequency-penalty X\n"
             "  --ignore-eos           do not stop at the model's EOS tokens\n"
-            "  --threads N            worker threads (default: all CPUs)\n"
+            "  --threads N            worker threads (default: physical cores)\n"
+            "  --kv-dtype T           KV cache element type: f32 (default), f16, bf16\n"
             "  --backend B            cpu | cuda | auto (default cpu)\n"
             "  --gpu-budget MB        CUDA: device memory for expert slots (default: as much as fits)\n"
             "  --json                 print one JSON object (ids, last logits, routing, timing)\n"
@@ -68,6 +70,7 @@ int cmd_run(int argc, char **argv)
     int json = 0, ignore_eos = 0;
     eng_backend_kind backend = ENG_BACKEND_CPU;
     long long gpu_budget_mb = 0;
+    int kv_dtype = ENG_DT_F32;
     eng_sampling sp;
     eng_sampling_default(&sp);
     double dv;
@@ -91,6 +94,13 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("run", a, v, 0, 256, &threads)) return 2; }
         else if (!strcmp(a, "--backend")) { VAL(); if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe run: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; } }
         else if (!strcmp(a, "--gpu-budget")) { VAL(); if (arg_int("run", a, v, 1, 1LL << 30, &gpu_budget_mb)) return 2; }
+        else if (!strcmp(a, "--kv-dtype")) {
+            VAL();
+            if (!strcmp(v, "f32")) kv_dtype = ENG_DT_F32;
+            else if (!strcmp(v, "f16")) kv_dtype = ENG_DT_F16;
+            else if (!strcmp(v, "bf16")) kv_dtype = ENG_DT_BF16;
+            else { fprintf(stderr, "emoe run: --kv-dtype: expected f32, f16 or bf16, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
@@ -127,7 +137,8 @@ int cmd_run(int argc, char **argv)
 
     emoe_err err = {0};
     eng_engine *e = NULL;
-    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = (uint64_t)gpu_budget_mb << 20};
+    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = (uint64_t)gpu_budget_mb << 20,
+                        .kv_dtype = kv_dtype};
     int rc = 1;
     eng_seq *seq = NULL;
     eng_sampler *smp = NULL;
@@ -199,6 +210,7 @@ int cmd_run(int argc, char **argv)
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         json_object_set_new(tm, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
+        json_object_set_new(tm, "cpu_kernels", json_string(eng_mm_isa_name(eng_mm_isa_active())));
         json_object_set_new(o, "timing", tm);
         if (cache) {
             cache_stats cs;

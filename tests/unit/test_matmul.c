@@ -29,14 +29,16 @@ static uint16_t rnd_weight_bits(eng_dtype dt)
 
 typedef struct wmat {
     eng_dtype dt;
-    void *data;    /* R*K in dt */
-    double *dec;   /* R*K decoded */
+    size_t ld;     /* row stride (elements) */
+    void *data;    /* R*ld in dt */
+    double *dec;   /* R*ld decoded */
 } wmat;
 
-static wmat make_w(eng_dtype dt, int R, int K)
+static wmat make_w_ld(eng_dtype dt, int R, int K, size_t ld)
 {
-    wmat m = {dt, malloc((size_t)R * K * 4 + 4), malloc(sizeof(double) * ((size_t)R * K + 1))};
-    for (size_t i = 0; i < (size_t)R * K; i++) {
+    wmat m = {dt, ld, malloc((size_t)R * ld * 4 + 4), malloc(sizeof(double) * ((size_t)R * ld + 1))};
+    (void)K;
+    for (size_t i = 0; i < (size_t)R * ld; i++) {
         if (dt == ENG_DT_F32) {
             float f = rndf() * 2.0f;
             ((float *)m.data)[i] = f;
@@ -50,6 +52,8 @@ static wmat make_w(eng_dtype dt, int R, int K)
     return m;
 }
 
+static wmat make_w(eng_dtype dt, int R, int K) { return make_w_ld(dt, R, K, (size_t)K); }
+
 /* Checks y (T, R; ldy) against the reference; returns the worst error / bound. */
 static double check_y(const float *x, size_t ldx, const wmat *w, int T, int R, int K, const float *bias, const float *y,
                       size_t ldy, const char *what)
@@ -59,7 +63,7 @@ static double check_y(const float *x, size_t ldx, const wmat *w, int T, int R, i
         for (int r = 0; r < R; r++) {
             double ref = bias ? bias[r] : 0, mag = bias ? fabs(bias[r]) : 0;
             for (int k = 0; k < K; k++) {
-                double p = (double)x[(size_t)t * ldx + k] * w->dec[(size_t)r * K + k];
+                double p = (double)x[(size_t)t * ldx + k] * w->dec[(size_t)r * w->ld + k];
                 ref += p;
                 mag += fabs(p);
             }
@@ -98,12 +102,13 @@ START_TEST(every_variant_matches_reference)
                     for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
                         int T = Ts[ti], R = Rs[ri], K = Ks[ki];
                         size_t ldx = (size_t)K + 3, ldy = (size_t)R + 2;
-                        wmat w = make_w(dts[di], R, K);
+                        size_t ldw = (size_t)K + (ti & 1 ? 0 : 5); /* half the cases strided (attention's K rows) */
+                        wmat w = make_w_ld(dts[di], R, K, ldw);
                         float *x = malloc(sizeof(float) * ldx * (size_t)T);
                         float *y = malloc(sizeof(float) * ldy * (size_t)T);
                         for (size_t i = 0; i < ldx * (size_t)T; i++) x[i] = rndf();
                         for (size_t i = 0; i < ldy * (size_t)T; i++) y[i] = -12345.0f;
-                        kn->tile[dts[di]](x, ldx, T, w.data, R, K, y, ldy);
+                        kn->tile[dts[di]](x, ldx, T, w.data, ldw, R, K, y, ldy);
                         double q = check_y(x, ldx, &w, T, R, K, NULL, y, ldy, kn->name);
                         if (q > worst) worst = q;
                         for (int t = 0; t < T; t++)
@@ -208,6 +213,37 @@ START_TEST(pool_covers_every_item_once)
 }
 END_TEST
 
+/* The KV cache's f32 -> f16 rounding: every finite f16 survives the round
+ * trip, halfway cases go to the even neighbour, overflow gives infinity,
+ * tiny values flush or round into subnormals like IEEE does. */
+START_TEST(f16_rounding)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) continue; /* NaN */
+        ck_assert_uint_eq(eng_f32_to_f16(eng_f16_to_f32((uint16_t)h)), h);
+        if ((h & 0x7fffu) < 0x7bffu) { /* the midpoint to the next f16 rounds to the even one */
+            double a = eng_f16_to_f32((uint16_t)h), b = eng_f16_to_f32((uint16_t)(h + 1));
+            uint16_t even = (h & 1u) ? (uint16_t)(h + 1) : (uint16_t)h;
+            ck_assert_uint_eq(eng_f32_to_f16((float)((a + b) / 2)), even);
+            ck_assert_uint_eq(eng_f32_to_f16((float)(a + (b - a) * 0.75)), (uint16_t)(h + 1));
+            ck_assert_uint_eq(eng_f32_to_f16((float)(a + (b - a) * 0.25)), (uint16_t)h);
+        }
+    }
+    ck_assert_uint_eq(eng_f32_to_f16(65520.0f), 0x7c00u);
+    ck_assert_uint_eq(eng_f32_to_f16(-1e9f), 0xfc00u);
+    ck_assert_uint_eq(eng_f32_to_f16(65519.0f), 0x7bffu);
+    ck_assert_uint_eq(eng_f32_to_f16(ldexpf(1.0f, -25)), 0u);          /* tie to even zero */
+    ck_assert_uint_eq(eng_f32_to_f16(ldexpf(1.5f, -25)), 1u);
+    ck_assert_uint_eq(eng_f32_to_f16(NAN) & 0x7e00u, 0x7e00u);
+    float v[3] = {1.0f, -2.5f, 3.0e-3f};
+    uint16_t o[3];
+    eng_f32_store(ENG_DT_BF16, v, 3, o);
+    for (int i = 0; i < 3; i++) ck_assert_uint_eq(o[i], eng_f32_to_bf16(v[i]));
+    eng_f32_store(ENG_DT_F16, v, 3, o);
+    for (int i = 0; i < 3; i++) ck_assert_uint_eq(o[i], eng_f32_to_f16(v[i]));
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("matmul");
@@ -216,6 +252,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, every_variant_matches_reference);
     tcase_add_test(tc, batch_is_thread_count_independent);
     tcase_add_test(tc, pool_covers_every_item_once);
+    tcase_add_test(tc, f16_rounding);
     suite_add_tcase(s, tc);
     return s;
 }
