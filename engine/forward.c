@@ -2,10 +2,14 @@
  * forward.c — the CPU float32 reference forward pass (eng_step). All new tokens
  * of all items in a step are stacked into one (T, dim) activation matrix, so
  * every weight row is read once per step whatever the batch; attention runs per
- * item over its own KV cache. Weights stay in their stored dtype and are
- * converted to float32 row by row. Experts are reached only through the
- * engine's eng_expert_provider: tokens are grouped per expert, each used expert
- * is acquired once per layer, computed for its tokens and released.
+ * item over its own KV cache. Weights stay in their stored dtype; the matmul
+ * kernels (engine/matmul.h: SIMD variants chosen at run time, the scalar one
+ * the reference) widen them to float32 in registers. Each parallel region
+ * covers several matmuls: q/k/v; router + shared expert gate/up; the gate and
+ * up projections of every selected expert; all downs. Experts are reached only
+ * through the engine's eng_expert_provider: tokens are grouped per expert,
+ * each used expert is acquired once per layer (as many at once as the provider
+ * allows), computed for its tokens and released.
  *
  * Numerics follow Hugging Face transformers in float32: RMSNorm as
  * x * rsqrt(mean(x^2) + eps) * w, rotate-half rotary embedding with float32

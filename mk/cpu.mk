@@ -14,3 +14,7 @@ $(BUILD)/bench_membw: tests/bench/bench_membw.c
 # make bench-cpu [BENCH_CPU_DIR=/tmp/emoe-bench-cpu] [BENCH_CPU_THREADS=2]
 bench-cpu: $(BUILD)/emoe $(BUILD)/bench_membw
 	BUILD_DIR=$(BUILD) bash tools/bench-cpu.sh
+
+# The CPU-emulated CUDA build (mk/cuda.mk, build-emu/) compiles the same files.
+build-emu/engine/matmul_avx2.o: CFLAGS += $(if $(filter x86_64,$(shell uname -m)),-mavx2 -mfma -mf16c)
+build-emu/engine/matmul_avx512.o: CFLAGS += $(if $(filter x86_64,$(shell uname -m)),-mavx512f -mavx2 -mfma -mf16c)
