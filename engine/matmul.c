@@ -6,7 +6,6 @@
  */
 #include "engine/matmul.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -82,16 +81,38 @@ static const char *const isa_names[ENG_MM_ISA_COUNT] = {"scalar", "avx2", "avx51
 
 const char *eng_mm_isa_name(eng_mm_isa isa) { return (unsigned)isa < ENG_MM_ISA_COUNT ? isa_names[isa] : "?"; }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+
+/* 1 when the CPU has AVX2, FMA and F16C (and AVX-512F if want512) and the OS
+ * saves the wide registers (XCR0); read from cpuid/xgetbv directly so that any
+ * compiler version knows every feature. */
+static int x86_has(int want512)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c)) return 0;
+    unsigned lo, hi;
+    __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    if ((lo & 0x6u) != 0x6u) return 0; /* SSE and AVX state */
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
+    if (!avx2) return 0;
+    if (!want512) return 1;
+    return avx512f && (lo & 0xe0u) == 0xe0u; /* opmask and upper ZMM state */
+}
+#endif
+
 static int cpu_runs(eng_mm_isa isa)
 {
     switch (isa) {
     case ENG_MM_SCALAR: return 1;
 #if defined(__x86_64__) && defined(__GNUC__)
-    /* __builtin_cpu_supports also checks that the OS saves the wide registers. */
-    case ENG_MM_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    case ENG_MM_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ENG_MM_AVX2: return x86_has(0);
+    case ENG_MM_AVX512: return x86_has(1);
 #endif
 #if defined(__aarch64__)
     case ENG_MM_NEON: return 1; /* Advanced SIMD is part of the arm64 baseline */

@@ -9,6 +9,8 @@
 #   3. `emoe run` prefill (32 tokens) and decode (16 steps) at $THREADS threads,
 #      $REPS runs back to back; each as % of the floor = bandwidth / active bytes
 #      per token (prefill can pass 100%: a batch reads each weight once);
+#      then at 1 thread, also per second of CPU time (what the engine costs
+#      apart from waiting for a core on a shared machine);
 #   4. with valgrind: instructions per active weight (decode, 1 thread: the
 #      difference between 6 and 2 generated tokens) and per token-weight
 #      (prefill: between 24- and 8-token prompts) under callgrind;
@@ -72,6 +74,16 @@ import json, sys
 t = json.load(sys.stdin)['timing']; f = $FLOOR
 print(f\"run $i: prefill {t['prefill_tokens_per_s']:.2f} tok/s ({100 * t['prefill_tokens_per_s'] / f:.0f}% of the floor), \"
       f\"decode {t['decode_tokens_per_s']:.2f} tok/s ({100 * t['decode_tokens_per_s'] / f:.0f}% of the floor)\")"
+done
+echo "== the same at 1 thread; the CPU time of decode (not waiting for a core) against 1-thread bandwidth"
+for i in $(seq 1 "$REPS"); do
+    "$EMOE" run -m "$M" --prompt-ids "$P" -n 17 --ignore-eos --threads 1 --json |
+        python3 -c "
+import json, sys
+t = json.load(sys.stdin)['timing']; f1 = $BW1 * 1e9 / $ACTIVE_B
+cpu_tok = 16 / t['decode_cpu_s']
+print(f\"run $i: decode {t['decode_tokens_per_s']:.2f} tok/s wall ({100 * t['decode_tokens_per_s'] / f1:.0f}% of the 1-thread floor {f1:.2f}), \"
+      f\"{cpu_tok:.2f} tok/s of CPU time ({100 * cpu_tok / f1:.0f}%); kernels {t.get('cpu_kernels', '?')}\")"
 done
 
 if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null; then

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/cache.h"
 #include "engine/engine.h"
@@ -61,6 +62,13 @@ static int is_eos(const eng_model_desc *d, int tok)
 {
     for (int i = 0; i < d->n_eos; i++) if (d->eos_ids[i] == tok) return 1;
     return 0;
+}
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 int cmd_run(int argc, char **argv)
@@ -165,10 +173,10 @@ int cmd_run(int argc, char **argv)
     if (!seq || !smp || !logits || !last || !gen || !rr.ids) { fprintf(stderr, "emoe run: out of memory\n"); goto out; }
     rr.active = 1;
     eng_set_routing_cb(e, on_route, &rr);
-    double t0 = emoe_now();
+    double t0 = emoe_now(), c0 = cpu_seconds();
     if (eng_forward(e, seq, ids, n_ids, logits, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (cache) cache_step_end(cache);
-    double t1 = emoe_now();
+    double t1 = emoe_now(), c1 = cpu_seconds();
     rr.active = 0;
     memcpy(last, logits, sizeof(float) * (size_t)d->vocab);
     int n_out = 0;
@@ -181,7 +189,7 @@ int cmd_run(int argc, char **argv)
         if (eng_forward(e, seq, &gen[n_out - 1], 1, logits, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
         if (cache) cache_step_end(cache);
     }
-    double t2 = emoe_now();
+    double t2 = emoe_now(), c2 = cpu_seconds();
     int n_decode_steps = n_out > 0 ? n_out - 1 : 0;
     if (json) {
         json_t *o = json_object(), *pa = json_array(), *ga = json_array(), *la = json_array(), *ra = json_array();
@@ -207,6 +215,10 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(tm, "prefill_tokens_per_s", json_real(n_ids / (t1 - t0)));
         json_object_set_new(tm, "decode_s", json_real(t2 - t1));
         json_object_set_new(tm, "decode_tokens_per_s", json_real(n_decode_steps > 0 ? n_decode_steps / (t2 - t1) : 0));
+        /* CPU time of the process (all threads) over the same intervals: on a
+         * shared machine, what the work cost apart from waiting for a core. */
+        json_object_set_new(tm, "prefill_cpu_s", json_real(c1 - c0));
+        json_object_set_new(tm, "decode_cpu_s", json_real(c2 - c1));
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         json_object_set_new(tm, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
