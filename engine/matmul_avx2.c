@@ -28,6 +28,7 @@ static inline float avx2_hsum(__m256 v)
 #define VLOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 /* 16 ymm registers: 4 tokens x 2 rows (8 accumulators), 1-2 tokens x 4 rows. */
 #define RB_FOR_TB(tb) ((tb) >= 3 ? 2 : 4)
+#define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 #define KNAME(x) avx2_##x
 #include "engine/matmul_tile.h"
 

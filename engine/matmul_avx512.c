@@ -20,6 +20,7 @@
     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
 #define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
 #define RB_FOR_TB(tb) 4
+#define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 #define KNAME(x) avx512_##x
 #include "engine/matmul_tile.h"
 

@@ -24,6 +24,7 @@ static inline float32x4_t neon_bf16(const uint16_t *p)
 #define VLOAD_BF16(p) neon_bf16(p)
 #define VLOAD_F16(p) vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)))
 #define RB_FOR_TB(tb) 4
+#define VPREFETCH(p) __builtin_prefetch((p))
 #define KNAME(x) neon_##x
 #include "engine/matmul_tile.h"
 

@@ -13,6 +13,7 @@
  *   RB_FOR_TB(tb)       rows per block for tb (1..4) tokens: a divisor of 4
  *                       chosen so that tb*rb accumulators fit the registers
  *   KNAME(x)            a name prefix, e.g. avx2_##x
+ *   VPREFETCH(p)        (optional) prefetch the cache line at p
  *
  * Block: TB tokens x RB rows, U-way unrolled over K (U independent
  * accumulator sets, used when TB*RB alone gives too few to hide the FMA
@@ -58,6 +59,18 @@ TILE_INLINE void KNAME(block)(const float *x, size_t ldx, const void *w, size_t 
             for (int r = 0; r < RB; r++) acc[u][t][r] = VZERO();
     int k = 0;
     for (; k + U * VW <= K; k += U * VW) {
+#ifdef VPREFETCH
+        /* One token (decode): the rows of the next block are the next bytes of
+         * memory this thread reads. A row is often one 4 KiB page, where the
+         * hardware prefetchers stop, so ask for them one block ahead. */
+        if (TB == 1) {
+#pragma GCC unroll 4
+            for (int r = 0; r < RB; r++) {
+                size_t i = (size_t)(RB + r) * ldw + (size_t)k;
+                VPREFETCH(dt == ENG_DT_F32 ? (const void *)((const float *)w + i) : (const void *)((const uint16_t *)w + i));
+            }
+        }
+#endif
 #pragma GCC unroll 4
         for (int u = 0; u < U; u++) {
             V wv[4];
