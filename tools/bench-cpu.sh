@@ -39,9 +39,10 @@ mkdir -p "$DIR"
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) CPUs online, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== read bandwidth (bench_membw 1024 MB, best of 5)"
-BW1=$("$B/bench_membw" 1024 1 5 | sed -n 's/.*GB\/s=\([0-9.]*\).*/\1/p')
-BWN=$("$B/bench_membw" 1024 "$THREADS" 5 | sed -n 's/.*GB\/s=\([0-9.]*\).*/\1/p')
-echo "1 thread: $BW1 GB/s; $THREADS threads: $BWN GB/s"
+OUT1=$("$B/bench_membw" 1024 1 5)
+BW1=$(echo "$OUT1" | sed -n 's/.* GB\/s=\([0-9.]*\).*/\1/p'); BW1C=$(echo "$OUT1" | sed -n 's/.*GB\/cpu-s=\([0-9.]*\).*/\1/p')
+BWN=$("$B/bench_membw" 1024 "$THREADS" 5 | sed -n 's/.* GB\/s=\([0-9.]*\).*/\1/p')
+echo "1 thread: $BW1 GB/s ($BW1C GB per CPU-second); $THREADS threads: $BWN GB/s"
 
 if [ ! -f "$M/config.json" ]; then
     echo "== making $M"
@@ -75,15 +76,16 @@ t = json.load(sys.stdin)['timing']; f = $FLOOR
 print(f\"run $i: prefill {t['prefill_tokens_per_s']:.2f} tok/s ({100 * t['prefill_tokens_per_s'] / f:.0f}% of the floor), \"
       f\"decode {t['decode_tokens_per_s']:.2f} tok/s ({100 * t['decode_tokens_per_s'] / f:.0f}% of the floor)\")"
 done
-echo "== the same at 1 thread; the CPU time of decode (not waiting for a core) against 1-thread bandwidth"
+echo "== the same at 1 thread; decode per second of wall time against the 1-thread floor, and per second of"
+echo "   its own CPU time against the probe's GB per CPU-second (what a core does while it runs)"
 for i in $(seq 1 "$REPS"); do
     "$EMOE" run -m "$M" --prompt-ids "$P" -n 17 --ignore-eos --threads 1 --json |
         python3 -c "
 import json, sys
-t = json.load(sys.stdin)['timing']; f1 = $BW1 * 1e9 / $ACTIVE_B
+t = json.load(sys.stdin)['timing']; f1 = $BW1 * 1e9 / $ACTIVE_B; f1c = $BW1C * 1e9 / $ACTIVE_B
 cpu_tok = 16 / t['decode_cpu_s']
-print(f\"run $i: decode {t['decode_tokens_per_s']:.2f} tok/s wall ({100 * t['decode_tokens_per_s'] / f1:.0f}% of the 1-thread floor {f1:.2f}), \"
-      f\"{cpu_tok:.2f} tok/s of CPU time ({100 * cpu_tok / f1:.0f}%); kernels {t.get('cpu_kernels', '?')}\")"
+print(f\"run $i: decode {t['decode_tokens_per_s']:.2f} tok/s ({100 * t['decode_tokens_per_s'] / f1:.0f}% of the 1-thread floor {f1:.2f}), \"
+      f\"{cpu_tok:.2f} tok per CPU-second ({100 * cpu_tok / f1c:.0f}% of {f1c:.2f}); kernels {t.get('cpu_kernels', '?')}\")"
 done
 
 if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null; then
