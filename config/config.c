@@ -52,9 +52,11 @@ static const cfg_entry table[] = {
      "Longest sequence (prompt + output) in tokens; 0 = the model's max_position_embeddings."},
     /* [engine] */
     {"engine", "threads", CFG_T_INT, OFF(engine.threads), 0, 0, 1024, NULL, "0", 0,
-     "Worker threads for matrix work; 0 = the number of online CPUs."},
+     "Worker threads for matrix work; 0 = the number of physical cores this process may use."},
     {"engine", "backend", CFG_T_ENUM, OFF(engine.backend), 0, 0, 0, "cpu|auto|cuda", "cpu", 0,
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
+    {"engine", "kv_dtype", CFG_T_ENUM, OFF(engine.kv_dtype), 0, 0, 0, "f32|f16|bf16", "f32", 0,
+     "Element type of the CPU backend's KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay)."},
     /* [scheduler] */
     {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo", "fifo", 0,
      "Queue order. `fifo`: first come, first served."},

@@ -56,8 +56,9 @@ typedef struct emoe_config {
         int context_length;               /* 0 = the model's max_position_embeddings */
     } model;
     struct {
-        int threads;                      /* 0 = online CPUs */
+        int threads;                      /* 0 = physical cores */
         int backend;                      /* eng_backend_kind: 0 cpu, 1 auto, 2 cuda */
+        int kv_dtype;                     /* eng_dtype: 0 f32, 1 f16, 2 bf16 */
     } engine;
     struct {
         int policy;                       /* cfg_sched_policy */

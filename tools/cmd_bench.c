@@ -27,7 +27,7 @@ static void usage(FILE *f)
             "  --gen G             tokens generated per sequence (default 32)\n"
             "  --backend B         cpu | cuda | auto (default auto)\n"
             "  --budget X%%         CUDA: expert slots for X%% of all experts (default: as many as fit)\n"
-            "  --threads N         CPU worker threads (default: all CPUs)\n"
+            "  --threads N         CPU worker threads (default: physical cores)\n"
             "  --warmup N          untimed warm-up steps before measuring (default 1)\n"
             "  --seed S            prompt token seed (default 1)\n"
             "  --prompt-ids LIST   use this prompt for every sequence (its length replaces --prompt-len)\n"

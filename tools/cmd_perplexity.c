@@ -44,7 +44,7 @@ static void usage(FILE *f)
             "  --host-budget X%%|BYTES  pinned host tier\n"
             "  --miss-policy P         exact | substitute (substitute: warm per task, then score)\n"
             "  --store FILE            expert store (default DIR/experts.emoe, built if missing)\n"
-            "  --threads N             worker threads (default: all CPUs)\n"
+            "  --threads N             worker threads (default: physical cores)\n"
             "  --fetch-on-miss on|off  substitute mode: load missed experts for later tokens (default on)\n"
             "  --json                  print one JSON object\n");
 }

@@ -39,7 +39,7 @@ static void usage(FILE *f)
             "  --limit N           only the first N prompts\n"
             "  --ignore-eos        do not stop at the model's EOS tokens\n"
             "  --no-weights        do not record the gate weights\n"
-            "  --threads N         worker threads (default: all CPUs)\n");
+            "  --threads N         worker threads (default: physical cores)\n");
 }
 
 typedef struct rec_state {
