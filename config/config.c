@@ -39,6 +39,12 @@ static const cfg_entry table[] = {
      "On SIGTERM: stop accepting, let in-flight requests finish for this long, then cancel the rest and exit."},
     {"server", "max_connections", CFG_T_INT, OFF(server.max_connections), 0, 1, 100000, NULL, "256", 0,
      "Simultaneous HTTP connections (each is served by its own thread, so a request can wait for tokens without blocking others)."},
+    {"server", "max_connections_per_ip", CFG_T_INT, OFF(server.max_connections_per_ip), 0, 0, 100000, NULL, "128", 0,
+     "Simultaneous connections from one client address; further ones are refused at accept. 0 = no limit (set 0, or at least the proxy's connection count, behind a reverse proxy)."},
+    {"server", "request_read_timeout", CFG_T_SECONDS, OFF(server.request_read_timeout), 0, 0.1, 3600, NULL, "30s", 1,
+     "Time a client has to send a whole request (head and body), counted from the accept (keep-alive: from the head), however slowly bytes trickle in; then the connection is closed (slowloris)."},
+    {"server", "keepalive_timeout", CFG_T_SECONDS, OFF(server.keepalive_timeout), 0, 0.1, 3600, NULL, "5s", 1,
+     "Time a keep-alive connection may sit idle after a response before its next request head arrives; then it is closed."},
     {"server", "cors_origins", CFG_T_LIST, OFF(server.cors_origins), SZ(server.cors_origins), 0, 0, NULL, "", 1,
      "Origins allowed by CORS (`*` or a comma-separated list). Empty = no CORS headers."},
     /* [model] */

@@ -47,6 +47,9 @@ typedef struct emoe_config {
         double request_timeout;           /* seconds a request may run in total; 0 = none */
         double drain_timeout;             /* seconds SIGTERM waits for in-flight requests */
         int max_connections;
+        int max_connections_per_ip;       /* 0 = no per-address limit */
+        double request_read_timeout;      /* seconds to receive a whole request (head + body) */
+        double keepalive_timeout;         /* seconds a keep-alive connection may sit idle */
         char cors_origins[CFG_LIST_MAX];  /* empty = no CORS headers; "*" or a list */
     } server;
     struct {

@@ -10,6 +10,9 @@
  */
 #include "server/server.h"
 #include "server/request.h"
+#include "server/conn_guard.h"
+#include "server/framing.h"
+#include "server/listen.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +28,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "scheduler/textstream.h"
 
@@ -32,6 +36,7 @@
 
 struct srv {
     struct MHD_Daemon *d;
+    srv_guard *guard;            /* read and keep-alive deadlines (conn_guard.c) */
     int port;
     pthread_mutex_t mu;          /* guards cfg and keys */
     emoe_config cfg;
@@ -750,9 +755,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     srv *s = cls;
     conn *c = *con_cls;
+    if (!c) srv_guard_head(s->guard, mc);
+    else if (!*upload_data_size) srv_guard_busy(s->guard, mc);
     if (!c) {
         c = calloc(1, sizeof *c);
         if (!c) return MHD_NO;
@@ -764,6 +770,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         snprintf(c->url, sizeof c->url, "%s", url);
         snprintf(c->method, sizeof c->method, "%s", method);
         c->is_post = !strcmp(method, "POST");
+        char fmsg[160];
+        if (srv_framing_check(mc, version, url, fmsg, sizeof fmsg))
+            return fail(c, mc, 400, "invalid_request_error", "bad_request", NULL, "%s", fmsg);
         if (!strcmp(method, "OPTIONS")) {
             /* CORS preflight: no auth (browsers send none). */
             char *b = strdup("");
@@ -832,9 +841,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
 
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)mc;
     srv *s = cls;
     conn *c = *con_cls;
+    srv_guard_idle(s->guard, mc);
     if (!c) return;
     *con_cls = NULL;
     if (c->responded) count_status(s, c->status);
@@ -890,22 +899,37 @@ emoe_status srv_init(const emoe_config *cfg, srv **out, emoe_err *err)
         st = emoe_errf(err, EMOE_EINVAL, "[server] host '%s': %s", cfg->server.host, gai_strerror(gai));
         goto fail;
     }
+    int lfd = srv_listen_socket(ai, cfg, err);
+    if (lfd < 0) {
+        freeaddrinfo(ai);
+        st = err->code;
+        goto fail;
+    }
+    s->guard = srv_guard_new(cfg->server.request_read_timeout, cfg->server.keepalive_timeout);
+    if (!s->guard) {
+        close(lfd);
+        freeaddrinfo(ai);
+        st = emoe_errf(err, EMOE_ENOMEM, "cannot start the connection guard thread");
+        goto fail;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_LISTEN_SOCKET, lfd,
+                            MHD_OPTION_NOTIFY_CONNECTION, srv_guard_notify, s->guard,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->server.max_connections_per_ip,
+                            MHD_OPTION_UNESCAPE_CALLBACK, srv_framing_unescape, NULL,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->server.max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->server.connection_timeout + 0.5),
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d) {
-        st = emoe_errf(err, EMOE_EIO, "cannot listen on %s:%d (in use, or not a local address?)", cfg->server.host,
-                       cfg->server.port);
+        close(lfd);
+        st = emoe_errf(err, EMOE_EIO, "cannot start the HTTP server on %s:%d", cfg->server.host, cfg->server.port);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -913,6 +937,7 @@ emoe_status srv_init(const emoe_config *cfg, srv **out, emoe_err *err)
     *out = s;
     return EMOE_OK;
 fail:
+    srv_guard_free(s->guard);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->stat_mu);
     free(s);
@@ -959,6 +984,7 @@ emoe_status srv_reload(srv *s, const emoe_config *cfg, emoe_err *err)
     char fixed[512];
     cfg_apply_reloadable(&s->cfg, cfg, fixed, sizeof fixed);
     memcpy(s->keys, keys, sizeof keys);
+    srv_guard_set_timeouts(s->guard, s->cfg.server.request_read_timeout, s->cfg.server.keepalive_timeout);
     pthread_mutex_unlock(&s->mu);
     return EMOE_OK;
 }
@@ -974,6 +1000,7 @@ void srv_free(srv *s)
 {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
+    srv_guard_free(s->guard);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->stat_mu);
     free(s);
@@ -1034,6 +1061,16 @@ char *srv_metrics_render(srv *s)
                "# TYPE emoe_client_disconnects_total counter\nemoe_client_disconnects_total %llu\n",
             (unsigned long long)s->disconnects);
     pthread_mutex_unlock(&s->stat_mu);
+    srv_guard_stats gs;
+    srv_guard_get_stats(s->guard, &gs);
+    fprintf(f, "# HELP emoe_http_connections_open HTTP connections open now.\n# TYPE emoe_http_connections_open gauge\n"
+               "emoe_http_connections_open %d\n", gs.open);
+    fprintf(f, "# HELP emoe_http_connections_timed_out_total Connections closed by the server's deadlines "
+               "(read: request not received within request_read_timeout; keepalive: idle past keepalive_timeout).\n"
+               "# TYPE emoe_http_connections_timed_out_total counter\n"
+               "emoe_http_connections_timed_out_total{reason=\"read\"} %llu\n"
+               "emoe_http_connections_timed_out_total{reason=\"keepalive\"} %llu\n",
+            (unsigned long long)gs.read_timeouts, (unsigned long long)gs.keepalive_timeouts);
     hist_out(f, "emoe_time_to_first_token_seconds", "Time from arrival to the first generated token.", &st.ttft);
     hist_out(f, "emoe_inter_token_latency_seconds", "Time between consecutive generated tokens.", &st.itl);
     hist_out(f, "emoe_e2e_request_latency_seconds", "Time from arrival to the last token.", &st.e2e);
