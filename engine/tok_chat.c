@@ -26,15 +26,19 @@ emoe_status tok_apply_chat_template(const tok_tokenizer *t, json_t *messages, in
     if (st) { emoe_err_prefix(err, "chat_template"); return st; }
     json_t *vars = json_object();
     if (!vars) { jinja_free(tpl); return emoe_errf(err, EMOE_ENOMEM, "chat template: out of memory"); }
+    /* kwargs first (they may carry tools and documents), so that messages,
+     * add_generation_prompt and the special tokens set below cannot be
+     * overridden by them. */
+    if (json_is_object(kwargs)) json_object_update(vars, kwargs);
     json_object_set(vars, "messages", messages);
-    json_object_set_new(vars, "tools", json_null());
-    json_object_set_new(vars, "documents", json_null());
+    if (!json_object_get(vars, "tools")) json_object_set_new(vars, "tools", json_null());
+    if (!json_object_get(vars, "documents")) json_object_set_new(vars, "documents", json_null());
     json_object_set_new(vars, "add_generation_prompt", json_boolean(add_generation_prompt));
     const char *names[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     const char *vals[] = {t->bos_str, t->eos_str, t->unk_str, t->pad_str};
     for (int i = 0; i < 4; i++)
         if (vals[i]) json_object_set_new(vars, names[i], json_string_nocheck(vals[i]));
-    if (json_is_object(kwargs)) json_object_update(vars, kwargs);
+        else json_object_del(vars, names[i]);
     size_t n = 0;
     st = jinja_render(tpl, vars, NULL, out, &n, err);
     if (st) emoe_err_prefix(err, "chat_template");
