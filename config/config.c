@@ -54,6 +54,8 @@ static const cfg_entry table[] = {
      "Model id clients send in `model` and that /v1/models lists. Empty = the directory's base name."},
     {"model", "context_length", CFG_T_INT, OFF(model.context_length), 0, 0, 1 << 24, NULL, "0", 0,
      "Longest sequence (prompt + output) in tokens; 0 = the model's max_position_embeddings."},
+    {"model", "max_prompt_bytes", CFG_T_SIZE, OFF(model.max_prompt_bytes), 0, 0, 1024 * MiB, NULL, "0", 0,
+     "Prompts (and rendered chat templates) longer than this are refused with 400 before tokenizing. 0 = automatic: the context length x the longest token's bytes x 4, which no prompt that fits the context exceeds."},
     /* [engine] */
     {"engine", "threads", CFG_T_INT, OFF(engine.threads), 0, 0, 1024, NULL, "0", 0,
      "Worker threads for matrix work; 0 = the number of online CPUs."},

@@ -56,6 +56,7 @@ typedef struct emoe_config {
         char path[CFG_STR_MAX];
         char served_name[CFG_STR_MAX];    /* empty = the model directory's base name */
         int context_length;               /* 0 = the model's max_position_embeddings */
+        uint64_t max_prompt_bytes;        /* 0 = context x longest token x 4 */
     } model;
     struct {
         int threads;                      /* 0 = online CPUs */

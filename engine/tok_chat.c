@@ -15,6 +15,23 @@
 emoe_status tok_apply_chat_template(const tok_tokenizer *t, json_t *messages, int add_generation_prompt,
                                     json_t *kwargs, char **out, emoe_err *err)
 {
+    return tok_apply_chat_template_capped(t, messages, add_generation_prompt, kwargs, 0, out, err);
+}
+
+size_t tok_max_piece_bytes(const tok_tokenizer *t)
+{
+    size_t m = 0;
+    int n = tok_vocab_size(t);
+    for (int id = 0; id < n; id++) {
+        size_t len = 0;
+        if (tok_id_to_piece(t, id, &len) && len > m) m = len;
+    }
+    return m;
+}
+
+emoe_status tok_apply_chat_template_capped(const tok_tokenizer *t, json_t *messages, int add_generation_prompt,
+                                           json_t *kwargs, size_t max_output, char **out, emoe_err *err)
+{
     *out = NULL;
     if (!t->chat_template)
         return emoe_errf(err, EMOE_ENOTFOUND, "the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)");
@@ -40,7 +57,10 @@ emoe_status tok_apply_chat_template(const tok_tokenizer *t, json_t *messages, in
         if (vals[i]) json_object_set_new(vars, names[i], json_string_nocheck(vals[i]));
         else json_object_del(vars, names[i]);
     size_t n = 0;
-    st = jinja_render(tpl, vars, NULL, out, &n, err);
+    jinja_limits lim;
+    jinja_limits_default(&lim);
+    if (max_output && max_output < lim.max_output) lim.max_output = max_output;
+    st = jinja_render(tpl, vars, &lim, out, &n, err);
     if (st) emoe_err_prefix(err, "chat_template");
     json_decref(vars);
     jinja_free(tpl);

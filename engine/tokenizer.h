@@ -124,5 +124,12 @@ void tok_detok_free(tok_detok *d);
  * loop iterations and output size are bounded (see jinja.h). */
 emoe_status tok_apply_chat_template(const tok_tokenizer *t, json_t *messages, int add_generation_prompt,
                                     json_t *kwargs, char **out, emoe_err *err);
+/* The same with the rendered output (and every string the template builds)
+ * capped at max_output bytes (0 = the default cap of jinja.h). */
+emoe_status tok_apply_chat_template_capped(const tok_tokenizer *t, json_t *messages, int add_generation_prompt,
+                                           json_t *kwargs, size_t max_output, char **out, emoe_err *err);
+/* Longest vocabulary piece or added token, in bytes: no token covers more
+ * input bytes than this (after normalization). */
+size_t tok_max_piece_bytes(const tok_tokenizer *t);
 
 #endif

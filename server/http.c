@@ -101,6 +101,7 @@ typedef struct stream {
     sched_buf text_log;
     int return_ids;
     int n_ids_sent;
+    int status;          /* for emoe_http_responses_total: 200, or the error a started stream ended with */
 } stream;
 
 /* ---- helpers ---- */
@@ -271,10 +272,22 @@ static int build_prompt(srv *s, srv_gen_req *g, int32_t **ids, int *n, srv_error
         char *text = NULL;
         if (srv_text_chat(s->text, g->messages, g->add_generation_prompt, g->template_kwargs, &text, &err) != EMOE_OK)
             return srv_fail(e, 400, "invalid_request_error", NULL, "messages", "%s", err.msg);
-        emoe_status st = srv_text_encode(s->text, text, strlen(text), 0, ids, n, &err);
+        size_t tlen = strlen(text), lim = srv_text_prompt_limit(s->text);
+        if (lim && tlen > lim) {
+            free(text);
+            return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "messages",
+                            "the rendered chat is %zu bytes; no text longer than %zu bytes fits this model's context "
+                            "of %d tokens", tlen, lim, s->ctx);
+        }
+        emoe_status st = srv_text_encode(s->text, text, tlen, 0, ids, n, &err);
         free(text);
         if (st != EMOE_OK) return srv_fail(e, 400, "invalid_request_error", NULL, "messages", "%s", err.msg);
     } else if (g->prompt) {
+        size_t lim = srv_text_prompt_limit(s->text);
+        if (lim && g->prompt_len > lim)
+            return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "prompt",
+                            "the prompt is %zu bytes; no text longer than %zu bytes fits this model's context of %d "
+                            "tokens", g->prompt_len, lim, s->ctx);
         if (srv_text_encode(s->text, g->prompt, g->prompt_len, g->add_special_tokens, ids, n, &err) != EMOE_OK)
             return srv_fail(e, 400, "invalid_request_error", NULL, "prompt", "%s", err.msg);
     } else if (g->prompt_ids) {
@@ -414,6 +427,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
                              u.error_msg);
                 else
                     srv_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", u.error_msg);
+                st->status = e.http;
                 char *s = srv_error_json(&e);
                 if (s) {
                     sched_buf_append(&st->out, "data: ", 6);
@@ -453,6 +467,7 @@ static void stream_free(void *cls)
         }
     }
     sched_req_release(st->r);
+    count_status(st->s, st->status ? st->status : 200);
     atomic_fetch_sub(&st->s->inflight, 1);
     sched_buf_free(&st->out);
     sched_buf_free(&st->text_log);
@@ -497,7 +512,7 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     pthread_mutex_unlock(&s->mu);
     if (n_ids >= s->ctx || (g.max_tokens > 0 && (int64_t)n_ids + g.max_tokens > s->ctx)) {
         ret = fail(c, mc, 400, "invalid_request_error", "context_length_exceeded",
-                   g.max_tokens > 0 && n_ids < s->ctx ? "max_tokens" : "messages",
+                   g.max_tokens > 0 && n_ids < s->ctx ? "max_tokens" : kind == SRV_KIND_CHAT ? "messages" : "prompt",
                    "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the "
                    "prompt, %d for the completion). Please reduce the prompt or max_tokens.",
                    s->ctx, n_ids + (g.max_tokens > 0 ? g.max_tokens : 1), n_ids, g.max_tokens > 0 ? g.max_tokens : 1);
@@ -779,9 +794,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             struct MHD_Response *resp = MHD_create_response_from_buffer(0, b, MHD_RESPMEM_MUST_FREE);
             if (!resp) return MHD_NO;
             add_common_headers(s, mc, resp, c);
-            MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-            MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Emoe-Task");
-            MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+            pthread_mutex_lock(&s->mu);
+            int cors_on = s->cfg.server.cors_origins[0] != 0;
+            pthread_mutex_unlock(&s->mu);
+            MHD_add_response_header(resp, "Allow", "GET, POST, OPTIONS");
+            if (cors_on) { /* CORS headers only when [server] cors_origins is set */
+                MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+                MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Emoe-Task");
+                MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+            }
             enum MHD_Result rc = MHD_queue_response(mc, 204, resp);
             MHD_destroy_response(resp);
             c->responded = 1;
@@ -846,8 +867,11 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     srv_guard_idle(s->guard, mc);
     if (!c) return;
     *con_cls = NULL;
-    if (c->responded) count_status(s, c->status);
-    if (c->route != R_HEALTH && c->route != R_METRICS)
+    /* A stream is counted and logged once, by stream_free / stream_log, with
+     * how it really ended (an error after the 200 header counts as one). */
+    int streamed = c->finish && !strcmp(c->finish, "stream");
+    if (c->responded && !streamed) count_status(s, c->status);
+    if (c->route != R_HEALTH && c->route != R_METRICS && !streamed)
         LOG_INFO("req=%llu %s %s %d%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.3fs",
                  (unsigned long long)c->rid, c->method, c->url, c->responded ? c->status : 0,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)", c->n_prompt, c->n_gen,
@@ -960,6 +984,7 @@ void srv_attach(srv *s, eng_engine *e, sched *sc, srv_text *text)
     const eng_model_desc *d = eng_desc(e);
     s->vocab = d->vocab;
     s->ctx = eng_max_ctx(e);
+    srv_text_set_prompt_limit(text, s->ctx, s->cfg.model.max_prompt_bytes);
     pthread_mutex_lock(&s->mu);
     if (s->cfg.model.served_name[0]) {
         snprintf(s->served, sizeof s->served, "%s", s->cfg.model.served_name);

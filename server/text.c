@@ -24,6 +24,8 @@ struct srv_text {
     tok_tokenizer *tok;
 #endif
     char reason[256];
+    size_t max_piece;    /* longest token, bytes */
+    size_t prompt_limit; /* see srv_text_set_prompt_limit; 0 = none */
 };
 
 emoe_status srv_text_load(const char *dir, srv_text **out, emoe_err *err)
@@ -102,6 +104,24 @@ emoe_status srv_text_encode(srv_text *t, const char *text, size_t len, int add_s
 #endif
 }
 
+void srv_text_set_prompt_limit(srv_text *t, int ctx, uint64_t cap_bytes)
+{
+    if (!t) return;
+    if (cap_bytes) { t->prompt_limit = (size_t)cap_bytes; return; }
+#ifdef SRV_HAVE_TOK
+    if (!t->tok || ctx <= 0) { t->prompt_limit = 0; return; }
+    if (!t->max_piece) t->max_piece = tok_max_piece_bytes(t->tok);
+    size_t piece = t->max_piece ? t->max_piece : 1;
+    double lim = (double)ctx * (double)piece * 4.0;
+    t->prompt_limit = lim > (double)(SIZE_MAX / 2) ? SIZE_MAX / 2 : (size_t)lim;
+#else
+    (void)ctx;
+    t->prompt_limit = 0;
+#endif
+}
+
+size_t srv_text_prompt_limit(const srv_text *t) { return t ? t->prompt_limit : 0; }
+
 emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prompt, json_t *kwargs, char **out,
                           emoe_err *err)
 {
@@ -111,7 +131,7 @@ emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prom
     if (!tok_chat_template(t->tok))
         return emoe_errf(err, EMOE_EUNSUP, "the model's tokenizer has no chat template; use /v1/completions");
 #ifdef SRV_HAVE_CHAT
-    return tok_apply_chat_template(t->tok, messages, add_generation_prompt, kwargs, out, err);
+    return tok_apply_chat_template_capped(t->tok, messages, add_generation_prompt, kwargs, t->prompt_limit, out, err);
 #else
     (void)messages; (void)add_generation_prompt; (void)kwargs;
     return emoe_errf(err, EMOE_EUNSUP, "this build cannot render chat templates yet (engine/jinja.h); use /v1/completions");
