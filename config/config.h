@@ -128,10 +128,17 @@ void cfg_init(emoe_config *c);
 emoe_status cfg_set(emoe_config *c, const char *section, const char *key,
                     const char *value, const char *where, emoe_err *err);
 
-/* Loads an INI file over c (values not in the file keep what c has). On the
- * first error returns EMOE_EINVAL, naming file, line and key; c may then be
- * partially updated, so load into a scratch copy when that matters. */
+/* Loads an INI file over c (values not in the file keep what c has). On
+ * errors returns EMOE_EINVAL with all of them (duplicate keys, unclosed
+ * sections, bad values...), each naming file, line and key; c may then be
+ * partially updated, so load into a scratch copy when that matters. Inline
+ * comments: `;` or `#` after whitespace. */
 emoe_status cfg_load_file(emoe_config *c, const char *path, emoe_err *err);
+
+/* The INI text of path (NUL-terminated, modified in place) applied over c;
+ * every error in one message, one "file:line: ..." line each. Used by
+ * cfg_load_file (config/ini_parse.c). */
+emoe_status cfg_ini_apply(emoe_config *c, const char *path, char *text, emoe_err *err);
 
 /* "section.key=value" (as given to --set). */
 emoe_status cfg_set_override(emoe_config *c, const char *assignment, emoe_err *err);
