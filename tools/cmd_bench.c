@@ -69,6 +69,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--seed")) { VAL(); if (arg_int("bench", a, v, 0, INT64_MAX, &seed)) return 2; }
         else if (!strcmp(a, "--budget")) {
             VAL();
+            if (arg_budget("bench", a, v, 1)) return 2;
             char buf[64];
             snprintf(buf, sizeof buf, "%s", v);
             size_t n = strlen(buf);
@@ -113,6 +114,12 @@ int cmd_bench(int argc, char **argv)
     }
     eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = budget_bytes};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
+    if (budget_pct > 0 && !strcmp(eng_backend_name(e), "cpu")) {
+        /* It used to be ignored silently here (issue 14). */
+        fprintf(stderr, "emoe bench: --budget sets the CUDA backend's expert slots; this run is on the CPU, where "
+                        "`emoe run --budget` and `emoe perplexity --budget` run through the expert cache\n");
+        goto out;
+    }
     const eng_model_desc *d = eng_desc(e);
     if ((long long)P + G > eng_max_ctx(e)) {
         fprintf(stderr, "emoe bench: prompt (%d) + generated (%d) tokens exceed the context length %d\n", P, G, eng_max_ctx(e));

@@ -235,8 +235,8 @@ int cmd_perplexity(int argc, char **argv)
         else if (!strcmp(a, "--max-docs")) { VAL(); if (arg_int("perplexity", a, v, 1, 1 << 20, &max_docs)) return 2; }
         else if (!strcmp(a, "--max-len")) { VAL(); if (arg_int("perplexity", a, v, 2, 1 << 20, &max_len)) return 2; }
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("perplexity", a, v, 0, 256, &threads)) return 2; }
-        else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
-        else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
+        else if (!strcmp(a, "--budget")) { VAL(); if (arg_budget("perplexity", a, v, 0)) return 2; co.budget = v; }
+        else if (!strcmp(a, "--host-budget")) { VAL(); if (arg_budget("perplexity", a, v, 0)) return 2; co.host_budget = v; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--json")) json = 1;

@@ -93,8 +93,8 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--gpu-budget")) { VAL(); if (arg_int("run", a, v, 1, 1LL << 30, &gpu_budget_mb)) return 2; }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
-        else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
+        else if (!strcmp(a, "--budget")) { VAL(); if (arg_budget("run", a, v, 0)) return 2; co.budget = v; }
+        else if (!strcmp(a, "--host-budget")) { VAL(); if (arg_budget("run", a, v, 0)) return 2; co.host_budget = v; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--inject-read-error")) { VAL(); if (arg_int("run", a, v, 1, 1 << 30, &ll)) return 2; co.fail_nth_read = (int)ll; }

@@ -12,6 +12,7 @@
  * Signals are blocked in every thread and taken synchronously by the main
  * thread with sigtimedwait, so no work happens in a signal handler.
  */
+#include "tools/args.h"
 #include "tools/config_check.h"
 #include <errno.h>
 #include <pthread.h>
@@ -40,6 +41,8 @@ static void serve_usage(FILE *f)
                "  --set S.K=V         override one setting (repeatable; wins over the file)\n"
                "  -m, --model DIR     same as --set model.path=DIR\n"
                "  --host H, --port P  same as --set server.host=H / server.port=P (port 0 = any free port)\n"
+               "  --budget B          same as --set cache.device_budget=B: 25%% of all experts, or 20GiB\n"
+               "  --host-budget B     same as --set cache.host_budget=B\n"
                "  --check-config      validate the configuration (as `emoe config --check`) and the paths it\n"
                "                      names (the model's config.json, the API key file), then exit\n"
                "  --inject-read-error N  testing only: the Nth expert read from the store fails with EIO\n"
@@ -127,8 +130,16 @@ int cmd_serve(int argc, char **argv)
             }
             a.fail_nth_read = (int)v;
         }
-        else if ((!strcmp(o, "-m") || !strcmp(o, "--model") || !strcmp(o, "--host") || !strcmp(o, "--port")) && has) {
-            const char *key = o[1] == 'm' || !strcmp(o, "--model") ? "model.path" : !strcmp(o, "--host") ? "server.host" : "server.port";
+        else if ((!strcmp(o, "--budget") || !strcmp(o, "--host-budget")) && has &&
+                 arg_budget("serve", o, argv[i + 1], 0)) {
+            rc = 2;
+            goto out;
+        }
+        else if ((!strcmp(o, "-m") || !strcmp(o, "--model") || !strcmp(o, "--host") || !strcmp(o, "--port") ||
+                  !strcmp(o, "--budget") || !strcmp(o, "--host-budget")) && has) {
+            const char *key = o[1] == 'm' || !strcmp(o, "--model") ? "model.path" : !strcmp(o, "--host") ? "server.host"
+                              : !strcmp(o, "--budget") ? "cache.device_budget" : !strcmp(o, "--host-budget") ? "cache.host_budget"
+                              : "server.port";
             size_t n = strlen(key) + strlen(argv[i + 1]) + 2;
             char *s = malloc(n);
             if (!s) goto out;
