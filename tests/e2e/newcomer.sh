@@ -51,4 +51,15 @@ L=$(tail -1 "$TMPD/r.out")
 if grep -q '^0 passed, 0 failed, 1 skipped (1 x need the ../shared fixtures' <<<"$L"; then ok "closing line: $L"
 else bad "closing line: $L"; fi
 
+# Docs a newcomer copies from: the api.md examples name the model `make run`
+# serves (default-model, the Makefile's DEFAULT_MODEL), not "default" (404).
+DM=$(sed -n 's/^DEFAULT_MODEL ?= *//p' Makefile)
+if grep -qE '"model": ?"default"|model: "default"' docs/api.md; then bad "docs/api.md examples use the model \"default\""
+elif grep -q "\"model\":\"$DM\"" docs/api.md; then ok "docs/api.md examples use the model $DM"
+else bad "docs/api.md examples do not name $DM"; fi
+grep -q 'accepted and have no effect' docs/api.md && ok "api.md lists the accepted-and-ignored OpenAI fields" \
+    || bad "api.md does not say which OpenAI fields are ignored"
+grep -q 'Placing a model for the `DynamicUser` unit' docs/deployment.md && ok "deployment.md explains placing a model for the DynamicUser unit" \
+    || bad "deployment.md lacks the DynamicUser model placement"
+
 [ $FAILS = 0 ] || { echo "$FAILS check(s) failed"; exit 1; }
