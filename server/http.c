@@ -279,8 +279,13 @@ static int build_prompt(srv *s, srv_gen_req *g, int32_t **ids, int *n, srv_error
                             "the rendered chat is %zu bytes; no text longer than %zu bytes fits this model's context "
                             "of %d tokens", tlen, lim, s->ctx);
         }
-        emoe_status st = srv_text_encode(s->text, text, tlen, 0, ids, n, &err);
+        int over = 0;
+        emoe_status st = srv_text_encode_max(s->text, text, tlen, 0, s->ctx, ids, n, &over, &err);
         free(text);
+        if (st != EMOE_OK && over)
+            return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "messages",
+                            "This model's maximum context length is %d tokens. However, the messages are longer "
+                            "than that (tokenizing stopped at %d tokens).", s->ctx, s->ctx);
         if (st != EMOE_OK) return srv_fail(e, 400, "invalid_request_error", NULL, "messages", "%s", err.msg);
     } else if (g->prompt) {
         size_t lim = srv_text_prompt_limit(s->text);
@@ -288,8 +293,15 @@ static int build_prompt(srv *s, srv_gen_req *g, int32_t **ids, int *n, srv_error
             return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "prompt",
                             "the prompt is %zu bytes; no text longer than %zu bytes fits this model's context of %d "
                             "tokens", g->prompt_len, lim, s->ctx);
-        if (srv_text_encode(s->text, g->prompt, g->prompt_len, g->add_special_tokens, ids, n, &err) != EMOE_OK)
+        int over = 0;
+        if (srv_text_encode_max(s->text, g->prompt, g->prompt_len, g->add_special_tokens, s->ctx, ids, n, &over, &err) !=
+            EMOE_OK) {
+            if (over)
+                return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "prompt",
+                                "This model's maximum context length is %d tokens. However, the prompt is longer than "
+                                "that (tokenizing stopped at %d tokens).", s->ctx, s->ctx);
             return srv_fail(e, 400, "invalid_request_error", NULL, "prompt", "%s", err.msg);
+        }
     } else if (g->prompt_ids) {
         *ids = malloc((size_t)(g->n_prompt_ids ? g->n_prompt_ids : 1) * sizeof **ids);
         if (!*ids) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");

@@ -88,18 +88,26 @@ int srv_text_has_template(const srv_text *t)
 emoe_status srv_text_encode(srv_text *t, const char *text, size_t len, int add_special, int32_t **ids, int *n,
                             emoe_err *err)
 {
+    return srv_text_encode_max(t, text, len, add_special, 0, ids, n, NULL, err);
+}
+
+emoe_status srv_text_encode_max(srv_text *t, const char *text, size_t len, int add_special, int max_ids, int32_t **ids,
+                                int *n, int *over, emoe_err *err)
+{
     *ids = NULL;
     *n = 0;
+    if (over) *over = 0;
 #ifdef SRV_HAVE_TOK
     if (!srv_text_available(t)) return emoe_errf(err, EMOE_EUNSUP, "%s", srv_text_missing_reason(t));
     size_t cnt = 0;
-    emoe_status s = tok_encode(t->tok, text, len, add_special, ids, &cnt, err);
+    emoe_status s = tok_encode_limited(t->tok, text, len, add_special, max_ids > 0 ? (size_t)max_ids : 0, ids, &cnt,
+                                       over, err);
     if (s != EMOE_OK) return s;
     if (cnt > (1u << 30)) { free(*ids); *ids = NULL; return emoe_errf(err, EMOE_EINVAL, "prompt too long"); }
     *n = (int)cnt;
     return EMOE_OK;
 #else
-    (void)text; (void)len; (void)add_special;
+    (void)text; (void)len; (void)add_special; (void)max_ids;
     return emoe_errf(err, EMOE_EUNSUP, "%s", srv_text_missing_reason(t));
 #endif
 }

@@ -38,6 +38,10 @@ emoe_status srv_text_encode(srv_text *t, const char *text, size_t len, int add_s
  * the longest token's bytes x 4 (normalizers such as NFKC shrink text at most
  * about 3x). Also caps a chat template's output. */
 void srv_text_set_prompt_limit(srv_text *t, int ctx, uint64_t cap_bytes);
+/* srv_text_encode that gives up once the text has more than max_ids tokens
+ * (0 = no limit): then EINVAL with *over = 1. */
+emoe_status srv_text_encode_max(srv_text *t, const char *text, size_t len, int add_special, int max_ids, int32_t **ids,
+                                int *n, int *over, emoe_err *err);
 /* The bound (0 = none: no tokenizer or not set). */
 size_t srv_text_prompt_limit(const srv_text *t);
 emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prompt, json_t *kwargs, char **out,

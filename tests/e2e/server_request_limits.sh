@@ -25,6 +25,16 @@ M=$(jget 'd["error"]["message"]' <"$TMPD/body")
 check "names param prompt ($P)" test "$P" = prompt
 check "refused by byte length before tokenizing: $M" grep -q 'bytes' <<<"$M"
 
+# 2. Under the byte bound but over the context in tokens: tokenizing stops at
+#    the context length instead of going through the whole text.
+BODY=$(python3 -c "import json; print(json.dumps({'prompt': 'hello ' * 3000, 'max_tokens': 1}))")
+post /v1/completions "$BODY" -H "$AUTH" >"$TMPD/b1"
+M=$(jget 'd["error"]["message"]' <"$TMPD/b1")
+C=$(jget 'd["error"]["code"]' <"$TMPD/b1")
+STOPPED=no; grep -q 'stopped at 64' <<<"$M" && STOPPED=yes
+check "18 KB prompt over a 64-token context -> 400 $C, tokenizing stopped early: $M" \
+    test "$(status)" = 400 -a "$C" = context_length_exceeded -a "$STOPPED" = yes
+
 # 6. Over-context by tokens on /v1/completions names "prompt".
 N=$((CTX + 8))
 BODY=$(python3 -c "import json; print(json.dumps({'prompt': ' hello' * $N}))")

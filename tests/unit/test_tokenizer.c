@@ -606,6 +606,15 @@ START_TEST(test_normalizer_amplification_capped)
     ck_assert_int_eq(tok_encode(t, big, 1000, 0, &ids, &n, &err), EMOE_EINVAL);
     ck_assert_msg(strstr(err.msg, "normalization") != NULL, "%s", err.msg);
     ck_assert_ptr_null(ids);
+    /* tok_encode_limited stops once the text has more tokens than asked. */
+    int over = 0;
+    ck_assert_int_eq(tok_encode_limited(t, "bbbbbbbbbb", 10, 0, 4, &ids, &n, &over, &err), EMOE_EINVAL);
+    ck_assert_int_eq(over, 1);
+    ck_assert_ptr_null(ids);
+    ck_assert_int_eq(tok_encode_limited(t, "bbbb", 4, 0, 4, &ids, &n, &over, &err), EMOE_OK);
+    ck_assert_int_eq(over, 0);
+    ck_assert_uint_eq(n, 4);
+    free(ids);
     /* Text the normalizers do not grow still encodes. */
     ck_assert_int_eq(tok_encode(t, "b", 1, 0, &ids, &n, &err), EMOE_OK);
     ck_assert_uint_eq(n, 1);
