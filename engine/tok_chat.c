@@ -18,16 +18,7 @@ emoe_status tok_apply_chat_template(const tok_tokenizer *t, json_t *messages, in
     return tok_apply_chat_template_capped(t, messages, add_generation_prompt, kwargs, 0, out, err);
 }
 
-size_t tok_max_piece_bytes(const tok_tokenizer *t)
-{
-    size_t m = 0;
-    int n = tok_vocab_size(t);
-    for (int id = 0; id < n; id++) {
-        size_t len = 0;
-        if (tok_id_to_piece(t, id, &len) && len > m) m = len;
-    }
-    return m;
-}
+size_t tok_max_piece_bytes(const tok_tokenizer *t) { return t->max_piece_len; }
 
 emoe_status tok_apply_chat_template_capped(const tok_tokenizer *t, json_t *messages, int add_generation_prompt,
                                            json_t *kwargs, size_t max_output, char **out, emoe_err *err)

@@ -468,8 +468,16 @@ static emoe_status encode_segment(enc *e, size_t off, size_t len, int first)
     }
     free(sp);
     if (st) return st;
-    /* Every piece is at least one token: no BPE work for a text already too long. */
-    if (e->max_ids && e->nids + e->npc > e->max_ids) return too_many(e);
+    /* A piece of L bytes is at least ceil(L / longest token) tokens (no token
+     * covers more input bytes than its string has; a fused unk can, so not
+     * then): no BPE work for a text already too long. */
+    if (e->max_ids) {
+        size_t lower = e->nids, mp = t->max_piece_len ? t->max_piece_len : 1;
+        int fused = t->unk_id >= 0 && t->fuse_unk;
+        for (size_t i = 0; i < e->npc && lower <= e->max_ids; i++)
+            lower += fused ? 1 : (e->pc[i].len + mp - 1) / mp;
+        if (lower > e->max_ids) return too_many(e);
+    }
     for (size_t i = 0; i < e->npc; i++) {
         if (tok_bpe_piece(t, e->arena + e->pc[i].off, e->pc[i].len, &e->ids, &e->nids, &e->cids)) return oom(e);
         if (e->max_ids && e->nids > e->max_ids) return too_many(e);
