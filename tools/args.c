@@ -109,3 +109,12 @@ bad:
             pct_only ? "a percentage such as 25%" : "a percentage (25%) or a size with a unit (25MiB, 2GB)");
     return -1;
 }
+
+int arg_budget_norm(const char *cmd, const char *opt, const char *s, char *out, size_t n)
+{
+    if (arg_budget(cmd, opt, s, 0)) return -1;
+    uint64_t b;
+    if (strchr(s, '%') || cfg_parse_size(s, &b)) snprintf(out, n, "%s", s);
+    else snprintf(out, n, "%llu", (unsigned long long)b);
+    return 0;
+}

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "engine/engine.h"
+#include "tools/tool_cfg.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -26,6 +27,7 @@ static void usage(FILE *f)
             "  --prompt-len P      prompt tokens per sequence (default 128)\n"
             "  --gen G             tokens generated per sequence (default 32)\n"
             "  --backend B         cpu | cuda | auto (default auto)\n"
+            "  --config FILE, --set S.K=V  [model] path and [engine] settings as `emoe serve` reads them\n"
             "  --budget X%%         CUDA: expert slots for X%% of all experts (default: as many as fit)\n"
             "  --threads N         CPU worker threads (default: all CPUs)\n"
             "  --warmup N          untimed warm-up steps before measuring (default 1)\n"
@@ -56,6 +58,8 @@ int cmd_bench(int argc, char **argv)
     double budget_pct = 0;
     int json = 0;
     eng_backend_kind backend = ENG_BACKEND_AUTO;
+    int backend_set = 0, rcfg;
+    static tool_cfg tcfg;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
 #define VAL() do { if (!(v = arg_value("bench", argc, argv, &i))) return 2; } while (0)
@@ -76,8 +80,10 @@ int cmd_bench(int argc, char **argv)
             if (n && buf[n - 1] == '%') buf[n - 1] = 0;
             if (arg_float("bench", a, buf, 1e-9, 100, &budget_pct)) return 2;
         }
+        else if ((rcfg = tool_cfg_arg("bench", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--backend")) {
             VAL();
+            backend_set = 1;
             if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe bench: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; }
         }
         else if (!strcmp(a, "--prompt-ids")) { VAL(); prompt_list = v; }
@@ -85,6 +91,9 @@ int cmd_bench(int argc, char **argv)
         else { fprintf(stderr, "emoe bench: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
+    /* [model] path, [engine] threads and backend (the [cache] budgets are the
+     * expert cache's, which bench does not use: see --budget). */
+    if (tool_cfg_apply("bench", &tcfg, &model, &threads, &backend, backend_set, NULL)) return 2;
     if (!model) { fprintf(stderr, "emoe bench: -m DIR is required\n"); usage(stderr); return 2; }
 
     int32_t *fixed = NULL;

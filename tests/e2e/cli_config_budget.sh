@@ -59,4 +59,18 @@ check "run --budget 50% runs (rc=$RC)" test "$RC" = 0
 "$B" bench -m "$MODEL" --budget 25% --prompt-len 2 --gen 1 --threads 1 >"$TMPD/bench.out" 2>&1; RC=$?
 check "bench --budget on the CPU is refused, not ignored (rc=$RC)" \
     sh -c "test $RC != 0 && grep -q 'CUDA' '$TMPD/bench.out'"
+# 12. --config / --set on the commands that run a model (CLI options win).
+printf '[model]\npath = %s\n[engine]\nthreads = 1\n[cache]\ndevice_budget = 50%%\nstore_path = %s\n' \
+    "$MODEL" "$TMPD/cfg.emoe" >"$TMPD/run.conf"
+"$B" run --config "$TMPD/run.conf" --prompt-ids 1,2 -n 2 >"$TMPD/r1.out" 2>&1; RC=$?
+check "run --config takes the model and the 50% budget from the file (rc=$RC)" \
+    sh -c "test $RC = 0 && grep -q '^expert cache:' '$TMPD/r1.out' && test -f '$TMPD/cfg.emoe'"
+"$B" run --config "$TMPD/run.conf" --set cache.device_budget=100% --prompt-ids 1,2 -n 2 >"$TMPD/r2.out" 2>&1; RC=$?
+check "run --set overrides the file (100%: no cache) (rc=$RC)" sh -c "test $RC = 0 && ! grep -q '^expert cache:' '$TMPD/r2.out'"
+"$B" run --config "$TMPD/run.conf" --set cache.nope=1 --prompt-ids 1 -n 1 >"$TMPD/r3.out" 2>&1; RC=$?
+check "run --set with an unknown key fails naming it (rc=$RC)" sh -c "test $RC = 2 && grep -q nope '$TMPD/r3.out'"
+"$B" bench --config "$TMPD/run.conf" --prompt-len 2 --gen 1 >"$TMPD/b1.out" 2>&1; RC=$?
+check "bench --config takes the model from the file (rc=$RC)" sh -c "test $RC = 0 && grep -q 'backend cpu' '$TMPD/b1.out'"
+"$B" run -m "$MODEL" --prompt-ids 1,2 -n 2 --threads 1 --budget 2GB --store "$TMPD/cfg.emoe" >"$TMPD/r4.out" 2>&1; RC=$?
+check "run --budget 2GB is 2,000,000,000 bytes as in the config (rc=$RC)" grep -q 'of 2000000000 budget bytes' "$TMPD/r4.out"
 finish
