@@ -62,4 +62,7 @@ grep -q 'accepted and have no effect' docs/api.md && ok "api.md lists the accept
 grep -q 'Placing a model for the `DynamicUser` unit' docs/deployment.md && ok "deployment.md explains placing a model for the DynamicUser unit" \
     || bad "deployment.md lacks the DynamicUser model placement"
 
+grep -q 'The running server keeps the expert store open' docs/deployment.md && ok "deployment.md says a replaced store takes effect at restart" \
+    || bad "deployment.md does not say the store stays open"
+
 [ $FAILS = 0 ] || { echo "$FAILS check(s) failed"; exit 1; }
