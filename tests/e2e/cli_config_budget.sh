@@ -71,6 +71,9 @@ check "run --set overrides the file (100%: no cache) (rc=$RC)" sh -c "test $RC =
 check "run --set with an unknown key fails naming it (rc=$RC)" sh -c "test $RC = 2 && grep -q nope '$TMPD/r3.out'"
 "$B" bench --config "$TMPD/run.conf" --prompt-len 2 --gen 1 >"$TMPD/b1.out" 2>&1; RC=$?
 check "bench --config takes the model from the file (rc=$RC)" sh -c "test $RC = 0 && grep -q 'backend cpu' '$TMPD/b1.out'"
+printf '{"task":"t","prompt_ids":[1,2,3],"max_tokens":2}\n' >"$TMPD/p.jsonl"
+"$B" trace --config "$TMPD/run.conf" --prompts "$TMPD/p.jsonl" -o "$TMPD/t.jsonl" >"$TMPD/t1.out" 2>&1; RC=$?
+check "trace --config takes the model from the file (rc=$RC)" sh -c "test $RC = 0 && test -s '$TMPD/t.jsonl'"
 "$B" run -m "$MODEL" --prompt-ids 1,2 -n 2 --threads 1 --budget 2GB --store "$TMPD/cfg.emoe" >"$TMPD/r4.out" 2>&1; RC=$?
 check "run --budget 2GB is 2,000,000,000 bytes as in the config (rc=$RC)" grep -q 'of 2000000000 budget bytes' "$TMPD/r4.out"
 finish

@@ -141,7 +141,7 @@ dribble(socks, 2.0, stop_when_all_closed=False)
 ok, last = served_within("127.0.0.3", 10)
 check("a new client is served while 120 sockets dribble header bytes (read deadline 2 s)", ok,
       "%s (first try at the start of the attack: %s)" % (last, first))
-dribble(socks, 6.0)
+dribble(socks, 12.0)
 closed = sum(1 for s in socks if is_closed(s))
 check("the server closed the dribbling connections (%d of %d)" % (closed, len(socks)), closed == len(socks))
 for s in socks:
