@@ -35,6 +35,11 @@ STOPPED=no; grep -q 'stopped at 64' <<<"$M" && STOPPED=yes
 check "18 KB prompt over a 64-token context -> 400 $C, tokenizing stopped early: $M" \
     test "$(status)" = 400 -a "$C" = context_length_exceeded -a "$STOPPED" = yes
 
+post /tokenize "$BODY" -H "$AUTH" >/dev/null
+check "/tokenize refuses the same over-context text ($(status))" test "$(status)" = 400
+post /tokenize '{"prompt":"hello world"}' -H "$AUTH" >"$TMPD/tk"
+check "/tokenize still counts a short text ($(status))" test "$(status)" = 200
+
 # 6. Over-context by tokens on /v1/completions names "prompt".
 N=$((CTX + 8))
 BODY=$(python3 -c "import json; print(json.dumps({'prompt': ' hello' * $N}))")
