@@ -16,6 +16,7 @@
 #include "engine/matmul.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "tools/tool_cfg.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -36,7 +37,10 @@ static void usage(FILE *f)
             "  --backend B            cpu | cuda | auto (default cpu)\n"
             "  --gpu-budget MB        CUDA: device memory for expert slots (default: as much as fits)\n"
             "  --json                 print one JSON object (ids, last logits, routing, timing)\n"
-            "  --budget X%%|BYTES      expert cache: device budget (default: all experts resident, no cache)\n"
+            "  --budget B             expert cache: device budget, 25%% of all experts or a size such as 512MiB\n"
+            "                         (a bare number is an error; default: all experts resident, no cache)\n"
+            "  --config FILE, --set S.K=V  read [model] path, [engine] and [cache] settings as `emoe serve`\n"
+            "                         does; options given here win\n"
             "  --host-budget X%%|BYTES expert cache: pinned host tier (default 0)\n"
             "  --miss-policy P        exact (load on demand, default) | substitute (use resident experts)\n"
             "  --store FILE           expert store (default DIR/experts.emoe, built if missing)\n"
@@ -79,10 +83,14 @@ int cmd_run(int argc, char **argv)
     eng_backend_kind backend = ENG_BACKEND_CPU;
     long long gpu_budget_mb = 0;
     int kv_dtype = ENG_DT_F32;
+    int backend_set = 0;
     eng_sampling sp;
     eng_sampling_default(&sp);
     double dv;
     cache_cli_opts co = {0};
+    char budget_buf[64], host_buf[64];
+    static tool_cfg tcfg;
+    int rcfg;
     cache_t *cache = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -100,7 +108,7 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--presence-penalty")) { VAL(); if (arg_float("run", a, v, -2, 2, &dv)) return 2; sp.presence_penalty = (float)dv; }
         else if (!strcmp(a, "--frequency-penalty")) { VAL(); if (arg_float("run", a, v, -2, 2, &dv)) return 2; sp.frequency_penalty = (float)dv; }
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("run", a, v, 0, 256, &threads)) return 2; }
-        else if (!strcmp(a, "--backend")) { VAL(); if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe run: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; } }
+        else if (!strcmp(a, "--backend")) { VAL(); backend_set = 1; if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe run: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; } }
         else if (!strcmp(a, "--gpu-budget")) { VAL(); if (arg_int("run", a, v, 1, 1LL << 30, &gpu_budget_mb)) return 2; }
         else if (!strcmp(a, "--kv-dtype")) {
             VAL();
@@ -111,14 +119,16 @@ int cmd_run(int argc, char **argv)
         }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
-        else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
+        else if (!strcmp(a, "--budget")) { VAL(); if (arg_budget_norm("run", a, v, budget_buf, sizeof budget_buf)) return 2; co.budget = budget_buf; }
+        else if (!strcmp(a, "--host-budget")) { VAL(); if (arg_budget_norm("run", a, v, host_buf, sizeof host_buf)) return 2; co.host_budget = host_buf; }
+        else if ((rcfg = tool_cfg_arg("run", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--inject-read-error")) { VAL(); if (arg_int("run", a, v, 1, 1 << 30, &ll)) return 2; co.fail_nth_read = (int)ll; }
         else { fprintf(stderr, "emoe run: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
+    if (tool_cfg_apply("run", &tcfg, &model, &threads, &backend, backend_set, &co)) return 2;
     if (!model) { fprintf(stderr, "emoe run: -m DIR is required\n"); usage(stderr); return 2; }
     if (!co.budget && (co.host_budget || co.miss_policy || co.store || co.fail_nth_read)) {
         fprintf(stderr, "emoe run: --host-budget, --miss-policy, --store and --inject-read-error need --budget\n");
