@@ -54,8 +54,8 @@ static const cfg_entry table[] = {
     {"engine", "backend", CFG_T_ENUM, OFF(engine.backend), 0, 0, 0, "cpu|auto|cuda", "cpu", 0,
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
     /* [scheduler] */
-    {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo", "fifo", 0,
-     "Queue order. `fifo`: first come, first served."},
+    {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo|slo", "fifo", 0,
+     "Queue order. `fifo`: first come, first served. `slo`: least slack to the time-to-first-token SLO first, then priority; preempts best-effort or lower-priority requests for tighter ones, caps steps so TPOT SLOs hold, refuses unattainable TTFT SLOs (see on_unattainable)."},
     {"scheduler", "max_running", CFG_T_INT, OFF(scheduler.max_running), 0, 1, 4096, NULL, "16", 1,
      "Requests decoded together (the continuous batch)."},
     {"scheduler", "max_queued", CFG_T_INT, OFF(scheduler.max_queued), 0, 0, 1000000, NULL, "256", 1,
@@ -66,6 +66,8 @@ static const cfg_entry table[] = {
      "Longest prefill piece of one request per step, so long prompts do not stall running decodes."},
     {"scheduler", "max_tokens_default", CFG_T_INT, OFF(scheduler.max_tokens_default), 0, 0, 1 << 24, NULL, "0", 1,
      "Output tokens when a request sets no max_tokens; 0 = up to the context length."},
+    {"scheduler", "on_unattainable", CFG_T_ENUM, OFF(scheduler.on_unattainable), 0, 0, 0, "reject|best_effort", "reject", 0,
+     "With policy = slo, a request whose TTFT SLO cannot be met even if served next: `reject` answers 429 `slo_unattainable` with Retry-After; `best_effort` serves it without a deadline."},
     /* [cache] */
     {"cache", "device_budget", CFG_T_BUDGET, OFF(cache.device_budget), 0, 0, 64 * TiB, NULL, "100%", 0,
      "Accelerator memory for routed experts: bytes (20GiB) or a percentage of all experts' bytes (25%). Below 100% the server runs through the tiered expert cache."},
@@ -261,8 +263,9 @@ static int has_ctl(const char *s)
 emoe_status cfg_set(emoe_config *c, const char *section, const char *key,
                     const char *value, const char *where, emoe_err *err)
 {
-    const cfg_entry *e = cfg_find(section, key);
     if (!where) where = "config";
+    if (!strcmp(section, "tasks")) return cfg_tasks_set(c, key, value, where, err);
+    const cfg_entry *e = cfg_find(section, key);
     if (!e) {
         if (!section_known(section))
             return emoe_errf(err, EMOE_EINVAL, "%s: unknown section [%s] (key '%s')", where, section, key);
@@ -575,6 +578,7 @@ void cfg_dump(const emoe_config *c, FILE *f)
         cfg_format_value(c, e, val, sizeof val);
         fprintf(f, "; %s%s\n%s = %s\n", e->help, e->reloadable ? " (reloadable)" : "", e->key, val);
     }
+    cfg_tasks_dump(c, f);
 }
 
 void cfg_markdown(FILE *f)
@@ -607,6 +611,7 @@ void cfg_markdown(FILE *f)
         fprintf(f, "| `%s` | %s | %s | `%s` | %s | %s |\n", e->key, type_name(e), bounds, def,
                 e->reloadable ? "yes" : "no", e->help);
     }
+    cfg_tasks_markdown(f);
 }
 
 int cfg_apply_reloadable(emoe_config *to, const emoe_config *from, char *changed_fixed, size_t n)
@@ -614,6 +619,10 @@ int cfg_apply_reloadable(emoe_config *to, const emoe_config *from, char *changed
     int changed = 0;
     size_t used = 0;
     if (changed_fixed && n) changed_fixed[0] = 0;
+    if (memcmp(&to->tasks, &from->tasks, sizeof to->tasks)) {
+        to->tasks = from->tasks;
+        changed++;
+    }
     char a[CFG_LIST_MAX + 16], b[CFG_LIST_MAX + 16];
     for (size_t i = 0; i < N_ENTRIES; i++) {
         const cfg_entry *e = &table[i];

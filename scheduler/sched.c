@@ -35,6 +35,16 @@ struct sched_req {
     double deadline;
     char task[64];
     char *stop[SCHED_MAX_STOP];
+    /* SLO (fixed at submit) */
+    double slo_ttft_s, slo_tpot_s;
+    int priority;
+    int best_effort;      /* SLO unattainable at submit and accepted without a deadline */
+    int pred_out;         /* predicted output tokens */
+    double load_s;        /* expected expert-load time */
+    double predicted_ttft;
+    /* loop */
+    int paused;           /* preempted: KV kept, left out of steps (also read under s->mu) */
+    unsigned long long last_dec_step;
     /* loop */
     eng_seq *seq;
     eng_sampler *sampler;
@@ -58,7 +68,8 @@ struct sched_req {
     emoe_status error;
     char error_msg[256];
     pthread_cond_t cv;
-    double t_submit, t_start, t_last;
+    double t_submit, t_start, t_last, t_first;
+    int n_preempted;
 };
 
 struct sched {
@@ -76,9 +87,16 @@ struct sched {
     int draining;
     sched_req **waiting;  /* FIFO order of arrival */
     int n_waiting, cap_waiting;
-    sched_req **running;  /* admission order */
+    sched_req **running;  /* admission order; includes paused requests */
     int n_running, cap_running;
+    int n_paused;
     sched_stats stats;
+    /* slo policy scratch (loop thread, under s->mu) */
+    slo_view *views;
+    sched_req **view_reqs;
+    int *plan_buf;
+    int cap_views;
+    slo_plan plan;
 };
 
 static void *sched_run_loop(void *arg);
@@ -102,9 +120,23 @@ static int fifo_pick(void *self, sched_req *const *waiting, int n)
     return n > 0 ? 0 : -1;
 }
 
-static const sched_policy fifo_policy = {"fifo", fifo_pick, NULL};
+static const sched_policy fifo_policy = {"fifo", fifo_pick, NULL, 0};
+static const sched_policy slo_policy = {"slo", NULL, NULL, 1};
 
 const sched_policy *sched_policy_fifo(void) { return &fifo_policy; }
+const sched_policy *sched_policy_slo(void) { return &slo_policy; }
+
+const char *sched_reject_name(sched_reject_reason r)
+{
+    switch (r) {
+    case SCHED_REJECT_NONE: return "none";
+    case SCHED_REJECT_QUEUE_FULL: return "queue_full";
+    case SCHED_REJECT_SLO: return "slo_unattainable";
+    case SCHED_REJECT_DRAINING: return "shutting_down";
+    case SCHED_REJECT_N: break;
+    }
+    return "?";
+}
 
 uint64_t sched_req_id(const sched_req *r) { return r->id; }
 const char *sched_req_task(const sched_req *r) { return r->task; }
@@ -112,6 +144,30 @@ double sched_req_arrival(const sched_req *r) { return r->t_submit; }
 int sched_req_n_prompt(const sched_req *r) { return r->n_prompt; }
 int sched_req_max_tokens(const sched_req *r) { return r->max_tokens; }
 double sched_req_deadline(const sched_req *r) { return r->deadline; }
+const int32_t *sched_req_prompt(const sched_req *r) { return r->prompt; }
+int sched_req_priority(const sched_req *r) { return r->priority; }
+double sched_req_slo_ttft(const sched_req *r) { return r->slo_ttft_s; }
+double sched_req_slo_tpot(const sched_req *r) { return r->slo_tpot_s; }
+
+/* The SLO counters of a task; the last slot takes every task beyond the
+ * table. Caller holds s->mu. */
+static sched_slo_task *slo_task_locked(sched *s, const char *task)
+{
+    sched_stats *st = &s->stats;
+    for (int i = 0; i < st->n_slo_tasks; i++)
+        if (!strcmp(st->slo_tasks[i].name, task)) return &st->slo_tasks[i];
+    if (st->n_slo_tasks < SCHED_EST_TASKS - 1) {
+        sched_slo_task *t = &st->slo_tasks[st->n_slo_tasks++];
+        snprintf(t->name, sizeof t->name, "%s", task);
+        return t;
+    }
+    sched_slo_task *t = &st->slo_tasks[SCHED_EST_TASKS - 1];
+    if (st->n_slo_tasks < SCHED_EST_TASKS) {
+        st->n_slo_tasks = SCHED_EST_TASKS;
+        snprintf(t->name, sizeof t->name, "_other");
+    }
+    return t;
+}
 
 static void hist_add(sched_hist *h, double v)
 {
@@ -172,6 +228,15 @@ static int finish_locked(sched *s, sched_req *r, sched_finish f, emoe_status st,
     if (msg) snprintf(r->error_msg, sizeof r->error_msg, "%s", msg);
     s->stats.requests_finished[f]++;
     if (f != SCHED_FINISH_CANCELLED && r->t_submit > 0) hist_add(&s->stats.e2e, emoe_now() - r->t_submit);
+    if ((f == SCHED_FINISH_STOP || f == SCHED_FINISH_LENGTH) && r->n_gen > 0) {
+        sched_est_finished(&s->stats.est, r->task, r->n_gen);
+        if (r->slo_tpot_s > 0 && r->n_gen >= 2) {
+            double tpot = (r->t_last - r->t_first) / (double)(r->n_gen - 1);
+            sched_slo_task *t = slo_task_locked(s, r->task);
+            if (tpot <= r->slo_tpot_s) t->tpot_met++;
+            else t->tpot_missed++;
+        }
+    }
     pthread_cond_broadcast(&r->cv);
     return req_unref_locked(r);
 }
@@ -187,6 +252,7 @@ emoe_status sched_init(eng_engine *e, const sched_opts *opts, sched **out, emoe_
     s->opts = *opts;
     s->policy = opts->policy ? *opts->policy : fifo_policy;
     s->limits = opts->limits;
+    sched_est_init(&s->stats.est);
     if (s->limits.max_running < 1 || s->limits.max_batch_tokens < s->limits.max_running ||
         s->limits.prefill_chunk < 1 || s->limits.max_queued < 0) {
         free(s);
@@ -233,6 +299,9 @@ void sched_free(sched *s)
     pthread_mutex_unlock(&s->mu);
     free(s->waiting);
     free(s->running);
+    free(s->views);
+    free(s->view_reqs);
+    free(s->plan_buf);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -275,6 +344,9 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
                              (int)p->prompt[i], s->vocab);
     emoe_status st = eng_sampling_check(&p->sampling, err);
     if (st != EMOE_OK) return st;
+    if (!(p->slo_ttft_s >= 0) || !(p->slo_tpot_s >= 0) || p->slo_ttft_s > 1e6 || p->slo_tpot_s > 1e6)
+        return emoe_errf(err, EMOE_EINVAL, "slo: must be between 0 and 1e6 seconds");
+    if (p->reject) memset(p->reject, 0, sizeof *p->reject);
 
     sched_req *r = calloc(1, sizeof *r);
     if (!r) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
@@ -300,20 +372,70 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
             if (!r->stop[k++]) { req_free(r); return emoe_errf(err, EMOE_ENOMEM, "out of memory"); }
         }
     r->refs = 2; /* submitter + loop */
+    r->slo_ttft_s = p->slo_ttft_s;
+    r->slo_tpot_s = p->slo_tpot_s;
+    r->priority = p->priority;
+    if (s->opts.expected_load_s) {
+        double l = s->opts.expected_load_s(s->opts.hook_user, r);
+        r->load_s = l > 0 && l < 1e6 ? l : 0;
+    }
     r->t_submit = emoe_now();
 
     pthread_mutex_lock(&s->mu);
     if (s->draining || s->stop) {
         pthread_mutex_unlock(&s->mu);
         req_free(r);
+        if (p->reject) p->reject->reason = SCHED_REJECT_DRAINING;
         return emoe_errf(err, EMOE_EBUSY, "the server is shutting down");
     }
-    if (s->n_waiting >= s->limits.max_queued && s->n_running >= s->limits.max_running) {
+    if (s->n_waiting >= s->limits.max_queued && s->n_running - s->n_paused >= s->limits.max_running) {
         s->stats.requests_rejected++;
+        s->stats.rejected_by[SCHED_REJECT_QUEUE_FULL]++;
         int q = s->n_waiting;
         pthread_mutex_unlock(&s->mu);
         req_free(r);
+        if (p->reject) *p->reject = (sched_reject){SCHED_REJECT_QUEUE_FULL, 1, 0};
         return emoe_errf(err, EMOE_EBUSY, "the queue is full (%d waiting); retry later", q);
+    }
+    r->pred_out = sched_est_out_tokens(&s->stats.est, r->task, p->out_tokens_prior, r->max_tokens);
+    s->stats.load_s_sum += r->load_s;
+    s->stats.load_n++;
+    {
+        /* Admission control: the TTFT if served next, sharing steps with the
+         * running decodes. */
+        slo_est est;
+        sched_est_get(&s->stats.est, &est);
+        int rows = s->n_running - s->n_paused;
+        if (rows > s->limits.max_running) rows = s->limits.max_running;
+        slo_view v = {0};
+        v.n_prompt = r->n_prompt;
+        v.load_s = r->load_s;
+        v.ttft_deadline = r->slo_ttft_s > 0 ? r->t_submit + r->slo_ttft_s : 0;
+        double pred = 0;
+        int ok = slo_attainable(&est, &v, r->t_submit, rows, s->limits.prefill_chunk, &pred);
+        r->predicted_ttft = pred;
+        if (!ok && s->policy.slo) {
+            if (s->opts.on_unattainable == SCHED_UNATTAINABLE_REJECT) {
+                s->stats.requests_rejected++;
+                s->stats.rejected_by[SCHED_REJECT_SLO]++;
+                pthread_mutex_unlock(&s->mu);
+                double ttft_ms = r->slo_ttft_s * 1e3;
+                req_free(r);
+                if (p->reject) {
+                    double ra = pred > 1 ? pred : 1;
+                    *p->reject = (sched_reject){SCHED_REJECT_SLO, ra, pred};
+                }
+                return emoe_errf(err, EMOE_EBUSY,
+                                 "the time-to-first-token SLO of %g ms cannot be met: the predicted time to first "
+                                 "token is %.0f ms even if served next (%d prompt tokens, %d running)",
+                                 ttft_ms, pred * 1e3, p->n_prompt, rows);
+            }
+            r->best_effort = 1;
+        }
+        LOG_DEBUG("request %llu: task '%s' priority %d slo ttft %.0fms tpot %.0fms; predicted ttft %.1fms, output %d "
+                  "tokens, expert load %.1fms%s",
+                  (unsigned long long)r->id, r->task, r->priority, r->slo_ttft_s * 1e3, r->slo_tpot_s * 1e3, pred * 1e3,
+                  r->pred_out, r->load_s * 1e3, r->best_effort ? " (unattainable: best effort)" : "");
     }
     if (grow(&s->waiting, &s->cap_waiting, s->n_waiting + 1)) {
         pthread_mutex_unlock(&s->mu);
@@ -406,6 +528,9 @@ int sched_req_poll(sched_req *r, double timeout_s, sched_update *u)
     u->n_prompt = r->n_prompt;
     u->n_gen = r->n_gen;
     u->started = r->t_start > 0;
+    u->ttft_s = r->t_first > 0 ? r->t_first - r->t_submit : 0;
+    u->predicted_ttft_s = r->predicted_ttft;
+    u->preempted = r->n_preempted;
     pthread_mutex_unlock(&s->mu);
     return news;
 }
@@ -454,6 +579,7 @@ void sched_get_stats(sched *s, sched_stats *st)
     st->running = s->n_running;
     st->waiting = s->n_waiting;
     st->draining = s->draining;
+    st->paused = s->n_paused;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -491,6 +617,7 @@ static void end_running_locked(sched *s, sched_req *r, sched_finish f, emoe_stat
 {
     for (int i = 0; i < s->n_running; i++)
         if (s->running[i] == r) { remove_at(s->running, &s->n_running, i); break; }
+    if (r->paused) { r->paused = 0; s->n_paused--; }
     if (s->opts.on_finish) s->opts.on_finish(s->opts.hook_user, r);
     req_teardown(s, r);
     if (finish_locked(s, r, f, st, msg)) req_free(r);
@@ -534,8 +661,17 @@ static void on_token(sched *s, sched_req *r, int32_t t)
     }
     r->last_token = t;
     pthread_mutex_lock(&s->mu);
-    if (r->n_gen == 0) hist_add(&s->stats.ttft, now - r->t_submit);
-    else hist_add(&s->stats.itl, now - r->t_last);
+    if (r->n_gen == 0) {
+        hist_add(&s->stats.ttft, now - r->t_submit);
+        r->t_first = now;
+        if (r->slo_ttft_s > 0) {
+            sched_slo_task *tk = slo_task_locked(s, r->task);
+            if (now - r->t_submit <= r->slo_ttft_s) tk->ttft_met++;
+            else tk->ttft_missed++;
+        }
+    } else {
+        hist_add(&s->stats.itl, now - r->t_last);
+    }
     r->t_last = now;
     if (r->n_gen == r->cap_gen) {
         int nc = r->cap_gen ? r->cap_gen * 2 : 64;
@@ -600,12 +736,132 @@ static void timed_wait(sched *s, double sec)
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 }
 
+/* ---- slo policy glue (loop thread) ---- */
+
+static int views_reserve(sched *s, int n)
+{
+    if (n <= s->cap_views) return 0;
+    int nc = s->cap_views ? s->cap_views : 32;
+    while (nc < n) nc *= 2;
+    slo_view *v = realloc(s->views, (size_t)nc * sizeof *v);
+    if (v) s->views = v;
+    sched_req **vr = realloc(s->view_reqs, (size_t)nc * sizeof *vr);
+    if (vr) s->view_reqs = vr;
+    int *pb = realloc(s->plan_buf, (size_t)nc * 3 * sizeof *pb);
+    if (pb) s->plan_buf = pb;
+    if (!v || !vr || !pb) return -1;
+    s->cap_views = nc;
+    return 0;
+}
+
+static void view_of(const sched_req *r, slo_view *v)
+{
+    memset(v, 0, sizeof *v);
+    v->arrival = r->t_submit;
+    v->ttft_deadline = r->slo_ttft_s > 0 && !r->best_effort && r->n_gen == 0 ? r->t_submit + r->slo_ttft_s : 0;
+    v->tpot_s = r->best_effort ? 0 : r->slo_tpot_s;
+    v->priority = r->priority;
+    v->has_slo = !r->best_effort && (r->slo_ttft_s > 0 || r->slo_tpot_s > 0);
+    v->n_prompt = r->n_prompt;
+    v->n_prefilled = r->n_prefilled;
+    v->n_gen = r->n_gen;
+    v->pred_out = r->pred_out > 0 ? r->pred_out : r->max_tokens;
+    v->load_s = r->load_s;
+    v->active = r->state == REQ_RUNNING && !r->paused;
+    v->paused = r->state == REQ_RUNNING && r->paused;
+}
+
+/* Plans this iteration with the slo policy and carries out its pauses and
+ * admissions; the step order is left in s->plan (indices into s->view_reqs).
+ * Caller holds s->mu. */
+static void slo_admit_locked(sched *s, double now)
+{
+    s->plan.n_order = 0;
+    int n = s->n_waiting + s->n_running;
+    if (n == 0 || views_reserve(s, n)) return;
+    int k = 0;
+    for (int i = 0; i < s->n_running; i++, k++) {
+        s->view_reqs[k] = s->running[i];
+        view_of(s->running[i], &s->views[k]);
+    }
+    for (int i = 0; i < s->n_waiting; i++, k++) {
+        s->view_reqs[k] = s->waiting[i];
+        view_of(s->waiting[i], &s->views[k]);
+    }
+    slo_est est;
+    sched_est_get(&s->stats.est, &est);
+    slo_limits lim = {s->limits.max_running, s->limits.max_running, s->limits.prefill_chunk, s->limits.max_batch_tokens};
+    s->plan.admit = s->plan_buf;
+    s->plan.pause = s->plan_buf + n;
+    s->plan.order = s->plan_buf + 2 * n;
+    if (slo_plan_step(s->views, n, &est, &lim, now, &s->plan)) {
+        s->plan.n_order = 0;
+        return;
+    }
+    for (int i = 0; i < s->plan.n_pause; i++) {
+        sched_req *r = s->view_reqs[s->plan.pause[i]];
+        r->paused = 1;
+        r->n_preempted++;
+        s->n_paused++;
+        s->stats.preempted++;
+        LOG_DEBUG("request %llu: paused (preempted) after %d tokens", (unsigned long long)r->id, r->n_gen);
+    }
+    for (int i = 0; i < s->plan.n_admit; i++) {
+        sched_req *r = s->view_reqs[s->plan.admit[i]];
+        if (r->state == REQ_RUNNING) {
+            if (r->paused) { r->paused = 0; s->n_paused--; }
+            continue;
+        }
+        if (grow(&s->running, &s->cap_running, s->n_running + 1)) break;
+        for (int w = 0; w < s->n_waiting; w++)
+            if (s->waiting[w] == r) { remove_at(s->waiting, &s->n_waiting, w); break; }
+        s->running[s->n_running++] = r;
+        r->state = REQ_RUNNING;
+        r->t_start = now;
+        hist_add(&s->stats.queue_time, now - r->t_submit);
+        pthread_cond_broadcast(&r->cv);
+    }
+}
+
+/* The step's decode rows under the slo policy: every ready row in plan order,
+ * or, when the TPOT guard caps them, rows with an SLO first and then those
+ * that decoded longest ago. Marks the chosen rows in take[]. */
+static int slo_pick_decodes(sched_req **reqs, int n, int cap, unsigned long long step, char *take)
+{
+    int ready = 0;
+    for (int i = 0; i < n; i++) {
+        take[i] = 0;
+        if (reqs[i] && reqs[i]->n_prefilled >= reqs[i]->n_prompt) ready++;
+    }
+    int got = 0;
+    for (int i = 0; i < n && got < cap; i++) {
+        sched_req *r = reqs[i];
+        if (!r || r->n_prefilled < r->n_prompt) continue;
+        if (ready <= cap || (!r->best_effort && (r->slo_ttft_s > 0 || r->slo_tpot_s > 0))) { take[i] = 1; got++; }
+    }
+    while (got < cap && got < ready) {
+        int best = -1;
+        for (int i = 0; i < n; i++) {
+            sched_req *r = reqs[i];
+            if (!r || take[i] || r->n_prefilled < r->n_prompt) continue;
+            if (best < 0 || r->last_dec_step < reqs[best]->last_dec_step) best = i;
+        }
+        if (best < 0) break;
+        take[best] = 1;
+        got++;
+    }
+    for (int i = 0; i < n; i++)
+        if (take[i]) reqs[i]->last_dec_step = step;
+    return got;
+}
+
 static void *sched_run_loop(void *arg)
 {
     sched *s = arg;
     step_item *items = NULL;
     eng_batch_item *bi = NULL;
     sched_req **batch_reqs = NULL;
+    char *take = NULL;
     int cap_items = 0;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
@@ -635,7 +891,8 @@ static void *sched_run_loop(void *arg)
             i++;
         }
         /* Admit by policy. */
-        while (s->n_running < s->limits.max_running && s->n_waiting > 0) {
+        if (s->policy.slo) slo_admit_locked(s, now);
+        while (!s->policy.slo && s->n_running < s->limits.max_running && s->n_waiting > 0) {
             int k = s->policy.pick(s->policy.self, s->waiting, s->n_waiting);
             if (k < 0 || k >= s->n_waiting) break;
             if (grow(&s->running, &s->cap_running, s->n_running + 1)) break;
@@ -647,13 +904,14 @@ static void *sched_run_loop(void *arg)
             hist_add(&s->stats.queue_time, now - r->t_submit);
             pthread_cond_broadcast(&r->cv);
         }
-        if (s->n_running == 0) {
+        if (s->n_running - s->n_paused == 0) {
             timed_wait(s, 0.5);
             continue;
         }
         /* Snapshot the running set; only this thread changes it. */
         int n_run = s->n_running;
         sched_limits lim = s->limits;
+        int slo = s->policy.slo, dec_cap = n_run, pf_budget = lim.max_batch_tokens;
         if (n_run > cap_items) {
             int nc = n_run * 2;
             step_item *ni = realloc(items, (size_t)nc * sizeof *ni);
@@ -662,10 +920,30 @@ static void *sched_run_loop(void *arg)
             if (nb) bi = nb;
             sched_req **nr = realloc(batch_reqs, (size_t)nc * sizeof *nr);
             if (nr) batch_reqs = nr;
-            if (!ni || !nb || !nr) { timed_wait(s, 0.1); continue; }
+            char *nt = realloc(take, (size_t)nc);
+            if (nt) take = nt;
+            if (!ni || !nb || !nr || !nt) { timed_wait(s, 0.1); continue; }
             cap_items = nc;
         }
-        memcpy(batch_reqs, s->running, (size_t)n_run * sizeof *batch_reqs);
+        if (slo) {
+            /* Active requests in the plan's order (tightest first). */
+            int k = 0;
+            if (s->plan.n_order > 0) {
+                for (int i = 0; i < s->plan.n_order; i++) {
+                    sched_req *r = s->view_reqs[s->plan.order[i]];
+                    if (r->state == REQ_RUNNING && !r->paused && k < n_run) batch_reqs[k++] = r;
+                }
+                dec_cap = s->plan.max_decode_rows;
+                pf_budget = s->plan.prefill_budget;
+            } else {
+                for (int i = 0; i < n_run; i++)
+                    if (!s->running[i]->paused) batch_reqs[k++] = s->running[i];
+            }
+            n_run = k;
+        } else {
+            memcpy(batch_reqs, s->running, (size_t)n_run * sizeof *batch_reqs);
+        }
+        unsigned long long step_no = s->stats.steps;
         pthread_mutex_unlock(&s->mu);
 
         /* Set up newly admitted requests. */
@@ -683,16 +961,20 @@ static void *sched_run_loop(void *arg)
             }
             if (s->opts.on_admit) s->opts.on_admit(s->opts.hook_user, r);
         }
-        /* Decodes first (one token each), then prefill chunks in admission order. */
+        /* Decodes first (one token each), then prefill chunks in admission
+         * order (slo: in the plan's order, within the TPOT guard's caps). */
         int n = 0, budget = lim.max_batch_tokens;
+        if (slo) slo_pick_decodes(batch_reqs, n_run, dec_cap, step_no, take);
         for (int i = 0; i < n_run; i++) {
             sched_req *r = batch_reqs[i];
-            if (!r || r->n_prefilled < r->n_prompt || budget < 1) continue;
+            if (!r || r->n_prefilled < r->n_prompt || budget < 1 || (slo && !take[i])) continue;
             items[n] = (step_item){r, 0, 1};
             bi[n] = (eng_batch_item){r->seq, &r->last_token, 1, r->logits, NULL};
             n++;
             budget--;
         }
+        int n_dec = n, n_pf = 0;
+        if (slo && budget > pf_budget) budget = pf_budget;
         for (int i = 0; i < n_run && budget > 0; i++) {
             sched_req *r = batch_reqs[i];
             if (!r || r->n_prefilled >= r->n_prompt) continue;
@@ -704,17 +986,31 @@ static void *sched_run_loop(void *arg)
             bi[n] = (eng_batch_item){r->seq, r->prompt + r->n_prefilled, chunk, last ? r->logits : NULL, NULL};
             n++;
             budget -= chunk;
+            n_pf += chunk;
         }
+        double t_step = 0;
         if (n > 0) {
+            double t0 = emoe_now();
             run_items(s, items, bi, n);
+            t_step = emoe_now() - t0;
             if (s->opts.on_step_end) s->opts.on_step_end(s->opts.hook_user);
         }
         pthread_mutex_lock(&s->mu);
         s->stats.steps++;
+        if (n > 0) {
+            sched_est_step(&s->stats.est, n_dec, n_pf, t_step);
+            if (s->stats.steps % 500 == 0) {
+                slo_est e;
+                sched_est_get(&s->stats.est, &e);
+                LOG_DEBUG("scheduler estimates: step %.3f ms + %.3f ms per decode row + %.4f ms per prefill token",
+                          e.base_s * 1e3, e.row_s * 1e3, e.tok_s * 1e3);
+            }
+        }
     }
     pthread_mutex_unlock(&s->mu);
     free(items);
     free(bi);
     free(batch_reqs);
+    free(take);
     return NULL;
 }

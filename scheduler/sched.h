@@ -2,7 +2,7 @@
  * sched.h — the scheduler: the one place where HTTP threads and the engine
  * meet. HTTP threads submit requests into a bounded queue and read results
  * from each request's channel; one run-loop thread owns the engine, admits
- * queued requests by a policy (FIFO for now), forms continuous batches
+ * queued requests by a policy (FIFO or SLO-aware: scheduler/slo.h), forms continuous batches
  * (every running request's decode token plus prefill chunks of newly admitted
  * prompts, up to a token budget), runs eng_step(), samples, applies stop
  * conditions (EOS ids, max_tokens, context end, stop strings on the
@@ -30,6 +30,8 @@
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "scheduler/textstream.h"
+#include "scheduler/slo.h"
+#include "scheduler/estimator.h"
 
 typedef struct sched sched;
 typedef struct sched_req sched_req;
@@ -61,10 +63,15 @@ typedef struct sched_policy {
     /* Returns an index into waiting[0..n) or -1 to admit nothing now. */
     int (*pick)(void *self, sched_req *const *waiting, int n);
     void *self;
+    /* 1: the SLO-aware policy (scheduler/slo.h) plans each step instead of
+     * pick: ordering, preemption, TPOT guard, admission control. */
+    int slo;
 } sched_policy;
 
 /* First come, first served. */
 const sched_policy *sched_policy_fifo(void);
+/* Least slack first with preemption, TPOT guard and admission control. */
+const sched_policy *sched_policy_slo(void);
 
 /* Read-only facts about a request, for policies (fixed at submit; safe to
  * call from pick, which runs under the scheduler's lock). */
@@ -74,6 +81,17 @@ double sched_req_arrival(const sched_req *r);     /* emoe_now() at submit */
 int sched_req_n_prompt(const sched_req *r);
 int sched_req_max_tokens(const sched_req *r);
 double sched_req_deadline(const sched_req *r);    /* 0 = none */
+const int32_t *sched_req_prompt(const sched_req *r);
+int sched_req_priority(const sched_req *r);
+double sched_req_slo_ttft(const sched_req *r);    /* seconds; 0 = none */
+double sched_req_slo_tpot(const sched_req *r);    /* seconds; 0 = none */
+
+/* What the SLO policy does with a request whose TTFT SLO cannot be met even
+ * if it is served next. */
+typedef enum sched_unattainable {
+    SCHED_UNATTAINABLE_REJECT = 0,      /* EMOE_EBUSY, reason SCHED_REJECT_SLO */
+    SCHED_UNATTAINABLE_BEST_EFFORT = 1, /* accept it without a deadline */
+} sched_unattainable;
 
 typedef struct sched_opts {
     sched_limits limits;
@@ -94,6 +112,13 @@ typedef struct sched_opts {
     void (*on_finish)(void *user, sched_req *r);
     void (*on_step_end)(void *user);
     void *hook_user;
+    /* Estimator hook for the SLO policy (may be NULL = every expert resident):
+     * the expected seconds of expert loading before r's first token (the
+     * predictor's plan minus what is resident, times the measured load
+     * latency). Called once from sched_submit, on the submitting thread,
+     * without the scheduler's lock, with hook_user. */
+    double (*expected_load_s)(void *user, const sched_req *r);
+    sched_unattainable on_unattainable;
 } sched_opts;
 
 typedef enum sched_finish {
@@ -108,6 +133,23 @@ const char *sched_finish_name(sched_finish f);
 
 #define SCHED_MAX_STOP 4
 
+typedef enum sched_reject_reason {
+    SCHED_REJECT_NONE = 0,
+    SCHED_REJECT_QUEUE_FULL,       /* "queue_full" */
+    SCHED_REJECT_SLO,              /* "slo_unattainable" */
+    SCHED_REJECT_DRAINING,         /* "shutting_down" */
+    SCHED_REJECT_N
+} sched_reject_reason;
+
+const char *sched_reject_name(sched_reject_reason r);
+
+/* Why sched_submit returned EMOE_EBUSY. */
+typedef struct sched_reject {
+    sched_reject_reason reason;
+    double retry_after_s;          /* a hint for Retry-After */
+    double predicted_ttft_s;       /* SCHED_REJECT_SLO: the prediction that failed */
+} sched_reject;
+
 typedef struct sched_req_params {
     const int32_t *prompt;   /* copied */
     int n_prompt;            /* >= 1 */
@@ -118,6 +160,12 @@ typedef struct sched_req_params {
     double deadline;         /* emoe_now() time after which it finishes as LENGTH; 0 = none */
     const char *task;        /* predictor task name; may be NULL */
     uint64_t id;             /* request id for logs */
+    /* SLOs (used by the slo policy; counted in the stats under any policy). */
+    double slo_ttft_s;       /* time to first token, seconds; 0 = none */
+    double slo_tpot_s;       /* mean time per output token after the first; 0 = none */
+    int priority;            /* lower = more important; 0 = default */
+    int out_tokens_prior;    /* expected output tokens of the task (config); 0 = unknown */
+    sched_reject *reject;    /* optional: filled when sched_submit returns EMOE_EBUSY */
 } sched_req_params;
 
 /* Creates the scheduler and starts its run loop on engine e (borrowed; the
@@ -150,6 +198,9 @@ typedef struct sched_update {
     char error_msg[256];
     int n_prompt, n_gen;     /* usage so far */
     int started;             /* 1 once admitted (left the queue) */
+    double ttft_s;           /* measured time to first token (0 = none yet) */
+    double predicted_ttft_s; /* predicted at submit (time to first token if served next) */
+    int preempted;           /* times the request was paused */
 } sched_update;
 
 /* Waits up to timeout_s (0 = don't wait) for new output or the finish, then
@@ -174,12 +225,26 @@ typedef struct sched_hist {
     uint64_t n;
 } sched_hist;
 
+/* SLO outcomes of one task ("" = requests without a task). */
+typedef struct sched_slo_task {
+    char name[64];
+    uint64_t ttft_met, ttft_missed, tpot_met, tpot_missed;
+} sched_slo_task;
+
 typedef struct sched_stats {
     int running, waiting;
+    int paused;                      /* preempted requests (counted in running) */
     int draining;
     uint64_t prompt_tokens, generation_tokens;
     uint64_t requests_finished[5];   /* by sched_finish */
-    uint64_t requests_rejected;      /* queue full */
+    uint64_t requests_rejected;      /* all reasons */
+    uint64_t rejected_by[SCHED_REJECT_N];
+    uint64_t preempted;              /* pauses by the slo policy */
+    sched_slo_task slo_tasks[SCHED_EST_TASKS];
+    int n_slo_tasks;
+    sched_est est;                   /* estimator state (step cost, output lengths) */
+    double load_s_sum;               /* expected expert-load time of submitted requests */
+    uint64_t load_n;
     uint64_t steps;
     sched_hist ttft, itl, e2e, queue_time;
     double last_tick;                /* emoe_now() of the run loop's last iteration */

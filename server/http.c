@@ -10,9 +10,11 @@
  */
 #include "server/server.h"
 #include "server/request.h"
+#include "server/slo_metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -73,6 +75,8 @@ typedef struct conn {
     const char *finish;
     char url[128];
     char method[8];
+    int retry_after;          /* seconds for a 429's Retry-After (0 = 1) */
+    double ttft, pred_ttft;   /* for the request log (ttft < 0 = none) */
 } conn;
 
 typedef struct stream {
@@ -96,6 +100,7 @@ typedef struct stream {
     sched_buf text_log;
     int return_ids;
     int n_ids_sent;
+    double ttft, pred_ttft;
 } stream;
 
 /* ---- helpers ---- */
@@ -138,7 +143,11 @@ static enum MHD_Result respond(conn *c, struct MHD_Connection *mc, int status, c
     MHD_add_response_header(resp, "Content-Type", ctype);
     add_common_headers(c->s, mc, resp, c);
     if (status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
-    if (status == 429 || status == 503) MHD_add_response_header(resp, "Retry-After", "1");
+    if (status == 429 || status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", status == 429 && c->retry_after > 0 ? c->retry_after : 1);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
     if (status == 405) {
         const char *allow = (c->route == R_CHAT || c->route == R_COMPLETIONS || c->route == R_TOKENIZE ||
                              c->route == R_DETOKENIZE) ? "POST, OPTIONS" : "GET, OPTIONS";
@@ -351,9 +360,10 @@ static void sse_choice(stream *st, const char *text, size_t len, int with_role, 
 
 static void stream_log(stream *st, const char *outcome)
 {
-    LOG_INFO("req=%llu stream %s prompt_tokens=%d completion_tokens=%d finish=%s time=%.3fs",
+    LOG_INFO("req=%llu stream %s prompt_tokens=%d completion_tokens=%d finish=%s time=%.3fs ttft=%.3fs "
+             "predicted_ttft=%.3fs",
              (unsigned long long)st->rid, st->kind == SRV_KIND_CHAT ? "chat" : "completion", st->n_prompt, st->n_gen,
-             outcome, emoe_now() - st->t0);
+             outcome, emoe_now() - st->t0, st->ttft, st->pred_ttft);
     if (st->log_prompts && st->text_log.n)
         LOG_INFO("req=%llu output: %.*s", (unsigned long long)st->rid, (int)(st->text_log.n > 4000 ? 4000 : st->text_log.n),
                  st->text_log.p);
@@ -392,6 +402,8 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
         sched_req_poll(st->r, 0.1, &u);
         st->n_prompt = u.n_prompt;
         st->n_gen = u.n_gen;
+        st->ttft = u.ttft_s;
+        st->pred_ttft = u.predicted_ttft_s;
         if (u.text_len || (st->return_ids && u.n_gen > st->n_ids_sent && !u.finished)) {
             sse_choice(st, u.text ? u.text : "", u.text_len, 0, NULL);
             if (st->log_prompts) sched_buf_append(&st->text_log, u.text, u.text_len);
@@ -479,6 +491,12 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
         }
         snprintf(g.task, sizeof g.task, "%s", th);
     }
+    if (srv_slo_parse_headers(MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Emoe-SLO-TTFT-Ms"),
+                              MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Emoe-SLO-TPOT-Ms"),
+                              MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Emoe-Priority"), &g.slo, &e)) {
+        ret = respond_error(c, mc, &e);
+        goto done;
+    }
     if (build_prompt(s, &g, &ids, &n_ids, &e)) { ret = respond_error(c, mc, &e); goto done; }
     if (n_ids == 0) {
         ret = fail(c, mc, 400, "invalid_request_error", NULL, kind == SRV_KIND_CHAT ? "messages" : "prompt",
@@ -489,6 +507,17 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     int max_default = s->cfg.scheduler.max_tokens_default;
     double req_timeout = s->cfg.server.request_timeout;
     int log_prompts = s->cfg.log.log_prompts;
+    int out_prior = 0;
+    {
+        /* [tasks] defaults fill what the body and headers left unset. */
+        const cfg_task *tk = cfg_task_find(&s->cfg, g.task);
+        if (tk) {
+            if (!g.slo.has_ttft && tk->ttft_ms > 0) { g.slo.ttft_ms = tk->ttft_ms; g.slo.has_ttft = 1; }
+            if (!g.slo.has_tpot && tk->tpot_ms > 0) { g.slo.tpot_ms = tk->tpot_ms; g.slo.has_tpot = 1; }
+            if (!g.slo.has_priority && tk->has_priority) { g.slo.priority = tk->priority; g.slo.has_priority = 1; }
+            out_prior = tk->output_tokens;
+        }
+    }
     pthread_mutex_unlock(&s->mu);
     if (n_ids >= s->ctx || (g.max_tokens > 0 && (int64_t)n_ids + g.max_tokens > s->ctx)) {
         ret = fail(c, mc, 400, "invalid_request_error", "context_length_exceeded",
@@ -520,6 +549,12 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     p.deadline = req_timeout > 0 ? c->t0 + req_timeout : 0;
     p.task = g.task;
     p.id = c->rid;
+    p.slo_ttft_s = g.slo.has_ttft ? g.slo.ttft_ms * 1e-3 : 0;
+    p.slo_tpot_s = g.slo.has_tpot ? g.slo.tpot_ms * 1e-3 : 0;
+    p.priority = g.slo.priority;
+    p.out_tokens_prior = out_prior;
+    sched_reject rej = {0};
+    p.reject = &rej;
     emoe_err err = {0};
     if (atomic_load(&s->draining)) {
         ret = fail(c, mc, 503, "server_error", "server_shutting_down", NULL, "the server is shutting down");
@@ -527,10 +562,15 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     }
     emoe_status st = sched_submit(s->sc, &p, &r, &err);
     if (st == EMOE_EBUSY) {
-        if (atomic_load(&s->draining) || strstr(err.msg, "shutting"))
+        if (atomic_load(&s->draining) || rej.reason == SCHED_REJECT_DRAINING) {
             ret = fail(c, mc, 503, "server_error", "server_shutting_down", NULL, "%s", err.msg);
-        else
-            ret = fail(c, mc, 429, "rate_limit_error", "queue_full", NULL, "%s", err.msg);
+        } else {
+            double ra = rej.retry_after_s > 1 ? ceil(rej.retry_after_s) : 1;
+            c->retry_after = ra < 3600 ? (int)ra : 3600;
+            c->pred_ttft = rej.predicted_ttft_s;
+            ret = fail(c, mc, 429, "rate_limit_error", rej.reason == SCHED_REJECT_SLO ? "slo_unattainable" : "queue_full",
+                       NULL, "%s", err.msg);
+        }
         goto done;
     }
     if (st != EMOE_OK) {
@@ -604,6 +644,8 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
         }
     }
     c->n_gen = u.n_gen;
+    c->ttft = u.ttft_s;
+    c->pred_ttft = u.predicted_ttft_s;
     atomic_fetch_sub(&s->inflight, 1);
     if (gone) {
         pthread_mutex_lock(&s->stat_mu);
@@ -771,7 +813,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             if (!resp) return MHD_NO;
             add_common_headers(s, mc, resp, c);
             MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-            MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Emoe-Task");
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Emoe-Task, X-Emoe-SLO-TTFT-Ms, X-Emoe-SLO-TPOT-Ms, X-Emoe-Priority");
             MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
             enum MHD_Result rc = MHD_queue_response(mc, 204, resp);
             MHD_destroy_response(resp);
@@ -839,10 +881,11 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     *con_cls = NULL;
     if (c->responded) count_status(s, c->status);
     if (c->route != R_HEALTH && c->route != R_METRICS)
-        LOG_INFO("req=%llu %s %s %d%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.3fs",
+        LOG_INFO("req=%llu %s %s %d%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.3fs ttft=%.3fs "
+                 "predicted_ttft=%.3fs",
                  (unsigned long long)c->rid, c->method, c->url, c->responded ? c->status : 0,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)", c->n_prompt, c->n_gen,
-                 c->finish ? c->finish : "-", emoe_now() - c->t0);
+                 c->finish ? c->finish : "-", emoe_now() - c->t0, c->ttft, c->pred_ttft);
     sched_buf_free(&c->body);
     free(c);
 }
@@ -1020,9 +1063,7 @@ char *srv_metrics_render(srv *s)
     for (int k = SCHED_FINISH_STOP; k <= SCHED_FINISH_ERROR; k++)
         fprintf(f, "emoe_requests_finished_total{reason=\"%s\"} %llu\n", sched_finish_name((sched_finish)k),
                 (unsigned long long)st.requests_finished[k]);
-    fprintf(f, "# HELP emoe_requests_rejected_total Requests refused because the queue was full (429).\n"
-               "# TYPE emoe_requests_rejected_total counter\nemoe_requests_rejected_total %llu\n",
-            (unsigned long long)st.requests_rejected);
+    srv_slo_metrics(f, &st);
     fprintf(f, "# HELP emoe_engine_steps_total Engine steps run.\n# TYPE emoe_engine_steps_total counter\n"
                "emoe_engine_steps_total %llu\n", (unsigned long long)st.steps);
     pthread_mutex_lock(&s->stat_mu);

@@ -383,6 +383,7 @@ int srv_parse_request(srv_kind kind, const char *body, size_t len, srv_gen_req *
         break;
     }
     }
+    if ((kind == SRV_KIND_CHAT || kind == SRV_KIND_COMPLETION) && srv_slo_parse_body(root, &r->slo, e)) goto done;
     rc = 0;
 done:
     json_decref(root);

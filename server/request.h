@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "engine/sampler.h"
+#include "server/slo_fields.h"
 
 typedef enum srv_kind {
     SRV_KIND_CHAT = 0,     /* POST /v1/chat/completions */
@@ -63,6 +64,7 @@ typedef struct srv_gen_req {
     int ignore_eos;              /* emoe extension */
     int return_token_ids;        /* vLLM extension: choices carry token_ids */
     char task[SRV_MAX_TASK + 1]; /* emoe extension: predictor task */
+    srv_slo slo;                 /* emoe extension: "slo" and "priority" (server/slo_fields.h) */
 } srv_gen_req;
 
 /* Parses body[0..len) for `kind`. Returns 0 and fills r (free with

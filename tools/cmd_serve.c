@@ -225,6 +225,8 @@ int cmd_serve(int argc, char **argv)
     sched_opts so = {0};
     serve_cache_hooks(xc, &so);
     so.limits = limits_of(&cfg);
+    so.policy = cfg.scheduler.policy == CFG_SCHED_SLO ? sched_policy_slo() : sched_policy_fifo();
+    so.on_unattainable = cfg.scheduler.on_unattainable ? SCHED_UNATTAINABLE_BEST_EFFORT : SCHED_UNATTAINABLE_REJECT;
     so.text = srv_text_ops(text);
     so.tick = on_tick;
     so.tick_user = &wd;
