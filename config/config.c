@@ -55,7 +55,7 @@ static const cfg_entry table[] = {
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
     /* [scheduler] */
     {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo|slo", "fifo", 0,
-     "Queue order. `fifo`: first come, first served. `slo`: least slack to the time-to-first-token SLO first, then priority; preempts best-effort or lower-priority requests for tighter ones, caps steps so TPOT SLOs hold, refuses unattainable TTFT SLOs (see on_unattainable)."},
+     "Queue order. `fifo`: first come, first served. `slo`: least TTFT slack first, then priority; preemption, TPOT guard, admission control (docs/architecture.md)."},
     {"scheduler", "max_running", CFG_T_INT, OFF(scheduler.max_running), 0, 1, 4096, NULL, "16", 1,
      "Requests decoded together (the continuous batch)."},
     {"scheduler", "max_queued", CFG_T_INT, OFF(scheduler.max_queued), 0, 0, 1000000, NULL, "256", 1,
@@ -67,7 +67,7 @@ static const cfg_entry table[] = {
     {"scheduler", "max_tokens_default", CFG_T_INT, OFF(scheduler.max_tokens_default), 0, 0, 1 << 24, NULL, "0", 1,
      "Output tokens when a request sets no max_tokens; 0 = up to the context length."},
     {"scheduler", "on_unattainable", CFG_T_ENUM, OFF(scheduler.on_unattainable), 0, 0, 0, "reject|best_effort", "reject", 0,
-     "With policy = slo, a request whose TTFT SLO cannot be met even if served next: `reject` answers 429 `slo_unattainable` with Retry-After; `best_effort` serves it without a deadline."},
+     "policy = slo, a TTFT SLO that cannot be met even if served next: `reject` = 429 `slo_unattainable` + Retry-After; `best_effort` = serve without a deadline."},
     /* [cache] */
     {"cache", "device_budget", CFG_T_BUDGET, OFF(cache.device_budget), 0, 0, 64 * TiB, NULL, "100%", 0,
      "Accelerator memory for routed experts: bytes (20GiB) or a percentage of all experts' bytes (25%). Below 100% the server runs through the tiered expert cache."},

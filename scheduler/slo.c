@@ -197,7 +197,7 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
         if (fit < 1) fit = 1;
         if (fit < rows) out->max_decode_rows = fit;
         double left = cap - slo_step_time(e, out->max_decode_rows, 0);
-        double pf = e->tok_s > 0 ? floor(left / e->tok_s) : (double)budget;
+        double pf = e->tok_s > 0 ? floor(left / e->tok_s + 1e-9) : (double)budget;
         if (pf < SLO_MIN_PREFILL) pf = SLO_MIN_PREFILL;
         if (pf > (double)budget) pf = (double)budget;
         out->prefill_budget = (int)pf;
