@@ -78,6 +78,7 @@ struct sched {
     int vocab;
     sched_opts opts;
     sched_policy policy;
+    int slo;              /* the policy is the SLO planner (no pick) */
     sched_limits limits;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -120,8 +121,8 @@ static int fifo_pick(void *self, sched_req *const *waiting, int n)
     return n > 0 ? 0 : -1;
 }
 
-static const sched_policy fifo_policy = {"fifo", fifo_pick, NULL, 0};
-static const sched_policy slo_policy = {"slo", NULL, NULL, 1};
+static const sched_policy fifo_policy = {"fifo", fifo_pick, NULL};
+static const sched_policy slo_policy = {"slo", NULL, NULL};
 
 const sched_policy *sched_policy_fifo(void) { return &fifo_policy; }
 const sched_policy *sched_policy_slo(void) { return &slo_policy; }
@@ -251,6 +252,7 @@ emoe_status sched_init(eng_engine *e, const sched_opts *opts, sched **out, emoe_
     s->vocab = s->desc->vocab;
     s->opts = *opts;
     s->policy = opts->policy ? *opts->policy : fifo_policy;
+    s->slo = s->policy.pick == NULL;
     s->limits = opts->limits;
     sched_est_init(&s->stats.est);
     if (s->limits.max_running < 1 || s->limits.max_batch_tokens < s->limits.max_running ||
@@ -414,7 +416,7 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
         double pred = 0;
         int ok = slo_attainable(&est, &v, r->t_submit, rows, s->limits.prefill_chunk, &pred);
         r->predicted_ttft = pred;
-        if (!ok && s->policy.slo) {
+        if (!ok && s->slo) {
             if (s->opts.on_unattainable == SCHED_UNATTAINABLE_REJECT) {
                 s->stats.requests_rejected++;
                 s->stats.rejected_by[SCHED_REJECT_SLO]++;
@@ -891,8 +893,8 @@ static void *sched_run_loop(void *arg)
             i++;
         }
         /* Admit by policy. */
-        if (s->policy.slo) slo_admit_locked(s, now);
-        while (!s->policy.slo && s->n_running < s->limits.max_running && s->n_waiting > 0) {
+        if (s->slo) slo_admit_locked(s, now);
+        while (!s->slo && s->n_running < s->limits.max_running && s->n_waiting > 0) {
             int k = s->policy.pick(s->policy.self, s->waiting, s->n_waiting);
             if (k < 0 || k >= s->n_waiting) break;
             if (grow(&s->running, &s->cap_running, s->n_running + 1)) break;
@@ -911,7 +913,7 @@ static void *sched_run_loop(void *arg)
         /* Snapshot the running set; only this thread changes it. */
         int n_run = s->n_running;
         sched_limits lim = s->limits;
-        int slo = s->policy.slo, dec_cap = n_run, pf_budget = lim.max_batch_tokens;
+        int slo = s->slo, dec_cap = n_run, pf_budget = lim.max_batch_tokens;
         if (n_run > cap_items) {
             int nc = n_run * 2;
             step_item *ni = realloc(items, (size_t)nc * sizeof *ni);

@@ -63,14 +63,13 @@ typedef struct sched_policy {
     /* Returns an index into waiting[0..n) or -1 to admit nothing now. */
     int (*pick)(void *self, sched_req *const *waiting, int n);
     void *self;
-    /* 1: the SLO-aware policy (scheduler/slo.h) plans each step instead of
-     * pick: ordering, preemption, TPOT guard, admission control. */
-    int slo;
 } sched_policy;
 
 /* First come, first served. */
 const sched_policy *sched_policy_fifo(void);
-/* Least slack first with preemption, TPOT guard and admission control. */
+/* Least slack first with preemption, TPOT guard and admission control
+ * (scheduler/slo.h). Its pick is NULL: a policy without pick is the SLO
+ * planner, which decides per run-loop iteration instead of per admission. */
 const sched_policy *sched_policy_slo(void);
 
 /* Read-only facts about a request, for policies (fixed at submit; safe to

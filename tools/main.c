@@ -24,6 +24,7 @@ static const subcmd cmds[] = {
     {"trace", cmd_trace, "record the expert routing of a file of task-labelled prompts (JSONL trace)"},
     {"replay", cmd_replay, "replay routing traces through the expert cache under a policy (offline evaluator)"},
     {"bench", cmd_bench, "prefill/decode throughput, time to first token, device memory (any backend)"},
+    {"loadgen", cmd_loadgen, "open-loop load against a server: SLO attainment, goodput, TTFT/TPOT (libcurl)"},
 };
 
 static void usage(FILE *f)
