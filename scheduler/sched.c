@@ -101,6 +101,8 @@ struct sched {
 };
 
 static void *sched_run_loop(void *arg);
+static int views_reserve(sched *s, int n);
+static void view_of(const sched_req *r, slo_view *v);
 
 const char *sched_finish_name(sched_finish f)
 {
@@ -413,8 +415,16 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
         v.n_prompt = r->n_prompt;
         v.load_s = r->load_s;
         v.ttft_deadline = r->slo_ttft_s > 0 ? r->t_submit + r->slo_ttft_s : 0;
-        double pred = 0;
-        int ok = slo_attainable(&est, &v, r->t_submit, rows, s->limits.prefill_chunk, &pred);
+        v.has_slo = r->slo_ttft_s > 0 || r->slo_tpot_s > 0;
+        v.priority = r->priority;
+        double wait = 0, pred = 0;
+        if (s->slo && v.ttft_deadline > 0 && !views_reserve(s, s->n_running)) {
+            for (int i = 0; i < s->n_running; i++) view_of(s->running[i], &s->views[i]);
+            slo_limits lim = {s->limits.max_running, s->limits.max_running, s->limits.prefill_chunk,
+                              s->limits.max_batch_tokens};
+            wait = slo_wait_for_slot(s->views, s->n_running, &v, &est, &lim);
+        }
+        int ok = slo_attainable(&est, &v, r->t_submit, wait, rows, s->limits.prefill_chunk, &pred);
         r->predicted_ttft = pred;
         if (!ok && s->slo) {
             if (s->opts.on_unattainable == SCHED_UNATTAINABLE_REJECT) {
@@ -429,8 +439,9 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
                 }
                 return emoe_errf(err, EMOE_EBUSY,
                                  "the time-to-first-token SLO of %g ms cannot be met: the predicted time to first "
-                                 "token is %.0f ms even if served next (%d prompt tokens, %d running)",
-                                 ttft_ms, pred * 1e3, p->n_prompt, rows);
+                                 "token is %.0f ms even if served next (%.0f ms until a slot is free, %d prompt "
+                                 "tokens, %d running)",
+                                 ttft_ms, pred * 1e3, wait * 1e3, p->n_prompt, rows);
             }
             r->best_effort = 1;
         }
@@ -768,6 +779,7 @@ static void view_of(const sched_req *r, slo_view *v)
     v->n_prefilled = r->n_prefilled;
     v->n_gen = r->n_gen;
     v->pred_out = r->pred_out > 0 ? r->pred_out : r->max_tokens;
+    v->max_out = r->max_tokens;
     v->load_s = r->load_s;
     v->active = r->state == REQ_RUNNING && !r->paused;
     v->paused = r->state == REQ_RUNNING && r->paused;

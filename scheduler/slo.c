@@ -34,18 +34,49 @@ double slo_slack(const slo_est *e, const slo_view *v, double now, int decode_row
 double slo_predict_remaining(const slo_est *e, const slo_view *v, int decode_rows, int prefill_chunk)
 {
     double t = slo_predict_ttft(e, v, decode_rows, prefill_chunk);
-    int out_left = v->pred_out - (v->n_gen > 0 ? v->n_gen : 1);
+    int target = v->pred_out;
+    if (v->n_gen >= target && v->max_out > v->n_gen) target = v->max_out;
+    int out_left = target - (v->n_gen > 0 ? v->n_gen : 1);
     if (out_left < 0) out_left = 0;
     return t + (double)out_left * slo_step_time(e, decode_rows > 0 ? decode_rows : 1, 0);
 }
 
-int slo_attainable(const slo_est *e, const slo_view *v, double now, int decode_rows, int prefill_chunk,
-                   double *predicted_s)
+int slo_attainable(const slo_est *e, const slo_view *v, double now, double wait_s, int decode_rows,
+                   int prefill_chunk, double *predicted_s)
 {
-    double p = slo_predict_ttft(e, v, decode_rows, prefill_chunk);
+    double p = wait_s + slo_predict_ttft(e, v, decode_rows, prefill_chunk);
     if (predicted_s) *predicted_s = p;
     if (v->ttft_deadline <= 0) return 1;
     return now + p <= v->ttft_deadline;
+}
+
+/* 1 if active request a may be paused in favour of candidate c. */
+static int preemptible(const slo_view *a, const slo_view *c)
+{
+    if (a->priority > c->priority) return 1;
+    return a->priority == c->priority && !a->has_slo && c->has_slo;
+}
+
+double slo_wait_for_slot(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim)
+{
+    int active = 0, paused = 0, rows = 0, victim = 0;
+    for (int i = 0; i < n; i++) {
+        if (v[i].paused) paused++;
+        if (!v[i].active) continue;
+        active++;
+        if (v[i].n_prefilled >= v[i].n_prompt) rows++;
+        if (preemptible(&v[i], c)) victim = 1;
+    }
+    if (active < lim->max_running) return 0;
+    if (victim && c->ttft_deadline > 0 && paused < lim->max_paused) return 0;
+    double w = SLO_INF;
+    int chunk = lim->prefill_chunk > 0 ? lim->prefill_chunk : 1;
+    for (int i = 0; i < n; i++) {
+        if (!v[i].active) continue;
+        double r = slo_predict_remaining(e, &v[i], rows, chunk);
+        if (r < w) w = r;
+    }
+    return w;
 }
 
 typedef struct key {
@@ -91,12 +122,6 @@ static key make_key(const slo_est *e, const slo_view *v, int idx, double now, in
     return k;
 }
 
-/* 1 if active request a may be paused in favour of candidate c. */
-static int preemptible(const slo_view *a, const slo_view *c)
-{
-    if (a->priority > c->priority) return 1;
-    return a->priority == c->priority && !a->has_slo && c->has_slo;
-}
 
 int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *lim, double now, slo_plan *out)
 {

@@ -51,6 +51,7 @@ typedef struct slo_view {
     int n_prompt, n_prefilled;
     int n_gen;
     int pred_out;          /* predicted output tokens (total) */
+    int max_out;           /* max_tokens: the bound once n_gen passed pred_out (0 = unknown) */
     double load_s;         /* expected expert-load time (0 = resident) */
     int active;            /* in the batch (taking part in steps) */
     int paused;            /* preempted: KV kept, not in steps */
@@ -80,17 +81,25 @@ double slo_step_time(const slo_est *e, int decode_rows, int prefill_tokens);
 double slo_predict_ttft(const slo_est *e, const slo_view *v, int decode_rows, int prefill_chunk);
 /* Deadline - now - predicted TTFT; SLO_INF without a deadline. */
 double slo_slack(const slo_est *e, const slo_view *v, double now, int decode_rows, int prefill_chunk);
-/* Predicted seconds until v finishes (remaining prefill and decode). */
+/* Predicted seconds until v finishes (remaining prefill and decode; a
+ * request that outlived its predicted length is expected to run to max_out). */
 double slo_predict_remaining(const slo_est *e, const slo_view *v, int decode_rows, int prefill_chunk);
+
+/* Seconds until candidate c could start if it were at the head of the queue:
+ * 0 with a free slot among v[0..n) (the active ones count) or an active
+ * request c may preempt (paused count below max_paused), else the predicted
+ * remaining time of the active request that finishes first. */
+double slo_wait_for_slot(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim);
 
 /* Computes the plan for views v[0..n) at clock time now. Returns 0, or -1 if
  * memory for sorting ran out (then the plan admits nothing). */
 int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *lim, double now, slo_plan *out);
 
 /* Admission control: 1 if a request with a TTFT SLO can meet it when served
- * next (nothing else ahead of it) with decode_rows running; fills
- * *predicted_s with the predicted TTFT. */
-int slo_attainable(const slo_est *e, const slo_view *v, double now, int decode_rows, int prefill_chunk,
-                   double *predicted_s);
+ * next (nothing else ahead of it, after wait_s for a slot: slo_wait_for_slot)
+ * with decode_rows running; fills *predicted_s with the predicted TTFT
+ * (the wait included). */
+int slo_attainable(const slo_est *e, const slo_view *v, double now, double wait_s, int decode_rows,
+                   int prefill_chunk, double *predicted_s);
 
 #endif

@@ -66,6 +66,11 @@ START_TEST(predictions)
     ck_assert(slo_slack(&EST, &be, 10.1, 3, 64) >= SLO_INF);
     /* remaining: prefill + 15 more decode steps */
     ck_assert_double_eq_tol(slo_predict_remaining(&EST, &be, 3, 64), want + 15 * slo_step_time(&EST, 3, 0), 1e-12);
+    /* past its predicted length: runs to max_out */
+    be.n_prefilled = 100;
+    be.n_gen = 20;
+    be.max_out = 50;
+    ck_assert_double_eq_tol(slo_predict_remaining(&EST, &be, 3, 64), 30 * slo_step_time(&EST, 3, 0), 1e-12);
 }
 END_TEST
 
@@ -206,23 +211,46 @@ START_TEST(admission)
 {
     slo_view v = waiting(10.0, 0.1, 0, 64, 8);
     double pred;
-    ck_assert(slo_attainable(&EST, &v, 10.0, 0, 64, &pred));
+    ck_assert(slo_attainable(&EST, &v, 10.0, 0, 0, 64, &pred));
     ck_assert_double_eq_tol(pred, slo_step_time(&EST, 0, 64), 1e-12); /* 37 ms */
     /* 4 decode rows share the step: 41 ms, still fine; at 10.07 it is not. */
-    ck_assert(slo_attainable(&EST, &v, 10.0, 4, 64, &pred));
-    ck_assert(!slo_attainable(&EST, &v, 10.07, 4, 64, &pred));
+    ck_assert(slo_attainable(&EST, &v, 10.0, 0, 4, 64, &pred));
+    ck_assert(!slo_attainable(&EST, &v, 10.07, 0, 4, 64, &pred));
     /* A long prompt: 1000 tokens in chunks of 64 = 16 steps, ~0.58 s. */
     slo_view l = waiting(10.0, 0.5, 0, 1000, 8);
-    ck_assert(!slo_attainable(&EST, &l, 10.0, 0, 64, &pred));
+    ck_assert(!slo_attainable(&EST, &l, 10.0, 0, 0, 64, &pred));
     ck_assert_double_gt(pred, 0.5);
     l.ttft_deadline = 10.7;
-    ck_assert(slo_attainable(&EST, &l, 10.0, 0, 64, &pred));
+    ck_assert(slo_attainable(&EST, &l, 10.0, 0, 0, 64, &pred));
     /* Expected expert loading counts. */
     v.load_s = 0.08;
-    ck_assert(!slo_attainable(&EST, &v, 10.0, 0, 64, &pred));
+    ck_assert(!slo_attainable(&EST, &v, 10.0, 0, 0, 64, &pred));
+    /* Waiting for a slot counts: 4 slots busy with best-effort work that a
+     * request with an SLO may preempt -> no wait; with the paused bound
+     * reached, it waits for the first to finish (3 more tokens here). */
+    v.load_s = 0;
+    slo_view run[5];
+    for (int i = 0; i < 4; i++) run[i] = running(1.0 + i, 0, 0, 10, 100);
+    run[2].n_gen = 97;
+    slo_limits lim = {4, 1, 64, 512};
+    ck_assert_double_eq(slo_wait_for_slot(run, 4, &v, &EST, &lim), 0);
+    run[4] = running(0.5, 0, 0, 50, 100);
+    run[4].active = 0;
+    run[4].paused = 1;
+    double w = slo_wait_for_slot(run, 5, &v, &EST, &lim);
+    ck_assert_double_eq_tol(w, 3 * slo_step_time(&EST, 4, 0), 1e-12);
+    ck_assert(!slo_attainable(&EST, &v, 10.0, 0.1, 0, 64, &pred));
+    ck_assert_double_eq_tol(pred, 0.1 + slo_step_time(&EST, 0, 64), 1e-12);
+    /* running requests with SLOs and the same priority: no victim, so wait */
+    for (int i = 0; i < 4; i++) run[i].has_slo = 1;
+    lim.max_paused = 4;
+    ck_assert_double_gt(slo_wait_for_slot(run, 4, &v, &EST, &lim), 0);
+    /* a free slot: no wait */
+    lim.max_running = 5;
+    ck_assert_double_eq(slo_wait_for_slot(run, 4, &v, &EST, &lim), 0);
     /* No SLO: always attainable. */
     slo_view be = waiting(10.0, 0, 0, 5000, 8);
-    ck_assert(slo_attainable(&EST, &be, 10.0, 0, 64, &pred));
+    ck_assert(slo_attainable(&EST, &be, 10.0, 0, 0, 64, &pred));
 }
 END_TEST
 
