@@ -357,7 +357,12 @@ int lg_run_load(const lg_mix *m, const lg_opts *o, lg_run *out, char *err, size_
     }
     double wsum = 0;
     for (int i = 0; i < m->n; i++) wsum += m->items[i].weight;
-    uint64_t rs = o->seed ? o->seed : 0x9E3779B97F4A7C15ull;
+    /* splitmix64 of the seed, so small seeds start well mixed */
+    uint64_t rs = o->seed + 0x9E3779B97F4A7C15ull;
+    rs = (rs ^ (rs >> 30)) * 0xBF58476D1CE4E5B9ull;
+    rs = (rs ^ (rs >> 27)) * 0x94D049BB133111EBull;
+    rs ^= rs >> 31;
+    if (!rs) rs = 1;
     cache_ctr c0 = read_cache_metrics(o);
     double t0 = emoe_now(), next = t0, last_progress = t0, t_end_send = o->duration > 0 ? t0 + o->duration : 1e300;
     if (!m->schedule) next = t0 + (o->rate > 0 ? -log(rng_unit(&rs)) / o->rate : 0);
