@@ -7,12 +7,15 @@
 # docs/perf-slo.png (gnuplot).
 #
 #   tools/bench_slo.sh [RATES] [DURATION_S]      e.g. tools/bench_slo.sh "1 2 4 6 8" 10
+#   (env: REPS=3 runs per point with seeds 1..REPS, BUDGETS="100% 25%", POLICIES="fifo slo",
+#    OUT=docs/perf-slo.tsv, PNG=docs/perf-slo.png). The table and plot show the mean over the runs.
 #
 # Needs build/emoe (make CUDA=0) and ../shared/models/tiny-moe-7task.
 set -eu
 cd "$(dirname "$0")/.."
 RATES=${1:-"1 2 4 6 8"}
 DUR=${2:-10}
+REPS=${REPS:-3}
 BIN=${EMOE_BIN:-build/emoe}
 SHARED=${EMOE_SHARED:-$PWD/../shared}
 MODEL=$SHARED/models/tiny-moe-7task
@@ -24,10 +27,12 @@ cleanup() { [ -n "$SP" ] && kill "$SP" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 python3 tests/e2e/lib/slo_mix.py poisson "$MODEL/eval_docs.jsonl" "$TMP/mix.jsonl" --ttft-ms 500 --tpot-ms 60 \
     --inter-share 0.5 --batch-tokens 128
-printf 'budget\tpolicy\trate\tsent\tinter_attain\tbatch_attain\tgoodput\tinter_ttft_p90_ms\trejected\thit_rate\n' >"$OUT"
-for budget in 100% 25%; do
-    for policy in fifo slo; do
-        for rate in $RATES; do
+printf 'budget\tpolicy\trate\tsent\tinter_attain\tbatch_attain\tgoodput\tinter_ttft_p90_ms\trejected\thit_rate\trep\n' >"$OUT"
+# FIFO and slo run back to back at each point, so they see similar machine load.
+for budget in ${BUDGETS:-100% 25%}; do
+  for rate in $RATES; do
+    for rep in $(seq 1 "$REPS"); do
+        for policy in ${POLICIES:-fifo slo}; do
             "$BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --set engine.threads=1 --set scheduler.max_running=4 \
                 --set scheduler.policy=$policy --set cache.device_budget=$budget \
                 --set cache.store_path="$TMP/experts.emoe" >"$TMP/server.log" 2>&1 &
@@ -39,9 +44,9 @@ for budget in 100% 25%; do
                 sleep 0.1
             done
             "$BIN" loadgen --url "http://127.0.0.1:$PORT" --mix "$TMP/mix.jsonl" --rate "$rate" --duration "$DUR" \
-                --drain 60 --seed 7 --quiet --json "$TMP/r.json" --label "$budget $policy $rate" >&2
+                --drain 60 --seed "$rep" --quiet --json "$TMP/r.json" --label "$budget $policy $rate" >&2
             kill "$SP"; wait "$SP" 2>/dev/null || true; SP=
-            python3 - "$TMP/r.json" "$budget" "$policy" "$rate" >>"$OUT" <<'EOF'
+            python3 - "$TMP/r.json" "$budget" "$policy" "$rate" "$rep" >>"$OUT" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 c = d["classes"]
@@ -51,38 +56,44 @@ hr = d["expert_cache_hit_rate"]
 print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], str(d["requests"]),
                  "%.3f" % i.get("attainment", 0), "%.3f" % b.get("attainment", 0),
                  "%.3f" % d["all"]["goodput_rps"], "-" if p90 is None else "%.0f" % p90,
-                 str(d["all"]["rejected"]), "-" if hr is None else "%.3f" % hr]))
+                 str(d["all"]["rejected"]), "-" if hr is None else "%.3f" % hr, sys.argv[5]]))
 EOF
         done
     done
+  done
 done
-# markdown table
-python3 - "$OUT" <<'EOF'
-import sys
+# markdown table (means over the repetitions)
+python3 - "$OUT" "$TMP" <<'EOF'
+import sys, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
-print("| budget | rate (req/s) | FIFO interactive | slo interactive | FIFO batch | slo batch | FIFO goodput | slo goodput | slo 429s | FIFO / slo interactive TTFT p90 (ms) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-key = {}
+acc = collections.OrderedDict()
 for r in rows:
-    key[(r[0], r[1], r[2])] = r
-for (bud, pol, rate), r in key.items():
-    if pol != "fifo":
+    k = (r[0], r[1], r[2])
+    a = acc.setdefault(k, {"ia": [], "ba": [], "gp": [], "p90": [], "rej": 0, "n": 0, "sent": 0})
+    a["ia"].append(float(r[4])); a["ba"].append(float(r[5])); a["gp"].append(float(r[6]))
+    if r[7] != "-": a["p90"].append(float(r[7]))
+    a["rej"] += int(r[8]); a["n"] += 1; a["sent"] += int(r[3])
+mean = lambda v: sum(v) / len(v) if v else float("nan")
+print("| budget | rate (req/s) | runs | FIFO interactive | slo interactive | FIFO batch | slo batch | FIFO goodput | slo goodput | slo/FIFO goodput | slo 429s | interactive TTFT p90 ms FIFO / slo |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for (bud, pol, rate), f in acc.items():
+    if pol != "fifo" or (bud, "slo", rate) not in acc:
         continue
-    s = key.get((bud, "slo", rate))
-    if not s:
-        continue
-    pct = lambda x: "%.0f%%" % (100 * float(x))
-    print("| %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s | %s / %s |" % (bud, rate, pct(r[4]), pct(s[4]), pct(r[5]), pct(s[5]),
-          float(r[6]), float(s[6]), s[8], r[7], s[7]))
+    s = acc[(bud, "slo", rate)]
+    pct = lambda v: "%.0f%%" % (100 * mean(v))
+    print("| %s | %s | %d | %s | %s | %s | %s | %.2f | %.2f | %.2fx | %d | %.0f / %.0f |" % (bud, rate, f["n"], pct(f["ia"]),
+          pct(s["ia"]), pct(f["ba"]), pct(s["ba"]), mean(f["gp"]), mean(s["gp"]), mean(s["gp"]) / mean(f["gp"]),
+          s["rej"], mean(f["p90"]), mean(s["p90"])))
+for (bud, pol, rate), a in acc.items():
+    with open("%s/%s-%s.dat" % (sys.argv[2], bud.rstrip("%"), pol), "a") as f:
+        f.write("%s %.2f %.3f\n" % (rate, 100 * mean(a["ia"]), mean(a["gp"])))
 EOF
 if command -v gnuplot >/dev/null; then
-    for b in 100 25; do
-        for p in fifo slo; do awk -F'\t' -v b="$b%" -v p=$p 'NR > 1 && $1 == b && $2 == p {print $3, $5 * 100, $7}' "$OUT" >"$TMP/$b-$p.dat"; done
-    done
+    for f in 100-fifo 100-slo 25-fifo 25-slo; do [ -f "$TMP/$f.dat" ] || echo "1 0 0" >"$TMP/$f.dat"; done
     gnuplot <<EOF
-set terminal pngcairo size 1000,420 font ",10"
+set terminal pngcairo size 1000,420 font ",10" noenhanced
 set output "$PNG"
-set multiplot layout 1,2 title "tiny-moe-7task, max\\_running=4, 1 engine thread, shared 2-vCPU VM (noisy)"
+set multiplot layout 1,2 title "tiny-moe-7task, max_running=4, 1 engine thread, shared 2-vCPU VM (noisy); mean of $REPS runs"
 set xlabel "arrival rate (req/s)"
 set key bottom left
 set grid
