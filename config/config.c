@@ -54,8 +54,8 @@ static const cfg_entry table[] = {
     {"engine", "backend", CFG_T_ENUM, OFF(engine.backend), 0, 0, 0, "cpu|auto|cuda", "cpu", 0,
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
     /* [scheduler] */
-    {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo|slo", "fifo", 0,
-     "Queue order. `fifo`: first come, first served. `slo`: least TTFT slack first, then priority; preemption, TPOT guard, admission control (docs/architecture.md)."},
+    {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo|slo", "slo", 0,
+     "Queue order. `slo`: least TTFT slack first, then priority, then arrival; preemption, TPOT guard, admission control (docs/api.md). `fifo`: first come, first served."},
     {"scheduler", "max_running", CFG_T_INT, OFF(scheduler.max_running), 0, 1, 4096, NULL, "16", 1,
      "Requests decoded together (the continuous batch)."},
     {"scheduler", "max_queued", CFG_T_INT, OFF(scheduler.max_queued), 0, 0, 1000000, NULL, "256", 1,

@@ -105,14 +105,14 @@ START_TEST(tasks_section)
 {
     snprintf(tmp_path, sizeof tmp_path, "/tmp/emoe_test_tasks_%d.conf", (int)getpid());
     FILE *f = fopen(tmp_path, "w");
-    fputs("[scheduler]\npolicy = slo\non_unattainable = best_effort\n[tasks]\nchat.ttft_ms = 500\nchat.tpot_ms = 50\n"
+    fputs("[scheduler]\npolicy = fifo\non_unattainable = best_effort\n[tasks]\nchat.ttft_ms = 500\nchat.tpot_ms = 50\n"
           "chat.output_tokens = 64\nbatch.priority = 10\nqa.v2.ttft_ms = 250.5\n", f);
     fclose(f);
     emoe_config c;
     cfg_init(&c);
     emoe_err err = {0};
     ck_assert_msg(cfg_load_file(&c, tmp_path, &err) == EMOE_OK, "%s", err.msg);
-    ck_assert_int_eq(c.scheduler.policy, CFG_SCHED_SLO);
+    ck_assert_int_eq(c.scheduler.policy, CFG_SCHED_FIFO);
     ck_assert_int_eq(c.scheduler.on_unattainable, 1);
     ck_assert_int_eq(c.tasks.n, 3);
     const cfg_task *t = cfg_task_find(&c, "chat");
@@ -142,7 +142,7 @@ START_TEST(tasks_section)
     cfg_init(&run);
     ck_assert_int_ge(cfg_apply_reloadable(&run, &c, NULL, 0), 1);
     ck_assert_int_eq(run.tasks.n, 3);
-    ck_assert_int_eq(run.scheduler.policy, CFG_SCHED_FIFO); /* the policy needs a restart */
+    ck_assert_int_eq(run.scheduler.policy, CFG_SCHED_SLO); /* the default; the policy needs a restart */
     unlink(dump_path);
     unlink(tmp_path);
     /* errors name the key */
