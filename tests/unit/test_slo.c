@@ -532,7 +532,18 @@ START_TEST(preempted_request_resumes_exactly)
             q.prompt = prompt + 2;
             q.n_prompt = 6;
             q.max_tokens = 4;
-            q.slo_ttft_s = 0.25; /* shorter than the predicted rest of the 400-token request */
+            /* An SLO shorter than the predicted rest of the long request
+             * (so it cannot wait for the slot) but well above its own
+             * predicted TTFT: from the scheduler's own estimates, so the test
+             * holds on fast and slow machines alike. */
+            sched_stats st0;
+            sched_get_stats(s, &st0);
+            slo_est e;
+            sched_est_get(&st0.est, &e);
+            double rest = (400 - u.n_gen) * slo_step_time(&e, 1, 0);
+            double own = slo_step_time(&e, 1, 6);
+            q.slo_ttft_s = rest / 2;
+            ck_assert_msg(q.slo_ttft_s > 4 * own, "estimates: rest %.3f s, own TTFT %.3f s", rest, own);
             ck_assert_msg(sched_submit(s, &q, &fast, &err) == EMOE_OK, "%s", err.msg);
             sched_update fu = {0};
             ck_assert_int_eq(wait_done(fast, &fu), SCHED_FINISH_LENGTH);
