@@ -12,7 +12,8 @@
 #    "slo_unattainable" with Retry-After; with on_unattainable=best_effort it
 #    is served; emoe_requests_rejected_total{reason} counts it;
 #  * the fields: slo / priority in the body and X-Emoe-SLO-* / X-Emoe-Priority
-#    headers; bad values are 400 naming the field; [tasks] defaults apply.
+#    headers; bad values are 400 naming the field; [tasks] defaults apply;
+#  * loadgen's own errors (bad mix lines, bad options, a dead server).
 cd "$(dirname "$0")/../.."
 MODEL_DIR=${EMOE_SHARED:-$PWD/../shared}/models/tiny-moe-7task
 export EMOE_TEST_MODEL=$MODEL_DIR
@@ -92,6 +93,20 @@ post /v1/completions '{"prompt":"Hello there","max_tokens":4,"slo":{"ttft_ms":0.
 check "on_unattainable=best_effort: served (200)" [ "$(status)" = 200 ]
 check "...and counted as a missed TTFT" [ "$(metric 'emoe_slo_requests_total{task="",slo="ttft",outcome="missed"}')" = 1 ]
 stop_server || bad "best-effort server exit status"
+
+# 4. loadgen refuses bad mixes and options, naming what is wrong.
+printf '{"prompt":"a"}\nnot json\n' >"$TMPD/bad.jsonl"
+"$EMOE_BIN" loadgen --url http://127.0.0.1:1 --mix "$TMPD/bad.jsonl" --rate 1 --count 1 2>"$TMPD/lg.err"
+check "loadgen: a bad mix line is an error naming the line" grep -q 'bad.jsonl:2' "$TMPD/lg.err"
+printf '{"max_tokens":3}\n' >"$TMPD/bad.jsonl"
+"$EMOE_BIN" loadgen --url http://127.0.0.1:1 --mix "$TMPD/bad.jsonl" --rate 1 --count 1 2>"$TMPD/lg.err"
+check "loadgen: a line without a prompt is an error" grep -q 'needs prompt' "$TMPD/lg.err"
+"$EMOE_BIN" loadgen --url http://127.0.0.1:1 --mix "$MIX" --rate 0 2>/dev/null
+check "loadgen: --rate 0 is refused (exit 2)" [ $? = 2 ]
+# a server that is not there: every request is an error, the run still reports
+printf '{"prompt":"a","max_tokens":2}\n' >"$TMPD/one.jsonl"
+"$EMOE_BIN" loadgen --url http://127.0.0.1:1 --mix "$TMPD/one.jsonl" --rate 50 --count 3 --quiet --json "$TMPD/dead.json" >/dev/null
+check "loadgen: unreachable server -> 3 errors in the report" [ "$(jf "$TMPD/dead.json" 'd["all"]["errors"]')" = 3 ]
 
 [ "$FAILS" -eq 0 ] || { echo "$FAILS check(s) failed"; exit 1; }
 echo "all server_slo checks passed"
