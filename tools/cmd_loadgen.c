@@ -26,6 +26,7 @@ static void usage(FILE *f)
             "  --seed N         arrival and mix randomness (default fixed)\n"
             "  --json OUT       also write a JSON report\n"
             "  --label L        name of the run in the JSON report\n"
+            "  --api-key K      send Authorization: Bearer K\n"
             "  --quiet          no progress line\n"
             "A request meets its SLO when it completes and its client-side TTFT (first content chunk) and\n"
             "mean TPOT ((last - first chunk) / (completion tokens - 1)) are within slo.ttft_ms / slo.tpot_ms;\n"

@@ -86,7 +86,8 @@ typedef struct lg_summary {
 } lg_summary;
 
 void lg_summarize(const lg_run *r, int cls, lg_summary *s);
-/* The report: a table on f (human) and, if json is not NULL, a JSON file. */
+/* The report: a per-class table on f; lg_report_json writes the same as JSON
+ * to path (0 or -1). */
 void lg_report(const lg_mix *m, const lg_opts *o, const lg_run *r, FILE *f);
 int lg_report_json(const lg_mix *m, const lg_opts *o, const lg_run *r, const char *label, const char *path);
 
