@@ -718,9 +718,10 @@ static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n)
     if (eng_step(s->e, bi, n, &err) == EMOE_OK) {
         for (int i = 0; i < n; i++) {
             sched_req *r = it[i].r;
-            r->n_prefilled += it[i].n_prefill;
             if (it[i].n_prefill) {
+                /* under the lock: sched_submit's admission control reads it */
                 pthread_mutex_lock(&s->mu);
+                r->n_prefilled += it[i].n_prefill;
                 s->stats.prompt_tokens += (uint64_t)it[i].n_prefill;
                 pthread_mutex_unlock(&s->mu);
             }
