@@ -193,3 +193,38 @@ sched_text_ops srv_text_ops(srv_text *t)
 #endif
     return ops;
 }
+
+/* ---- token bytes (logprobs, constrained decoding) ---- */
+
+int srv_text_token_bytes(srv_text *t, int id, emoe_buf *out)
+{
+    out->n = 0;
+#ifdef SRV_HAVE_TOK
+    if (t && t->tok) return tok_token_bytes(t->tok, id, out);
+#else
+    (void)t;
+    (void)id;
+#endif
+    return -1;
+}
+
+int srv_text_is_special(srv_text *t, int id)
+{
+#ifdef SRV_HAVE_TOK
+    if (t && t->tok) return tok_is_special(t->tok, id);
+#else
+    (void)t;
+    (void)id;
+#endif
+    return 0;
+}
+
+int srv_text_vocab(srv_text *t)
+{
+#ifdef SRV_HAVE_TOK
+    if (t && t->tok) return tok_vocab_size(t->tok);
+#else
+    (void)t;
+#endif
+    return 0;
+}
