@@ -22,6 +22,7 @@ struct gram_vocab {
     uint32_t *off;       /* by id: bytes in arena */
     uint16_t *len;       /* by id: 0 = no bytes (never allowed) */
     char *arena;
+    uint16_t *chars;     /* by id: characters if the token is plain string content, else 0 */
     int eos[16];
     int n_eos;
 };
@@ -53,6 +54,32 @@ static int cmp_tok(const void *a, const void *b)
     return x - y;
 }
 
+/* Characters in s if it is plain JSON string content (complete UTF-8, no
+ * quote, backslash or control byte), else 0. */
+static int plain_chars(const unsigned char *s, size_t n)
+{
+    int chars = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t k;
+        unsigned char lo = 0x80, hi = 0xbf;
+        if (c < 0x20 || c == '"' || c == '\\') return 0;
+        if (c < 0x80) k = 1;
+        else if (c >= 0xc2 && c <= 0xdf) k = 2;
+        else if (c >= 0xe0 && c <= 0xef) { k = 3; if (c == 0xe0) lo = 0xa0; if (c == 0xed) hi = 0x9f; }
+        else if (c >= 0xf0 && c <= 0xf4) { k = 4; if (c == 0xf0) lo = 0x90; if (c == 0xf4) hi = 0x8f; }
+        else return 0;
+        if (i + k > n) return 0;
+        for (size_t j = 1; j < k; j++) {
+            unsigned char x = s[i + j];
+            if (x < (j == 1 ? lo : 0x80) || x > (j == 1 ? hi : 0xbf)) return 0;
+        }
+        i += k;
+        chars++;
+    }
+    return chars > 65535 ? 0 : chars;
+}
+
 gram_vocab *gram_vocab_new(int vocab, int (*bytes)(void *ctx, int id, emoe_buf *out), void *ctx, const int *eos_ids,
                            int n_eos)
 {
@@ -63,8 +90,9 @@ gram_vocab *gram_vocab_new(int vocab, int (*bytes)(void *ctx, int id, emoe_buf *
     v->len = calloc((size_t)vocab, sizeof *v->len);
     v->order = malloc((size_t)vocab * sizeof *v->order);
     v->lcp = calloc((size_t)vocab, sizeof *v->lcp);
+    v->chars = calloc((size_t)vocab, sizeof *v->chars);
     emoe_buf arena = {0}, b = {0};
-    if (!v->off || !v->len || !v->order || !v->lcp) goto bad;
+    if (!v->off || !v->len || !v->order || !v->lcp || !v->chars) goto bad;
     for (int i = 0; i < n_eos && v->n_eos < 16; i++) v->eos[v->n_eos++] = eos_ids[i];
     for (int id = 0; id < vocab; id++) {
         if (bytes(ctx, id, &b) || b.n == 0 || b.n > GRAM_TOK_MAX) continue;
@@ -73,6 +101,7 @@ gram_vocab *gram_vocab_new(int vocab, int (*bytes)(void *ctx, int id, emoe_buf *
         v->len[id] = (uint16_t)b.n;
         if (emoe_buf_put(&arena, b.p, b.n)) goto bad;
         v->order[v->n_sorted++] = id;
+        v->chars[id] = (uint16_t)plain_chars((const unsigned char *)b.p, b.n);
     }
     free(b.p);
     b.p = NULL;
@@ -103,6 +132,7 @@ void gram_vocab_free(gram_vocab *v)
     free(v->off);
     free(v->len);
     free(v->arena);
+    free(v->chars);
     free(v);
 }
 
@@ -132,7 +162,23 @@ int gram_state_mask(gram_state *s, float *logits, int vocab)
     gram_state *st = sc->st;
     gram_state_copy(&st[0], s);
     int dead = INT_MAX, count = 0;
-    if (!gram_state_done(s)) {
+    const gframe *top = s->depth ? &s->f[s->depth - 1] : NULL;
+    if (top && top->kind == GN_STRING && top->ph == 1 && !top->need) {
+        /* Inside a string, most tokens are plain content: allowed while the
+         * length fits, without feeding their bytes. The others (quotes,
+         * escapes, partial characters) are fed one by one. */
+        int room = top->n->max_len - top->cnt;
+        for (int i = 0; i < v->n_sorted; i++) {
+            int id = v->order[i];
+            int ok;
+            if (v->chars[id]) ok = v->chars[id] <= room;
+            else {
+                gram_state_copy(&st[1], s);
+                ok = gram_state_feed(&st[1], v->arena + v->off[id], v->len[id]) == 0;
+            }
+            if (ok) { sc->allowed[id] = 1; count++; }
+        }
+    } else if (!gram_state_done(s)) {
         for (int i = 0; i < v->n_sorted; i++) {
             int id = v->order[i], L = v->lcp[i], len = v->len[id];
             if (L >= dead) continue; /* starts with a rejected prefix */

@@ -14,3 +14,13 @@ fuzz-schema: build-fuzz/fuzz_schema
 	@mkdir -p build-fuzz/corpus-schema
 	build-fuzz/fuzz_schema -max_total_time=$(or $(FUZZ_SECONDS),60) -max_len=2048 -timeout=10 -rss_limit_mb=2048 \
 	    -artifact_prefix=build-fuzz/ -print_final_stats=1 build-fuzz/corpus-schema tests/fuzz/corpus/schema
+
+# make bench-grammar: per-token cost of the logits mask on the Qwen3
+# vocabulary (docs/performance.md).
+.PHONY: bench-grammar
+bench-grammar: $(BUILD)/bench_grammar
+	$(BUILD)/bench_grammar $(or $(EMOE_SHARED),../shared)/fixtures/models/tiny-qwen3-moe
+
+$(BUILD)/bench_grammar: tests/bench/bench_grammar.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@

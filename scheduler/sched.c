@@ -695,11 +695,17 @@ static int fork_waiting(const sched_req *r)
 /* parent just finished its prefill (its logits hold the last position):
  * copies its KV cache into the choices waiting on it and samples their first
  * token. A choice whose copy fails prefills on its own. Loop thread. */
-static void fork_children(sched *s, sched_req *parent, sched_req **run, int n_run)
+static void fork_children(sched *s, sched_req *parent)
 {
-    for (int i = 0; i < n_run; i++) {
-        sched_req *c = run[i];
-        if (!c || c->fork_of != parent || !c->set_up || c->forked || c->n_prefilled) continue;
+    /* The running set (changed only by this thread) holds live requests;
+     * each pass handles one child, which may end and leave the set. */
+    for (;;) {
+        sched_req *c = NULL;
+        for (int i = 0; i < s->n_running && !c; i++) {
+            sched_req *x = s->running[i];
+            if (x->fork_of == parent && x->set_up && !x->forked && !x->n_prefilled) c = x;
+        }
+        if (!c) return;
         emoe_err err = {0};
         eng_seq *q = eng_seq_fork(parent->seq, c->n_prompt + c->max_tokens, &err);
         if (!q) {
@@ -725,7 +731,7 @@ typedef struct step_item {
 
 /* One engine step for the given items; on failure retries them one by one so
  * that a bad request fails alone. Loop thread. */
-static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n, sched_req **run, int n_run)
+static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n)
 {
     emoe_err err = {0};
     if (eng_step(s->e, bi, n, &err) == EMOE_OK) {
@@ -738,7 +744,7 @@ static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n, sched_
                 pthread_mutex_unlock(&s->mu);
             }
             if (it[i].sample) {
-                if (it[i].n_prefill) fork_children(s, r, run, n_run);
+                if (it[i].n_prefill) fork_children(s, r);
                 sample_emit(s, r);
             }
         }
@@ -751,7 +757,7 @@ static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n, sched_
         pthread_mutex_unlock(&s->mu);
         return;
     }
-    for (int i = 0; i < n; i++) run_items(s, it + i, bi + i, 1, run, n_run);
+    for (int i = 0; i < n; i++) run_items(s, it + i, bi + i, 1);
 }
 
 static void timed_wait(sched *s, double sec)
@@ -867,7 +873,7 @@ static void *sched_run_loop(void *arg)
             budget -= chunk;
         }
         if (n > 0) {
-            run_items(s, items, bi, n, batch_reqs, n_run);
+            run_items(s, items, bi, n);
             if (s->opts.on_step_end) s->opts.on_step_end(s->opts.hook_user);
         }
         pthread_mutex_lock(&s->mu);
