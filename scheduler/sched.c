@@ -12,6 +12,7 @@
 #include "scheduler/textstream.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,11 @@ struct sched_req {
     const sched_constraint_ops *cons_ops;
     void *cons;
     float *gen_lp;       /* shared: per generated token (cap_gen) */
+    int prompt_lp_on;
+    float *prompt_lp;    /* loop until prefilled, then read-only: n_prompt */
+    int32_t *prompt_top_ids; /* n_prompt * top_n */
+    float *prompt_top_lp;
+    float *chunk_logits; /* loop: SCHED_PROMPT_LP_CHUNK * vocab */
     int32_t *top_ids;    /* shared: cap_gen * top_n */
     float *top_lp;
     /* loop */
@@ -146,6 +152,10 @@ static void req_free(sched_req *r)
     free(r->gen_lp);
     free(r->top_ids);
     free(r->top_lp);
+    free(r->prompt_lp);
+    free(r->prompt_top_ids);
+    free(r->prompt_top_lp);
+    free(r->chunk_logits);
     if (r->cons && r->cons_ops && r->cons_ops->free) r->cons_ops->free(r->cons);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -319,6 +329,7 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
     r->deadline = p->deadline;
     snprintf(r->task, sizeof r->task, "%s", p->task ? p->task : "");
     r->top_n = p->logprobs ? p->top_logprobs : -1;
+    r->prompt_lp_on = p->logprobs && p->prompt_logprobs;
     if (p->n_bias > 0) {
         r->bias_ids = malloc((size_t)p->n_bias * sizeof *r->bias_ids);
         r->bias = malloc((size_t)p->n_bias * sizeof *r->bias);
@@ -495,6 +506,23 @@ int sched_req_logprobs(sched_req *r, int from, int count, float *lp, int32_t *to
 
 int sched_req_forked(const sched_req *r) { return r->forked == 1; }
 
+int sched_req_prompt_logprobs(sched_req *r, float *lp, int32_t *top_ids, float *top_lp)
+{
+    if (!r->prompt_lp_on) return -1;
+    sched *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    int n = r->prompt_lp && r->n_prefilled >= r->n_prompt ? r->n_prompt : 0;
+    if (n) {
+        memcpy(lp, r->prompt_lp, (size_t)n * sizeof *lp);
+        if (r->top_n > 0) {
+            memcpy(top_ids, r->prompt_top_ids, (size_t)n * r->top_n * sizeof *top_ids);
+            memcpy(top_lp, r->prompt_top_lp, (size_t)n * r->top_n * sizeof *top_lp);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 void sched_drain(sched *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -545,6 +573,16 @@ static emoe_status req_setup(sched *s, sched_req *r, emoe_err *err)
     if (!r->sampler || !r->logits) return emoe_errf(err, EMOE_ENOMEM, "out of memory for request state");
     if (r->n_bias && eng_sampler_set_bias(r->sampler, r->bias_ids, r->bias, r->n_bias, err) != EMOE_OK)
         return err->code;
+    if (r->prompt_lp_on) {
+        size_t np = (size_t)r->n_prompt, tn = (size_t)(r->top_n > 0 ? r->top_n : 1);
+        r->prompt_lp = malloc(np * sizeof *r->prompt_lp);
+        r->prompt_top_ids = calloc(np * tn, sizeof *r->prompt_top_ids);
+        r->prompt_top_lp = calloc(np * tn, sizeof *r->prompt_top_lp);
+        r->chunk_logits = malloc((size_t)SCHED_PROMPT_LP_CHUNK * (size_t)s->vocab * sizeof *r->chunk_logits);
+        if (!r->prompt_lp || !r->prompt_top_ids || !r->prompt_top_lp || !r->chunk_logits)
+            return emoe_errf(err, EMOE_ENOMEM, "out of memory for prompt log-probabilities");
+        r->prompt_lp[0] = NAN;
+    }
     if (s->opts.text.new_state) {
         r->detok = s->opts.text.new_state(s->opts.text.ctx);
         if (!r->detok) return emoe_errf(err, EMOE_ENOMEM, "out of memory for the detokenizer");
@@ -688,7 +726,7 @@ static void sample_emit(sched *s, sched_req *r)
 static int fork_waiting(const sched_req *r)
 {
     const sched_req *p = r->fork_of;
-    return p && !r->forked && r->n_prefilled == 0 && p->state == REQ_RUNNING && p->set_up &&
+    return p && !r->forked && !r->prompt_lp_on && r->n_prefilled == 0 && p->state == REQ_RUNNING && p->set_up &&
            p->n_prefilled < p->n_prompt;
 }
 
@@ -703,7 +741,7 @@ static void fork_children(sched *s, sched_req *parent)
         sched_req *c = NULL;
         for (int i = 0; i < s->n_running && !c; i++) {
             sched_req *x = s->running[i];
-            if (x->fork_of == parent && x->set_up && !x->forked && !x->n_prefilled) c = x;
+            if (x->fork_of == parent && x->set_up && !x->forked && !x->n_prefilled && !x->prompt_lp_on) c = x;
         }
         if (!c) return;
         emoe_err err = {0};
@@ -737,7 +775,20 @@ static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n)
     if (eng_step(s->e, bi, n, &err) == EMOE_OK) {
         for (int i = 0; i < n; i++) {
             sched_req *r = it[i].r;
+            if (it[i].n_prefill && r->prompt_lp_on) {
+                /* position p predicts prompt[p + 1] */
+                for (int j = 0; j < it[i].n_prefill; j++) {
+                    int p = r->n_prefilled + j;
+                    if (p + 1 >= r->n_prompt) break;
+                    int tn = r->top_n;
+                    r->prompt_lp[p + 1] = eng_logprobs(r->chunk_logits + (size_t)j * s->vocab, s->vocab, r->prompt[p + 1], tn,
+                                                       r->prompt_top_ids + (size_t)(p + 1) * tn,
+                                                       r->prompt_top_lp + (size_t)(p + 1) * tn);
+                }
+            }
+            if (it[i].n_prefill) pthread_mutex_lock(&s->mu);
             r->n_prefilled += it[i].n_prefill;
+            if (it[i].n_prefill) pthread_mutex_unlock(&s->mu);
             if (it[i].n_prefill) {
                 pthread_mutex_lock(&s->mu);
                 s->stats.prompt_tokens += (uint64_t)it[i].n_prefill;
@@ -866,9 +917,11 @@ static void *sched_run_loop(void *arg)
             int chunk = r->n_prompt - r->n_prefilled;
             if (chunk > lim.prefill_chunk) chunk = lim.prefill_chunk;
             if (chunk > budget) chunk = budget;
+            if (r->prompt_lp_on && chunk > SCHED_PROMPT_LP_CHUNK) chunk = SCHED_PROMPT_LP_CHUNK;
             int last = r->n_prefilled + chunk == r->n_prompt;
             items[n] = (step_item){r, chunk, last};
-            bi[n] = (eng_batch_item){r->seq, r->prompt + r->n_prefilled, chunk, last ? r->logits : NULL, NULL};
+            bi[n] = (eng_batch_item){r->seq, r->prompt + r->n_prefilled, chunk, last ? r->logits : NULL,
+                                     r->prompt_lp_on ? r->chunk_logits : NULL};
             n++;
             budget -= chunk;
         }

@@ -108,6 +108,7 @@ const char *sched_finish_name(sched_finish f);
 
 #define SCHED_MAX_STOP 4
 #define SCHED_MAX_TOP_LOGPROBS 20
+#define SCHED_PROMPT_LP_CHUNK 16
 
 /* Constrained decoding (structured output): a per-request state that masks
  * the logits each step. The scheduler owns the state after a successful
@@ -135,6 +136,8 @@ typedef struct sched_req_params {
     /* --- OpenAI API extras (issue 15) --- */
     int logprobs;            /* 1: record each token's log-probability ... */
     int top_logprobs;        /* ... and the top N (0..SCHED_MAX_TOP_LOGPROBS) */
+    int prompt_logprobs;     /* 1: also of the prompt tokens (echo); prefill runs in chunks of at most
+                              * SCHED_PROMPT_LP_CHUNK tokens for this request */
     const int32_t *bias_ids; /* logit_bias (copied); ids in the vocabulary */
     const float *bias;
     int n_bias;
@@ -190,6 +193,11 @@ int sched_req_tokens(sched_req *r, int32_t *out, int cap);
  * entries per token in top_ids/top_lp (i*N + j). Returns how many tokens were
  * copied (fewer if not generated yet), or -1 when logprobs are off. */
 int sched_req_logprobs(sched_req *r, int from, int count, float *lp, int32_t *top_ids, float *top_lp);
+/* Log-probabilities of the prompt tokens (params.prompt_logprobs): for
+ * i in [1, n_prompt), lp[i] is prompt[i]'s given prompt[0..i) from the raw
+ * logits, with the top N in top_ids/top_lp (i*N + j); index 0 has none (NaN).
+ * Returns n_prompt once the prompt is prefilled, 0 before, -1 when off. */
+int sched_req_prompt_logprobs(sched_req *r, float *lp, int32_t *top_ids, float *top_lp);
 /* Prompt tokens this request prefilled itself (0 for a forked choice). */
 int sched_req_forked(const sched_req *r);
 

@@ -101,12 +101,17 @@ typedef struct stream {
     int n_choices;
     sched_req *rs[SRV_MAX_N];
     struct {
-        int n_gen, n_ids_sent, n_lp_sent, done;
+        int n_gen, n_ids_sent, n_lp_sent, done, echoed;
         size_t text_off;
         sched_buf held;          /* tools: the text, delivered at the finish */
     } ch[SRV_MAX_N];
     oai_out oo;
     unsigned long long seq;
+    /* completions echo: the prompt first */
+    int32_t *echo_ids;
+    int n_echo_ids;
+    char *echo_text;
+    size_t echo_len;
 } stream;
 
 /* ---- helpers ---- */
@@ -342,6 +347,21 @@ static json_t *new_ids(stream *st, int i)
  * call deltas (chat) or NULL. */
 static void sse_choice(stream *st, int i, const char *text, size_t len, int with_role, const char *finish, json_t *calls)
 {
+    if (st->echo_text && !st->ch[i].echoed) {
+        /* echo: one chunk with the prompt (and its log-probabilities) first */
+        st->ch[i].echoed = 1;
+        size_t off = 0;
+        json_t *lp = st->oo.logprobs
+                         ? oai_prompt_logprobs_json(&st->oo, st->rs[i], st->echo_ids, st->n_echo_ids, &off, NULL)
+                         : NULL;
+        json_t *o = chunk_base(st);
+        json_t *c = json_pack("{s:i, s:s%, s:o, s:n}", "index", i, "text", st->echo_text, st->echo_len, "logprobs",
+                              lp ? lp : json_null(), "finish_reason");
+        json_object_set_new(o, "choices", json_pack("[o]", c));
+        if (st->include_usage) json_object_set_new(o, "usage", json_null());
+        sse_event(st, o);
+        st->ch[i].text_off = st->echo_len;
+    }
     json_t *o = chunk_base(st), *choice;
     json_t *lp = json_null();
     if (st->oo.logprobs && st->ch[i].n_gen > st->ch[i].n_lp_sent) {
@@ -525,6 +545,8 @@ static void stream_free(void *cls)
         sched_req_release(st->rs[i]);
         sched_buf_free(&st->ch[i].held);
     }
+    free(st->echo_ids);
+    free(st->echo_text);
     atomic_fetch_sub(&st->s->inflight, 1);
     sched_buf_free(&st->out);
     sched_buf_free(&st->text_log);
@@ -535,14 +557,26 @@ static void stream_free(void *cls)
 
 /* One non-streamed choice. */
 static json_t *choice_json(srv *s, const oai_out *oo, int i, sched_req *r, const char *text, size_t len,
-                           sched_finish f, int n_gen, int return_ids, unsigned long long seq)
+                           sched_finish f, int n_gen, int return_ids, unsigned long long seq, const int32_t *echo_ids,
+                           int n_echo, const char *echo_text, size_t echo_len)
 {
     const char *fin = sched_finish_name(f);
     json_t *lp = json_null();
     if (oo->logprobs) {
-        size_t off = 0;
+        size_t off = echo_text ? echo_len : 0, poff = 0;
         lp = oai_logprobs_json(oo, r, 0, n_gen, &off);
+        if (echo_text) lp = oai_prompt_logprobs_json(oo, r, echo_ids, n_echo, &poff, lp);
         if (!lp) lp = json_null();
+    }
+    char *joined = NULL;
+    if (echo_text) {
+        joined = malloc(echo_len + len + 1);
+        if (joined) {
+            memcpy(joined, echo_text, echo_len);
+            if (len) memcpy(joined + echo_len, text, len);
+            text = joined;
+            len += echo_len;
+        }
     }
     json_t *choice;
     if (oo->kind == SRV_KIND_CHAT) {
@@ -561,6 +595,7 @@ static json_t *choice_json(srv *s, const oai_out *oo, int i, sched_req *r, const
         choice = json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text", text ? text : "", text ? len : 0, "logprobs", lp,
                            "finish_reason", fin);
     }
+    free(joined);
     if (return_ids) {
         json_t *arr = json_array();
         int32_t *buf = malloc((size_t)(n_gen ? n_gen : 1) * sizeof *buf);
@@ -584,6 +619,8 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     sched_req *rs[SRV_MAX_N] = {0};
     int n_rs = 0;
     oai_gen og = {0};
+    char *echo_text = NULL;
+    size_t echo_len = 0;
     if (g.model[0] && strcmp(g.model, s->served)) {
         ret = fail(c, mc, 404, "invalid_request_error", "model_not_found", "model",
                    "The model '%s' does not exist; this server serves '%s'", g.model, s->served);
@@ -643,6 +680,7 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     p.id = c->rid;
     p.logprobs = g.logprobs;
     p.top_logprobs = g.top_logprobs;
+    p.prompt_logprobs = g.echo && g.logprobs;
     p.bias_ids = g.bias_ids;
     p.bias = g.bias;
     p.n_bias = g.n_bias;
@@ -692,6 +730,16 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     unsigned long long seq = (unsigned long long)(s->id_base ^ (c->rid * 0x9E3779B97F4A7C15ull));
     snprintf(idbuf, sizeof idbuf, "%s-%016llx", kind == SRV_KIND_CHAT ? "chatcmpl" : "cmpl", seq);
     oai_out oo = {kind, s->text, g.logprobs, g.top_logprobs, og.tools, og.forced_tool};
+    /* echo (completions): the prompt text as given, or decoded from ids */
+    if (g.echo) {
+        if (g.prompt) {
+            echo_text = malloc(g.prompt_len + 1);
+            if (echo_text) { memcpy(echo_text, g.prompt, g.prompt_len + 1); echo_len = g.prompt_len; }
+        } else if (srv_text_decode(s->text, ids, n_ids, &echo_text, &echo_len, &err) != EMOE_OK) {
+            echo_text = NULL;
+        }
+        if (!echo_text) { echo_text = strdup(""); echo_len = 0; }
+    }
     if (g.stream) {
         stream *sst = calloc(1, sizeof *sst);
         if (!sst) {
@@ -718,6 +766,13 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
         sst->n_prompt = n_ids;
         sst->log_prompts = log_prompts;
         sst->return_ids = g.return_token_ids;
+        if (echo_text) {
+            sst->echo_text = echo_text;
+            sst->echo_len = echo_len;
+            echo_text = NULL;
+            sst->echo_ids = malloc((size_t)n_ids * sizeof *ids);
+            if (sst->echo_ids) { memcpy(sst->echo_ids, ids, (size_t)n_ids * sizeof *ids); sst->n_echo_ids = n_ids; }
+        }
         n_rs = 0; /* owned by the stream now */
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, sst, stream_free);
         if (!resp) { stream_free(sst); ret = MHD_NO; goto done; }
@@ -786,7 +841,7 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     json_t *choices = json_array();
     for (int i = 0; i < n_rs; i++) {
         json_array_append_new(choices, choice_json(s, &oo, i, rs[i], text[i].p, text[i].n, u[i].finish, u[i].n_gen,
-                                                   g.return_token_ids, seq));
+                                                   g.return_token_ids, seq, ids, n_ids, echo_text, echo_len));
         sched_buf_free(&text[i]);
     }
     json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", idbuf, "object",
@@ -794,7 +849,10 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
                           (json_int_t)time(NULL), "model", s->served, "choices", choices, "usage",
                           usage_json(n_ids, total_gen));
     ret = respond_json(c, mc, 200, o);
+    free(echo_text);
+    echo_text = NULL;
 done:
+    free(echo_text);
     for (int i = 0; i < n_rs; i++) sched_req_release(rs[i]);
     oai_gen_free(&og);
     free(ids);

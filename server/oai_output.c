@@ -102,6 +102,50 @@ out:
     return res;
 }
 
+json_t *oai_prompt_logprobs_json(const oai_out *o, sched_req *r, const int32_t *ids, int n, size_t *text_off, json_t *gen)
+{
+    int N = o->top_logprobs;
+    float *lp = malloc(sizeof *lp * (size_t)(n ? n : 1));
+    int32_t *tid = malloc(sizeof *tid * (size_t)(n * N + 1));
+    float *tlp = malloc(sizeof *tlp * (size_t)(n * N + 1));
+    emoe_buf b = {0};
+    json_t *res = NULL;
+    if (!lp || !tid || !tlp) goto out;
+    int got = sched_req_prompt_logprobs(r, lp, tid, tlp);
+    json_t *toks = json_array(), *tl = json_array(), *tops = json_array(), *offs = json_array();
+    for (int i = 0; i < n; i++) {
+        tok_bytes(o, ids[i], &b);
+        json_array_append_new(toks, token_str(&b));
+        json_array_append_new(offs, json_integer((json_int_t)*text_off));
+        *text_off += srv_text_is_special(o->text, ids[i]) ? 0 : b.n;
+        if (i == 0 || got != n) {
+            json_array_append_new(tl, json_null());
+            json_array_append_new(tops, json_null());
+            continue;
+        }
+        json_array_append_new(tl, json_real(lp_value(lp[i])));
+        json_t *m = json_object();
+        for (int j = 0; j < N; j++) {
+            tok_bytes(o, tid[i * N + j], &b);
+            json_t *k = token_str(&b);
+            json_object_set_new(m, json_string_value(k), json_real(lp_value(tlp[i * N + j])));
+            json_decref(k);
+        }
+        json_array_append_new(tops, m);
+    }
+    static const char *const keys[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+    res = json_pack("{s:o, s:o, s:o, s:o}", keys[0], toks, keys[1], tl, keys[2], tops, keys[3], offs);
+    for (int k = 0; res && gen && k < 4; k++)
+        json_array_extend(json_object_get(res, keys[k]), json_object_get(gen, keys[k]));
+out:
+    json_decref(gen);
+    free(lp);
+    free(tid);
+    free(tlp);
+    free(b.p);
+    return res;
+}
+
 /* {"name": s, "arguments"|"parameters": object or JSON string} -> a call. */
 static json_t *call_of(json_t *v, unsigned long long seq, size_t idx)
 {

@@ -30,6 +30,11 @@ typedef struct oai_out {
  * -inf (a masked token) is written as -9999.0, as OpenAI does. */
 json_t *oai_logprobs_json(const oai_out *o, sched_req *r, int from, int to, size_t *text_off);
 
+/* Completions with echo: the same object for the prompt tokens ids[0..n)
+ * (the first has null logprob and top_logprobs), from r's prompt
+ * log-probabilities; with `gen` (may be NULL) appended, which is consumed. */
+json_t *oai_prompt_logprobs_json(const oai_out *o, sched_req *r, const int32_t *ids, int n, size_t *text_off, json_t *gen);
+
 /* Tool calls found in text[0..len): a JSON array of
  * {id, type:"function", function:{name, arguments (a JSON string)}}, or NULL
  * when there are none. *content_len receives the length of the text before

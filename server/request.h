@@ -78,6 +78,7 @@ typedef struct srv_gen_req {
     json_t *tools;               /* [{type:"function", function:{name, description?, parameters?}}] (owned) or NULL */
     json_t *tool_choice;         /* "none" | "auto" | "required" | {type, function:{name}} (owned) or NULL (auto) */
     int parallel_tool_calls;     /* default 1 */
+    int echo;                    /* completions: the prompt comes first in the text (and logprobs) */
 } srv_gen_req;
 
 /* Parses body[0..len) for `kind`. Returns 0 and fills r (free with

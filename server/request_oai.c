@@ -269,7 +269,7 @@ int srv_parse_oai(json_t *root, srv_kind kind, srv_gen_req *r, srv_error *e)
             return srv_fail(e, 400, INVALID, NULL, "best_of", "only best_of equal to n is supported");
         int echo = 0;
         if (get_boolv(root, "echo", &echo, e) < 0) return -1;
-        if (echo) return refuse(e, "echo", "prompt echo (and prompt log-probabilities) are not implemented");
+        r->echo = echo;
         json_t *sfx = field(root, "suffix");
         if (sfx && !json_is_string(sfx)) return srv_fail(e, 400, INVALID, NULL, "suffix", "'suffix' must be a string");
         if (sfx && json_string_length(sfx)) return refuse(e, "suffix", "no fill-in-the-middle");

@@ -54,6 +54,14 @@ const clp = cl.choices[0].logprobs;
 ok(clp.tokens.length === 5 && clp.token_logprobs.every((x) => x <= 0) && clp.text_offset.length === 5, "completions logprobs arrays");
 ok(clp.top_logprobs.every((m, i) => Object.keys(m).length <= 3 && Math.max(...Object.values(m)) === clp.token_logprobs[i]), "completions: greedy token is the top logprob");
 
+const ep = { model, prompt: "The capital of France is", max_tokens: 2, temperature: 0, logprobs: 2, echo: true, ignore_eos: true };
+const ec = await client.completions.create(ep);
+const elp = ec.choices[0].logprobs;
+ok(ec.choices[0].text.startsWith("The capital of France is") && elp.tokens.length === ec.usage.prompt_tokens + 2 && elp.token_logprobs[0] === null &&
+   elp.token_logprobs.slice(1).every((x) => x <= 0) && elp.tokens.join("") === ec.choices[0].text, "echo: prompt tokens and their logprobs come first");
+const es = await collect(await client.completions.create({ ...ep, stream: true }));
+ok(es.ch[0].text === ec.choices[0].text && es.ch[0].lp.length === elp.tokens.length, "echo streamed == non-streamed");
+
 // ---- n ----
 const n2 = await client.chat.completions.create({ model, messages: msgs, max_tokens: 5, temperature: 0, n: 2, ignore_eos: true });
 ok(n2.choices.length === 2 && n2.choices[0].index === 0 && n2.choices[1].index === 1, "n: 2 returns two choices");

@@ -82,8 +82,8 @@ START_TEST(accepts_openai_extras)
     ck_assert(parse(SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":2,\"n\":2,\"best_of\":2,\"suffix\":\"\"}", &r, &e) == 0);
     ck_assert(r.logprobs == 1 && r.top_logprobs == 2 && r.n == 2);
     srv_gen_req_free(&r);
-    ck_assert(parse(SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":0}", &r, &e) == 0);
-    ck_assert(r.logprobs == 1 && r.top_logprobs == 0 && r.n == 1);
+    ck_assert(parse(SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":0,\"echo\":true}", &r, &e) == 0);
+    ck_assert(r.logprobs == 1 && r.top_logprobs == 0 && r.n == 1 && r.echo == 1);
     srv_gen_req_free(&r);
 }
 END_TEST
@@ -101,7 +101,6 @@ START_TEST(rejects_naming_the_field)
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"n\":2,\"best_of\":3}", 400, "best_of"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":21}", 400, "logprobs"},
-        {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"echo\":true}", 400, "echo"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logit_bias\":{\"12\":101}}", 400, "logit_bias"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}", 400, "logit_bias"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logit_bias\":{\"-1\":1}}", 400, "logit_bias"},

@@ -122,6 +122,36 @@ START_TEST(logprobs_and_bias)
     }
     ck_assert_int_eq(sched_req_logprobs(r, 6, 8, lp, top, tlp), 2);
     sched_req_release(r);
+    /* prompt log-probabilities (echo) against a direct forward pass of each prefix */
+    int32_t longp[40];
+    int nl = 0;
+    while (nl + n_prompt <= 40) { memcpy(longp + nl, prompt, (size_t)n_prompt * sizeof *prompt); nl += n_prompt; }
+    ck_assert_int_gt(nl, SCHED_PROMPT_LP_CHUNK * 2); /* several prefill chunks */
+    params(&p, 1);
+    p.prompt = longp;
+    p.n_prompt = nl;
+    p.logprobs = 1;
+    p.top_logprobs = 3;
+    p.prompt_logprobs = 1;
+    ck_assert(sched_submit(s, &p, &r, &err) == EMOE_OK);
+    wait_done(r);
+    float plp[40], ptl[40 * 3];
+    int32_t pti[40 * 3];
+    ck_assert_int_eq(sched_req_prompt_logprobs(r, plp, pti, ptl), nl);
+    ck_assert(isnan(plp[0]));
+    float *lg = malloc(sizeof(float) * (size_t)eng_desc(eng)->vocab);
+    for (int i = 1; i < nl; i++) {
+        eng_seq *q = eng_seq_new(eng, 0, &err);
+        ck_assert(eng_forward(eng, q, longp, i, lg, &err) == EMOE_OK);
+        int32_t ti[3];
+        float tv[3];
+        float want = eng_logprobs(lg, eng_desc(eng)->vocab, longp[i], 3, ti, tv);
+        ck_assert_msg(fabsf(want - plp[i]) < 1e-4f, "prompt token %d: %g != %g", i, plp[i], want);
+        ck_assert_int_eq(ti[0], pti[i * 3]);
+        eng_seq_free(q);
+    }
+    free(lg);
+    sched_req_release(r);
     /* logprobs off */
     params(&p, 2);
     ck_assert(sched_submit(s, &p, &r, &err) == EMOE_OK);
