@@ -473,7 +473,8 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
             st->n_gen += u.n_gen;
             if (st->oo.tools) {
                 if (u.text_len) sched_buf_append(&st->ch[i].held, u.text, u.text_len);
-            } else if (u.text_len || (u.n_gen > st->ch[i].n_ids_sent && !u.finished && (st->return_ids || st->oo.logprobs))) {
+            } else if (u.text_len || (!u.finished && ((st->return_ids && u.n_gen > st->ch[i].n_ids_sent) ||
+                                                       (st->oo.logprobs && u.n_gen > st->ch[i].n_lp_sent)))) {
                 sse_choice(st, i, u.text ? u.text : "", u.text_len, 0, NULL, NULL);
             }
             if (st->log_prompts && u.text_len) sched_buf_append(&st->text_log, u.text, u.text_len);
@@ -729,7 +730,7 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     char idbuf[40];
     unsigned long long seq = (unsigned long long)(s->id_base ^ (c->rid * 0x9E3779B97F4A7C15ull));
     snprintf(idbuf, sizeof idbuf, "%s-%016llx", kind == SRV_KIND_CHAT ? "chatcmpl" : "cmpl", seq);
-    oai_out oo = {kind, s->text, g.logprobs, g.top_logprobs, og.tools, og.forced_tool};
+    oai_out oo = {kind, s->text, g.logprobs, g.top_logprobs, og.tools, og.forced_tool, !g.parallel_tool_calls};
     /* echo (completions): the prompt text as given, or decoded from ids */
     if (g.echo) {
         if (g.prompt) {

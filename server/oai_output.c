@@ -207,7 +207,16 @@ static size_t skip_ws(const char *s, size_t i, size_t n)
     return i;
 }
 
+static json_t *tool_calls(const oai_out *o, const char *text, size_t len, size_t *content_len, unsigned long long seq);
+
 json_t *oai_tool_calls(const oai_out *o, const char *text, size_t len, size_t *content_len, unsigned long long seq)
+{
+    json_t *c = tool_calls(o, text, len, content_len, seq);
+    while (c && o->single_call && json_array_size(c) > 1) json_array_remove(c, json_array_size(c) - 1);
+    return c;
+}
+
+static json_t *tool_calls(const oai_out *o, const char *text, size_t len, size_t *content_len, unsigned long long seq)
 {
     *content_len = len;
     if (!o->tools || !text) return NULL;

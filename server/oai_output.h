@@ -21,6 +21,7 @@ typedef struct oai_out {
     int logprobs, top_logprobs;
     int tools;           /* 1: look for tool calls in the output */
     int forced_tool;     /* 1: the output is one {"name","arguments"} object (constrained) */
+    int single_call;     /* parallel_tool_calls false: only the first call is returned */
 } oai_out;
 
 /* Log-probabilities of r's generated tokens [from, to): chat

@@ -18,8 +18,9 @@ const msgs = [{ role: "user", content: "What is the weather in Oslo?" }];
 
 async function collect(stream) {
   const ch = {};
-  let usage = null;
+  let usage = null, chunks = 0;
   for await (const c of stream) {
+    chunks++;
     if (c.usage) usage = c.usage;
     for (const x of c.choices) {
       const s = (ch[x.index] ??= { text: "", lp: [], ids: [], calls: [], finish: [] });
@@ -35,7 +36,7 @@ async function collect(stream) {
       if (x.finish_reason) s.finish.push(x.finish_reason);
     }
   }
-  return { ch, usage };
+  return { ch, usage, chunks };
 }
 
 // ---- logprobs ----
@@ -49,6 +50,7 @@ ok(content.every((e) => e.top_logprobs.every((t, i, a) => i === 0 || a[i - 1].lo
 ok(content.map((e) => e.token).join("") === l1.choices[0].message.content, "logprob tokens concatenate to the content");
 const l2 = await collect(await client.chat.completions.create({ ...lpReq, stream: true }));
 ok(JSON.stringify(l2.ch[0].lp.map((e) => [e.token, e.logprob])) === JSON.stringify(content.map((e) => [e.token, e.logprob])), "streamed chat logprobs == non-streamed");
+ok(l2.chunks <= 6 + 2, `streamed logprobs: no empty chunks (${l2.chunks} chunks for 6 tokens)`);
 const cl = await client.completions.create({ model, prompt: "The capital of France is", max_tokens: 5, temperature: 0, logprobs: 3, ignore_eos: true });
 const clp = cl.choices[0].logprobs;
 ok(clp.tokens.length === 5 && clp.token_logprobs.every((x) => x <= 0) && clp.text_offset.length === 5, "completions logprobs arrays");
