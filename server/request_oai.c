@@ -250,6 +250,16 @@ int srv_parse_oai(json_t *root, srv_kind kind, srv_gen_req *r, srv_error *e)
     r->n = 1;
     r->parallel_tool_calls = 1;
     if (check_fields(root, kind, e) || parse_refused(root, kind, e)) return -1;
+    json_t *so = field(root, "stream_options");
+    if (json_is_object(so)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(so, k, v) {
+            if (!strcmp(k, "include_usage")) continue;
+            if (!strcmp(k, "include_obfuscation") && !json_is_true(v)) continue;
+            return srv_fail(e, 400, INVALID, NULL, "stream_options", "'stream_options.%.40s' is not supported", k);
+        }
+    }
     if (get_intv(root, "n", 1, SRV_MAX_N, &r->n, e) < 0) return -1;
     if (kind == SRV_KIND_CHAT) {
         if (get_boolv(root, "logprobs", &r->logprobs, e) < 0) return -1;

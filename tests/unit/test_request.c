@@ -105,6 +105,7 @@ START_TEST(rejects_naming_the_field)
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}", 400, "logit_bias"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"logit_bias\":{\"-1\":1}}", 400, "logit_bias"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"store\":true}", 400, "store"},
+        {SRV_KIND_COMPLETION, "{\"prompt\":\"a\",\"stream\":true,\"stream_options\":{\"include_usage\":true,\"x\":1}}", 400, "stream_options"},
         {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":{}}", 400, "audio"},
         {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"modalities\":[\"text\",\"audio\"]}", 400, "modalities"},
         {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[]}", 400, "functions"},
