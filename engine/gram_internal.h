@@ -16,6 +16,7 @@ typedef enum gn_kind {
     GN_NUMBER,
     GN_LITERALS,   /* one of several exact byte strings (enum, const, true/false/null) */
     GN_CHOICE,     /* alternatives: literal prefix, node, literal suffix (tool calls) */
+    GN_UNION,      /* anyOf / several types: alternatives told apart by their first byte */
 } gn_kind;
 
 typedef struct gnode gnode;
@@ -39,7 +40,8 @@ struct gnode {
     int n_lit;
     char **lit;
     size_t *lit_len;
-    /* choice */
+    /* choice (n_lit alternatives) / union (n_alt) */
+    int n_alt;
     gnode **alt;
     char **suffix;
     gnode *next_alloc;      /* every node of a gram, for freeing */
@@ -55,6 +57,8 @@ struct gram {
 gnode *gram_any_object_node(void);
 gnode *gram_any_node(void);
 void gram_scratch_free(void *scratch);
+/* 1 if a value of n can start with byte b. */
+int gram_node_first_byte(const gnode *n, unsigned char b);
 
 /* Allocates a node on g's list. */
 gnode *gram_node_new(gram *g, gn_kind k);

@@ -380,6 +380,41 @@ static int step_choice(gram_state *s, gframe *f, unsigned char b)
     return R_OK;
 }
 
+/* Can a value of node n start with byte b? */
+int gram_node_first_byte(const gnode *n, unsigned char b)
+{
+    switch (n->k) {
+    case GN_ANY: return b == '{' || b == '[' || b == '"' || b == '-' || (b >= '0' && b <= '9') || b == 't' || b == 'f' || b == 'n';
+    case GN_OBJECT: return b == '{';
+    case GN_ARRAY: return b == '[';
+    case GN_STRING: return b == '"';
+    case GN_INTEGER:
+    case GN_NUMBER: return b == '-' || (b >= '0' && b <= '9');
+    case GN_LITERALS:
+    case GN_CHOICE:
+        for (int i = 0; i < n->n_lit; i++)
+            if (n->lit_len[i] && (unsigned char)n->lit[i][0] == b) return 1;
+        return 0;
+    case GN_UNION:
+        for (int i = 0; i < n->n_alt; i++)
+            if (gram_node_first_byte(n->alt[i], b)) return 1;
+        return 0;
+    }
+    return 0;
+}
+
+/* GN_UNION: the first byte picks the alternative (compiled to be unique). */
+static int resolve_union(gframe *f, unsigned char b)
+{
+    const gnode *n = f->n;
+    for (int i = 0; i < n->n_alt; i++)
+        if (gram_node_first_byte(n->alt[i], b)) {
+            frame_set(f, n->alt[i]);
+            return R_REFEED;
+        }
+    return R_REJECT;
+}
+
 /* GN_ANY: the first byte picks the kind. */
 static int resolve_any(gram_state *s, gframe *f, unsigned char b)
 {
@@ -410,6 +445,7 @@ int gram_feed_byte(gram_state *s, unsigned char b)
         case GN_NUMBER: r = step_number(s, f, b); break;
         case GN_LITERALS: r = step_literals(s, f, b); break;
         case GN_CHOICE: r = step_choice(s, f, b); break;
+        case GN_UNION: r = resolve_union(f, b); break;
         default: r = R_REJECT;
         }
         if (r == R_OK) return 0;

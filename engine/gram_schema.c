@@ -238,16 +238,103 @@ static gnode *compile_object(cctx *c, json_t *s, const char *path, int depth)
     return n;
 }
 
+static const char *const *kw_of(const char *type)
+{
+    if (!strcmp(type, "object")) return kw_object;
+    if (!strcmp(type, "array")) return kw_array;
+    if (!strcmp(type, "string")) return kw_string;
+    if (!strcmp(type, "number") || !strcmp(type, "integer")) return kw_number;
+    static const char *const none[] = {NULL};
+    return none;
+}
+
+/* Alternatives told apart by their first byte (anyOf, oneOf, several types). */
+static gnode *make_union(cctx *c, gnode **alts, int n, const char *path, const char *kw)
+{
+    for (int b = 0; b < 256; b++) {
+        int k = 0;
+        for (int i = 0; i < n; i++) k += gram_node_first_byte(alts[i], (unsigned char)b);
+        if (k > 1) {
+            char what[64];
+            snprintf(what, sizeof what, "%s' alternatives that can start with the same character ('%c'", kw, b);
+            return fail(c, EMOE_EUNSUP, path, "'%s) are not supported", what);
+        }
+    }
+    gnode *u = gram_node_new(c->g, GN_UNION);
+    if (!u) return oom(c);
+    u->alt = calloc((size_t)n, sizeof *u->alt);
+    if (!u->alt) return oom(c);
+    memcpy(u->alt, alts, (size_t)n * sizeof *alts);
+    u->n_alt = n;
+    return u;
+}
+
+static gnode *compile_any_of(cctx *c, json_t *s, const char *path, int depth)
+{
+    const char *kw = json_object_get(s, "anyOf") ? "anyOf" : "oneOf";
+    if (json_object_get(s, "anyOf") && json_object_get(s, "oneOf"))
+        return fail(c, EMOE_EUNSUP, path, "'%s' together with 'anyOf' is not supported", "oneOf");
+    json_t *a = json_object_get(s, kw);
+    const char *k;
+    json_t *v;
+    json_object_foreach(s, k, v) {
+        if (!strcmp(k, kw) || in(annotations, k)) continue;
+        return fail(c, EMOE_EUNSUP, path, "'%.64s' next to 'anyOf'/'oneOf' is not supported", k);
+    }
+    size_t n = json_array_size(a);
+    if (!json_is_array(a) || n == 0 || n > 16) return fail(c, EMOE_EUNSUP, path, "'%s' must be an array of 1..16 schemas", kw);
+    gnode *alts[16];
+    for (size_t i = 0; i < n; i++) {
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s.%s[%zu]", path, kw, i);
+        if (!(alts[i] = compile(c, json_array_get(a, i), sub, depth + 1))) return NULL;
+    }
+    return n == 1 ? alts[0] : make_union(c, alts, (int)n, path, kw);
+}
+
+/* "type": [several]: one alternative per type with that type's keywords. */
+static gnode *compile_types(cctx *c, json_t *s, json_t *types, const char *path, int depth)
+{
+    size_t n = json_array_size(types);
+    if (n > 7) return fail(c, EMOE_EINVAL, path, "'%s' lists too many types", "type");
+    const char *k;
+    json_t *v;
+    json_object_foreach(s, k, v) {
+        if (!strcmp(k, "type") || in(annotations, k)) continue;
+        int known = 0;
+        for (size_t i = 0; i < n; i++)
+            if (json_is_string(json_array_get(types, i)) && in(kw_of(json_string_value(json_array_get(types, i))), k)) known = 1;
+        if (!known) return fail(c, EMOE_EUNSUP, path, "'%.64s' is not supported", k);
+    }
+    gnode *alts[8];
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(types, i);
+        if (!json_is_string(t)) return fail(c, EMOE_EINVAL, path, "'%s' must hold strings", "type");
+        json_t *sub = json_pack("{s:O}", "type", t);
+        if (!sub) return oom(c);
+        json_object_foreach(s, k, v)
+            if (in(kw_of(json_string_value(t)), k)) json_object_set(sub, k, v);
+        alts[i] = compile(c, sub, path, depth + 1);
+        json_decref(sub);
+        if (!alts[i]) return NULL;
+    }
+    return n == 1 ? alts[0] : make_union(c, alts, (int)n, path, "type");
+}
+
 static gnode *compile(cctx *c, json_t *s, const char *path, int depth)
 {
     if (depth > MAX_SCHEMA_DEPTH) return fail(c, EMOE_EUNSUP, path, "schemas nested deeper than %s levels are not supported", "24");
     if (json_is_true(s) || (json_is_object(s) && json_object_size(s) == 0)) return gram_any_node();
     if (!json_is_object(s)) return fail(c, EMOE_EINVAL, path, "a schema must be an object%s", "");
+    if (json_object_get(s, "anyOf") || json_object_get(s, "oneOf")) return compile_any_of(c, s, path, depth);
     json_t *t = json_object_get(s, "type");
     const char *type = NULL;
     if (json_is_array(t)) {
-        if (json_array_size(t) != 1) return fail(c, EMOE_EUNSUP, path, "'%s' with several types is not supported", "type");
-        t = json_array_get(t, 0);
+        if (json_array_size(t) == 0) return fail(c, EMOE_EINVAL, path, "'%s' must not be empty", "type");
+        if (json_array_size(t) > 1 && !json_object_get(s, "enum") && !json_object_get(s, "const"))
+            return compile_types(c, s, t, path, depth);
+        if (json_array_size(t) > 1) t = NULL; /* enum/const decide */
+        else t = json_array_get(t, 0);
     }
     if (t) {
         if (!json_is_string(t)) return fail(c, EMOE_EINVAL, path, "'%s' must be a string", "type");

@@ -42,12 +42,14 @@ typedef struct gram_vocab gram_vocab;
 typedef struct gram_state gram_state;
 
 /* Compiles a JSON Schema. Supported: type (object, array, string, integer,
- * number, boolean, null; one type), properties, required,
+ * number, boolean, null, or several), anyOf / oneOf (alternatives must
+ * differ in their first character: object vs null vs string ...),
+ * properties, required,
  * additionalProperties (false, or absent), items, minItems, maxItems,
  * minLength, maxLength, minimum, maximum, exclusiveMinimum,
  * exclusiveMaximum, enum, const, and the annotations title, description,
- * default, examples, $schema, $id, strict, format-free. Anything else
- * (anyOf, $ref, pattern, format, ...) is EMOE_EUNSUP with err naming the
+ * default, examples, $schema, $id. Anything else
+ * ($ref, pattern, format, ...) is EMOE_EUNSUP with err naming the
  * keyword and where it is ("schema.properties.a: 'pattern' is not
  * supported"). On success *out has one reference (gram_release). */
 emoe_status gram_compile_schema(json_t *schema, gram **out, emoe_err *err);

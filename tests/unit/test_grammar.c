@@ -121,17 +121,37 @@ START_TEST(strings_and_literals)
 }
 END_TEST
 
+START_TEST(unions)
+{
+    gram *g = compile("{\"type\":[\"string\",\"null\"],\"maxLength\":3}");
+    ck_assert(accepts(g, "null") && accepts(g, "\"abc\"") && !accepts(g, "\"abcd\"") && !accepts(g, "1"));
+    gram_release(g);
+    g = compile("{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"integer\",\"minimum\":0,\"maximum\":9},"
+                "{\"type\":\"array\",\"items\":{\"type\":\"boolean\"}},{\"type\":\"null\"}]},"
+                "\"b\":{\"oneOf\":[{\"enum\":[\"x\",\"y\"]},{\"type\":\"object\",\"properties\":{\"c\":{\"const\":1}},"
+                "\"required\":[\"c\"],\"additionalProperties\":false}]}},\"required\":[\"a\",\"b\"],\"additionalProperties\":false}");
+    ck_assert(accepts(g, "{\"a\":7,\"b\":\"x\"}") && accepts(g, "{\"a\":[true],\"b\":{\"c\":1}}") && accepts(g, "{\"a\":null,\"b\":\"y\"}"));
+    ck_assert(!accepts(g, "{\"a\":10,\"b\":\"x\"}") && !accepts(g, "{\"a\":\"s\",\"b\":\"x\"}") && !accepts(g, "{\"a\":1,\"b\":\"z\"}"));
+    gram_release(g);
+    g = compile("{\"type\":[\"integer\",\"null\"],\"enum\":[1,null]}");
+    ck_assert(accepts(g, "1") && accepts(g, "null") && !accepts(g, "2"));
+    gram_release(g);
+}
+END_TEST
+
 START_TEST(compile_errors_name_the_keyword)
 {
     static const struct { const char *schema, *want; } cases[] = {
         {"{\"type\":\"string\",\"pattern\":\"a+\"}", "'pattern'"},
-        {"{\"anyOf\":[{\"type\":\"string\"}]}", "'anyOf'"},
+        {"{\"anyOf\":[{\"type\":\"string\"},{\"enum\":[\"a\"]}]}", "'anyOf' alternatives that can start with the same character ('\"')"},
+        {"{\"anyOf\":[{\"type\":\"string\"}],\"maxLength\":3}", "'maxLength' next to 'anyOf'"},
+        {"{\"type\":[\"integer\",\"number\"]}", "'type' alternatives"},
+        {"{\"type\":[\"string\",\"null\"],\"minimum\":3,\"pattern\":\"x\"}", "'minimum'"},
         {"{\"$ref\":\"#/$defs/a\"}", "'$ref'"},
         {"{\"type\":\"string\",\"format\":\"date\"}", "'format'"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"multipleOf\":2}}}", "schema.properties.a: 'multipleOf'"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "'required'"},
         {"{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "minimum"},
-        {"{\"type\":[\"string\",\"null\"]}", "'type'"},
         {"{\"type\":\"array\",\"items\":[{}]}", "'items'"},
         {"{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", "'maxItems'"},
         {"{\"type\":\"wat\"}", "unknown type"},
@@ -187,6 +207,12 @@ static gram_vocab *make_vocab(void)
 static int validate(json_t *v, json_t *s)
 {
     if (json_object_size(s) == 0) return 1;
+    json_t *any = json_object_get(s, "anyOf");
+    if (any) {
+        for (size_t i = 0; i < json_array_size(any); i++)
+            if (validate(v, json_array_get(any, i))) return 1;
+        return 0;
+    }
     json_t *e = json_object_get(s, "enum");
     if (e) {
         for (size_t i = 0; i < json_array_size(e); i++)
@@ -306,6 +332,8 @@ START_TEST(random_walks_parse_and_validate)
         "\"minimum\":0,\"maximum\":1}},\"required\":[\"a\",\"c\"],\"additionalProperties\":false}",
         "{\"enum\":[\"red\",\"green\",\"blue\",7,null]}",
         "{\"type\":\"integer\",\"minimum\":100,\"maximum\":105}",
+        "{\"type\":\"array\",\"items\":{\"anyOf\":[{\"type\":\"integer\",\"minimum\":0,\"maximum\":20},{\"type\":\"null\"},"
+        "{\"type\":\"string\",\"maxLength\":3}]},\"maxItems\":5}",
     };
     for (size_t i = 0; i < sizeof schemas / sizeof schemas[0]; i++) {
         const char *st = schemas[i] ? schemas[i] : OBJ;
@@ -358,6 +386,7 @@ static Suite *suite(void)
     tcase_add_test(tc, schema_accepts_and_refuses);
     tcase_add_test(tc, bounded_numbers);
     tcase_add_test(tc, strings_and_literals);
+    tcase_add_test(tc, unions);
     tcase_add_test(tc, compile_errors_name_the_keyword);
     tcase_add_test(tc, random_walks_parse_and_validate);
     tcase_add_test(tc, tool_call_grammar);
