@@ -58,6 +58,11 @@ void gram_release(gram *g)
 typedef struct cctx {
     gram *g;
     emoe_err *err;
+    json_t *root;   /* for "$ref": "#/$defs/..." */
+    /* compiled $ref targets, shared (a DAG of definitions compiles once) */
+    json_t *ref_target[64];
+    gnode *ref_node[64];  /* NULL while being compiled: a cycle */
+    int n_ref;
 } cctx;
 
 static gnode *fail(cctx *c, emoe_status st, const char *path, const char *fmt, const char *what)
@@ -117,7 +122,7 @@ static int type_allows(const char *type, json_t *v)
 
 static const char *const annotations[] = {
     "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
-    "writeOnly", "strict", NULL,
+    "writeOnly", "strict", "$defs", "definitions", NULL,
 };
 
 static const char *const kw_object[] = {"properties", "required", "additionalProperties", NULL};
@@ -326,6 +331,37 @@ static gnode *compile(cctx *c, json_t *s, const char *path, int depth)
     if (depth > MAX_SCHEMA_DEPTH) return fail(c, EMOE_EUNSUP, path, "schemas nested deeper than %s levels are not supported", "24");
     if (json_is_true(s) || (json_is_object(s) && json_object_size(s) == 0)) return gram_any_node();
     if (!json_is_object(s)) return fail(c, EMOE_EINVAL, path, "a schema must be an object%s", "");
+    json_t *ref = json_object_get(s, "$ref");
+    if (ref) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(s, k, v) {
+            if (!strcmp(k, "$ref") || in(annotations, k)) continue;
+            return fail(c, EMOE_EUNSUP, path, "'%.64s' next to '$ref' is not supported", k);
+        }
+        const char *r = json_string_value(ref), *name = NULL;
+        json_t *defs = NULL;
+        if (r && !strncmp(r, "#/$defs/", 8)) { defs = json_object_get(c->root, "$defs"); name = r + 8; }
+        else if (r && !strncmp(r, "#/definitions/", 14)) { defs = json_object_get(c->root, "definitions"); name = r + 14; }
+        if (!name || strchr(name, '/') || strchr(name, '~'))
+            return fail(c, EMOE_EUNSUP, path, "'$ref' other than \"#/$defs/<name>\" is not supported (%.64s)", r ? r : "?");
+        json_t *target = json_object_get(defs, name);
+        if (!target) return fail(c, EMOE_EINVAL, path, "'$ref' names '%.64s', which is not defined", name);
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s($ref %s)", path, name);
+        for (int i = 0; i < c->n_ref; i++)
+            if (c->ref_target[i] == target) {
+                if (!c->ref_node[i]) return fail(c, EMOE_EUNSUP, path, "recursive '$ref' (%.64s) is not supported", name);
+                return c->ref_node[i];
+            }
+        if (c->n_ref >= 64) return fail(c, EMOE_EUNSUP, path, "more than 64 '$ref' targets are not supported%s", "");
+        int slot = c->n_ref++;
+        c->ref_target[slot] = target;
+        c->ref_node[slot] = NULL;
+        gnode *n = compile(c, target, sub, depth + 1);
+        c->ref_node[slot] = n;
+        return n;
+    }
     if (json_object_get(s, "anyOf") || json_object_get(s, "oneOf")) return compile_any_of(c, s, path, depth);
     json_t *t = json_object_get(s, "type");
     const char *type = NULL;
@@ -441,7 +477,7 @@ emoe_status gram_compile_schema(json_t *schema, gram **out, emoe_err *err)
     *out = NULL;
     gram *g = gram_new();
     if (!g) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
-    cctx c = {g, err};
+    cctx c = {.g = g, .err = err, .root = schema};
     g->root = compile(&c, schema, "schema", 0);
     if (!g->root) {
         gram_release(g);
@@ -464,7 +500,7 @@ emoe_status gram_compile_tool_call(json_t *tools, const char *only_name, gram **
     *out = NULL;
     gram *g = gram_new();
     if (!g) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
-    cctx c = {g, err};
+    cctx c = {.g = g, .err = err};
     gnode *n = gram_node_new(g, GN_CHOICE);
     size_t nt = json_array_size(tools);
     if (!n || nt > GRAM_MAX_ENUM) goto bad;
@@ -486,6 +522,8 @@ emoe_status gram_compile_tool_call(json_t *tools, const char *only_name, gram **
             p = gram_node_new(g, GN_OBJECT); /* no parameters: {} */
             if (!p) goto bad;
         } else {
+            c.root = params;
+            c.n_ref = 0;
             p = compile(&c, params, path, 1);
             if (!p) goto bad;
         }

@@ -48,8 +48,9 @@ typedef struct gram_state gram_state;
  * additionalProperties (false, or absent), items, minItems, maxItems,
  * minLength, maxLength, minimum, maximum, exclusiveMinimum,
  * exclusiveMaximum, enum, const, and the annotations title, description,
- * default, examples, $schema, $id. Anything else
- * ($ref, pattern, format, ...) is EMOE_EUNSUP with err naming the
+ * default, examples, $schema, $id; "$ref": "#/$defs/<name>" (or
+ * #/definitions/; compiled once and shared; recursion is refused). Anything
+ * else (pattern, format, ...) is EMOE_EUNSUP with err naming the
  * keyword and where it is ("schema.properties.a: 'pattern' is not
  * supported"). On success *out has one reference (gram_release). */
 emoe_status gram_compile_schema(json_t *schema, gram **out, emoe_err *err);

@@ -133,6 +133,11 @@ START_TEST(unions)
     ck_assert(accepts(g, "{\"a\":7,\"b\":\"x\"}") && accepts(g, "{\"a\":[true],\"b\":{\"c\":1}}") && accepts(g, "{\"a\":null,\"b\":\"y\"}"));
     ck_assert(!accepts(g, "{\"a\":10,\"b\":\"x\"}") && !accepts(g, "{\"a\":\"s\",\"b\":\"x\"}") && !accepts(g, "{\"a\":1,\"b\":\"z\"}"));
     gram_release(g);
+    g = compile("{\"$defs\":{\"P\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\",\"maximum\":3}},"
+                "\"required\":[\"x\"],\"additionalProperties\":false}},\"type\":\"object\",\"properties\":{\"p\":{\"$ref\":\"#/$defs/P\"},"
+                "\"q\":{\"anyOf\":[{\"$ref\":\"#/$defs/P\"},{\"type\":\"null\"}]}},\"required\":[\"p\",\"q\"],\"additionalProperties\":false}");
+    ck_assert(accepts(g, "{\"p\":{\"x\":3},\"q\":null}") && accepts(g, "{\"p\":{\"x\":0},\"q\":{\"x\":1}}") && !accepts(g, "{\"p\":{\"x\":4},\"q\":null}"));
+    gram_release(g);
     g = compile("{\"type\":[\"integer\",\"null\"],\"enum\":[1,null]}");
     ck_assert(accepts(g, "1") && accepts(g, "null") && !accepts(g, "2"));
     gram_release(g);
@@ -147,7 +152,9 @@ START_TEST(compile_errors_name_the_keyword)
         {"{\"anyOf\":[{\"type\":\"string\"}],\"maxLength\":3}", "'maxLength' next to 'anyOf'"},
         {"{\"type\":[\"integer\",\"number\"]}", "'type' alternatives"},
         {"{\"type\":[\"string\",\"null\"],\"minimum\":3,\"pattern\":\"x\"}", "'minimum'"},
-        {"{\"$ref\":\"#/$defs/a\"}", "'$ref'"},
+        {"{\"$ref\":\"#/$defs/a\"}", "'$ref' names 'a'"},
+        {"{\"$ref\":\"http://x/y\"}", "'$ref' other than"},
+        {"{\"$defs\":{\"n\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"}}},\"$ref\":\"#/$defs/n\"}", "recursive '$ref'"},
         {"{\"type\":\"string\",\"format\":\"date\"}", "'format'"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"multipleOf\":2}}}", "schema.properties.a: 'multipleOf'"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "'required'"},
