@@ -54,14 +54,19 @@ static double p10(int k)
     return r;
 }
 
-/* Do magnitudes [a, b] with sign neg meet the node's bounds? */
-static int mag_ok(const gnode *n, int neg, double a, double b)
+/* Do magnitudes [a, b] with sign neg meet the node's bounds? A negative
+ * number is never -0 (its magnitude is at least one unit). */
+static int mag_ok_u(const gnode *n, int neg, double a, double b, double unit)
 {
+    if (neg && a < unit) a = unit;
+    if (a > b) return 0;
     double lo = neg ? -b : a, hi = neg ? -a : b;
     if (n->has_lo && hi < n->lo) return 0;
     if (n->has_hi && lo > n->hi) return 0;
     return 1;
 }
+
+#define mag_ok(n, neg, a, b) mag_ok_u(n, neg, a, b, unit)
 
 static double frac_value(const gframe *f) { return f->fd ? (double)f->pos / p10(f->fd) : 0; }
 
@@ -99,7 +104,8 @@ static int num_can_end(const gframe *f)
 {
     if (f->ph != 2 && f->ph != 3 && f->ph != 5) return 0;
     double x = f->ip + frac_value(f);
-    return mag_ok(f->n, f->neg, x, x);
+    if (f->neg && x == 0) return 0; /* no -0 */
+    return mag_ok_u(f->n, f->neg, x, x, 0);
 }
 
 static int lit_complete(const gframe *f)
@@ -126,7 +132,7 @@ static int step_number(gram_state *s, gframe *f, unsigned char b)
         if (b == '-') { t.neg = 1; t.ph = 1; break; }
         /* fall through */
     case 1:
-        if (d < 0) return R_REJECT;
+        if (d < 0 || (d == 0 && f->neg && !num)) return R_REJECT; /* no "-0" integers */
         t.ph = d ? 2 : 3;
         t.ip = d;
         t.nd = 1;

@@ -133,6 +133,23 @@ for (const seed of [1, 2, 3]) {
 const rs = await collect(await client.chat.completions.create({ model, messages: msgs, response_format: rf, max_tokens: 100, temperature: 1, seed: 7, n: 2, stream: true }));
 ok(valid(rs.ch[0].text) && valid(rs.ch[1].text), `json_schema streamed, n: 2: ${rs.ch[0].text} ${rs.ch[1].text}`);
 
+// pydantic-style: $defs + $ref, a nullable field (type list), anyOf
+const pyd = {
+  $defs: { Item: { type: "object", properties: { id: { type: "integer", minimum: 0, maximum: 99 }, ok: { type: "boolean" } }, required: ["id", "ok"], additionalProperties: false } },
+  type: "object",
+  properties: { item: { $ref: "#/$defs/Item" }, note: { type: ["string", "null"], maxLength: 6 }, alt: { anyOf: [{ $ref: "#/$defs/Item" }, { type: "null" }] } },
+  required: ["item", "note", "alt"],
+  additionalProperties: false,
+};
+const validItem = (x) => x && Number.isInteger(x.id) && x.id >= 0 && x.id <= 99 && typeof x.ok === "boolean" && Object.keys(x).length === 2;
+for (const seed of [1, 2]) {
+  const r = await client.chat.completions.create({ model, messages: msgs, response_format: { type: "json_schema", json_schema: { name: "p", schema: pyd, strict: true } }, max_tokens: 120, temperature: 1, seed });
+  let v = null;
+  try { v = JSON.parse(r.choices[0].message.content); } catch {}
+  ok(v && validItem(v.item) && (v.note === null || (typeof v.note === "string" && [...v.note].length <= 6)) && (v.alt === null || validItem(v.alt)),
+    `$defs/$ref + nullable + anyOf (seed ${seed}): ${r.choices[0].message.content}`);
+}
+
 // ---- refusals name the field ----
 const bad = async (body, param, what) => {
   try { await client.chat.completions.create({ model, messages: msgs, max_tokens: 2, ...body }); ok(false, what); }
