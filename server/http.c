@@ -103,7 +103,8 @@ typedef struct stream {
     struct {
         int n_gen, n_ids_sent, n_lp_sent, done, echoed;
         size_t text_off;
-        sched_buf held;          /* tools: the text, delivered at the finish */
+        sched_buf held;          /* tools: the whole text; [0, emitted) was sent as content */
+        size_t emitted;
     } ch[SRV_MAX_N];
     oai_out oo;
     unsigned long long seq;
@@ -397,15 +398,17 @@ static void sse_finish_choice(stream *st, int i, sched_finish f)
     if (st->oo.tools) {
         size_t clen = 0;
         json_t *calls = oai_tool_calls(&st->oo, st->ch[i].held.p, st->ch[i].held.n, &clen, st->seq + (unsigned)i);
+        size_t em = st->ch[i].emitted;
         if (calls) {
             for (size_t k = 0; k < json_array_size(calls); k++)
                 json_object_set_new(json_array_get(calls, k), "index", json_integer((json_int_t)k));
-            if (clen) sse_choice(st, i, st->ch[i].held.p, clen, 0, NULL, NULL);
+            if (clen > em) sse_choice(st, i, st->ch[i].held.p + em, clen - em, 0, NULL, NULL);
             sse_choice(st, i, NULL, 0, 0, NULL, calls);
             fin = "tool_calls";
-        } else if (st->ch[i].held.n) {
-            sse_choice(st, i, st->ch[i].held.p, st->ch[i].held.n, 0, NULL, NULL);
+        } else if (st->ch[i].held.n > em) {
+            sse_choice(st, i, st->ch[i].held.p + em, st->ch[i].held.n - em, 0, NULL, NULL);
         }
+        st->ch[i].emitted = st->ch[i].held.n;
     }
     sse_choice(st, i, NULL, 0, 0, fin, NULL);
 }
@@ -472,7 +475,13 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
             st->ch[i].n_gen = u.n_gen;
             st->n_gen += u.n_gen;
             if (st->oo.tools) {
+                /* auto: content streams up to where a tool call could start */
                 if (u.text_len) sched_buf_append(&st->ch[i].held, u.text, u.text_len);
+                size_t safe = st->oo.forced_tool || !st->ch[i].held.n ? 0 : oai_tool_safe_prefix(st->ch[i].held.p, st->ch[i].held.n);
+                if (safe > st->ch[i].emitted && !u.finished) {
+                    sse_choice(st, i, st->ch[i].held.p + st->ch[i].emitted, safe - st->ch[i].emitted, 0, NULL, NULL);
+                    st->ch[i].emitted = safe;
+                }
             } else if (u.text_len || (!u.finished && ((st->return_ids && u.n_gen > st->ch[i].n_ids_sent) ||
                                                        (st->oo.logprobs && u.n_gen > st->ch[i].n_lp_sent)))) {
                 sse_choice(st, i, u.text ? u.text : "", u.text_len, 0, NULL, NULL);

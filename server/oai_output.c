@@ -207,6 +207,28 @@ static size_t skip_ws(const char *s, size_t i, size_t n)
     return i;
 }
 
+size_t oai_tool_safe_prefix(const char *text, size_t len)
+{
+    static const char *const marks[] = {"<tool_call>", "[TOOL_CALLS]"};
+    size_t i = skip_ws(text, 0, len);
+    if (i == len || text[i] == '{' || text[i] == '[') return 0;
+    size_t safe = len;
+    for (size_t m = 0; m < 2; m++) {
+        const char *p = find(text, len, marks[m]);
+        if (p && (size_t)(p - text) < safe) safe = (size_t)(p - text);
+        /* a suffix that is a prefix of the marker */
+        size_t ml = strlen(marks[m]);
+        for (size_t k = ml - 1; k > 0; k--)
+            if (k <= len && !memcmp(text + len - k, marks[m], k)) {
+                if (len - k < safe) safe = len - k;
+                break;
+            }
+    }
+    /* keep whole UTF-8 characters */
+    while (safe > 0 && safe < len && ((unsigned char)text[safe] & 0xc0) == 0x80) safe--;
+    return safe;
+}
+
 static json_t *tool_calls(const oai_out *o, const char *text, size_t len, size_t *content_len, unsigned long long seq);
 
 json_t *oai_tool_calls(const oai_out *o, const char *text, size_t len, size_t *content_len, unsigned long long seq)

@@ -42,4 +42,11 @@ json_t *oai_prompt_logprobs_json(const oai_out *o, sched_req *r, const int32_t *
  * the first call (the assistant's content). seq numbers the call ids. */
 json_t *oai_tool_calls(const oai_out *o, const char *text, size_t len, size_t *content_len, unsigned long long seq);
 
+/* Streaming with tools: how many bytes of text[0..len) can be sent as
+ * content now without sending part of a tool call: everything before a
+ * call marker (<tool_call>, [TOOL_CALLS]) or a suffix that could start one;
+ * nothing while the text (after leading whitespace) is empty or starts with
+ * '{' or '[' (a bare JSON call may be coming). */
+size_t oai_tool_safe_prefix(const char *text, size_t len);
+
 #endif

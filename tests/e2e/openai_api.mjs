@@ -106,6 +106,12 @@ const named = await client.chat.completions.create({ model, messages: msgs, tool
 ok(named.choices[0].message.tool_calls?.[0]?.function.name === "get_weather" && checkCall(named.choices[0].message.tool_calls[0].function), "named tool_choice calls that function");
 const ts = await collect(await client.chat.completions.create({ model, messages: msgs, tools, tool_choice: "required", max_tokens: 200, temperature: 1, seed: 5, stream: true }));
 ok(ts.ch[0].finish[0] === "tool_calls" && ts.ch[0].calls.length === 1 && checkCall(ts.ch[0].calls[0]), `streamed tool call deltas: ${JSON.stringify(ts.ch[0].calls)}`);
+// auto: the model answers in text here; streamed content == non-streamed content
+const au = { model, messages: msgs, tools, max_tokens: 24, temperature: 0, ignore_eos: true };
+const a1 = await client.chat.completions.create(au);
+const a2 = await collect(await client.chat.completions.create({ ...au, stream: true }));
+ok(a2.ch[0].text === (a1.choices[0].message.content ?? "") && a2.ch[0].finish[0] === a1.choices[0].finish_reason && a2.chunks > 3,
+   `tool_choice auto streamed == non-streamed (${a2.chunks} chunks)`);
 // History with an assistant tool call and a tool result is accepted.
 const hist = [...msgs, { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: "{\"city\":\"Oslo\",\"days\":1,\"unit\":\"c\"}" } }] },
   { role: "tool", tool_call_id: "call_1", content: "{\"temp\":3}" }];
