@@ -24,3 +24,16 @@ bench-grammar: $(BUILD)/bench_grammar
 $(BUILD)/bench_grammar: tests/bench/bench_grammar.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# make fuzz-toolcalls: tool-call parsing of generated text (server/tool_calls.c).
+build-fuzz/fuzz_toolcalls: tests/fuzz/fuzz_toolcalls.c server/tool_calls.c server/tool_calls.h
+	@mkdir -p build-fuzz
+	$(or $(FUZZ_CC),clang) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c11 -I. -D_GNU_SOURCE \
+	    tests/fuzz/fuzz_toolcalls.c server/tool_calls.c -ljansson -lm -o $@
+
+.PHONY: fuzz-toolcalls
+fuzz: fuzz-toolcalls
+fuzz-toolcalls: build-fuzz/fuzz_toolcalls
+	@mkdir -p build-fuzz/corpus-toolcalls
+	build-fuzz/fuzz_toolcalls -max_total_time=$(or $(FUZZ_SECONDS),60) -max_len=2048 -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=build-fuzz/ -print_final_stats=1 build-fuzz/corpus-toolcalls tests/fuzz/corpus/toolcalls
