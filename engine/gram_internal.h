@@ -71,6 +71,7 @@ typedef struct gframe {
     uint8_t neg;            /* number: '-' seen */
     uint8_t ulo, uhi;       /* string: range of the next UTF-8 continuation byte */
     uint8_t need;           /* string: continuation bytes still needed */
+    uint8_t sp;             /* the one optional space here was used */
     uint16_t cnt;           /* items / characters / property index / members / alternative */
     uint32_t pos;           /* literal or key position */
     uint64_t mask;          /* candidate literals / properties */

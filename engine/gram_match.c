@@ -257,6 +257,7 @@ static int step_object(gram_state *s, gframe *f, unsigned char b)
         case 1:
         case 8:
             if (b == '}' && f->ph == 1) { s->depth--; return R_OK; }
+            if (b == ' ' && f->ph == 8 && !f->sp) { f->sp = 1; return R_OK; }
             if (b != '"') return R_REJECT;
             f->ph = 7;
             f->cnt++;
@@ -265,11 +266,16 @@ static int step_object(gram_state *s, gframe *f, unsigned char b)
             return R_OK;
         case 7:
             if (b != ':') return R_REJECT;
+            f->ph = 9;
+            f->sp = 0;
+            return R_OK;
+        case 9: /* after ':': one optional space, then the value */
+            if (b == ' ' && !f->sp) { f->sp = 1; return R_OK; }
             f->ph = 2;
-            return push(s, &any_node) ? R_REJECT : R_OK;
+            return push(s, &any_node) ? R_REJECT : R_REFEED;
         case 2:
             if (b == '}') { s->depth--; return R_OK; }
-            if (b == ',' && f->cnt < GRAM_MAX_ITEMS && s->depth < GRAM_MAX_DEPTH - 1) { f->ph = 8; return R_OK; }
+            if (b == ',' && f->cnt < GRAM_MAX_ITEMS && s->depth < GRAM_MAX_DEPTH - 1) { f->ph = 8; f->sp = 0; return R_OK; }
             return R_REJECT;
         }
         return R_REJECT;
@@ -282,6 +288,7 @@ static int step_object(gram_state *s, gframe *f, unsigned char b)
             s->depth--;
             return R_OK;
         }
+        if (b == ' ' && f->ph == 4 && !f->sp) { f->sp = 1; return R_OK; }
         if (b != '"') return R_REJECT;
         f->mask = prop_candidates(n, f->cnt);
         if (!f->mask) return R_REJECT;
@@ -294,7 +301,7 @@ static int step_object(gram_state *s, gframe *f, unsigned char b)
             s->depth--;
             return R_OK;
         }
-        if (b == ',' && prop_candidates(n, f->cnt)) { f->ph = 4; return R_OK; }
+        if (b == ',' && prop_candidates(n, f->cnt)) { f->ph = 4; f->sp = 0; return R_OK; }
         return R_REJECT;
     case 3: {
         if (b == '"') {
@@ -315,12 +322,17 @@ static int step_object(gram_state *s, gframe *f, unsigned char b)
         f->pos++;
         return R_OK;
     }
-    case 5: {
+    case 5:
         if (b != ':') return R_REJECT;
+        f->ph = 6;
+        f->sp = 0;
+        return R_OK;
+    case 6: { /* after ':': one optional space, then the value */
+        if (b == ' ' && !f->sp) { f->sp = 1; return R_OK; }
         int j = f->cnt;
         f->cnt = (uint16_t)(j + 1);
         f->ph = 2;
-        return push(s, n->props[j]) ? R_REJECT : R_OK;
+        return push(s, n->props[j]) ? R_REJECT : R_REFEED;
     }
     }
     return R_REJECT;
@@ -350,9 +362,10 @@ static int step_array(gram_state *s, gframe *f, unsigned char b)
             s->depth--;
             return R_OK;
         }
-        if (b == ',' && f->cnt < n->max_items) { f->ph = 3; return R_OK; }
+        if (b == ',' && f->cnt < n->max_items) { f->ph = 3; f->sp = 0; return R_OK; }
         return R_REJECT;
     case 3:
+        if (b == ' ' && !f->sp) { f->sp = 1; return R_OK; }
         f->cnt++;
         f->ph = 2;
         return push(s, n->items) ? R_REJECT : R_REFEED;
@@ -364,20 +377,34 @@ static int step_choice(gram_state *s, gframe *f, unsigned char b)
 {
     const gnode *n = f->n;
     if (f->ph == 0) {
+        /* one optional space after each ':' and ',' of the prefix, as models write it */
+        if (b == ' ' && !f->sp && f->pos > 0) {
+            int all = 1;
+            for (int i = 0; i < n->n_lit; i++)
+                if ((f->mask >> i & 1) && n->lit[i][f->pos - 1] != ':' && n->lit[i][f->pos - 1] != ',') all = 0;
+            if (all) { f->sp = 1; return R_OK; }
+        }
         uint64_t m = 0;
         for (int i = 0; i < n->n_lit; i++)
             if ((f->mask >> i & 1) && n->lit_len[i] > f->pos && (unsigned char)n->lit[i][f->pos] == b) m |= 1ull << i;
         if (!m) return R_REJECT;
         f->mask = m;
+        f->sp = 0;
         f->pos++;
         for (int i = 0; i < n->n_lit; i++)
             if ((m >> i & 1) && n->lit_len[i] == f->pos) {
                 f->cnt = (uint16_t)i;
-                f->ph = 1;
+                f->ph = 2;
                 f->pos = 0;
-                return push(s, n->alt[i]) ? R_REJECT : R_OK;
+                f->sp = 0;
+                return R_OK;
             }
         return R_OK;
+    }
+    if (f->ph == 2) { /* prefix done: one optional space, then the value */
+        if (b == ' ' && !f->sp) { f->sp = 1; return R_OK; }
+        f->ph = 1;
+        return push(s, n->alt[f->cnt]) ? R_REJECT : R_REFEED;
     }
     const char *suf = n->suffix[f->cnt];
     if ((unsigned char)suf[f->pos] != b) return R_REJECT;

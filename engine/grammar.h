@@ -10,7 +10,8 @@
  * one byte at a time), gram_vocab.c (token byte strings sorted so that
  * tokens sharing a prefix share the work; the per-step mask).
  *
- * Output form: compact JSON (no whitespace between tokens), object members
+ * Output form: JSON with at most one space after each ':' and ',' (none
+ * elsewhere), object members
  * in the schema's property order, strings without \u escapes, numbers without
  * exponents. Unbounded sizes get bounds so that even a random-weight model
  * finishes: strings <= GRAM_MAX_STRING characters unless maxLength, arrays

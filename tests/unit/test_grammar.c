@@ -54,6 +54,11 @@ START_TEST(schema_accepts_and_refuses)
     ck_assert(accepts(g, "{\"color\":\"red\",\"n\":1,\"inner\":{\"x\":0}}"));
     ck_assert(accepts(g, "{\"color\":\"blue\",\"n\":10,\"tags\":[true,false],\"inner\":{\"x\":-1.5,\"s\":\"ab\"},\"opt\":null}"));
     ck_assert(accepts(g, "{\"color\":\"green\",\"n\":7,\"inner\":{\"x\":2.25}}"));
+    /* bounded whitespace: one optional space after ':' and ',' */
+    ck_assert(accepts(g, "{\"color\": \"red\", \"n\": 1, \"tags\": [true, false], \"inner\": {\"x\": 0}}"));
+    ck_assert(!accepts(g, "{\"color\":  \"red\",\"n\":1,\"inner\":{\"x\":0}}"));
+    ck_assert(!accepts(g, "{\"color\" :\"red\",\"n\":1,\"inner\":{\"x\":0}}"));
+    ck_assert(!accepts(g, "{ \"color\":\"red\",\"n\":1,\"inner\":{\"x\":0}}"));
     static const char *bad[] = {
         "{\"color\":\"pink\",\"n\":1,\"inner\":{\"x\":0}}",            /* enum */
         "{\"color\":\"red\",\"n\":11,\"inner\":{\"x\":0}}",            /* maximum */
@@ -145,6 +150,11 @@ START_TEST(unions)
                 "\"required\":[\"x\"],\"additionalProperties\":false}},\"type\":\"object\",\"properties\":{\"p\":{\"$ref\":\"#/$defs/P\"},"
                 "\"q\":{\"anyOf\":[{\"$ref\":\"#/$defs/P\"},{\"type\":\"null\"}]}},\"required\":[\"p\",\"q\"],\"additionalProperties\":false}");
     ck_assert(accepts(g, "{\"p\":{\"x\":3},\"q\":null}") && accepts(g, "{\"p\":{\"x\":0},\"q\":{\"x\":1}}") && !accepts(g, "{\"p\":{\"x\":4},\"q\":null}"));
+    gram_release(g);
+    emoe_err err = {0};
+    ck_assert(gram_compile_json_object(&g, &err) == EMOE_OK);
+    ck_assert(accepts(g, "{\"a\": 1, \"b\": [1, {\"c\": null}], \"d\":\"x\"}") && accepts(g, "{}"));
+    ck_assert(!accepts(g, "[1]") && !accepts(g, "{\"a\":  1}") && !accepts(g, "{\"a\":1,}"));
     gram_release(g);
     g = compile("{\"type\":[\"integer\",\"null\"],\"enum\":[1,null]}");
     ck_assert(accepts(g, "1") && accepts(g, "null") && !accepts(g, "2"));
@@ -377,6 +387,7 @@ START_TEST(tool_call_grammar)
     ck_assert_msg(gram_compile_tool_call(tools, NULL, &g, &err) == EMOE_OK, "%s", err.msg);
     ck_assert(accepts(g, "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\",\"days\":3}}"));
     ck_assert(accepts(g, "{\"name\":\"noop\",\"arguments\":{}}"));
+    ck_assert(accepts(g, "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"days\": 3}}"));
     ck_assert(!accepts(g, "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\",\"days\":9}}"));
     ck_assert(!accepts(g, "{\"name\":\"other\",\"arguments\":{}}"));
     gram_release(g);
