@@ -199,9 +199,12 @@ int gram_state_mask(gram_state *s, float *logits, int vocab)
             if (!can_end && sc->allowed[v->eos[i]]) count--;
             sc->allowed[v->eos[i]] = (uint8_t)can_end;
         }
+    (void)count;
+    int n_ok = 0; /* only ids the logits have count (a tokenizer may be larger than the model) */
     for (int id = 0; id < vocab; id++)
         if (id >= v->n || !sc->allowed[id]) logits[id] = -INFINITY;
-    return count;
+        else n_ok++;
+    return n_ok;
 }
 
 int gram_state_accept_token(gram_state *s, int id)
