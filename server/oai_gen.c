@@ -8,9 +8,6 @@
 
 #define INVALID "invalid_request_error"
 
-static pthread_mutex_t vocab_mu = PTHREAD_MUTEX_INITIALIZER;
-static gram_vocab *vocab_cached;
-static srv_text *vocab_for;
 
 static int token_bytes(void *ctx, int id, emoe_buf *out)
 {
@@ -20,20 +17,27 @@ static int token_bytes(void *ctx, int id, emoe_buf *out)
     return srv_text_token_bytes(t, id, out);
 }
 
+typedef struct vocab_arg {
+    srv_text *t;
+    const eng_model_desc *d;
+} vocab_arg;
+
+static void *vocab_make(void *p)
+{
+    vocab_arg *a = p;
+    int n = srv_text_vocab(a->t);
+    double t0 = emoe_now();
+    gram_vocab *v = n > 0 ? gram_vocab_new(n, token_bytes, a->t, a->d->eos_ids, a->d->n_eos) : NULL;
+    if (v) LOG_INFO("constrained decoding: indexed %d token byte strings in %.2fs", n, emoe_now() - t0);
+    return v;
+}
+
+static void vocab_free(void *v) { gram_vocab_free(v); }
+
 const gram_vocab *oai_gen_vocab(srv_text *t, const eng_model_desc *d)
 {
-    pthread_mutex_lock(&vocab_mu);
-    if (vocab_for != t) {
-        gram_vocab_free(vocab_cached);
-        int n = srv_text_vocab(t);
-        double t0 = emoe_now();
-        vocab_cached = n > 0 ? gram_vocab_new(n, token_bytes, t, d->eos_ids, d->n_eos) : NULL;
-        vocab_for = vocab_cached ? t : NULL;
-        if (vocab_cached) LOG_INFO("constrained decoding: indexed %d token byte strings in %.2fs", n, emoe_now() - t0);
-    }
-    const gram_vocab *v = vocab_cached;
-    pthread_mutex_unlock(&vocab_mu);
-    return v;
+    vocab_arg a = {t, d};
+    return srv_text_aux(t, vocab_make, &a, vocab_free);
 }
 
 static const char *choice_str(json_t *tc) { return json_is_string(tc) ? json_string_value(tc) : NULL; }

@@ -3,6 +3,7 @@
  * or without it so the server always builds. */
 #include "server/text.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +25,17 @@ struct srv_text {
     tok_tokenizer *tok;
 #endif
     char reason[256];
+    /* derived data kept with the tokenizer (oai_gen.c: the grammar vocabulary) */
+    pthread_mutex_t aux_mu;
+    void *aux;
+    void (*aux_free)(void *);
 };
 
 emoe_status srv_text_load(const char *dir, srv_text **out, emoe_err *err)
 {
     srv_text *t = calloc(1, sizeof *t);
     if (!t) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    pthread_mutex_init(&t->aux_mu, NULL);
     *out = t;
 #ifdef SRV_HAVE_TOK
     char path[4096];
@@ -58,6 +64,8 @@ void srv_text_free(srv_text *t)
 #ifdef SRV_HAVE_TOK
     tok_free(t->tok);
 #endif
+    if (t->aux && t->aux_free) t->aux_free(t->aux);
+    pthread_mutex_destroy(&t->aux_mu);
     free(t);
 }
 
@@ -227,4 +235,16 @@ int srv_text_vocab(srv_text *t)
     (void)t;
 #endif
     return 0;
+}
+
+void *srv_text_aux(srv_text *t, void *(*make)(void *arg), void *arg, void (*free_fn)(void *))
+{
+    pthread_mutex_lock(&t->aux_mu);
+    if (!t->aux) {
+        t->aux = make(arg);
+        t->aux_free = free_fn;
+    }
+    void *a = t->aux;
+    pthread_mutex_unlock(&t->aux_mu);
+    return a;
 }

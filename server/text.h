@@ -42,6 +42,11 @@ int srv_text_token_bytes(srv_text *t, int id, emoe_buf *out);
  * (0 without a tokenizer). */
 int srv_text_is_special(srv_text *t, int id);
 int srv_text_vocab(srv_text *t);
+/* Data derived from the tokenizer, built once by make(arg) on first use
+ * (under a lock) and freed with free_fn by srv_text_free (oai_gen.c keeps
+ * the grammar vocabulary here). NULL if make returned NULL (tried again next
+ * time). */
+void *srv_text_aux(srv_text *t, void *(*make)(void *arg), void *arg, void (*free_fn)(void *));
 /* The scheduler's detokenizer ops (push NULL when unavailable). */
 sched_text_ops srv_text_ops(srv_text *t);
 
