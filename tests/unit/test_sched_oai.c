@@ -12,6 +12,8 @@ static int32_t prompt[32], ref[16];
 static int n_prompt;
 static eng_engine *eng;
 
+static int kv_dtype; /* eng_dtype of the KV cache for the next load */
+
 static int load_fixture(void)
 {
     const char *sh = tu_shared_dir();
@@ -30,7 +32,7 @@ static int load_fixture(void)
     for (int k = 0; k < 16; k++) ref[k] = (int32_t)json_integer_value(json_array_get(g, (size_t)k));
     json_decref(root);
     emoe_err err = {0};
-    eng_open_opts o = {.n_threads = 1, .max_ctx = 256};
+    eng_open_opts o = {.n_threads = 1, .max_ctx = 256, .kv_dtype = kv_dtype};
     ck_assert_msg(eng_open(mdir, &o, &eng, &err) == EMOE_OK, "%s", err.msg);
     return 1;
 }
@@ -93,6 +95,35 @@ START_TEST(fork_choices_match_reference)
     sched_get_stats(s, &st);
     ck_assert_int_eq((int)st.prompt_tokens, n_prompt); /* prefilled once */
     for (int i = 0; i < 3; i++) sched_req_release(r[i]);
+    sched_free(s);
+    eng_free(eng);
+}
+END_TEST
+
+/* An f16 KV cache is copied as f16: forked choices equal the choice that
+ * prefilled (greedy), element size and all. */
+START_TEST(fork_f16_kv)
+{
+    kv_dtype = ENG_DT_F16;
+    int have = load_fixture();
+    kv_dtype = 0;
+    if (!have) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
+    sched *s = start(4);
+    sched_req_params p;
+    params(&p, 12);
+    sched_req *r[2] = {0};
+    emoe_err err = {0};
+    for (int i = 0; i < 2; i++) {
+        p.fork_of = i ? r[0] : NULL;
+        ck_assert(sched_submit(s, &p, &r[i], &err) == EMOE_OK);
+    }
+    int32_t a[12], b[12];
+    for (int i = 0; i < 2; i++) ck_assert_int_eq(wait_done(r[i]), SCHED_FINISH_LENGTH);
+    ck_assert_int_eq(sched_req_tokens(r[0], a, 12), 12);
+    ck_assert_int_eq(sched_req_tokens(r[1], b, 12), 12);
+    ck_assert_int_eq(sched_req_forked(r[1]), 1);
+    for (int k = 0; k < 12; k++) ck_assert_int_eq(a[k], b[k]);
+    for (int i = 0; i < 2; i++) sched_req_release(r[i]);
     sched_free(s);
     eng_free(eng);
 }
@@ -228,6 +259,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("sched_oai");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, fork_choices_match_reference);
+    tcase_add_test(tc, fork_f16_kv);
     tcase_add_test(tc, logprobs_and_bias);
     tcase_add_test(tc, constraint_masks_and_completes);
     suite_add_tcase(s, tc);
