@@ -80,6 +80,8 @@ void *eng_seq_tag(const eng_seq *s);
 void eng_seq_truncate(eng_seq *s, int len);
 /* Experts replaced by the substitute policy in this sequence so far. */
 uint64_t eng_seq_substituted(const eng_seq *s);
+/* Expert uses computed with the low-bit copy (miss_policy lowbit) so far. */
+uint64_t eng_seq_lowbit(const eng_seq *s);
 
 typedef struct eng_batch_item {
     eng_seq *seq;

@@ -14,6 +14,7 @@
  */
 #include "engine/engine_internal.h"
 #include "engine/moe_plan.h"
+#include "engine/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -324,14 +325,23 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
         int c = b->ex_count[x];
         if (!c) continue;
         eng_expert_weights w;
+        memset(&w, 0, sizeof w);
         emoe_status rc = p->acquire(p->ctx, l, x, &w, err);
         if (rc != EMOE_OK) return emoe_err_prefix(err, "layer %d expert %d", l, x);
         for (int r = 0; r < c; r++)
             memcpy(b->xe + (size_t)r * dim, b->h + (size_t)b->ex_rows[b->ex_start[x] + r] * dim, sizeof(float) * (size_t)dim);
-        matmul(e->pool, b->xe, c, dim, &w.gate, NULL, b->g);
-        matmul(e->pool, b->xe, c, dim, &w.up, NULL, b->u);
+        if (w.qfmt) { /* quantized expert (engine/quant.h) */
+            quant_matmul(e->pool, b->xe, c, dim, w.gate.data, ffn, w.qfmt, b->g);
+            quant_matmul(e->pool, b->xe, c, dim, w.up.data, ffn, w.qfmt, b->u);
+        } else {
+            matmul(e->pool, b->xe, c, dim, &w.gate, NULL, b->g);
+            matmul(e->pool, b->xe, c, dim, &w.up, NULL, b->u);
+        }
         for (size_t i = 0; i < (size_t)c * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
-        matmul(e->pool, b->g, c, ffn, &w.down, NULL, b->eo);
+        if (w.qfmt) quant_matmul(e->pool, b->g, c, ffn, w.down.data, dim, w.qfmt, b->eo);
+        else matmul(e->pool, b->g, c, ffn, &w.down, NULL, b->eo);
+        if (w.lowbit)
+            for (int r = 0; r < c; r++) b->row_seq[b->ex_rows[b->ex_start[x] + r]]->lowbit++;
         if (p->release) p->release(p->ctx, l, x);
         for (int r = 0; r < c; r++) {
             int at = b->ex_start[x] + r, row = b->ex_rows[at];

@@ -35,8 +35,12 @@ static void usage(FILE *f)
             "  --json                 print one JSON object (ids, last logits, routing, timing)\n"
             "  --budget X%%|BYTES      expert cache: device budget (default: all experts resident, no cache)\n"
             "  --host-budget X%%|BYTES expert cache: pinned host tier (default 0)\n"
-            "  --miss-policy P        exact (load on demand, default) | substitute (use resident experts)\n"
-            "  --store FILE           expert store (default DIR/experts.emoe, built if missing)\n"
+            "  --miss-policy P        exact (load on demand, default) | substitute (use resident experts) |\n"
+            "                         lowbit (compute a miss with a resident low-bit copy while the expert loads)\n"
+            "  --expert-format F      bf16 (default) | q8 | q4: routed experts from a quantized store (without\n"
+            "                         --budget all experts resident)\n"
+            "  --lowbit-format F      q4 (default) | q8: the resident copy of the lowbit miss policy\n"
+            "  --store FILE           expert store (default DIR/experts.emoe or experts.q8/q4.emoe, built if missing)\n"
             "  --inject-read-error N  testing: the Nth expert read from the store fails with EIO\n");
 }
 
@@ -96,13 +100,15 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
         else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
+        else if (!strcmp(a, "--expert-format")) { VAL(); co.expert_format = v; }
+        else if (!strcmp(a, "--lowbit-format")) { VAL(); co.lowbit_format = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--inject-read-error")) { VAL(); if (arg_int("run", a, v, 1, 1 << 30, &ll)) return 2; co.fail_nth_read = (int)ll; }
         else { fprintf(stderr, "emoe run: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
     if (!model) { fprintf(stderr, "emoe run: -m DIR is required\n"); usage(stderr); return 2; }
-    if (!co.budget && (co.host_budget || co.miss_policy || co.store || co.fail_nth_read)) {
+    if (!co.budget && (co.host_budget || co.miss_policy || co.fail_nth_read || (co.store && !co.expert_format))) {
         fprintf(stderr, "emoe run: --host-budget, --miss-policy, --store and --inject-read-error need --budget\n");
         return 2;
     }
@@ -136,7 +142,7 @@ int cmd_run(int argc, char **argv)
     route_rec rr = {0};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     const eng_model_desc *d = eng_desc(e);
-    if (co.budget && cache_attach(e, &co, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
+    if ((co.budget || co.expert_format) && cache_attach(e, &co, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (eng_sampling_check(&sp, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (n_ids + n_gen > eng_max_ctx(e)) {
         fprintf(stderr, "emoe run: prompt (%d) + max tokens (%lld) exceed the context length %d\n", n_ids, n_gen, eng_max_ctx(e));
