@@ -175,24 +175,37 @@ AVX2_FN static inline __m256 dot32_i8(__m256i w, __m256i x)
 AVX2_FN static float v_dot_q8_q8a(const void *wv, const quant_block_q8a *x, int nb)
 {
     const quant_block_q8 *w = wv;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) { /* two independent chains hide the FMA latency */
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)w[b].qs), x0 = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        __m256i w1 = _mm256_loadu_si256((const __m256i *)w[b + 1].qs), x1 = _mm256_loadu_si256((const __m256i *)x[b + 1].qs);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot32_i8(w0, x0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b + 1].d) * x[b + 1].d), dot32_i8(w1, x1), acc1);
+    }
+    for (; b < nb; b++) {
         __m256i wq = _mm256_loadu_si256((const __m256i *)w[b].qs);
         __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot32_i8(wq, xq), acc);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot32_i8(wq, xq), acc0);
     }
-    return hsum8(acc);
+    return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
 AVX2_FN static float v_dot_q4_q8a(const void *wv, const quant_block_q8a *x, int nb)
 {
     const quant_block_q4 *w = wv;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot32_i8(q4_unpack(&w[b]), xq), acc);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)x[b].qs), x1 = _mm256_loadu_si256((const __m256i *)x[b + 1].qs);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot32_i8(q4_unpack(&w[b]), x0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b + 1].d) * x[b + 1].d), dot32_i8(q4_unpack(&w[b + 1]), x1), acc1);
     }
-    return hsum8(acc);
+    for (; b < nb; b++) {
+        __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot32_i8(q4_unpack(&w[b]), xq), acc0);
+    }
+    return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
 static const quant_kernels k_avx2 = {
