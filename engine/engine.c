@@ -316,6 +316,7 @@ void eng_seq_set_tag(eng_seq *s, void *tag) { s->tag = tag; }
 void *eng_seq_tag(const eng_seq *s) { return s->tag; }
 void eng_seq_truncate(eng_seq *s, int len) { if (len >= 0 && len < s->len) s->len = len; }
 uint64_t eng_seq_substituted(const eng_seq *s) { return s->substituted; }
+uint64_t eng_seq_lowbit(const eng_seq *s) { return s->lowbit; }
 
 const char *eng_backend_name(const eng_engine *e) { return e->be->name; }
 

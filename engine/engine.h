@@ -86,6 +86,8 @@ void eng_seq_truncate(eng_seq *s, int len);
 eng_seq *eng_seq_fork(const eng_seq *src, int max_len, emoe_err *err);
 /* Experts replaced by the substitute policy in this sequence so far. */
 uint64_t eng_seq_substituted(const eng_seq *s);
+/* Expert uses computed with the low-bit copy (miss_policy lowbit) so far. */
+uint64_t eng_seq_lowbit(const eng_seq *s);
 
 typedef struct eng_batch_item {
     eng_seq *seq;

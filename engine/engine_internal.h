@@ -61,6 +61,7 @@ struct eng_seq {
     void **k, **v;            /* per layer: (cap, n_kv_heads*head_dim) in the engine's kv_dtype */
     void *tag;
     uint64_t substituted;
+    uint64_t lowbit;          /* expert uses served by the low-bit copy (miss_policy lowbit) */
     void *be;                 /* backend per-sequence state (device KV cache), NULL on the CPU backend */
 };
 

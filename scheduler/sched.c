@@ -126,6 +126,7 @@ const sched_policy *sched_policy_fifo(void) { return &fifo_policy; }
 
 uint64_t sched_req_id(const sched_req *r) { return r->id; }
 const char *sched_req_task(const sched_req *r) { return r->task; }
+uint64_t sched_req_lowbit(const sched_req *r) { return r->seq ? eng_seq_lowbit(r->seq) : 0; }
 double sched_req_arrival(const sched_req *r) { return r->t_submit; }
 int sched_req_n_prompt(const sched_req *r) { return r->n_prompt; }
 int sched_req_max_tokens(const sched_req *r) { return r->max_tokens; }

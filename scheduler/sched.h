@@ -73,6 +73,9 @@ const char *sched_req_task(const sched_req *r);   /* "" when none */
 double sched_req_arrival(const sched_req *r);     /* emoe_now() at submit */
 int sched_req_n_prompt(const sched_req *r);
 int sched_req_max_tokens(const sched_req *r);
+/* Expert uses of this request computed with the low-bit copy (miss policy
+ * lowbit) so far; 0 once its sequence is gone. Loop thread (e.g. on_finish). */
+uint64_t sched_req_lowbit(const sched_req *r);
 double sched_req_deadline(const sched_req *r);    /* 0 = none */
 
 typedef struct sched_opts {
