@@ -31,12 +31,14 @@
  */
 #include "tools/serve_cache.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/cache.h"
+#include "engine/quant.h"
 #include "predictor/predictor.h"
 
 #define TASK_MAX 64
@@ -80,6 +82,11 @@ struct serve_cache {
     /* counters for /metrics (written by the run loop) */
     _Atomic uint64_t plans, plans_computed, prefetched, observed_tokens, requests, insensitive_reqs, errors;
     _Atomic int n_tasks_known;
+    /* miss policy lowbit: low-bit expert uses per task of finished requests (mu) */
+    pthread_mutex_t lb_mu;
+    struct { char task[TASK_MAX]; uint64_t uses, requests; } lb_task[TASK_MAX];
+    int n_lb_task;
+    uint64_t lb_other;     /* tasks past the table's size */
 };
 
 static const char *task_of(const sched_req *r)
@@ -255,6 +262,17 @@ static void on_admit(void *user, sched_req *r)
 static void on_finish(void *user, sched_req *r)
 {
     serve_cache *sc = user;
+    uint64_t lb = sched_req_lowbit(r);
+    if (lb) {
+        const char *t = task_of(r);
+        pthread_mutex_lock(&sc->lb_mu);
+        int i = 0;
+        while (i < sc->n_lb_task && strcmp(sc->lb_task[i].task, t)) i++;
+        if (i == sc->n_lb_task && i < TASK_MAX) snprintf(sc->lb_task[sc->n_lb_task++].task, TASK_MAX, "%s", t);
+        if (i < sc->n_lb_task) { sc->lb_task[i].uses += lb; sc->lb_task[i].requests++; }
+        else sc->lb_other += lb;
+        pthread_mutex_unlock(&sc->lb_mu);
+    }
     if (sc->pred) {
         flush_routing(sc);
         pred_end_request(sc->pred, task_of(r));
@@ -290,13 +308,14 @@ emoe_status serve_cache_init(const emoe_config *cfg, eng_engine *e, int fail_nth
 {
     *out = NULL;
     const cfg_budget *db = &cfg->cache.device_budget;
-    if (db->is_pct && db->pct >= 100.0) {
+    if (db->is_pct && db->pct >= 100.0 && cfg->cache.expert_format == 0 && cfg->cache.miss_policy != CFG_MISS_LOWBIT) {
         if (fail_nth_read > 0)
             return emoe_errf(err, EMOE_EINVAL, "--inject-read-error needs a [cache] device_budget below 100%%");
         return EMOE_OK;
     }
     serve_cache *sc = calloc(1, sizeof *sc);
     if (!sc) return emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
+    pthread_mutex_init(&sc->lb_mu, NULL);
     const eng_model_desc *d = eng_desc(e);
     sc->e = e;
     sc->L = d->n_layers;
@@ -309,7 +328,11 @@ emoe_status serve_cache_init(const emoe_config *cfg, eng_engine *e, int fail_nth
     cache_cli_opts co = {
         .budget = budget,
         .host_budget = host,
-        .miss_policy = cfg->cache.miss_policy == CFG_MISS_SUBSTITUTE ? "substitute" : "exact",
+        .miss_policy = cfg->cache.miss_policy == CFG_MISS_SUBSTITUTE ? "substitute"
+                       : cfg->cache.miss_policy == CFG_MISS_LOWBIT   ? "lowbit"
+                                                                     : "exact",
+        .expert_format = quant_format_name(cfg->cache.expert_format),
+        .lowbit_format = cfg->cache.lowbit_format == 1 ? "q8" : "q4",
         .store = cfg->cache.store_path[0] ? cfg->cache.store_path : NULL,
         .queue_depth = cfg->cache.io_queue_depth,
         .fail_nth_read = fail_nth_read,
@@ -392,6 +415,7 @@ void serve_cache_free(serve_cache *sc)
     free(sc->ids);
     free(sc->tok);
     free(sc->seen);
+    pthread_mutex_destroy(&sc->lb_mu);
     free(sc);
 }
 
@@ -432,6 +456,24 @@ void serve_cache_metrics(void *user, FILE *f)
     counter(f, "emoe_expert_cache_substituted_experts_total",
             "Experts found not resident under the substitute miss policy (replaced by resident ones).",
             s.substitute_misses);
+    counter(f, "emoe_expert_cache_lowbit_uses_total",
+            "Expert uses computed with the resident low-bit copy (miss policy lowbit).", s.lowbit_uses);
+    fprintf(f, "# HELP emoe_expert_cache_lowbit_uses_by_task_total Low-bit expert uses (token x expert) of finished "
+               "requests, per task.\n# TYPE emoe_expert_cache_lowbit_uses_by_task_total counter\n");
+    fprintf(f, "# HELP emoe_expert_cache_lowbit_requests_by_task_total Finished requests that used the low-bit copy, "
+               "per task.\n# TYPE emoe_expert_cache_lowbit_requests_by_task_total counter\n");
+    pthread_mutex_lock(&sc->lb_mu);
+    for (int i = 0; i < sc->n_lb_task; i++) {
+        fprintf(f, "emoe_expert_cache_lowbit_uses_by_task_total{task=\"%s\"} %llu\n", sc->lb_task[i].task,
+                (unsigned long long)sc->lb_task[i].uses);
+        fprintf(f, "emoe_expert_cache_lowbit_requests_by_task_total{task=\"%s\"} %llu\n", sc->lb_task[i].task,
+                (unsigned long long)sc->lb_task[i].requests);
+    }
+    if (sc->lb_other)
+        fprintf(f, "emoe_expert_cache_lowbit_uses_by_task_total{task=\"_other\"} %llu\n", (unsigned long long)sc->lb_other);
+    pthread_mutex_unlock(&sc->lb_mu);
+    gauge(f, "emoe_expert_cache_lowbit_bytes", "Memory of the resident low-bit expert copy (beside the budget).",
+          (double)s.lowbit_bytes);
     fprintf(f, "# HELP emoe_expert_cache_load_latency_seconds Expert load latency (request to ready).\n"
                "# TYPE emoe_expert_cache_load_latency_seconds histogram\n");
     uint64_t cum = 0;
