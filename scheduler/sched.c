@@ -634,6 +634,8 @@ static void *sched_run_loop(void *arg)
             }
             i++;
         }
+        /* [prefetch hook] the queue, before admission */
+        if (s->opts.on_queue) s->opts.on_queue(s->opts.hook_user, s->waiting, s->n_waiting);
         /* Admit by policy. */
         while (s->n_running < s->limits.max_running && s->n_waiting > 0) {
             int k = s->policy.pick(s->policy.self, s->waiting, s->n_waiting);
