@@ -367,8 +367,10 @@ static void lookahead_row(prefetch_t *pf, const char *task, uint64_t rid, int po
         unsigned char *tv = pf->la_valid; pf->la_valid = pf->la_next_valid; pf->la_next_valid = tv;
         uint64_t *tr = pf->la_rid; pf->la_rid = pf->la_next_rid; pf->la_next_rid = tr;
         int *tq = pf->la_pos; pf->la_pos = pf->la_next_pos; pf->la_next_pos = tq;
-        if (layer != pf->la_layer + 1) memset(pf->la_valid, 0, (size_t)pf->la_cap);
-        memset(pf->la_next_valid, 0, (size_t)pf->la_cap);
+        if (pf->la_cap) {
+            if (layer != pf->la_layer + 1) memset(pf->la_valid, 0, (size_t)pf->la_cap);
+            memset(pf->la_next_valid, 0, (size_t)pf->la_cap);
+        }
         pf->la_layer = layer;
         pf->la_row = 0;
         pf->spec_row = 0;
