@@ -73,7 +73,9 @@ h = m.get('emoe_expert_cache_hits_total{tier="device"}'); mi = m.get('emoe_exper
 stall = m.get("emoe_expert_cache_stall_seconds_total", 0.0)
 line = "%-10s requests %3d  wall %7.2f s" % (name, len(ids), wall)
 if h is not None:
-    line += "  hit rate %.3f  stall %.2f s (%.1f%% of wall)" % (h / max(1.0, h + mi), stall, 100 * stall / wall)
+    lk = sum(v for k, v in m.items() if k.startswith("emoe_expert_cache_task_lookups_total{"))
+    th = sum(v for k, v in m.items() if k.startswith("emoe_expert_cache_task_hits_total{"))
+    line += "  hit rate %.3f (routed-resident %.3f)  stall %.2f s (%.1f%% of wall)" % (h / max(1.0, h + mi), th / max(1.0, lk), stall, 100 * stall / wall)
     src = ["engine", "plan", "queue", "lookahead"]
     line += "  prefetch " + " ".join("%s=%d/%d" % (s, m.get('emoe_expert_cache_prefetch_loads_total{source="%s"}' % s, 0),
                                                    m.get('emoe_expert_cache_prefetch_used_total{source="%s"}' % s, 0)) for s in src)
