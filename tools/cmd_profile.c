@@ -51,7 +51,7 @@ static void usage(FILE *f)
             "  --max-docs N        documents per task (default 4)\n"
             "  --max-len N         tokens per document incl. BOS (default 129)\n"
             "  --gen N             greedy tokens generated for the output similarity (default 16)\n"
-            "  --threshold T       insensitive when ln(ppl_restricted / ppl_all) <= T (default 0.6)\n"
+            "  --threshold T       insensitive when ln(ppl_restricted / ppl_all) <= T (default 0.7)\n"
             "  --trace FILE        routing trace: expected output length = mean decode tokens per request\n"
             "  --threads N         worker threads (default: all CPUs)\n");
 }
@@ -277,7 +277,7 @@ static double sens_of(const ptask *t) { return t->preds ? (t->nll_res - t->nll_a
 int cmd_profile(int argc, char **argv)
 {
     const char *model = NULL, *docs_path = NULL, *out_path = NULL, *trace_path = NULL;
-    double budget = 25.0, threshold = 0.6;
+    double budget = 25.0, threshold = 0.7;
     long long max_docs = 4, max_len = 129, gen = 16, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
