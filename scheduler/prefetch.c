@@ -114,6 +114,9 @@ struct prefetch_t {
     uint64_t step_no;
     uint64_t *used_step;   /* (L*E) step_no when routed (protects the layer being served) */
     uint64_t *la_step;     /* (L*E) step_no when prefetched by lookahead/engine this step (dedupe) */
+    uint64_t *la_count_step; /* (L) step of la_count */
+    int *la_count;         /* (L) lookahead prefetches of a layer in this step */
+    int la_cap_layer;      /* their bound */
     /* lookahead accuracy: predicted next-layer set per row of the layer being routed */
     int la_layer, la_row, la_cap;
     int spec_seen, spec_row; /* the engine reports speculative gating (eng_expert_provider.predicted) */
@@ -341,7 +344,9 @@ static void top_m(const float *scores, int E, int m, int *out)
     }
 }
 
-/* Prefetches (layer, experts) not yet asked for in this step under src. */
+/* Prefetches (layer, experts) not yet asked for in this step under src.
+ * Lookahead asks for at most la_cap_layer experts of one layer per step (the
+ * layer's share of the device slots, at least top_k). */
 static int prefetch_new(prefetch_t *pf, cache_pf_source src, int layer, const int *experts, int k)
 {
     int n = 0;
@@ -349,6 +354,11 @@ static int prefetch_new(prefetch_t *pf, cache_pf_source src, int layer, const in
         if (experts[j] < 0 || experts[j] >= pf->E) continue;
         size_t i = (size_t)layer * (size_t)pf->E + (size_t)experts[j];
         if (pf->la_step[i] == pf->step_no) continue;
+        if (src == CACHE_PF_LOOKAHEAD) {
+            if (pf->la_count_step[layer] != pf->step_no) { pf->la_count_step[layer] = pf->step_no; pf->la_count[layer] = 0; }
+            if (pf->la_count[layer] >= pf->la_cap_layer) continue;
+            pf->la_count[layer]++;
+        }
         pf->la_step[i] = pf->step_no;
         pf->ids[n++] = experts[j];
     }
@@ -797,7 +807,13 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     pf->chain = malloc((size_t)pf->K * sizeof *pf->chain);
     pf->used_step = calloc(le, sizeof *pf->used_step);
     pf->la_step = calloc(le, sizeof *pf->la_step);
-    if (!pf->ids || !pf->tok || !pf->seen || !pf->scores || !pf->scores_le || !pf->chain || !pf->used_step || !pf->la_step) {
+    pf->la_count_step = calloc((size_t)pf->L, sizeof *pf->la_count_step);
+    pf->la_count = calloc((size_t)pf->L, sizeof *pf->la_count);
+    /* a layer's fair share of the slots: more lookahead loads for one layer
+     * only evict each other (prefill steps predict most of a layer) */
+    pf->la_cap_layer = cs.device_slots / pf->L > pf->K ? cs.device_slots / pf->L : pf->K;
+    if (!pf->ids || !pf->tok || !pf->seen || !pf->scores || !pf->scores_le || !pf->chain || !pf->used_step || !pf->la_step ||
+        !pf->la_count_step || !pf->la_count) {
         st = emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
         goto fail;
     }
@@ -892,6 +908,8 @@ void prefetch_free(prefetch_t *pf)
     free(pf->chain);
     free(pf->used_step);
     free(pf->la_step);
+    free(pf->la_count_step);
+    free(pf->la_count);
     free(pf->la_rid); free(pf->la_pos); free(pf->la_pred); free(pf->la_valid);
     free(pf->la_next); free(pf->la_next_valid); free(pf->la_next_rid); free(pf->la_next_pos);
     free(pf->profile);
