@@ -13,6 +13,13 @@ typedef struct eng_expert_weights {
     eng_tensor gate;  /* (expert_ffn, dim) */
     eng_tensor up;    /* (expert_ffn, dim) */
     eng_tensor down;  /* (dim, expert_ffn) */
+    /* 0: the views are dense in their dtype. QUANT_Q8 / QUANT_Q4 (quant.h):
+     * each view's data are rows of quantized blocks for its logical shape, and
+     * the forward pass runs quant_matmul on them. Providers that never quantize
+     * leave it 0 (the forward pass zeroes w before acquire). */
+    int qfmt;
+    /* 1: a low-bit stand-in served by miss_policy lowbit (counted per sequence). */
+    int lowbit;
 } eng_expert_weights;
 
 typedef struct eng_expert_provider {

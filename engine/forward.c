@@ -19,6 +19,7 @@
 #include "engine/engine_internal.h"
 #include "engine/matmul.h"
 #include "engine/moe_plan.h"
+#include "engine/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -285,24 +286,37 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
         int ng = 0;
         while (u0 + ng < nu && ng < MOE_GROUP_MAX) {
             int x = b->used[u0 + ng];
+            memset(&w[ng], 0, sizeof w[ng]);
             emoe_status rc = p->acquire(p->ctx, l, x, &w[ng], err);
             if (rc == EMOE_OK) { ng++; continue; }
             if (rc == EMOE_ENOMEM && ng > 0) break;
             for (int i = 0; i < ng; i++) if (p->release) p->release(p->ctx, l, b->used[u0 + i]);
             return emoe_err_prefix(err, "layer %d expert %d", l, x);
         }
-        for (int i = 0; i < ng; i++) {
-            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
-            jobs[2 * i] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
-            jobs[2 * i + 1] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
-        }
-        eng_mm_run(e->pool, jobs, 2 * ng);
-        int xa = b->used[u0], xb = b->used[u0 + ng - 1];
-        size_t pa = (size_t)b->ex_start[xa], pb = (size_t)b->ex_start[xb] + (size_t)b->ex_count[xb];
-        for (size_t i = pa * ffn; i < pb * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
         int nj = 0;
         for (int i = 0; i < ng; i++) {
             int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            if (w[i].qfmt) { /* quantized expert views (engine/quant.h): their own kernels */
+                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn);
+                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn);
+                continue;
+            }
+            jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
+            jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
+        }
+        eng_mm_run(e->pool, jobs, nj);
+        int xa = b->used[u0], xb = b->used[u0 + ng - 1];
+        size_t pa = (size_t)b->ex_start[xa], pb = (size_t)b->ex_start[xb] + (size_t)b->ex_count[xb];
+        for (size_t i = pa * ffn; i < pb * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
+        nj = 0;
+        for (int i = 0; i < ng; i++) {
+            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            if (w[i].lowbit) /* served by the low-bit copy (miss_policy lowbit): counted per sequence */
+                for (int r = 0; r < c; r++) b->row_seq[b->ex_rows[s0 + r]]->lowbit++;
+            if (w[i].qfmt) {
+                quant_matmul(e->pool, b->g + (size_t)s0 * ffn, c, ffn, w[i].down.data, dim, w[i].qfmt, b->eo + (size_t)s0 * dim);
+                continue;
+            }
             jobs[nj++] = mm_job(b->g + (size_t)s0 * ffn, c, ffn, &w[i].down, NULL, b->eo + (size_t)s0 * dim);
         }
         if (sf > 0 && u0 + ng == nu) { /* the shared expert's down joins the last region */

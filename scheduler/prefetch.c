@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "engine/cache.h"
+#include "engine/quant.h"
 #include "predictor/predictor.h"
 #include "predictor/profile.h"
 #include "predictor/trace.h"
@@ -146,6 +147,11 @@ struct prefetch_t {
         la_prefetched, la_predicted, la_hits, la_checked, observed_tokens, requests, insensitive_reqs, errors,
         traced, substituted;
     _Atomic int n_tasks_known, n_queued;
+    /* miss policy lowbit: low-bit expert uses per task of finished requests (lb_mu) */
+    pthread_mutex_t lb_mu;
+    struct { char task[TASK_MAX]; uint64_t uses, requests; } lb_task[TASK_MAX];
+    int n_lb_task;
+    uint64_t lb_other;     /* tasks past the table's size */
 };
 
 static const char *task_of(const sched_req *r)
@@ -606,6 +612,17 @@ static void on_admit(void *user, sched_req *r)
 static void on_finish(void *user, sched_req *r)
 {
     prefetch_t *pf = user;
+    uint64_t lb = sched_req_lowbit(r);
+    if (lb) {
+        const char *t = task_of(r);
+        pthread_mutex_lock(&pf->lb_mu);
+        int i = 0;
+        while (i < pf->n_lb_task && strcmp(pf->lb_task[i].task, t)) i++;
+        if (i == pf->n_lb_task && i < TASK_MAX) snprintf(pf->lb_task[pf->n_lb_task++].task, TASK_MAX, "%s", t);
+        if (i < pf->n_lb_task) { pf->lb_task[i].uses += lb; pf->lb_task[i].requests++; }
+        else pf->lb_other += lb;
+        pthread_mutex_unlock(&pf->lb_mu);
+    }
     if (!pf->pred) return;
     flush_routing(pf);
     pred_end_request(pf->pred, task_of(r));
@@ -722,7 +739,7 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
 {
     *out = NULL;
     const cfg_budget *db = &cfg->cache.device_budget;
-    if (db->is_pct && db->pct >= 100.0) {
+    if (db->is_pct && db->pct >= 100.0 && cfg->cache.expert_format == 0 && cfg->cache.miss_policy != CFG_MISS_LOWBIT) {
         if (fail_nth_read > 0)
             return emoe_errf(err, EMOE_EINVAL, "--inject-read-error needs a [cache] device_budget below 100%%");
         if (cfg->predictor.task_profile[0])
@@ -736,6 +753,7 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     prefetch_t *pf = calloc(1, sizeof *pf);
     if (!pf) return emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
     pthread_mutex_init(&pf->pend_mu, NULL);
+    pthread_mutex_init(&pf->lb_mu, NULL);
     snprintf(pf->tstats[TASK_STATS_MAX].name, TASK_MAX, "other");
     const eng_model_desc *d = eng_desc(e);
     pf->e = e;
@@ -772,7 +790,11 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     cache_cli_opts co = {
         .budget = budget,
         .host_budget = host,
-        .miss_policy = pf->global_substitute ? "substitute" : "exact",
+        .miss_policy = pf->global_substitute                           ? "substitute"
+                       : cfg->cache.miss_policy == CFG_MISS_LOWBIT ? "lowbit"
+                                                                   : "exact",
+        .expert_format = quant_format_name(cfg->cache.expert_format),
+        .lowbit_format = cfg->cache.lowbit_format == 1 ? "q8" : "q4",
         .store = cfg->cache.store_path[0] ? cfg->cache.store_path : NULL,
         .queue_depth = cfg->cache.io_queue_depth,
         .fail_nth_read = fail_nth_read,
@@ -916,6 +938,7 @@ void prefetch_free(prefetch_t *pf)
     free(pf->pending);
     if (pf->trace_f) fclose(pf->trace_f);
     pthread_mutex_destroy(&pf->pend_mu);
+    pthread_mutex_destroy(&pf->lb_mu);
     free(pf);
 }
 
@@ -1048,6 +1071,24 @@ void prefetch_metrics(void *user, FILE *f)
                 (unsigned long long)s.prefetch_used[i]);
     counter(f, "emoe_expert_cache_substituted_experts_total",
             "Experts the forward pass replaced by resident ones (substitute miss policy).", s.substituted);
+    counter(f, "emoe_expert_cache_lowbit_uses_total",
+            "Expert uses computed with the resident low-bit copy (miss policy lowbit).", s.lowbit_uses);
+    fprintf(f, "# HELP emoe_expert_cache_lowbit_uses_by_task_total Low-bit expert uses (token x expert) of finished "
+               "requests, per task.\n# TYPE emoe_expert_cache_lowbit_uses_by_task_total counter\n");
+    fprintf(f, "# HELP emoe_expert_cache_lowbit_requests_by_task_total Finished requests that used the low-bit copy, "
+               "per task.\n# TYPE emoe_expert_cache_lowbit_requests_by_task_total counter\n");
+    pthread_mutex_lock(&pf->lb_mu);
+    for (int i = 0; i < pf->n_lb_task; i++) {
+        fprintf(f, "emoe_expert_cache_lowbit_uses_by_task_total{task=\"%s\"} %llu\n", pf->lb_task[i].task,
+                (unsigned long long)pf->lb_task[i].uses);
+        fprintf(f, "emoe_expert_cache_lowbit_requests_by_task_total{task=\"%s\"} %llu\n", pf->lb_task[i].task,
+                (unsigned long long)pf->lb_task[i].requests);
+    }
+    if (pf->lb_other)
+        fprintf(f, "emoe_expert_cache_lowbit_uses_by_task_total{task=\"_other\"} %llu\n", (unsigned long long)pf->lb_other);
+    pthread_mutex_unlock(&pf->lb_mu);
+    gauge(f, "emoe_expert_cache_lowbit_bytes", "Memory of the resident low-bit expert copy (beside the budget).",
+          (double)s.lowbit_bytes);
     fprintf(f, "# HELP emoe_expert_cache_load_latency_seconds Expert load latency (request to ready).\n"
                "# TYPE emoe_expert_cache_load_latency_seconds histogram\n");
     uint64_t cum = 0;
