@@ -107,6 +107,12 @@ static const cfg_entry table[] = {
      "Tasks whose statistics are kept (bounded memory; the least recently used task is forgotten first)."},
     {"predictor", "evict_hint", CFG_T_BOOL, OFF(predictor.evict_hint), 0, 0, 1, NULL, "true", 0,
      "Evict by the predictor's expected reuse distance (plan-seeded EWMA of use, as `emoe replay --policy predictor`); off = LRU."},
+    {"predictor", "lookahead_layers", CFG_T_INT, OFF(predictor.lookahead_layers), 0, 0, 8, NULL, "1", 0,
+     "While layer l is routed, prefetch the experts predicted for layers l+1..l+d: their routers applied to layer l's input (CPU backend), else the predictor's cross-layer transitions. 0 = off."},
+    {"predictor", "task_profile", CFG_T_STRING, OFF(predictor.task_profile), SZ(predictor.task_profile), 0, 0, NULL, "", 1,
+     "Task profile written by `emoe profile` (per-task miss policy, insensitive tasks, expected output length); re-read on SIGHUP (a bad file keeps the old one). Empty = none."},
+    {"predictor", "trace_path", CFG_T_STRING, OFF(predictor.trace_path), SZ(predictor.trace_path), 0, 0, NULL, "", 0,
+     "Append the routing of every served request to this file in the trace format, for `emoe replay`. Empty = off."},
     /* [log] */
     {"log", "level", CFG_T_ENUM, OFF(log.level), 0, 0, 0, "error|warn|info|debug", "info", 1,
      "Log level."},

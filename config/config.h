@@ -100,6 +100,9 @@ typedef struct emoe_config {
         char insensitive_tasks[CFG_LIST_MAX]; /* comma-separated task names */
         int max_tasks;
         int evict_hint;                   /* 1: the cache evicts by the predictor's reuse distance */
+        int lookahead_layers;             /* prefetch the predicted experts of the next d layers */
+        char task_profile[CFG_STR_MAX];   /* `emoe profile` output; "" = none */
+        char trace_path[CFG_STR_MAX];     /* record served routing here; "" = off */
     } predictor;
     struct {
         int level;                        /* emoe_log_level */

@@ -33,6 +33,7 @@ typedef struct cslot {
     int pins;
     uint64_t stamp;   /* last use, for LRU */
     emoe_err *err;    /* ERROR state: the message (owned) */
+    int pf_src;       /* device tier: cache_pf_source of the prefetch that filled it, until first acquired; -1 none */
 } cslot;
 
 typedef struct load_job {
@@ -193,6 +194,13 @@ static int pick_victim(cache_t *c, cslot *s, int n, uint64_t fresh)
     return best;
 }
 
+/* A prefetched device slot is used for the first time: counts it under its source. */
+static void prefetch_note_used(cache_t *c, cslot *s)
+{
+    if (s->pf_src >= 0 && s->pf_src < CACHE_PF_SOURCES) c->st.prefetch_used[s->pf_src]++;
+    s->pf_src = -1;
+}
+
 static void slot_clear(cslot *s, int *map, uint64_t *evictions)
 {
     if (s->owner >= 0) {
@@ -201,6 +209,7 @@ static void slot_clear(cslot *s, int *map, uint64_t *evictions)
     }
     s->owner = -1;
     s->state = SLOT_EMPTY;
+    s->pf_src = -1;
     free(s->err);
     s->err = NULL;
 }
@@ -371,6 +380,7 @@ static int prov_substitute(void *ctx)
     return s;
 }
 static void prov_prefetch(void *ctx, int layer, const int *experts, int n) { cache_prefetch(ctx, layer, experts, n); }
+static void prov_substituted(void *ctx, void *tag, int layer, int n) { (void)tag; (void)layer; cache_count_substituted(ctx, n); }
 
 /* Reads every extent of the low-bit store at path into memory (checksummed),
  * for the lowbit miss policy. The store must be of format fmt and of the
@@ -462,7 +472,7 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
         goto fail;
     }
     for (int i = 0; i < c->n_ids; i++) c->map_dev[i] = c->map_host[i] = -1;
-    for (int i = 0; i < c->n_dev; i++) c->dev[i].owner = -1;
+    for (int i = 0; i < c->n_dev; i++) c->dev[i].owner = c->dev[i].pf_src = -1;
     for (int i = 0; i < c->n_host; i++) c->host[i].owner = -1;
     if ((st = loader_open(store_file, &cfg->loader, &c->loader, err))) goto fail;
     if (c->n_host) {
@@ -489,7 +499,8 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
     c->st.budget_bytes = cfg->device_budget;
     c->st.host_budget_bytes = cfg->host_budget;
     c->st.loader_mode = loader_mode(c->loader);
-    c->prov = (eng_expert_provider){c, prov_acquire, prov_release, prov_is_resident, prov_substitute, prov_prefetch};
+    c->prov = (eng_expert_provider){c, prov_acquire, prov_release, prov_is_resident, prov_substitute, prov_prefetch,
+                                   NULL, prov_substituted, 0, NULL};
     LOG_INFO("expert cache: %d device slots (%" PRIu64 " of %" PRIu64 " budget bytes), %d host slots, %d experts, store %s, %s",
              c->n_dev, (uint64_t)c->n_dev * c->slot_bytes, cfg->device_budget, c->n_host, c->n_ids, store_file,
              loader_mode(c->loader));
@@ -550,6 +561,7 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
         if (d >= 0 && c->dev[d].state == SLOT_READY) {
             cslot *s = &c->dev[d];
             if (!missed) c->st.hits[0]++;
+            prefetch_note_used(c, s);
             s->pins++;
             s->stamp = ++c->clock;
             fill_views(c, s->mem, w);
@@ -580,6 +592,7 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
             break;
         }
         if (d >= 0 && c->dev[d].state == SLOT_LOADING) {
+            prefetch_note_used(c, &c->dev[d]);
             double t = emoe_now();
             c->dev[d].pins++;
             while (c->dev[d].state == SLOT_LOADING) pthread_cond_wait(&c->cv, &c->mu);
@@ -647,8 +660,24 @@ int cache_is_resident(cache_t *c, int layer, int expert)
     return r;
 }
 
+const char *const cache_pf_source_names[CACHE_PF_SOURCES] = {"engine", "plan", "queue", "lookahead"};
+
+void cache_count_substituted(cache_t *c, int n)
+{
+    if (n <= 0) return;
+    pthread_mutex_lock(&c->mu);
+    c->st.substituted += (uint64_t)n;
+    pthread_mutex_unlock(&c->mu);
+}
+
 void cache_prefetch(cache_t *c, int layer, const int *experts, int n)
 {
+    cache_prefetch_from(c, CACHE_PF_ENGINE, layer, experts, n);
+}
+
+void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *experts, int n)
+{
+    if ((int)src < 0 || src >= CACHE_PF_SOURCES) src = CACHE_PF_ENGINE;
     if (layer < 0 || layer >= c->n_layers || n <= 0) return;
     loader_read **reads = malloc((size_t)n * sizeof *reads);
     load_job **copies = malloc((size_t)n * sizeof *copies);
@@ -667,6 +696,8 @@ void cache_prefetch(cache_t *c, int layer, const int *experts, int n)
         load_job *j = start_load(c, id, v, &st, &e);
         if (!j) break;
         c->st.prefetch_issued++;
+        c->st.prefetch_by_source[src]++;
+        c->dev[v].pf_src = (int)src;
         if (j->from_host) copies[nc++] = j;
         else reads[nr++] = &j->rd;
     }
@@ -737,6 +768,7 @@ json_t *cache_stats_json(const cache_stats *s)
     json_object_set_new(o, "evictions", json_integer((json_int_t)s->evictions));
     json_object_set_new(o, "prefetch_issued", json_integer((json_int_t)s->prefetch_issued));
     json_object_set_new(o, "substitute_misses", json_integer((json_int_t)s->substitute_misses));
+    json_object_set_new(o, "substituted", json_integer((json_int_t)s->substituted));
     json_object_set_new(o, "miss_policy", json_string(s->miss_policy == CACHE_MISS_SUBSTITUTE ? "substitute"
                                                       : s->miss_policy == CACHE_MISS_LOWBIT   ? "lowbit"
                                                                                               : "exact"));

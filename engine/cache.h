@@ -78,6 +78,9 @@ typedef struct cache_stats {
     uint64_t evictions;
     uint64_t prefetch_issued;     /* loads started by prefetch */
     uint64_t substitute_misses;   /* is_resident() answered no in substitute mode */
+    uint64_t substituted;         /* experts the forward pass actually replaced (substitute policy) */
+    uint64_t prefetch_by_source[4]; /* loads started by prefetch, by cache_pf_source */
+    uint64_t prefetch_used[4];    /* of those, loads a later acquire found (ready or loading) before eviction */
     uint64_t lowbit_uses;         /* acquires served by the low-bit copy (lowbit mode) */
     uint64_t lowbit_bytes;        /* memory held by the low-bit copy */
     int lowbit_format;
@@ -123,6 +126,21 @@ int cache_is_resident(cache_t *c, int layer, int expert);
  * loading, into slots that are free or evictable (never pinned ones, never ones
  * filled by this same call). */
 void cache_prefetch(cache_t *c, int layer, const int *experts, int n);
+/* Who asked for a prefetch (per-source load counters). cache_prefetch is
+ * CACHE_PF_ENGINE (the forward pass's own prefetch of the experts it is about
+ * to use). */
+typedef enum cache_pf_source {
+    CACHE_PF_ENGINE = 0,
+    CACHE_PF_PLAN,       /* a request's plan, at admission */
+    CACHE_PF_QUEUE,      /* a queued request's plan, before admission */
+    CACHE_PF_LOOKAHEAD,  /* predicted experts of the next layers */
+    CACHE_PF_SOURCES
+} cache_pf_source;
+extern const char *const cache_pf_source_names[CACHE_PF_SOURCES]; /* "engine", "plan", "queue", "lookahead" */
+/* cache_prefetch, with its loads counted under src. */
+void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *experts, int n);
+/* Counts n experts replaced by the substitute miss policy. */
+void cache_count_substituted(cache_t *c, int n);
 /* Waits until no load is in flight. */
 void cache_drain(cache_t *c);
 

@@ -194,7 +194,7 @@ static void route_rows(eng_engine *e, int l, int T, step_buf *b)
         if (d->norm_topk)
             for (int j = 0; j < k; j++) w[j] /= wsum;
         if (e->cb) e->cb(e->cb_user, b->row_seq[t]->tag, b->row_pos[t], l, ids, w, k);
-        if (allowed) {
+        if (allowed && (!p->substitute_seq || p->substitute_seq(p->ctx, b->row_seq[t]->tag))) {
             int missing[64], nm = 0;
             for (int j = 0; j < k; j++)
                 if (!allowed[ids[j]] && nm < 64) missing[nm++] = ids[j];
@@ -208,10 +208,31 @@ static void route_rows(eng_engine *e, int l, int T, step_buf *b)
                 float target = d->norm_topk ? 1.0f : wsum;
                 for (int j = 0; j < k; j++) w[j] = w[j] / s2 * target;
                 b->row_seq[t]->substituted += (uint64_t)nm;
+                if (p->substituted) p->substituted(p->ctx, b->row_seq[t]->tag, l, nm);
             }
         }
     }
     free(allowed);
+}
+
+/* Speculative gating (eng_expert_provider.predicted): the routers of the next
+ * layers applied to layer l's MoE input; b->probs is free once route_rows is
+ * done. Only the provider sees the result. */
+static void spec_route(eng_engine *e, int l, int T, step_buf *b)
+{
+    const eng_model_desc *d = &e->d;
+    const eng_expert_provider *p = e->prov;
+    int E = d->n_experts, k = d->top_k;
+    if (!p->predicted || p->lookahead_layers <= 0 || k > 64) return;
+    for (int dl = 1; dl <= p->lookahead_layers && l + dl < d->n_layers; dl++) {
+        matmul(e->pool, b->h, T, d->dim, &e->w.layers[l + dl].router, NULL, b->probs);
+        for (int t = 0; t < T; t++) {
+            int ids[64];
+            float w[64];
+            eng_route_topk(b->probs + (size_t)t * E, E, k, NULL, ids, w);
+            p->predicted(p->ctx, b->row_seq[t]->tag, b->row_pos[t], l + dl, ids, k);
+        }
+    }
 }
 
 /* Most experts held at once; fewer when the provider runs out of slots. */
@@ -235,6 +256,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
     if (sf > 0)
         for (size_t i = 0; i < (size_t)T * sf; i++) b->sg[i] = silu(b->sg[i]) * b->su[i];
     route_rows(e, l, T, b);
+    spec_route(e, l, T, b);
     /* Group (row, pick) pairs per expert. */
     memset(b->ex_count, 0, sizeof(int) * (size_t)E);
     for (int i = 0; i < T * k; i++) b->ex_count[b->ids[i]]++;

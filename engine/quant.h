@@ -76,10 +76,11 @@ const quant_kernels *quant_kernels_best(void);
 
 /* Activation handling of quant_matmul: QUANT_ACT_Q8 (default) quantizes each
  * row of x to q8a blocks and runs integer dot products; QUANT_ACT_F32 keeps x
- * in float. EMOE_QUANT_ACT=f32|q8 in the environment overrides the default
- * (a measurement switch, docs/quant.md). */
+ * in float. quant_act_mode_set switches the process-wide default (`emoe
+ * perplexity --quant-act f32`, a measurement switch, docs/quant.md). */
 enum { QUANT_ACT_Q8 = 0, QUANT_ACT_F32 = 1 };
 int quant_act_mode(void);
+void quant_act_mode_set(int act);
 
 /* y (T, N) = x (T, K) @ W^T with W (N, K) quantized in fmt (rows of
  * quant_row_bytes(fmt, K) bytes). act: QUANT_ACT_*; kern NULL = best. */

@@ -229,8 +229,6 @@ static void detect(void)
 #else
     have_avx2 = 0;
 #endif
-    const char *a = getenv("EMOE_QUANT_ACT");
-    if (a && !strcmp(a, "f32")) act_mode = QUANT_ACT_F32;
 }
 
 const quant_kernels *quant_kernels_isa(int isa)
@@ -251,8 +249,12 @@ const quant_kernels *quant_kernels_best(void)
 
 int quant_act_mode(void)
 {
-    pthread_once(&once, detect);
-    return act_mode;
+    return __atomic_load_n(&act_mode, __ATOMIC_RELAXED);
+}
+
+void quant_act_mode_set(int act)
+{
+    __atomic_store_n(&act_mode, act == QUANT_ACT_F32 ? QUANT_ACT_F32 : QUANT_ACT_Q8, __ATOMIC_RELAXED);
 }
 
 /* ---- matmul ------------------------------------------------------------------- */

@@ -1122,6 +1122,8 @@ static void *sched_run_loop(void *arg)
             }
             i++;
         }
+        /* [prefetch hook] the queue, before admission */
+        if (s->opts.on_queue) s->opts.on_queue(s->opts.hook_user, s->waiting, s->n_waiting);
         /* Admit by policy. */
         if (s->slo) slo_admit_locked(s, now);
         while (!s->slo && s->n_running < s->limits.max_running && s->n_waiting > 0) {

@@ -113,6 +113,12 @@ typedef struct sched_opts {
     void (*on_admit)(void *user, sched_req *r);
     void (*on_finish)(void *user, sched_req *r);
     void (*on_step_end)(void *user);
+    /* on_queue (may be NULL): once per run-loop iteration, before admission,
+     * with the waiting requests in queue order (n may be 0), so the caller can
+     * prepare for them (prefetch) and notice the ones that left without being
+     * admitted (cancelled). Called with the scheduler's lock held: it must not
+     * call into the scheduler, and should be quick. */
+    void (*on_queue)(void *user, sched_req *const *waiting, int n);
     void *hook_user;
     /* Estimator hook for the SLO policy (may be NULL = every expert resident):
      * the expected seconds of expert loading before r's first token (the

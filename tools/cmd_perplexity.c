@@ -27,6 +27,7 @@
 
 #include "engine/cache.h"
 #include "engine/engine.h"
+#include "engine/quant.h"
 #include "engine/tokenizer.h"
 #include "tools/tool_cfg.h"
 #include "tools/args.h"
@@ -47,6 +48,7 @@ static void usage(FILE *f)
             "  --miss-policy P         exact | substitute | lowbit (substitute, lowbit: warm per task, then score\n"
             "                          token by token; lowbit: a miss's load completes before the next token)\n"
             "  --expert-format F       bf16 (default) | q8 | q4 (without --budget: all experts resident)\n"
+            "  --quant-act A           q8 (default) | f32: activations of quantized experts' dot products\n"
             "  --lowbit-format F       q4 (default) | q8: the resident copy of the lowbit policy\n"
             "  --store FILE            expert store (default DIR/experts.emoe or experts.q8/q4.emoe, built if missing)\n"
             "  --threads N             worker threads (default: physical cores)\n"
@@ -253,6 +255,12 @@ int cmd_perplexity(int argc, char **argv)
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
         else if (!strcmp(a, "--expert-format")) { VAL(); co.expert_format = v; }
         else if (!strcmp(a, "--lowbit-format")) { VAL(); co.lowbit_format = v; }
+        else if (!strcmp(a, "--quant-act")) {
+            VAL();
+            if (!strcmp(v, "q8")) quant_act_mode_set(QUANT_ACT_Q8);
+            else if (!strcmp(v, "f32")) quant_act_mode_set(QUANT_ACT_F32);
+            else { fprintf(stderr, "emoe perplexity: --quant-act: expected q8 or f32, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--fetch-on-miss")) {

@@ -16,5 +16,6 @@ int cmd_replay(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_loadgen(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 
 #endif

@@ -528,7 +528,7 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
                     goto fail;
                 }
             if (e->cb) e->cb(e->cb_user, w->row_seq[t]->tag, w->h_pos[t], l, ids, rw, k);
-            if (!allowed) continue;
+            if (!allowed || (p->substitute_seq && !p->substitute_seq(p->ctx, w->row_seq[t]->tag))) continue;
             int missing[64], nm = 0;
             for (int j = 0; j < k; j++)
                 if (!allowed[ids[j]] && nm < 64) missing[nm++] = ids[j];
@@ -542,6 +542,7 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
             for (int j = 0; j < k; j++) s2 += rw[j];
             for (int j = 0; j < k; j++) rw[j] = rw[j] / s2 * target;
             w->row_seq[t]->substituted += (uint64_t)nm;
+            if (p->substituted) p->substituted(p->ctx, w->row_seq[t]->tag, l, nm);
             changed = 1;
         }
         if (changed) CUDA_CK(cudaMemcpyAsync(w->rw, w->h_rw, sizeof(float) * (size_t)P, cudaMemcpyHostToDevice, st));
