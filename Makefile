@@ -35,7 +35,7 @@ WARN    := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Wno-
 CPPFLAGS += -I. -D_GNU_SOURCE -MMD -MP
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 $(WARN) -pthread -fno-strict-aliasing
-LDLIBS  := -lmicrohttpd -ljansson -luring -linih -lpcre2-8 -lutf8proc -lsystemd -lm -lpthread
+LDLIBS  := -lmicrohttpd -ljansson -luring -linih -lpcre2-8 -lutf8proc -lsystemd -lcurl -lm -lpthread
 ifneq ($(DEPS_PREFIX),)
   CPPFLAGS += -I$(DEPS_PREFIX)/usr/include
   LDFLAGS  += -L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Wl,-rpath,$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu

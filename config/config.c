@@ -65,8 +65,8 @@ static const cfg_entry table[] = {
     {"engine", "kv_dtype", CFG_T_ENUM, OFF(engine.kv_dtype), 0, 0, 0, "f32|f16|bf16", "f32", 0,
      "Element type of the CPU backend's KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay)."},
     /* [scheduler] */
-    {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo", "fifo", 0,
-     "Queue order. `fifo`: first come, first served."},
+    {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo|slo", "slo", 0,
+     "Queue order. `slo`: least TTFT slack first, then priority, then arrival; preemption, TPOT guard, admission control (docs/api.md). `fifo`: first come, first served."},
     {"scheduler", "max_running", CFG_T_INT, OFF(scheduler.max_running), 0, 1, 4096, NULL, "16", 1,
      "Requests decoded together (the continuous batch)."},
     {"scheduler", "max_queued", CFG_T_INT, OFF(scheduler.max_queued), 0, 0, 1000000, NULL, "256", 1,
@@ -77,15 +77,21 @@ static const cfg_entry table[] = {
      "Longest prefill piece of one request per step, so long prompts do not stall running decodes."},
     {"scheduler", "max_tokens_default", CFG_T_INT, OFF(scheduler.max_tokens_default), 0, 0, 1 << 24, NULL, "0", 1,
      "Output tokens when a request sets no max_tokens; 0 = up to the context length."},
+    {"scheduler", "on_unattainable", CFG_T_ENUM, OFF(scheduler.on_unattainable), 0, 0, 0, "reject|best_effort", "reject", 0,
+     "policy = slo, a TTFT SLO that cannot be met even if served next: `reject` = 429 `slo_unattainable` + Retry-After; `best_effort` = serve without a deadline."},
     /* [cache] */
     {"cache", "device_budget", CFG_T_BUDGET, OFF(cache.device_budget), 0, 0, 64 * TiB, NULL, "100%", 0,
      "Accelerator memory for routed experts: bytes (20GiB) or a percentage of all experts' bytes (25%). Below 100% the server runs through the tiered expert cache."},
     {"cache", "host_budget", CFG_T_BUDGET, OFF(cache.host_budget), 0, 0, 64 * TiB, NULL, "0", 0,
      "Pinned host memory tier for experts: bytes or a percentage of all experts' bytes; 0 = no host tier."},
-    {"cache", "miss_policy", CFG_T_ENUM, OFF(cache.miss_policy), 0, 0, 0, "exact|substitute", "exact", 0,
-     "On an expert-cache miss: `exact` loads the expert synchronously; `substitute` uses a resident expert instead (approximate)."},
+    {"cache", "miss_policy", CFG_T_ENUM, OFF(cache.miss_policy), 0, 0, 0, "exact|substitute|lowbit", "exact", 0,
+     "On an expert-cache miss: `exact` loads it; `substitute` uses a resident expert (approximate); `lowbit` computes with a resident q4 copy of it (beside the budget) while it loads."},
     {"cache", "store_path", CFG_T_STRING, OFF(cache.store_path), SZ(cache.store_path), 0, 0, NULL, "", 0,
      "Expert store the cache reads from (`emoe pack`), built if missing. Empty = <model dir>/experts.emoe (~/.cache/emoe if the model folder is read-only)."},
+    {"cache", "expert_format", CFG_T_ENUM, OFF(cache.expert_format), 0, 0, 0, "bf16|q8|q4", "bf16", 0,
+     "Routed experts as in the checkpoint (`bf16`) or quantized `q8` / `q4` (docs/quant.md, CPU only), from DIR/experts.q8.emoe etc. built on first use; budget % stay % of bf16 bytes."},
+    {"cache", "lowbit_format", CFG_T_ENUM, OFF(cache.lowbit_format), 0, 0, 0, "q4|q8", "q4", 0,
+     "Format of the resident low-bit copy of every expert used by miss_policy = lowbit."},
     {"cache", "io_queue_depth", CFG_T_INT, OFF(cache.io_queue_depth), 0, 1, 4096, NULL, "64", 0,
      "io_uring submission queue depth for expert reads."},
     /* [predictor] */
@@ -101,6 +107,12 @@ static const cfg_entry table[] = {
      "Tasks whose statistics are kept (bounded memory; the least recently used task is forgotten first)."},
     {"predictor", "evict_hint", CFG_T_BOOL, OFF(predictor.evict_hint), 0, 0, 1, NULL, "true", 0,
      "Evict by the predictor's expected reuse distance (plan-seeded EWMA of use, as `emoe replay --policy predictor`); off = LRU."},
+    {"predictor", "lookahead_layers", CFG_T_INT, OFF(predictor.lookahead_layers), 0, 0, 8, NULL, "1", 0,
+     "While layer l is routed, prefetch the experts predicted for layers l+1..l+d: their routers applied to layer l's input (CPU backend), else the predictor's cross-layer transitions. 0 = off."},
+    {"predictor", "task_profile", CFG_T_STRING, OFF(predictor.task_profile), SZ(predictor.task_profile), 0, 0, NULL, "", 1,
+     "Task profile written by `emoe profile` (per-task miss policy, insensitive tasks, expected output length); re-read on SIGHUP (a bad file keeps the old one). Empty = none."},
+    {"predictor", "trace_path", CFG_T_STRING, OFF(predictor.trace_path), SZ(predictor.trace_path), 0, 0, NULL, "", 0,
+     "Append the routing of every served request to this file in the trace format, for `emoe replay`. Empty = off."},
     /* [log] */
     {"log", "level", CFG_T_ENUM, OFF(log.level), 0, 0, 0, "error|warn|info|debug", "info", 1,
      "Log level."},
@@ -272,8 +284,9 @@ static int has_ctl(const char *s)
 emoe_status cfg_set(emoe_config *c, const char *section, const char *key,
                     const char *value, const char *where, emoe_err *err)
 {
-    const cfg_entry *e = cfg_find(section, key);
     if (!where) where = "config";
+    if (!strcmp(section, "tasks")) return cfg_tasks_set(c, key, value, where, err);
+    const cfg_entry *e = cfg_find(section, key);
     if (!e) {
         if (!section_known(section))
             return emoe_errf(err, EMOE_EINVAL, "%s: unknown section [%s] (key '%s')", where, section, key);
@@ -551,6 +564,7 @@ void cfg_dump(const emoe_config *c, FILE *f)
         cfg_format_value(c, e, val, sizeof val);
         fprintf(f, "; %s%s\n%s = %s\n", e->help, e->reloadable ? " (reloadable)" : "", e->key, val);
     }
+    cfg_tasks_dump(c, f);
 }
 
 void cfg_markdown(FILE *f)
@@ -587,6 +601,7 @@ void cfg_markdown(FILE *f)
         fprintf(f, "| `%s` | %s | %s | `%s` | %s | %s |\n", e->key, type_name(e), bounds, def,
                 e->reloadable ? "yes" : "no", e->help);
     }
+    cfg_tasks_markdown(f);
 }
 
 int cfg_apply_reloadable(emoe_config *to, const emoe_config *from, char *changed_fixed, size_t n)
@@ -594,6 +609,10 @@ int cfg_apply_reloadable(emoe_config *to, const emoe_config *from, char *changed
     int changed = 0;
     size_t used = 0;
     if (changed_fixed && n) changed_fixed[0] = 0;
+    if (memcmp(&to->tasks, &from->tasks, sizeof to->tasks)) {
+        to->tasks = from->tasks;
+        changed++;
+    }
     char a[CFG_LIST_MAX + 16], b[CFG_LIST_MAX + 16];
     for (size_t i = 0; i < N_ENTRIES; i++) {
         const cfg_entry *e = &table[i];

@@ -30,11 +30,22 @@ typedef struct cfg_budget {
 typedef enum cfg_miss_policy {
     CFG_MISS_EXACT = 0,
     CFG_MISS_SUBSTITUTE = 1,
+    CFG_MISS_LOWBIT = 2,
 } cfg_miss_policy;
 
 typedef enum cfg_sched_policy {
     CFG_SCHED_FIFO = 0,
+    CFG_SCHED_SLO = 1,
 } cfg_sched_policy;
+
+/* Per-task defaults: the [tasks] section, keys `<task>.<field>` (config/config_tasks.c). */
+#define CFG_MAX_TASKS 32
+typedef struct cfg_task {
+    char name[64];
+    double ttft_ms, tpot_ms;   /* 0 = none */
+    int priority, has_priority;
+    int output_tokens;         /* expected output length prior; 0 = unknown */
+} cfg_task;
 
 typedef struct emoe_config {
     struct {
@@ -71,6 +82,7 @@ typedef struct emoe_config {
         int max_batch_tokens;
         int prefill_chunk;
         int max_tokens_default;           /* max_tokens when a request gives none; 0 = up to context */
+        int on_unattainable;              /* 0 reject, 1 best_effort */
     } scheduler;
     struct {
         cfg_budget device_budget;
@@ -78,6 +90,8 @@ typedef struct emoe_config {
         int miss_policy;                  /* cfg_miss_policy */
         char store_path[CFG_STR_MAX];
         int io_queue_depth;
+        int expert_format;                /* quant_format: 0 bf16, 1 q8, 2 q4 */
+        int lowbit_format;                /* 0 q4, 1 q8 (the lowbit miss policy's resident copy) */
     } cache;
     struct {
         int enabled;                      /* 1: prefetch by the predictor (only with a cache budget) */
@@ -86,11 +100,18 @@ typedef struct emoe_config {
         char insensitive_tasks[CFG_LIST_MAX]; /* comma-separated task names */
         int max_tasks;
         int evict_hint;                   /* 1: the cache evicts by the predictor's reuse distance */
+        int lookahead_layers;             /* prefetch the predicted experts of the next d layers */
+        char task_profile[CFG_STR_MAX];   /* `emoe profile` output; "" = none */
+        char trace_path[CFG_STR_MAX];     /* record served routing here; "" = off */
     } predictor;
     struct {
         int level;                        /* emoe_log_level */
         int log_prompts;
     } log;
+    struct {
+        int n;
+        cfg_task t[CFG_MAX_TASKS];
+    } tasks;                              /* [tasks]: reloadable */
 } emoe_config;
 
 typedef enum cfg_type {
@@ -161,6 +182,14 @@ void cfg_format_value(const emoe_config *c, const cfg_entry *e, char *buf, size_
  * values differ (they keep their old value until restart). Returns the
  * number of reloadable fields that changed. */
 int cfg_apply_reloadable(emoe_config *to, const emoe_config *from, char *changed_fixed, size_t n);
+
+/* [tasks] (config/config_tasks.c): sets `<task>.<field>` (field: ttft_ms,
+ * tpot_ms, priority, output_tokens); finds a task's entry (NULL = none);
+ * writes the section for cfg_dump / its documentation for cfg_markdown. */
+emoe_status cfg_tasks_set(emoe_config *c, const char *key, const char *value, const char *where, emoe_err *err);
+const cfg_task *cfg_task_find(const emoe_config *c, const char *name);
+void cfg_tasks_dump(const emoe_config *c, FILE *f);
+void cfg_tasks_markdown(FILE *f);
 
 /* Resolves a budget against `total` bytes (for percentages). */
 uint64_t cfg_budget_bytes(const cfg_budget *b, uint64_t total);

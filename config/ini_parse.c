@@ -117,7 +117,7 @@ emoe_status cfg_ini_apply(emoe_config *c, const char *path, char *text, emoe_err
             /* Name an unknown section once, at its header. */
             size_t n_tab;
             const cfg_entry *tab = cfg_table(&n_tab);
-            int known = 0;
+            int known = !strcmp(section, "tasks"); /* [tasks]: dynamic keys (config_tasks.c) */
             for (size_t i = 0; i < n_tab && !known; i++) known = !strcmp(tab[i].section, section);
             if (!known) {
                 ini_error(&s, line, "unknown section [%s]", section);

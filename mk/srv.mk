@@ -9,7 +9,7 @@ $(BUILD)/server/text.o: $(wildcard engine/tokenizer.h engine/jinja.h)
 # in build-fuzz/.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-REQ_FUZZ_SRCS := tests/fuzz/fuzz_request.c server/request.c scheduler/textstream.c engine/sampler.c engine/common.c
+REQ_FUZZ_SRCS := tests/fuzz/fuzz_request.c server/request.c server/request_oai.c server/slo_fields.c scheduler/textstream.c engine/sampler.c engine/common.c
 .PHONY: fuzz-request
 fuzz-request: build-fuzz/fuzz_request
 	@mkdir -p build-fuzz/corpus-request
@@ -17,7 +17,7 @@ fuzz-request: build-fuzz/fuzz_request
 	    -artifact_prefix=build-fuzz/ -dict=tests/fuzz/request.dict -print_final_stats=1 \
 	    build-fuzz/corpus-request tests/fuzz/corpus/request
 
-build-fuzz/fuzz_request: $(REQ_FUZZ_SRCS) server/request.h scheduler/textstream.h engine/sampler.h engine/common.h
+build-fuzz/fuzz_request: $(REQ_FUZZ_SRCS) server/request.h server/slo_fields.h scheduler/textstream.h engine/sampler.h engine/common.h
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c11 -I. -D_GNU_SOURCE \
 	    $(REQ_FUZZ_SRCS) -ljansson -lm -lpthread -o $@

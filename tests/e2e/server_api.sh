@@ -180,7 +180,7 @@ curl -s -m 10 -D "$TMPD/hdr" -o "$TMPD/body429" -w '%{http_code}' --data-binary 
 check "429 when the queue is full" [ "$(status)" = 429 ]
 check "429 carries Retry-After" grep -qi '^Retry-After: 1' "$TMPD/hdr"
 check "429 is an OpenAI error object" [ "$(jget 'd["error"]["type"], d["error"]["code"]' <"$TMPD/body429")" = "rate_limit_error queue_full" ]
-check "rejection counted" [ "$(metric emoe_requests_rejected_total)" = 1 ]
+check "rejection counted" [ "$(metric 'emoe_requests_rejected_total{reason="queue_full"}')" = 1 ]
 kill -TERM $A $B; wait $A $B 2>/dev/null
 check "slots free after both clients left" wait_metric emoe_requests_running 0 5
 check "queue empty after both clients left" wait_metric emoe_requests_waiting 0 5
