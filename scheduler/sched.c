@@ -170,6 +170,7 @@ const int32_t *sched_req_prompt(const sched_req *r) { return r->prompt; }
 int sched_req_priority(const sched_req *r) { return r->priority; }
 double sched_req_slo_ttft(const sched_req *r) { return r->slo_ttft_s; }
 double sched_req_slo_tpot(const sched_req *r) { return r->slo_tpot_s; }
+void sched_req_set_load_s_locked(sched_req *r, double load_s) { r->load_s = load_s > 0 && load_s < 1e6 ? load_s : 0; }
 
 /* The SLO counters of a task; the last slot takes every task beyond the
  * table. Caller holds s->mu. */

@@ -87,6 +87,11 @@ const int32_t *sched_req_prompt(const sched_req *r);
 int sched_req_priority(const sched_req *r);
 double sched_req_slo_ttft(const sched_req *r);    /* seconds; 0 = none */
 double sched_req_slo_tpot(const sched_req *r);    /* seconds; 0 = none */
+/* Sets the expected expert-load time of a waiting request (seconds, clamped
+ * to [0, 1e6)); the SLO policy orders and predicts TTFT with it. Only from
+ * on_queue (run-loop thread, scheduler lock held), where the predictor and
+ * the cache can be read without racing the engine. */
+void sched_req_set_load_s_locked(sched_req *r, double load_s);
 
 /* What the SLO policy does with a request whose TTFT SLO cannot be met even
  * if it is served next. */
