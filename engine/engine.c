@@ -5,9 +5,7 @@
  */
 #include "engine/engine_internal.h"
 
-#ifdef EMOE_CUDA
-#include "engine/cuda/device.h"
-#endif
+#include "engine/cuda_plugin.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -119,17 +117,18 @@ static emoe_status pick_backend(int kind, const eng_backend_ops **be, emoe_err *
     if (kind == ENG_BACKEND_CPU) return EMOE_OK;
     if (kind != ENG_BACKEND_AUTO && kind != ENG_BACKEND_CUDA)
         return emoe_errf(err, EMOE_EINVAL, "unknown backend %d (expected cpu, cuda or auto)", kind);
-#ifdef EMOE_CUDA
-    char why[256] = "";
-    int nd = emoe_cuda_device_count(why, sizeof why);
-    if (nd > 0) { *be = &eng_cuda_backend; return EMOE_OK; }
+    char why[1024] = "";
+    const emoe_cuda_plugin *pl = eng_cuda_plugin(why, sizeof why, NULL);
+    if (!pl) {
+        if (kind == ENG_BACKEND_CUDA) return emoe_errf(err, EMOE_EUNSUP, "backend cuda: no CUDA support: %s", why);
+        LOG_INFO("backend auto: no CUDA support (%s); using cpu", why);
+        return EMOE_OK;
+    }
+    int nd = pl->device_count(why, sizeof why);
+    if (nd > 0) { *be = pl->backend; return EMOE_OK; }
     if (kind == ENG_BACKEND_CUDA)
         return emoe_errf(err, EMOE_EUNSUP, "backend cuda: no usable CUDA device (%s)", why);
     LOG_INFO("backend auto: no usable CUDA device (%s); using cpu", why);
-#else
-    if (kind == ENG_BACKEND_CUDA)
-        return emoe_errf(err, EMOE_EUNSUP, "backend cuda: this build has no CUDA support (rebuild with make CUDA=1)");
-#endif
     return EMOE_OK;
 }
 

@@ -4,9 +4,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
-#ifdef EMOE_CUDA
-#include "engine/cuda/device.h"
-#endif
+#include "engine/cuda_plugin.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -24,18 +22,20 @@ int cmd_info(int argc, char **argv)
             return 2;
         }
     }
-#ifdef EMOE_CUDA
-    char msg[256] = "";
-    int nd = emoe_cuda_device_count(msg, sizeof msg);
-    printf("build: CUDA support compiled in; %d device(s)%s%s\n", nd, nd ? "" : ": ", nd ? "" : msg);
-    for (int i = 0; i < nd; i++) {
-        char line[512];
-        emoe_cuda_device_describe(i, line, sizeof line);
-        printf("  %s\n", line);
+    char msg[1024] = "";
+    const char *where = NULL;
+    const emoe_cuda_plugin *pl = eng_cuda_plugin(msg, sizeof msg, &where);
+    if (pl) {
+        int nd = pl->device_count(msg, sizeof msg);
+        printf("build: CUDA support compiled in (plugin: %s); %d device(s)%s%s\n", where, nd, nd ? "" : ": ", nd ? "" : msg);
+        for (int i = 0; i < nd; i++) {
+            char line[512];
+            pl->device_describe(i, line, sizeof line);
+            printf("  %s\n", line);
+        }
+    } else {
+        printf("build: CPU only (no CUDA plugin: %s)\n", msg);
     }
-#else
-    printf("build: CPU only (no CUDA)\n");
-#endif
     if (!model) return 0;
     eng_engine *e;
     emoe_err err = {0};
