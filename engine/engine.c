@@ -188,6 +188,8 @@ const char *eng_model_dir(const eng_engine *e) { return e->dir; }
 int eng_max_ctx(const eng_engine *e) { return e->max_ctx; }
 const eng_expert_provider *eng_checkpoint_provider(eng_engine *e) { return &e->ck_provider; }
 void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p) { e->prov = p ? p : &e->ck_provider; }
+
+const struct cache_slot_mem *eng_backend_slot_mem(eng_engine *e) { return e->be->slot_mem ? e->be->slot_mem(e) : NULL; }
 void eng_set_routing_cb(eng_engine *e, eng_routing_cb cb, void *user) { e->cb = cb; e->cb_user = user; }
 
 uint64_t eng_expert_bytes_one(const eng_engine *e)

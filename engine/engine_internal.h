@@ -24,6 +24,8 @@ typedef struct eng_backend_ops {
     void (*seq_free)(eng_seq *s);
     int (*seq_reserve)(eng_seq *s, int n);
     void (*stats)(const eng_engine *e, eng_backend_stats *st);
+    /* Optional: memory for an expert cache's device tier (eng_backend_slot_mem). */
+    const struct cache_slot_mem *(*slot_mem)(eng_engine *e);
 } eng_backend_ops;
 
 extern const eng_backend_ops eng_cpu_backend;

@@ -31,6 +31,10 @@ typedef struct eng_expert_provider {
     int (*substitute)(void *ctx);
     /* Asynchronous, idempotent hint: these experts of `layer` are needed soon. Optional. */
     void (*prefetch)(void *ctx, int layer, const int *experts, int n);
+    /* 1: acquire's views point into accelerator memory given by the backend
+     * (eng_backend_slot_mem: the expert cache's device tier on CUDA), which only
+     * that backend can read. 0: host memory. */
+    int device_views;
 } eng_expert_provider;
 
 #endif
