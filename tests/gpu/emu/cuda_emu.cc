@@ -106,13 +106,54 @@ int __shfl_xor_sync(unsigned mask, int v, int o)
 
 void *emu_dyn_shared(void) { return g_dyn.data(); }
 
+/* ---- ordering: random block and thread order, poisoned shared memory ------- */
+
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
+static uint64_t g_rng;
+static std::vector<int> g_order;
+
+static uint64_t rng_next(void)
+{
+    if (!g_rng) {
+        const char *s = getenv("EMOE_EMU_SEED");
+        g_rng = s && *s ? strtoull(s, NULL, 10) * 0x9E3779B97F4A7C15ULL + 1 : 0x2545F4914F6CDD1DULL;
+        if (s && *s) fprintf(stderr, "cuda_emu: EMOE_EMU_SEED=%s\n", s);
+    }
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return g_rng;
+}
+
+static void shuffle(std::vector<int> &v, int n)
+{
+    v.resize((size_t)n);
+    for (int i = 0; i < n; i++) v[(size_t)i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rng_next() % (uint64_t)(i + 1));
+        int t = v[(size_t)i]; v[(size_t)i] = v[(size_t)j]; v[(size_t)j] = t;
+    }
+}
+
+/* Shared memory holds garbage when a block starts. (GCC's ASan adds no
+ * redzones to globals in a named section, so the section is one range.) */
+static void poison_shared(void)
+{
+    char *a = __start_emu_shared, *b = __stop_emu_shared;
+    if (a && b > a)
+        memset(a, 0xFF, (size_t)(b - a));
+    memset(g_dyn.data(), 0xFF, g_dyn.size());
+}
+
 static void run_block(int n)
 {
+    poison_shared();
     for (int t = 0; t < n; t++) thread_start(&g_thr[t]);
     int live = n;
     while (live > 0) {
         int progressed = 0;
-        for (int t = 0; t < n; t++) {
+        shuffle(g_order, n);
+        for (int i = 0; i < n; i++) {
+            int t = g_order[(size_t)i];
             if (g_thr[t].state != T_READY) continue;
             g_cur = t;
             set_idx(t);
@@ -171,14 +212,21 @@ void emu_launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()>
     g_fn = &fn;
     emu_blockDim = block;
     emu_gridDim = grid;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                emu_blockIdx.x = x;
-                emu_blockIdx.y = y;
-                emu_blockIdx.z = z;
-                run_block(g_n);
-            }
+    /* Blocks in a random order (a kernel must not depend on it). */
+    uint64_t nb = (uint64_t)grid.x * grid.y * grid.z;
+    std::vector<uint64_t> ord(nb);
+    for (uint64_t i = 0; i < nb; i++) ord[i] = i;
+    for (uint64_t i = nb; i > 1; i--) {
+        uint64_t j = rng_next() % i, t = ord[i - 1];
+        ord[i - 1] = ord[j];
+        ord[j] = t;
+    }
+    for (uint64_t b : ord) {
+        emu_blockIdx.x = (unsigned)(b % grid.x);
+        emu_blockIdx.y = (unsigned)((b / grid.x) % grid.y);
+        emu_blockIdx.z = (unsigned)(b / ((uint64_t)grid.x * grid.y));
+        run_block(g_n);
+    }
 }
 
 uint64_t emu_launch_count(void) { return g_launches; }
@@ -248,6 +296,8 @@ cudaError_t cudaMalloc(void **p, size_t n)
 cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
 cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
 cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned) { return p && n ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaHostUnregister(void *p) { return p ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { if (n) memmove(d, s, n); return cudaSuccess; }
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t) { return cudaMemcpy(d, s, n, k); }
 cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }

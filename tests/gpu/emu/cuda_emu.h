@@ -10,7 +10,11 @@
  * x86-64 only), switched only at __syncthreads() and warp shuffles, which are
  * real barriers (block-wide / per warp of 32). A barrier that cannot complete
  * (divergent __syncthreads, shuffles with lanes elsewhere) aborts with a
- * message. __shared__ variables are static storage (blocks never overlap).
+ * message. __shared__ variables are static storage (blocks never overlap),
+ * poisoned (0xFF) at every block start, dynamic shared memory too. Blocks run
+ * in a random order and the threads of a block resume in a random order at
+ * every round (seed: $EMOE_EMU_SEED, default 1; printed when set), so a
+ * kernel that depends on block order or misses a __syncthreads shows.
  * Streams and events are synchronous no-ops; device memory is host memory.
  * cublasGemmEx is a plain column-major GEMM with float accumulation.
  *
@@ -30,7 +34,10 @@
 #define __global__
 #define __device__
 #define __host__
-#define __shared__ static
+/* __shared__ variables are static storage in one linker section, so the
+ * emulator can poison all of them (0xFF bytes: NaN floats, -1 ints) at the
+ * start of every block: a read before the block's own write shows. */
+#define __shared__ static __attribute__((section("emu_shared"), aligned(16)))
 #define __forceinline__ inline
 
 struct emu_uint3 { unsigned x, y, z; };
@@ -96,6 +103,9 @@ cudaError_t cudaMalloc(void **p, size_t n);
 cudaError_t cudaMallocHost(void **p, size_t n);
 cudaError_t cudaFree(void *p);
 cudaError_t cudaFreeHost(void *p);
+#define cudaHostRegisterDefault 0u
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned flags);
+cudaError_t cudaHostUnregister(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s = 0);
 cudaError_t cudaMemset(void *p, int v, size_t n);
