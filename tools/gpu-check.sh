@@ -89,7 +89,7 @@ fi
 # ---- 2. build ---------------------------------------------------------------
 MK=(make -j"$NPROC" CUDA=1 "CUARCH=$CUARCH" ${DEPS_PREFIX:+"DEPS_PREFIX=$DEPS_PREFIX"})
 t=$(date +%s)
-if timeout 420 "${MK[@]}" all build/tests/gpu/test_kernels >"$OUT/build.log" 2>&1; then
+if timeout "${EMOE_GPU_CHECK_BUILD_S:-420}" "${MK[@]}" all build/tests/gpu/test_kernels >"$OUT/build.log" 2>&1; then
     note "build: emoe + libemoe-cuda.so + GPU harness in $(($(date +%s) - t)) s ($(ldd build/emoe | grep -ci cuda) CUDA libraries linked by build/emoe)"
 else
     tail -30 "$OUT/build.log"; fail "build (see build.log)"; exit 1

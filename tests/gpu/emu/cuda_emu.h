@@ -15,7 +15,9 @@
  * in a random order and the threads of a block resume in a random order at
  * every round (seed: $EMOE_EMU_SEED, default 1; printed when set), so a
  * kernel that depends on block order or misses a __syncthreads shows.
- * Streams and events are synchronous no-ops; device memory is host memory.
+ * Streams are deferred queues honouring events (see cuda_emu.cc: work runs
+ * only when and as far as the host demands, so a missing event wait shows);
+ * device memory is host memory.
  * cublasGemmEx is a plain column-major GEMM with float accumulation.
  *
  * What it cannot show: timing, races between blocks, memory-model and
@@ -61,10 +63,19 @@ static inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); re
 static inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 
+typedef struct emu_stream *cudaStream_t;
+/* Runs a launch now (all blocks). */
 void emu_launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn);
+/* Checks the configuration now, queues the launch on the stream. */
+void emu_launch_on(cudaStream_t s, dim3 grid, dim3 block, size_t shmem, std::function<void()> fn);
+/* The kernel's arguments are evaluated at the launch, as CUDA does. */
+template <class K, class... A> static inline std::function<void()> emu_bind_args(K k, A... a)
+{
+    return [k, a...]() { k(a...); };
+}
 void *emu_dyn_shared(void);
 #define CU_LAUNCH(kernel, grid, block, shmem, stream, ...) \
-    emu_launch(dim3(grid), dim3(block), (shmem), [&]() { kernel(__VA_ARGS__); })
+    emu_launch_on((stream), dim3(grid), dim3(block), (shmem), emu_bind_args(kernel, __VA_ARGS__))
 #define CU_DYN_SHARED(type, name) type *name = (type *)emu_dyn_shared()
 
 /* ---- runtime ---- */
@@ -75,7 +86,6 @@ typedef enum cudaError {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorNoDevice = 100,
 } cudaError_t;
-typedef struct emu_stream *cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
 enum cudaMemcpyKind {
     cudaMemcpyHostToHost = 0,
