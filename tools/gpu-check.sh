@@ -94,7 +94,8 @@ if timeout "${EMOE_GPU_CHECK_BUILD_S:-420}" "${MK[@]}" all build/tests/gpu/test_
 else
     tail -30 "$OUT/build.log"; fail "build (see build.log)"; exit 1
 fi
-ldd build/libemoe-cuda.so | grep -q cublas || fail "the plugin does not link cuBLAS"
+ldd build/libemoe-cuda.so >"$OUT/ldd-plugin.txt" 2>&1
+grep -q libcublas "$OUT/ldd-plugin.txt" || fail "the plugin does not link cuBLAS"
 build/emoe info | tee "$OUT/info.txt"
 if [ $DRY = 1 ]; then
     note "dry run: stopped after the build ($(elapsed) s)"
@@ -123,6 +124,22 @@ if [ -x "$CS" ]; then
         if [ $rc = 0 ]; then note "compute-sanitizer $tool: clean ($s) in $(($(date +%s) - t)) s"
         else fail "compute-sanitizer $tool: rc $rc ($s; see sanitizer-$tool.log)"; fi
     done
+    # the expert cache's GPU tier end to end (events, slot reuse, one slot)
+    FX=${EMOE_SHARED:-$ROOT/../shared}/fixtures/models/tiny-mixtral
+    if [ -d "$FX" ]; then
+        timeout 150 "$CS" --tool memcheck --error-exitcode 9 build/emoe run -m "$FX" --backend cuda --prompt-ids 1,2,3,4,5 \
+            -n 8 --budget 1 --store "$ROOT/build/gpu-check-fixture.store" >"$OUT/sanitizer-memcheck-run.log" 2>&1
+        rc=$?
+        # --budget 1 is refused (below one slot) with a clear message: use one slot
+        if grep -q "holds no expert" "$OUT/sanitizer-memcheck-run.log"; then
+            slot=$(grep -o "one expert slot is [0-9]*" "$OUT/sanitizer-memcheck-run.log" | grep -o "[0-9]*$")
+            timeout 150 "$CS" --tool memcheck --error-exitcode 9 build/emoe run -m "$FX" --backend cuda --prompt-ids 1,2,3,4,5 \
+                -n 8 --budget "$slot" --store "$ROOT/build/gpu-check-fixture.store" >"$OUT/sanitizer-memcheck-run.log" 2>&1
+            rc=$?
+        fi
+        if [ $rc = 0 ]; then note "compute-sanitizer memcheck: emoe run through the expert cache's GPU tier at one slot: clean"
+        else fail "compute-sanitizer memcheck on emoe run (one slot): rc $rc (see sanitizer-memcheck-run.log)"; fi
+    fi
 else
     fail "compute-sanitizer not found"
 fi
