@@ -48,6 +48,8 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
 
 extern emu_uint3 emu_threadIdx, emu_blockIdx;
 extern dim3 emu_blockDim, emu_gridDim;
