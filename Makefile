@@ -124,7 +124,11 @@ DEFAULT_MODEL ?= default-model
 $(DEFAULT_MODEL)/config.json: $(wildcard tests/data/tokenizer-qwen3/tokenizer.json) | $(BUILD)/emoe
 	$(BUILD)/emoe mkmodel --preset small --seed 1 $(if $(wildcard tests/data/tokenizer-qwen3/tokenizer.json),--tokenizer tests/data/tokenizer-qwen3) -o $(DEFAULT_MODEL)
 
-run: $(BUILD)/emoe $(DEFAULT_MODEL)/config.json
+# Builds in parallel (one job per CPU) even when called as plain `make run`.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+run:
+	$(MAKE) -j$(NPROC) $(BUILD)/emoe
+	$(MAKE) $(DEFAULT_MODEL)/config.json
 	$(BUILD)/emoe serve -m $(DEFAULT_MODEL) --host 127.0.0.1 --port 8080
 
 PREFIX ?= /usr/local

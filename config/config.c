@@ -10,7 +10,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ini.h>
 
 #define OFF(f) offsetof(emoe_config, f)
 #define SZ(f) sizeof(((emoe_config *)0)->f)
@@ -39,8 +38,16 @@ static const cfg_entry table[] = {
      "On SIGTERM: stop accepting, let in-flight requests finish for this long, then cancel the rest and exit."},
     {"server", "max_connections", CFG_T_INT, OFF(server.max_connections), 0, 1, 100000, NULL, "256", 0,
      "Simultaneous HTTP connections (each is served by its own thread, so a request can wait for tokens without blocking others)."},
+    {"server", "max_connections_per_ip", CFG_T_INT, OFF(server.max_connections_per_ip), 0, 0, 100000, NULL, "128", 0,
+     "Simultaneous connections from one client address; further ones are refused at accept. 0 = no limit (set 0, or at least the proxy's connection count, behind a reverse proxy)."},
+    {"server", "request_read_timeout", CFG_T_SECONDS, OFF(server.request_read_timeout), 0, 0.1, 3600, NULL, "30s", 1,
+     "Time a client has to send a whole request (head and body), counted from the accept (keep-alive: from the head), however slowly bytes trickle in; then the connection is closed (slowloris)."},
+    {"server", "keepalive_timeout", CFG_T_SECONDS, OFF(server.keepalive_timeout), 0, 0.1, 3600, NULL, "5s", 1,
+     "Time a keep-alive connection may sit idle after a response before its next request head arrives; then it is closed."},
     {"server", "cors_origins", CFG_T_LIST, OFF(server.cors_origins), SZ(server.cors_origins), 0, 0, NULL, "", 1,
      "Origins allowed by CORS (`*` or a comma-separated list). Empty = no CORS headers."},
+    {"server", "replica_id", CFG_T_STRING, OFF(server.replica_id), SZ(server.replica_id), 0, 0, NULL, "", 0,
+     "This replica's name, sent as `X-Emoe-Replica` on every response (printable ASCII, no spaces). Empty = hostname:port."},
     /* [model] */
     {"model", "path", CFG_T_STRING, OFF(model.path), SZ(model.path), 0, 0, NULL, "", 0,
      "Hugging Face model directory (config.json, safetensors, tokenizer.json). Required by `emoe serve`."},
@@ -48,11 +55,15 @@ static const cfg_entry table[] = {
      "Model id clients send in `model` and that /v1/models lists. Empty = the directory's base name."},
     {"model", "context_length", CFG_T_INT, OFF(model.context_length), 0, 0, 1 << 24, NULL, "0", 0,
      "Longest sequence (prompt + output) in tokens; 0 = the model's max_position_embeddings."},
+    {"model", "max_prompt_bytes", CFG_T_SIZE, OFF(model.max_prompt_bytes), 0, 0, 1024 * MiB, NULL, "0", 0,
+     "Prompts (and rendered chat templates) longer than this are refused with 400 before tokenizing. 0 = automatic: the context length x the longest token's bytes x 4, which no prompt that fits the context exceeds."},
     /* [engine] */
     {"engine", "threads", CFG_T_INT, OFF(engine.threads), 0, 0, 1024, NULL, "0", 0,
-     "Worker threads for matrix work; 0 = the number of online CPUs."},
+     "Worker threads for matrix work; 0 = the number of physical cores this process may use."},
     {"engine", "backend", CFG_T_ENUM, OFF(engine.backend), 0, 0, 0, "cpu|auto|cuda", "cpu", 0,
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
+    {"engine", "kv_dtype", CFG_T_ENUM, OFF(engine.kv_dtype), 0, 0, 0, "f32|f16|bf16", "f32", 0,
+     "Element type of the CPU backend's KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay)."},
     /* [scheduler] */
     {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo", "fifo", 0,
      "Queue order. `fifo`: first come, first served."},
@@ -375,38 +386,11 @@ void cfg_init(emoe_config *c)
 
 /* ---- INI loading ---- */
 
-typedef struct load_ctx {
-    emoe_config *c;
-    const char *path;
-    emoe_err *err;
-    int failed;
-    char sec[64], key[64];
-} load_ctx;
-
-static int ini_cb(void *user, const char *section, const char *name, const char *value)
-{
-    load_ctx *L = user;
-    if (L->failed) return 0;
-    emoe_err e;
-    if (cfg_set(L->c, section, name, value ? value : "", "", &e) != EMOE_OK) {
-        L->failed = 1;
-        snprintf(L->sec, sizeof L->sec, "%s", section);
-        snprintf(L->key, sizeof L->key, "%s", name);
-        /* "": where → message starts with ": " — strip it. */
-        const char *m = e.msg;
-        if (m[0] == ':' && m[1] == ' ') m += 2;
-        emoe_errf(L->err, EMOE_EINVAL, "%s", m);
-        return 0;
-    }
-    return 1;
-}
-
 emoe_status cfg_load_file(emoe_config *c, const char *path, emoe_err *err)
 {
     FILE *f = fopen(path, "r");
     if (!f) return emoe_errf(err, EMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
-    /* Read it whole: libinih splits lines longer than INI_MAX_LINE silently,
-     * so lengths and NUL bytes are checked here first. */
+    /* Read it whole (NUL bytes are refused here), then parse it in one pass. */
     size_t cap = 1 << 20, len = 0;
     char *text = malloc(cap + 1);
     if (!text) { fclose(f); return emoe_errf(err, EMOE_ENOMEM, "%s: out of memory", path); }
@@ -417,28 +401,17 @@ emoe_status cfg_load_file(emoe_config *c, const char *path, emoe_err *err)
     if (len > cap) { free(text); return emoe_errf(err, EMOE_EINVAL, "%s: larger than 1 MiB", path); }
     text[len] = 0;
     int line = 1;
-    size_t col = 0;
     for (size_t i = 0; i < len; i++) {
         if (text[i] == 0) {
             free(text);
             return emoe_errf(err, EMOE_EINVAL, "%s:%d: NUL byte in file", path, line);
         }
-        if (text[i] == '\n') { line++; col = 0; continue; }
-        if (++col >= INI_MAX_LINE - 1) {
-            free(text);
-            return emoe_errf(err, EMOE_EINVAL, "%s:%d: line longer than %d bytes (use api_key_file for long key lists)",
-                             path, line, INI_MAX_LINE - 2);
-        }
+        if (text[i] == '\n') line++;
     }
-    emoe_err inner = {0};
-    load_ctx L = {.c = c, .path = path, .err = &inner};
-    int rc = ini_parse_string(text, ini_cb, &L);
+    /* config/ini_parse.c: every error in one pass, duplicates, inline comments. */
+    emoe_status st = cfg_ini_apply(c, path, text, err);
     free(text);
-    if (rc == 0) return EMOE_OK;
-    if (rc < 0) return emoe_errf(err, EMOE_EIO, "%s: read error", path);
-    if (L.failed) return emoe_errf(err, EMOE_EINVAL, "%s:%d: %s", path, rc, inner.msg);
-    return emoe_errf(err, EMOE_EINVAL, "%s:%d: syntax error (expected [section], key = value, or a ; comment)",
-                     path, rc);
+    return st;
 }
 
 emoe_status cfg_set_override(emoe_config *c, const char *assignment, emoe_err *err)
@@ -487,6 +460,9 @@ emoe_status cfg_validate(const emoe_config *c, emoe_err *err)
                          "[scheduler] max_running (%d) is larger than max_batch_tokens (%d): decodes could not all fit a step",
                          c->scheduler.max_running, c->scheduler.max_batch_tokens);
     if (!c->server.host[0]) return emoe_errf(err, EMOE_EINVAL, "[server] host is empty");
+    k = (key_check){0};
+    check_key_word(c->server.replica_id, strlen(c->server.replica_id), &k);
+    if (k.bad) return emoe_errf(err, EMOE_EINVAL, "[server] replica_id: must be printable ASCII without spaces");
     return EMOE_OK;
 }
 
@@ -583,8 +559,12 @@ void cfg_markdown(FILE *f)
                "<!-- Generated by `emoe config --markdown > docs/configuration.md`; do not edit by hand. -->\n\n"
                "emoe reads an INI file (`emoe serve --config FILE`); every key can also be set on the\n"
                "command line with `--set section.key=value`, which wins over the file. Unknown sections\n"
-               "and keys, malformed values and values out of range are errors that name the file, line\n"
-               "and key. `emoe serve --check-config --config FILE` validates and exits (0 = valid);\n"
+               "and keys, malformed values, values out of range, a key set twice and an unclosed\n"
+               "`[section` are errors that name the file, line and key; every error in the file is\n"
+               "reported at once. Comments: lines starting with `;` or `#`, and inline after whitespace\n"
+               "(`port = 8080 # http`). `emoe config --check --config FILE` checks syntax and values;\n"
+               "`emoe serve --check-config --config FILE` runs the same check and then opens the paths the\n"
+               "file names (the model's config.json, the API key file); both exit 0 when valid.\n"
                "`emoe config --dump [--config FILE]` prints the effective configuration.\n\n"
                "Value syntax: sizes take `B`, `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` (binary) or\n"
                "`KB`, `MB`, `GB`, `TB` (decimal) suffixes; durations take `ms`, `s`, `m`, `h`; booleans\n"

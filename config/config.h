@@ -47,16 +47,22 @@ typedef struct emoe_config {
         double request_timeout;           /* seconds a request may run in total; 0 = none */
         double drain_timeout;             /* seconds SIGTERM waits for in-flight requests */
         int max_connections;
+        int max_connections_per_ip;       /* 0 = no per-address limit */
+        double request_read_timeout;      /* seconds to receive a whole request (head + body) */
+        double keepalive_timeout;         /* seconds a keep-alive connection may sit idle */
         char cors_origins[CFG_LIST_MAX];  /* empty = no CORS headers; "*" or a list */
+        char replica_id[CFG_STR_MAX];     /* X-Emoe-Replica; empty = hostname:port */
     } server;
     struct {
         char path[CFG_STR_MAX];
         char served_name[CFG_STR_MAX];    /* empty = the model directory's base name */
         int context_length;               /* 0 = the model's max_position_embeddings */
+        uint64_t max_prompt_bytes;        /* 0 = context x longest token x 4 */
     } model;
     struct {
-        int threads;                      /* 0 = online CPUs */
+        int threads;                      /* 0 = physical cores */
         int backend;                      /* eng_backend_kind: 0 cpu, 1 auto, 2 cuda */
+        int kv_dtype;                     /* eng_dtype: 0 f32, 1 f16, 2 bf16 */
     } engine;
     struct {
         int policy;                       /* cfg_sched_policy */
@@ -124,10 +130,17 @@ void cfg_init(emoe_config *c);
 emoe_status cfg_set(emoe_config *c, const char *section, const char *key,
                     const char *value, const char *where, emoe_err *err);
 
-/* Loads an INI file over c (values not in the file keep what c has). On the
- * first error returns EMOE_EINVAL, naming file, line and key; c may then be
- * partially updated, so load into a scratch copy when that matters. */
+/* Loads an INI file over c (values not in the file keep what c has). On
+ * errors returns EMOE_EINVAL with all of them (duplicate keys, unclosed
+ * sections, bad values...), each naming file, line and key; c may then be
+ * partially updated, so load into a scratch copy when that matters. Inline
+ * comments: `;` or `#` after whitespace. */
 emoe_status cfg_load_file(emoe_config *c, const char *path, emoe_err *err);
+
+/* The INI text of path (NUL-terminated, modified in place) applied over c;
+ * every error in one message, one "file:line: ..." line each. Used by
+ * cfg_load_file (config/ini_parse.c). */
+emoe_status cfg_ini_apply(emoe_config *c, const char *path, char *text, emoe_err *err);
 
 /* "section.key=value" (as given to --set). */
 emoe_status cfg_set_override(emoe_config *c, const char *assignment, emoe_err *err);

@@ -90,6 +90,42 @@ static emoe_status add_file(eng_checkpoint *c, const char *name, emoe_err *err)
     return EMOE_OK;
 }
 
+/* Largest model.safetensors.index.json read (issue 14; DeepSeek-V3's, with
+ * ~91k tensors, is ~9 MB) and most distinct shards an index may name. */
+#define INDEX_MAX_BYTES (64u << 20)
+#define INDEX_MAX_SHARDS 16384
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* Reads the index whole, refusing one larger than INDEX_MAX_BYTES. */
+static json_t *load_index(const char *path, emoe_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) { emoe_errf(err, EMOE_EIO, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || sb.st_size < 0 || (uint64_t)sb.st_size > INDEX_MAX_BYTES) {
+        fclose(f);
+        emoe_errf(err, EMOE_EINVAL, "%s: larger than %u MiB", path, INDEX_MAX_BYTES >> 20);
+        return NULL;
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) { fclose(f); emoe_errf(err, EMOE_ENOMEM, "%s: out of memory", path); return NULL; }
+    size_t got = fread(buf, 1, n + 1, f);
+    fclose(f);
+    if (got > INDEX_MAX_BYTES) { free(buf); emoe_errf(err, EMOE_EINVAL, "%s: larger than %u MiB", path, INDEX_MAX_BYTES >> 20); return NULL; }
+    json_error_t je;
+    json_t *o = json_loadb(buf, got, JSON_REJECT_DUPLICATES, &je);
+    free(buf);
+    if (!o) emoe_errf(err, EMOE_EINVAL, "%s: invalid JSON: %s (line %d)", path, je.text, je.line);
+    return o;
+}
+
 static emoe_status build_index(eng_checkpoint *c, emoe_err *err)
 {
     size_t total = 0;
@@ -126,38 +162,58 @@ emoe_status ckpt_open(const char *dir, eng_checkpoint **out, emoe_err *err)
     emoe_status rc;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (file_exists(path)) {
-        json_error_t je;
-        idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-        if (!idx) { rc = emoe_errf(err, EMOE_EINVAL, "%s: invalid JSON: %s (line %d)", path, je.text, je.line); goto fail; }
+        idx = load_index(path, err);
+        if (!idx) { rc = err ? err->code : EMOE_EINVAL; goto fail; }
         json_t *wm = json_object_get(idx, "weight_map");
         if (!json_is_object(wm) || json_object_size(wm) == 0) {
             rc = emoe_errf(err, EMOE_EINVAL, "%s: 'weight_map' is missing, empty or not an object", path);
             goto fail;
         }
-        /* Unique shard names, in first-seen order. */
+        /* Unique shard names, in first-seen order; a hash set keeps this
+         * linear (80k entries naming 80k shards took 75 s quadratically). */
         size_t nw = json_object_size(wm);
+        size_t hcap = 16;
+        while (hcap < nw * 2) hcap <<= 1;
         const char **names = calloc(nw, sizeof *names);
+        const char **hset = calloc(hcap, sizeof *hset);
         c->files = calloc(nw, sizeof *c->files);
-        if (!names || !c->files) { free(names); rc = emoe_errf(err, EMOE_ENOMEM, "out of memory"); goto fail; }
+        if (!names || !hset || !c->files) {
+            free(names);
+            free(hset);
+            rc = emoe_errf(err, EMOE_ENOMEM, "out of memory");
+            goto fail;
+        }
         int nn = 0;
         const char *k;
         json_t *v;
         json_object_foreach(wm, k, v) {
             if (!json_is_string(v)) {
                 free(names);
+                free(hset);
                 rc = emoe_errf(err, EMOE_EINVAL, "%s: weight_map['%s'] is not a string", path, k);
                 goto fail;
             }
             const char *s = json_string_value(v);
             if (!shard_name_ok(s)) {
                 free(names);
+                free(hset);
                 rc = emoe_errf(err, EMOE_EINVAL, "%s: weight_map['%s'] names shard '%s': shard names must be plain file names (no '/', '..' or absolute paths)", path, k, s);
                 goto fail;
             }
-            int seen = 0;
-            for (int i = 0; i < nn && !seen; i++) seen = strcmp(names[i], s) == 0;
-            if (!seen) names[nn++] = s;
+            size_t h = (size_t)name_hash(s) & (hcap - 1);
+            while (hset[h] && strcmp(hset[h], s)) h = (h + 1) & (hcap - 1);
+            if (!hset[h]) {
+                if (nn == INDEX_MAX_SHARDS) {
+                    free(names);
+                    free(hset);
+                    rc = emoe_errf(err, EMOE_EINVAL, "%s: weight_map names more than %d shards", path, INDEX_MAX_SHARDS);
+                    goto fail;
+                }
+                hset[h] = s;
+                names[nn++] = s;
+            }
         }
+        free(hset);
         for (int i = 0; i < nn; i++) {
             if ((rc = add_file(c, names[i], err)) != EMOE_OK) { free(names); goto fail; }
         }

@@ -4,6 +4,7 @@
  * caches grown in chunks as they fill).
  */
 #include "engine/engine_internal.h"
+#include "engine/residency.h"
 
 #include "engine/cuda_plugin.h"
 
@@ -96,7 +97,16 @@ emoe_status eng_checkpoint_expert(eng_engine *e, int layer, int expert, eng_expe
 
 static emoe_status ck_acquire(void *ctx, int layer, int expert, eng_expert_weights *w, emoe_err *err)
 {
-    return eng_checkpoint_expert(ctx, layer, expert, w, err);
+    eng_engine *e = ctx;
+    emoe_status rc = eng_checkpoint_expert(e, layer, expert, w, err);
+    unsigned char *seen = rc == EMOE_OK && e->ck_touched ? &e->ck_touched[(size_t)layer * e->d.n_experts + expert] : NULL;
+    if (seen && !*seen) { /* first use: ask for the whole expert at once, not page by page */
+        *seen = 1;
+        eng_tensor_willneed(&w->gate);
+        eng_tensor_willneed(&w->up);
+        eng_tensor_willneed(&w->down);
+    }
+    return rc;
 }
 
 int eng_backend_parse(const char *s, eng_backend_kind *out)
@@ -142,8 +152,19 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
     if ((rc = eng_desc_load(dir, &e->d, err)) != EMOE_OK) goto fail;
     if ((rc = ckpt_open(dir, &e->ck, err)) != EMOE_OK) goto fail;
     if ((rc = bind_weights(e, err)) != EMOE_OK) goto fail;
+    eng_weights_willneed(&e->w, &e->d); /* read the dense weights in large extents now */
+    e->ck_touched = calloc((size_t)e->d.n_layers * (size_t)e->d.n_experts, 1);
+    if (!e->ck_touched) { rc = emoe_errf(err, EMOE_ENOMEM, "out of memory"); goto fail; }
     e->max_ctx = e->d.max_ctx;
     if (opts && opts->max_ctx > 0 && opts->max_ctx < e->max_ctx) e->max_ctx = opts->max_ctx;
+    e->kv_dtype = ENG_DT_F32;
+    if (opts && opts->kv_dtype) {
+        if (opts->kv_dtype != ENG_DT_F16 && opts->kv_dtype != ENG_DT_BF16) {
+            rc = emoe_errf(err, EMOE_EINVAL, "kv_dtype %d is not f32, f16 or bf16", opts->kv_dtype);
+            goto fail;
+        }
+        e->kv_dtype = (eng_dtype)opts->kv_dtype;
+    }
     e->pool = eng_pool_new(opts ? opts->n_threads : 0);
     int half = e->d.head_dim / 2;
     e->inv_freq = malloc(sizeof(float) * (size_t)half);
@@ -179,6 +200,7 @@ void eng_free(eng_engine *e)
     ckpt_close(e->ck);
     free(e->w.layers);
     free(e->inv_freq);
+    free(e->ck_touched);
     free(e->dir);
     free(e);
 }
@@ -246,12 +268,12 @@ int eng_seq_reserve(eng_seq *s, int n)
     int cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
     if (cap > s->max_len) cap = s->max_len;
-    size_t kvd = (size_t)s->e->d.n_kv_heads * (size_t)s->e->d.head_dim;
+    size_t kvd = (size_t)s->e->d.n_kv_heads * (size_t)s->e->d.head_dim, es = eng_dtype_size(s->e->kv_dtype);
     for (int l = 0; l < s->e->d.n_layers; l++) {
-        float *k = realloc(s->k[l], sizeof(float) * kvd * (size_t)cap);
+        void *k = realloc(s->k[l], es * kvd * (size_t)cap);
         if (!k) return -1;
         s->k[l] = k;
-        float *v = realloc(s->v[l], sizeof(float) * kvd * (size_t)cap);
+        void *v = realloc(s->v[l], es * kvd * (size_t)cap);
         if (!v) return -1;
         s->v[l] = v;
     }

@@ -27,6 +27,7 @@ typedef struct eng_open_opts {
      * else CPU; CUDA fails at open with the reason when it cannot be used. */
     int backend;                 /* eng_backend_kind */
     uint64_t gpu_expert_budget;  /* CUDA: bytes of device expert slots; 0 = as many as fit */
+    int kv_dtype;    /* CPU backend's KV cache: an eng_dtype; ENG_DT_F32 (the zero value) is the reference */
 } eng_open_opts;
 
 typedef enum eng_backend_kind {

@@ -47,6 +47,8 @@ struct eng_engine {
     void *cb_user;
     float *inv_freq;          /* (head_dim/2) rotary frequencies, float32 as HF computes them */
     void *bs;                 /* backend state (be->init), NULL on the CPU backend */
+    eng_dtype kv_dtype;       /* of eng_seq k/v (CPU backend) */
+    unsigned char *ck_touched; /* (n_layers*n_experts) checkpoint experts used once (page-cache advice given) */
 };
 
 struct eng_seq {
@@ -54,7 +56,7 @@ struct eng_seq {
     int len;                  /* positions filled */
     int cap;                  /* positions allocated */
     int max_len;
-    float **k, **v;           /* per layer: (cap, n_kv_heads*head_dim) */
+    void **k, **v;            /* per layer: (cap, n_kv_heads*head_dim) in the engine's kv_dtype */
     void *tag;
     uint64_t substituted;
     void *be;                 /* backend per-sequence state (device KV cache), NULL on the CPU backend */

@@ -2,10 +2,14 @@
  * forward.c — the CPU float32 reference forward pass (eng_step). All new tokens
  * of all items in a step are stacked into one (T, dim) activation matrix, so
  * every weight row is read once per step whatever the batch; attention runs per
- * item over its own KV cache. Weights stay in their stored dtype and are
- * converted to float32 row by row. Experts are reached only through the
- * engine's eng_expert_provider: tokens are grouped per expert, each used expert
- * is acquired once per layer, computed for its tokens and released.
+ * item over its own KV cache. Weights stay in their stored dtype; the matmul
+ * kernels (engine/matmul.h: SIMD variants chosen at run time, the scalar one
+ * the reference) widen them to float32 in registers. Each parallel region
+ * covers several matmuls: q/k/v; router + shared expert gate/up; the gate and
+ * up projections of every selected expert; all downs. Experts are reached only
+ * through the engine's eng_expert_provider: tokens are grouped per expert,
+ * each used expert is acquired once per layer (as many at once as the provider
+ * allows), computed for its tokens and released.
  *
  * Numerics follow Hugging Face transformers in float32: RMSNorm as
  * x * rsqrt(mean(x^2) + eps) * w, rotate-half rotary embedding with float32
@@ -13,6 +17,7 @@
  * where the family does it), SwiGLU experts, sigmoid-gated shared expert.
  */
 #include "engine/engine_internal.h"
+#include "engine/matmul.h"
 #include "engine/moe_plan.h"
 
 #include <math.h>
@@ -21,117 +26,16 @@
 
 /* ---- kernels -------------------------------------------------------------- */
 
-static float dot_f32(const float *a, const float *b, int n)
-{
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++) r += a[i] * b[i];
-    return r;
-}
-
-/* Dot product of float32 a with a bf16 row, converting inline (decode path:
- * one pass over the weights instead of convert-then-dot). */
-static float dot_bf16(const float *a, const uint16_t *w, int n)
-{
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            uint32_t u = (uint32_t)w[i + j] << 16;
-            float f;
-            memcpy(&f, &u, 4);
-            s[j] += a[i + j] * f;
-        }
-    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++) r += a[i] * eng_bf16_to_f32(w[i]);
-    return r;
-}
-
-/* Four rows of x against one bf16 weight row: each weight element is loaded
- * and converted once for four tokens (batched decode and prefill). */
-static void dot4_bf16(const float *x, size_t stride, const uint16_t *w, int n, float out[4])
-{
-    float s0[8] = {0}, s1[8] = {0}, s2[8] = {0}, s3[8] = {0};
-    const float *x0 = x, *x1 = x + stride, *x2 = x + 2 * stride, *x3 = x + 3 * stride;
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            uint32_t u = (uint32_t)w[i + j] << 16;
-            float f;
-            memcpy(&f, &u, 4);
-            s0[j] += x0[i + j] * f;
-            s1[j] += x1[i + j] * f;
-            s2[j] += x2[i + j] * f;
-            s3[j] += x3[i + j] * f;
-        }
-    float *acc[4] = {s0, s1, s2, s3};
-    const float *xs[4] = {x0, x1, x2, x3};
-    for (int t = 0; t < 4; t++) {
-        float *a = acc[t];
-        float r = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-        for (int m = i; m < n; m++) r += xs[t][m] * eng_bf16_to_f32(w[m]);
-        out[t] = r;
-    }
-}
-
-typedef struct mm_ctx {
-    const float *x;       /* (T, K) */
-    int T, K;
-    const eng_tensor *W;  /* (N, K) */
-    const eng_tensor *bias; /* (N) or NULL */
-    float *y;             /* (T, N) */
-    int N;
-} mm_ctx;
-
-static void mm_task(void *arg, int64_t b, int64_t e)
-{
-    mm_ctx *c = arg;
-    if (c->W->dtype == ENG_DT_BF16) {
-        for (int64_t n = b; n < e; n++) {
-            const uint16_t *w = (const uint16_t *)c->W->data + n * c->K;
-            float bv = 0;
-            if (c->bias) eng_tensor_read_f32(c->bias, n, 1, &bv);
-            int t = 0;
-            for (; t + 4 <= c->T; t += 4) {
-                float o[4];
-                dot4_bf16(c->x + (size_t)t * c->K, (size_t)c->K, w, c->K, o);
-                for (int q = 0; q < 4; q++) c->y[(size_t)(t + q) * c->N + n] = o[q] + bv;
-            }
-            for (; t < c->T; t++) c->y[(size_t)t * c->N + n] = dot_bf16(c->x + (size_t)t * c->K, w, c->K) + bv;
-        }
-        return;
-    }
-    float *row = NULL;
-    float stackrow[4096];
-    if (c->W->dtype != ENG_DT_F32) row = c->K <= 4096 ? stackrow : malloc(sizeof(float) * (size_t)c->K);
-    for (int64_t n = b; n < e; n++) {
-        const float *w;
-        if (c->W->dtype == ENG_DT_F32) {
-            w = (const float *)c->W->data + n * c->K;
-        } else {
-            if (!row) return; /* allocation failed: caller poisoned y with NaN */
-            eng_tensor_read_f32(c->W, n * c->K, c->K, row);
-            w = row;
-        }
-        float bv = 0;
-        if (c->bias) eng_tensor_read_f32(c->bias, n, 1, &bv);
-        for (int t = 0; t < c->T; t++) c->y[(size_t)t * c->N + n] = dot_f32(c->x + (size_t)t * c->K, w, c->K) + bv;
-    }
-    if (row != stackrow) free(row);
-}
-
-/* y (T, N) = x (T, K) @ W^T (+ bias). */
+/* y (T, N) = x (T, K) @ W^T (+ bias): one parallel region (engine/matmul.c). */
 static void matmul(eng_pool *p, const float *x, int T, int K, const eng_tensor *W, const eng_tensor *bias, float *y)
 {
-    int N = (int)W->shape[0];
-    mm_ctx c = {x, T, K, W, bias && bias->data ? bias : NULL, y, N};
-    for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN;
-    int64_t work = (int64_t)T * K; /* per output row */
-    int64_t min_rows = work >= 65536 ? 1 : (65536 / (work ? work : 1)) + 1;
-    eng_pool_run(p, N, min_rows, mm_task, &c);
+    eng_mm(p, x, T, K, W, bias, y);
+}
+
+/* A job of a batched region with dense x (ld K) and y (ld N). */
+static eng_mm_job mm_job(const float *x, int T, int K, const eng_tensor *W, const eng_tensor *bias, float *y)
+{
+    return (eng_mm_job){x, (size_t)K, T, K, W, bias, y, (size_t)W->shape[0]};
 }
 
 /* out = x * rsqrt(mean(x^2) + eps) * w, over n elements. */
@@ -168,6 +72,7 @@ typedef struct att_ctx {
     eng_seq **row_seq;   /* per row: its sequence */
     const int *row_pos;  /* per row: its position */
     int max_len;
+    eng_dtype kv_dtype;  /* of the sequences' k/v */
 } att_ctx;
 
 static void att_task(void *arg, int64_t b, int64_t e)
@@ -178,15 +83,20 @@ static void att_task(void *arg, int64_t b, int64_t e)
     float *sc = malloc(sizeof(float) * (size_t)c->max_len);
     if (!sc) return;
     float scale = 1.0f / sqrtf((float)hd);
+    eng_mm_tile_fn scores = eng_mm_active()->tile[c->kv_dtype];
+    size_t es = eng_dtype_size(c->kv_dtype);
     for (int64_t i = b; i < e; i++) {
         int t = (int)(i / d->n_heads), h = (int)(i % d->n_heads), kh = h / grp;
         const eng_seq *s = c->row_seq[t];
         int pos = c->row_pos[t];
         const float *q = c->q + (size_t)t * qd + (size_t)h * hd;
-        const float *K = s->k[c->layer], *V = s->v[c->layer];
+        const char *K = (const char *)s->k[c->layer] + (size_t)kh * hd * es;
+        const char *V = (const char *)s->v[c->layer] + (size_t)kh * hd * es;
+        /* q against positions 0..pos of this kv head: rows of stride kvd. */
+        scores(q, (size_t)hd, 1, K, (size_t)kvd, pos + 1, hd, sc, 1);
         float mx = -INFINITY;
         for (int j = 0; j <= pos; j++) {
-            sc[j] = dot_f32(q, K + (size_t)j * kvd + (size_t)kh * hd, hd) * scale;
+            sc[j] *= scale;
             if (sc[j] > mx) mx = sc[j];
         }
         float sum = 0;
@@ -195,8 +105,13 @@ static void att_task(void *arg, int64_t b, int64_t e)
         for (int x = 0; x < hd; x++) o[x] = 0;
         for (int j = 0; j <= pos; j++) {
             float p = sc[j] / sum;
-            const float *vv = V + (size_t)j * kvd + (size_t)kh * hd;
-            for (int x = 0; x < hd; x++) o[x] += p * vv[x];
+            const void *vv = V + (size_t)j * kvd * es;
+            if (c->kv_dtype == ENG_DT_F32)
+                for (int x = 0; x < hd; x++) o[x] += p * ((const float *)vv)[x];
+            else if (c->kv_dtype == ENG_DT_BF16)
+                for (int x = 0; x < hd; x++) o[x] += p * eng_bf16_to_f32(((const uint16_t *)vv)[x]);
+            else
+                for (int x = 0; x < hd; x++) o[x] += p * eng_f16_to_f32(((const uint16_t *)vv)[x]);
         }
     }
     free(sc);
@@ -209,8 +124,8 @@ static void att_task(void *arg, int64_t b, int64_t e)
 
 typedef struct step_buf {
     float *x, *h, *q, *k, *v, *att, *tmp, *probs, *moe;
-    float *xe, *g, *u, *eo, *sg, *su, *wbuf;
-    int *ids;
+    float *xe, *g, *u, *eo, *sg, *su, *sgl, *sho, *wbuf;
+    int *ids, *used;
     float *rw;
     eng_seq **row_seq;
     int *row_pos;
@@ -222,7 +137,7 @@ typedef struct step_buf {
 static void step_buf_free(step_buf *b)
 {
     void *ptrs[] = {b->x, b->h, b->q, b->k, b->v, b->att, b->tmp, b->probs, b->moe, b->xe, b->g, b->u, b->eo,
-                    b->sg, b->su, b->wbuf, b->ids, b->rw, b->row_seq, b->row_pos, b->ex_rows, b->ex_slot,
+                    b->sg, b->su, b->sgl, b->sho, b->wbuf, b->ids, b->used, b->rw, b->row_seq, b->row_pos, b->ex_rows, b->ex_slot,
                     b->ex_count, b->ex_start};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
 }
@@ -232,12 +147,14 @@ static int step_buf_alloc(step_buf *b, const eng_model_desc *d, int T)
     memset(b, 0, sizeof *b);
     size_t t = (size_t)T, qd = (size_t)d->n_heads * d->head_dim, kvd = (size_t)d->n_kv_heads * d->head_dim;
     size_t wmax = qd > (size_t)d->dim ? qd : (size_t)d->dim;
+    size_t tk = t * (size_t)d->top_k; /* (token, pick) pairs: every selected expert's rows at once */
     size_t ffn = (size_t)d->expert_ffn, sffn = d->shared_ffn > 0 ? (size_t)d->shared_ffn : 1;
 #define A(p, n) (((p) = calloc((size_t)(n) + 1, sizeof *(p))) != NULL)
     int ok = A(b->x, t * d->dim) && A(b->h, t * d->dim) && A(b->q, t * qd) && A(b->k, t * kvd) && A(b->v, t * kvd) &&
              A(b->att, t * qd) && A(b->tmp, t * d->dim) && A(b->probs, t * d->n_experts) && A(b->moe, t * d->dim) &&
-             A(b->xe, t * d->dim) && A(b->g, t * ffn) && A(b->u, t * ffn) && A(b->eo, t * d->dim) &&
-             A(b->sg, t * sffn) && A(b->su, t * sffn) && A(b->wbuf, wmax) && A(b->ids, t * d->top_k) &&
+             A(b->xe, tk * d->dim) && A(b->g, tk * ffn) && A(b->u, tk * ffn) && A(b->eo, tk * d->dim) &&
+             A(b->sg, t * sffn) && A(b->su, t * sffn) && A(b->sgl, t) && A(b->sho, t * d->dim) && A(b->wbuf, wmax) &&
+             A(b->ids, t * d->top_k) && A(b->used, (size_t)d->n_experts) &&
              A(b->rw, t * d->top_k) && A(b->row_seq, t) && A(b->row_pos, t) && A(b->ex_rows, t * d->top_k) &&
              A(b->ex_slot, t * d->top_k) && A(b->ex_count, (size_t)d->n_experts) && A(b->ex_start, (size_t)d->n_experts);
 #undef A
@@ -296,12 +213,26 @@ static void route_rows(eng_engine *e, int l, int T, step_buf *b)
     free(allowed);
 }
 
+/* Most experts held at once; fewer when the provider runs out of slots. */
+#define MOE_GROUP_MAX 64
+
 static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err *err)
 {
     const eng_model_desc *d = &e->d;
     const eng_layer_weights *L = &e->w.layers[l];
-    int E = d->n_experts, k = d->top_k, dim = d->dim, ffn = d->expert_ffn;
-    matmul(e->pool, b->h, T, dim, &L->router, NULL, b->probs);
+    int E = d->n_experts, k = d->top_k, dim = d->dim, ffn = d->expert_ffn, sf = d->shared_ffn;
+    /* Router and the shared expert's gate, up and gate logit all read h: one region. */
+    eng_mm_job pre[4];
+    int np = 0;
+    pre[np++] = mm_job(b->h, T, dim, &L->router, NULL, b->probs);
+    if (sf > 0) {
+        pre[np++] = mm_job(b->h, T, dim, &L->sh_gate, NULL, b->sg);
+        pre[np++] = mm_job(b->h, T, dim, &L->sh_up, NULL, b->su);
+        pre[np++] = mm_job(b->h, T, dim, &L->sh_expert_gate, NULL, b->sgl);
+    }
+    eng_mm_run(e->pool, pre, np);
+    if (sf > 0)
+        for (size_t i = 0; i < (size_t)T * sf; i++) b->sg[i] = silu(b->sg[i]) * b->su[i];
     route_rows(e, l, T, b);
     /* Group (row, pick) pairs per expert. */
     memset(b->ex_count, 0, sizeof(int) * (size_t)E);
@@ -313,45 +244,70 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
         b->ex_rows[at] = i / k;
         b->ex_slot[at] = i;
     }
+    /* Each pair's input row, in grouped order: an expert's tokens are contiguous. */
+    for (int at = 0; at < T * k; at++)
+        memcpy(b->xe + (size_t)at * dim, b->h + (size_t)b->ex_rows[at] * dim, sizeof(float) * (size_t)dim);
     memset(b->moe, 0, sizeof(float) * (size_t)T * dim);
     const eng_expert_provider *p = e->prov;
-    if (p->prefetch) {
-        int used[4096], nu = 0;
-        for (int x = 0; x < E && nu < 4096; x++) if (b->ex_count[x]) used[nu++] = x;
-        p->prefetch(p->ctx, l, used, nu);
+    int nu = 0;
+    for (int x = 0; x < E; x++) if (b->ex_count[x]) b->used[nu++] = x;
+    if (p->prefetch) p->prefetch(p->ctx, l, b->used, nu);
+    /* Groups of experts: acquire them all, every gate and up projection in one
+     * region, SwiGLU, every down projection (and the shared expert's) in a
+     * second, release. A provider out of slots (ENOMEM with some held) ends the
+     * group early; the next group starts with the expert it refused. */
+    eng_expert_weights w[MOE_GROUP_MAX];
+    eng_mm_job jobs[2 * MOE_GROUP_MAX + 1];
+    int shared_done = 0;
+    for (int u0 = 0; u0 < nu;) {
+        int ng = 0;
+        while (u0 + ng < nu && ng < MOE_GROUP_MAX) {
+            int x = b->used[u0 + ng];
+            emoe_status rc = p->acquire(p->ctx, l, x, &w[ng], err);
+            if (rc == EMOE_OK) { ng++; continue; }
+            if (rc == EMOE_ENOMEM && ng > 0) break;
+            for (int i = 0; i < ng; i++) if (p->release) p->release(p->ctx, l, b->used[u0 + i]);
+            return emoe_err_prefix(err, "layer %d expert %d", l, x);
+        }
+        for (int i = 0; i < ng; i++) {
+            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            jobs[2 * i] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
+            jobs[2 * i + 1] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
+        }
+        eng_mm_run(e->pool, jobs, 2 * ng);
+        int xa = b->used[u0], xb = b->used[u0 + ng - 1];
+        size_t pa = (size_t)b->ex_start[xa], pb = (size_t)b->ex_start[xb] + (size_t)b->ex_count[xb];
+        for (size_t i = pa * ffn; i < pb * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
+        int nj = 0;
+        for (int i = 0; i < ng; i++) {
+            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            jobs[nj++] = mm_job(b->g + (size_t)s0 * ffn, c, ffn, &w[i].down, NULL, b->eo + (size_t)s0 * dim);
+        }
+        if (sf > 0 && u0 + ng == nu) { /* the shared expert's down joins the last region */
+            jobs[nj++] = mm_job(b->sg, T, sf, &L->sh_down, NULL, b->sho);
+            shared_done = 1;
+        }
+        eng_mm_run(e->pool, jobs, nj);
+        if (p->release)
+            for (int i = 0; i < ng; i++) p->release(p->ctx, l, b->used[u0 + i]);
+        u0 += ng;
     }
-    for (int x = 0; x < E; x++) {
-        int c = b->ex_count[x];
-        if (!c) continue;
-        eng_expert_weights w;
-        emoe_status rc = p->acquire(p->ctx, l, x, &w, err);
-        if (rc != EMOE_OK) return emoe_err_prefix(err, "layer %d expert %d", l, x);
-        for (int r = 0; r < c; r++)
-            memcpy(b->xe + (size_t)r * dim, b->h + (size_t)b->ex_rows[b->ex_start[x] + r] * dim, sizeof(float) * (size_t)dim);
-        matmul(e->pool, b->xe, c, dim, &w.gate, NULL, b->g);
-        matmul(e->pool, b->xe, c, dim, &w.up, NULL, b->u);
-        for (size_t i = 0; i < (size_t)c * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
-        matmul(e->pool, b->g, c, ffn, &w.down, NULL, b->eo);
-        if (p->release) p->release(p->ctx, l, x);
-        for (int r = 0; r < c; r++) {
+    /* Combine in expert order (the order of the reference). */
+    for (int u = 0; u < nu; u++) {
+        int x = b->used[u];
+        for (int r = 0; r < b->ex_count[x]; r++) {
             int at = b->ex_start[x] + r, row = b->ex_rows[at];
             float wt = b->rw[b->ex_slot[at]];
             float *dst = b->moe + (size_t)row * dim;
-            const float *src = b->eo + (size_t)r * dim;
+            const float *src = b->eo + (size_t)at * dim;
             for (int i = 0; i < dim; i++) dst[i] += wt * src[i];
         }
     }
-    if (d->shared_ffn > 0) {
-        int sf = d->shared_ffn;
-        matmul(e->pool, b->h, T, dim, &L->sh_gate, NULL, b->sg);
-        matmul(e->pool, b->h, T, dim, &L->sh_up, NULL, b->su);
-        for (size_t i = 0; i < (size_t)T * sf; i++) b->sg[i] = silu(b->sg[i]) * b->su[i];
-        matmul(e->pool, b->sg, T, sf, &L->sh_down, NULL, b->eo);
-        float *gl = b->su; /* (T, 1) reuse */
-        matmul(e->pool, b->h, T, dim, &L->sh_expert_gate, NULL, gl);
+    if (sf > 0) {
+        if (!shared_done) matmul(e->pool, b->sg, T, sf, &L->sh_down, NULL, b->sho);
         for (int t = 0; t < T; t++) {
-            float gate = 1.0f / (1.0f + expf(-gl[t]));
-            for (int i = 0; i < dim; i++) b->moe[(size_t)t * dim + i] += gate * b->eo[(size_t)t * dim + i];
+            float gate = 1.0f / (1.0f + expf(-b->sgl[t]));
+            for (int i = 0; i < dim; i++) b->moe[(size_t)t * dim + i] += gate * b->sho[(size_t)t * dim + i];
         }
     }
     return EMOE_OK;
@@ -377,9 +333,9 @@ static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, 
     for (int l = 0; l < d->n_layers; l++) {
         const eng_layer_weights *L = &e->w.layers[l];
         for (int t = 0; t < T; t++) rmsnorm(b.h + (size_t)t * dim, b.x + (size_t)t * dim, &L->attn_norm, dim, d->eps, b.wbuf);
-        matmul(e->pool, b.h, T, dim, &L->wq, &L->bq, b.q);
-        matmul(e->pool, b.h, T, dim, &L->wk, &L->bk, b.k);
-        matmul(e->pool, b.h, T, dim, &L->wv, &L->bv, b.v);
+        eng_mm_job qkv[3] = {mm_job(b.h, T, dim, &L->wq, &L->bq, b.q), mm_job(b.h, T, dim, &L->wk, &L->bk, b.k),
+                             mm_job(b.h, T, dim, &L->wv, &L->bv, b.v)};
+        eng_mm_run(e->pool, qkv, 3);
         for (int t = 0; t < T; t++) {
             float *q = b.q + (size_t)t * qd, *k = b.k + (size_t)t * kvd;
             if (d->qk_norm == ENG_QKNORM_FULL) {
@@ -392,10 +348,11 @@ static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, 
             for (int h = 0; h < d->n_heads; h++) rope(q + h * hd, hd, b.row_pos[t], e->inv_freq);
             for (int h = 0; h < d->n_kv_heads; h++) rope(k + h * hd, hd, b.row_pos[t], e->inv_freq);
             eng_seq *s = b.row_seq[t];
-            memcpy(s->k[l] + (size_t)b.row_pos[t] * kvd, k, sizeof(float) * (size_t)kvd);
-            memcpy(s->v[l] + (size_t)b.row_pos[t] * kvd, b.v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+            size_t at = (size_t)b.row_pos[t] * kvd * eng_dtype_size(e->kv_dtype);
+            eng_f32_store(e->kv_dtype, k, kvd, (char *)s->k[l] + at);
+            eng_f32_store(e->kv_dtype, b.v + (size_t)t * kvd, kvd, (char *)s->v[l] + at);
         }
-        att_ctx ac = {d, l, b.q, b.att, b.row_seq, b.row_pos, max_len};
+        att_ctx ac = {d, l, b.q, b.att, b.row_seq, b.row_pos, max_len, e->kv_dtype};
         eng_pool_run(e->pool, (int64_t)T * d->n_heads, 1, att_task, &ac);
         matmul(e->pool, b.att, T, qd, &L->wo, NULL, b.tmp);
         for (size_t i = 0; i < (size_t)T * dim; i++) b.x[i] += b.tmp[i];

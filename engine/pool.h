@@ -1,6 +1,9 @@
 /*
  * pool.h — a fixed set of worker threads for data-parallel loops. The calling
  * thread takes part in every loop, so a pool of n threads starts n-1 workers.
+ * Work is claimed in chunks from a shared counter (a slow or descheduled thread
+ * costs only its current chunk); between loops workers spin briefly, then
+ * sleep, so back-to-back loops do not pay a wake-up each.
  */
 #ifndef EMOE_POOL_H
 #define EMOE_POOL_H
@@ -11,12 +14,16 @@ typedef struct eng_pool eng_pool;
 /* Processes the half-open range [begin, end). */
 typedef void (*eng_pool_fn)(void *ctx, int64_t begin, int64_t end);
 
-/* n_threads <= 0: number of online CPUs. NULL on failure. */
+/* n_threads <= 0: eng_pool_default_threads(). NULL on failure. */
 eng_pool *eng_pool_new(int n_threads);
 void eng_pool_free(eng_pool *p);
 int eng_pool_size(const eng_pool *p);
-/* Splits [0, n) into at most size() contiguous ranges of at least min_chunk
- * items and runs fn on them in parallel; returns when all are done. */
+/* Physical cores this process may run on (one thread per core: a second
+ * hyperthread only competes for the same memory bandwidth), else online CPUs. */
+int eng_pool_default_threads(void);
+/* Runs fn over [0, n) in chunks of at least min_chunk items on all threads;
+ * returns when all are done. Which thread runs which chunk varies from call to
+ * call; fn must not depend on it. */
 void eng_pool_run(eng_pool *p, int64_t n, int64_t min_chunk, eng_pool_fn fn, void *ctx);
 
 #endif

@@ -1,7 +1,9 @@
 /*
- * safetensors.c — see safetensors.h. The mapping is read-only and advised
- * MADV_RANDOM: expert weights are touched only when routed to, and readahead
- * would pull neighbouring experts into memory for nothing.
+ * safetensors.c — see safetensors.h. The mapping is read-only and keeps the
+ * kernel's default readahead; the engine asks for what it needs in large
+ * extents (engine/residency.h: the dense weights at open, an expert at its
+ * first use). It used to be MADV_RANDOM, which made a cold start read every
+ * 4 KiB page on its own.
  */
 #include "engine/safetensors.h"
 
@@ -243,7 +245,6 @@ emoe_status st_open(const char *path, st_file **out, emoe_err *err)
         close(fd);
         return emoe_errf(err, EMOE_EIO, "%s: mmap failed: %s", path, strerror(errno));
     }
-    madvise(map, len, MADV_RANDOM);
     st_file *f;
     emoe_status rc = st_parse(path, map, len, &f, err);
     if (rc != EMOE_OK) {

@@ -348,6 +348,7 @@ emoe_status store_write(const char *path, const store_info *info_in, store_fill_
     emoe_status st = layout(&info, &hdr_bytes, path, err);
     if (st) return st;
     char tmp[PATH_MAX + 32];
+    store_remove_stale_tmp(path); /* left by a pack that was killed (store_tmp.c) */
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     size_t n = (size_t)info.n_layers * (size_t)info.n_experts;
     uint8_t *hdr = calloc(1, hdr_bytes);

@@ -84,6 +84,9 @@ emoe_status store_verify_extent(const store_t *s, int layer, int expert, const v
 typedef emoe_status (*store_fill_fn)(void *user, int layer, int expert, void *dst, emoe_err *err);
 emoe_status store_write(const char *path, const store_info *info, store_fill_fn fill, void *user,
                         int progress, emoe_err *err);
+/* Unlinks "<path>.tmp.<pid>" temporaries whose process is gone (a pack killed
+ * before its rename); store_write calls it first. Returns how many. */
+int store_remove_stale_tmp(const char *path);
 
 /* Fills the shape fields of info (dtype, n_layers, n_experts, dim, expert_ffn,
  * extent_bytes, extent_stride) from an open engine; checks that every expert

@@ -71,3 +71,37 @@ void eng_tensor_read_f32(const eng_tensor *t, int64_t off, int64_t n, float *out
     }
     }
 }
+
+uint16_t eng_f32_to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);                       /* >= 65520: infinity */
+    if (a < 0x38800000u) {                                                         /* below 2^-14: subnormal */
+        if (a <= 0x33000000u) return sign;                                         /* <= 2^-25: zero */
+        uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)e; /* 14..24 */
+        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = (a >> 13) - (112u << 10), rem = a & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    return (uint16_t)(sign | r);
+}
+
+void eng_f32_store(eng_dtype dt, const float *src, int64_t n, void *dst)
+{
+    switch (dt) {
+    case ENG_DT_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case ENG_DT_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = eng_f32_to_bf16(src[i]);
+        break;
+    case ENG_DT_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = eng_f32_to_f16(src[i]);
+        break;
+    }
+}

@@ -46,6 +46,10 @@ static inline uint16_t eng_f32_to_bf16(float f)
 }
 
 float eng_f16_to_f32(uint16_t h);
+/* Round-to-nearest-even, overflow to infinity, NaN kept (quiet). */
+uint16_t eng_f32_to_f16(float f);
+/* n float32 values into dt (F32: copied; F16/BF16: rounded to nearest even). */
+void eng_f32_store(eng_dtype dt, const float *src, int64_t n, void *dst);
 
 /* Converts n elements starting at element offset `off` of t into out (float32). */
 void eng_tensor_read_f32(const eng_tensor *t, int64_t off, int64_t n, float *out);

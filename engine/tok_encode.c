@@ -34,7 +34,17 @@ typedef struct enc {
     pcre2_match_context *mctx;
     pcre2_jit_stack *jstack;
     emoe_err *err;
+    size_t max_ids;     /* 0 = no limit; else stop once the text has more ids */
+    int over;           /* set when max_ids was passed */
 } enc;
+
+/* Stops encoding: the text has more than max_ids tokens (issue 14: a 3.9 MB
+ * prompt took 7.5 s of CPU before the context check refused it). */
+static emoe_status too_many(enc *e)
+{
+    e->over = 1;
+    return emoe_errf(e->err, EMOE_EINVAL, "the text is longer than %zu tokens", e->max_ids);
+}
 
 static int is_ws_cp(uint32_t c)
 {
@@ -162,10 +172,24 @@ static emoe_status unicode_norm(enc *e, const char *s, size_t n, int opt, char *
     return EMOE_OK;
 }
 
+/* The most a normalizer chain may grow a text to (issue 14: a Replace that
+ * grows its input 1000x per pass reached 2.9 GB): 16x the input plus 1 MiB,
+ * well above what real normalizers do (Metaspace-style Replace: 3x; NFKD of the
+ * worst code point: 11x). Past it, encoding fails with a clear error. */
+static size_t norm_limit(size_t n) { return n > ((size_t)1 << 58) ? (size_t)-1 : 16 * n + ((size_t)1 << 20); }
+
+static emoe_status norm_too_big(enc *e, size_t n)
+{
+    return emoe_errf(e->err, EMOE_EINVAL,
+                     "tokenizer: normalization would grow the %zu-byte text past %zu bytes (16x + 1 MiB); refused",
+                     n, norm_limit(n));
+}
+
 /* Applies the normalizer chain to s; *out is malloc'd. */
 static emoe_status normalize(enc *e, const char *s, size_t n, char **out, size_t *out_len)
 {
     tok_tokenizer *t = e->t;
+    const size_t lim = norm_limit(n);
     char *cur = malloc(n + 1);
     if (!cur) return oom(e);
     memcpy(cur, s, n);
@@ -234,6 +258,7 @@ static emoe_status normalize(enc *e, const char *s, size_t n, char **out, size_t
             int r;
             while ((r = re_next(e, nm->re, cur, cl, pos, &ms, &me)) == 1) {
                 size_t need = nl + (ms - pos) + nm->str_len + (cl - me) + 1;
+                if (need > lim) { free(nx); free(cur); return norm_too_big(e, n); }
                 if (need > cap) {
                     while (cap < need) cap *= 2;
                     char *p = realloc(nx, cap);
@@ -262,6 +287,7 @@ static emoe_status normalize(enc *e, const char *s, size_t n, char **out, size_t
         free(cur);
         cur = nx;
         cl = nl;
+        if (cl > lim) { free(cur); return norm_too_big(e, n); }
     }
     *out = cur;
     *out_len = cl;
@@ -442,8 +468,20 @@ static emoe_status encode_segment(enc *e, size_t off, size_t len, int first)
     }
     free(sp);
     if (st) return st;
-    for (size_t i = 0; i < e->npc; i++)
+    /* A piece of L bytes is at least ceil(L / longest token) tokens (no token
+     * covers more input bytes than its string has; a fused unk can, so not
+     * then): no BPE work for a text already too long. */
+    if (e->max_ids) {
+        size_t lower = e->nids, mp = t->max_piece_len ? t->max_piece_len : 1;
+        int fused = t->unk_id >= 0 && t->fuse_unk;
+        for (size_t i = 0; i < e->npc && lower <= e->max_ids; i++)
+            lower += fused ? 1 : (e->pc[i].len + mp - 1) / mp;
+        if (lower > e->max_ids) return too_many(e);
+    }
+    for (size_t i = 0; i < e->npc; i++) {
         if (tok_bpe_piece(t, e->arena + e->pc[i].off, e->pc[i].len, &e->ids, &e->nids, &e->cids)) return oom(e);
+        if (e->max_ids && e->nids > e->max_ids) return too_many(e);
+    }
     return EMOE_OK;
 }
 
@@ -501,14 +539,22 @@ static emoe_status encode_text(enc *e, const char *raw, size_t a, size_t b)
 emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int add_special, int32_t **ids_out,
                        size_t *n_out, emoe_err *err)
 {
+    return tok_encode_limited(t, text, len, add_special, 0, ids_out, n_out, NULL, err);
+}
+
+emoe_status tok_encode_limited(const tok_tokenizer *t, const char *text, size_t len, int add_special, size_t max_ids,
+                               int32_t **ids_out, size_t *n_out, int *over, emoe_err *err)
+{
     *ids_out = NULL;
     *n_out = 0;
+    if (over) *over = 0;
     size_t bad = tok_utf8_valid(text, len);
     if (bad != len) return emoe_errf(err, EMOE_EINVAL, "text is not valid UTF-8 at byte %zu", bad);
     enc e;
     memset(&e, 0, sizeof e);
     e.t = (tok_tokenizer *)t; /* only the mutex-guarded piece cache is written */
     e.err = err;
+    e.max_ids = max_ids;
     if (err) err->code = EMOE_OK;
     emoe_status st = EMOE_OK;
     e.md = pcre2_match_data_create(1, NULL);
@@ -538,6 +584,8 @@ emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int
     pcre2_match_data_free(e.md);
     pcre2_match_context_free(e.mctx);
     pcre2_jit_stack_free(e.jstack);
+    if (!st && max_ids && e.nids > max_ids) st = too_many(&e); /* added tokens alone */
+    if (over) *over = e.over;
     if (st) { free(e.ids); return st; }
     *ids_out = e.ids;
     *n_out = e.nids;

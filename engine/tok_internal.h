@@ -154,6 +154,7 @@ struct tok_tokenizer {
     tok_pairmap merges;
     int unk_id;           /* -1 if none */
     int byte_fallback, fuse_unk, ignore_merges;
+    size_t max_piece_len;  /* longest piece string: no token covers more input bytes */
     int32_t byte_tok[256]; /* <0xNN> ids for byte fallback, -1 if absent */
     int bytelevel;        /* pre-tokenizer has ByteLevel: pieces map byte->char */
     int32_t bl_char_id[256]; /* vocab id of the byte-level char of each byte, -1 */

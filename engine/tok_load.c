@@ -749,6 +749,8 @@ emoe_status tok_load_json(const char *tj, size_t len, const char *cfg, size_t cf
             t->bl_char_id[b] = tok_strmap_get(&t->vocab, s, (size_t)n);
         }
     }
+    for (int id = 0; id < t->n_vocab; id++)
+        if (t->piece[id] && t->piece_len[id] > t->max_piece_len) t->max_piece_len = t->piece_len[id];
     if (cfg) {
         st = parse_config(t, cfg, cfg_len, name, err);
         if (st) { json_decref(j); raw_free(&raw); tok_free(t); return st; }

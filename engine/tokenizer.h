@@ -81,6 +81,12 @@ emoe_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int
  * Ids that have no token (negative, past the vocabulary, or in a gap, e.g.
  * the padding rows of a model's larger embedding) are skipped, as tokenizers'
  * decode does; the streaming detokenizer skips them too. */
+/* tok_encode that stops as soon as the text has more than max_ids tokens
+ * (0 = no limit): then EINVAL with *over = 1 and no ids. The work done is
+ * bounded by about max_ids tokens' worth of BPE, not by the text's length
+ * (normalization and pre-tokenization still see the whole text). */
+emoe_status tok_encode_limited(const tok_tokenizer *t, const char *text, size_t len, int add_special, size_t max_ids,
+                               int32_t **ids, size_t *n, int *over, emoe_err *err);
 emoe_status tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
                        char **out, size_t *out_len, emoe_err *err);
 
@@ -124,5 +130,12 @@ void tok_detok_free(tok_detok *d);
  * loop iterations and output size are bounded (see jinja.h). */
 emoe_status tok_apply_chat_template(const tok_tokenizer *t, json_t *messages, int add_generation_prompt,
                                     json_t *kwargs, char **out, emoe_err *err);
+/* The same with the rendered output (and every string the template builds)
+ * capped at max_output bytes (0 = the default cap of jinja.h). */
+emoe_status tok_apply_chat_template_capped(const tok_tokenizer *t, json_t *messages, int add_generation_prompt,
+                                           json_t *kwargs, size_t max_output, char **out, emoe_err *err);
+/* Longest vocabulary piece or added token, in bytes: no token covers more
+ * input bytes than this (after normalization). */
+size_t tok_max_piece_bytes(const tok_tokenizer *t);
 
 #endif

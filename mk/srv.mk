@@ -37,5 +37,10 @@ install-srv:
 	sed -e 's|/usr/local/bin/emoe|$(PREFIX)/bin/emoe|g' -e 's|/etc/emoe/|$(SYSCONFDIR)/emoe/|g' \
 	    config/emoe.service >$(DESTDIR)$(UNITDIR)/emoe.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/emoe.service
+	sed -e 's|/usr/local/bin/emoe|$(PREFIX)/bin/emoe|g' -e 's|/etc/emoe/|$(SYSCONFDIR)/emoe/|g' \
+	    config/emoe@.service >$(DESTDIR)$(UNITDIR)/emoe@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/emoe@.service
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/emoe/nginx
+	install -m 0644 config/nginx/emoe.conf config/nginx/emoe-replicas.conf $(DESTDIR)$(PREFIX)/share/doc/emoe/nginx/
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/emoe
 	install -m 0644 docs/api.md docs/configuration.md docs/deployment.md $(DESTDIR)$(PREFIX)/share/doc/emoe/

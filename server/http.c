@@ -10,6 +10,9 @@
  */
 #include "server/server.h"
 #include "server/request.h"
+#include "server/conn_guard.h"
+#include "server/framing.h"
+#include "server/listen.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +28,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "scheduler/textstream.h"
 
@@ -32,6 +36,7 @@
 
 struct srv {
     struct MHD_Daemon *d;
+    srv_guard *guard;            /* read and keep-alive deadlines (conn_guard.c) */
     int port;
     pthread_mutex_t mu;          /* guards cfg and keys */
     emoe_config cfg;
@@ -52,6 +57,7 @@ struct srv {
     pthread_mutex_t stat_mu;
     uint64_t http_by_class[6];   /* 1xx..5xx by first digit */
     uint64_t disconnects;
+    char replica[CFG_STR_MAX + 16]; /* X-Emoe-Replica: [server] replica_id or hostname:port */
 };
 
 enum route {
@@ -96,6 +102,7 @@ typedef struct stream {
     sched_buf text_log;
     int return_ids;
     int n_ids_sent;
+    int status;          /* for emoe_http_responses_total: 200, or the error a started stream ended with */
 } stream;
 
 /* ---- helpers ---- */
@@ -114,6 +121,7 @@ static void add_common_headers(srv *s, struct MHD_Connection *mc, struct MHD_Res
     char rid[32];
     snprintf(rid, sizeof rid, "%llu", (unsigned long long)c->rid);
     MHD_add_response_header(resp, "X-Request-Id", rid);
+    MHD_add_response_header(resp, "X-Emoe-Replica", s->replica);
     const char *origin = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin");
     if (!origin) return;
     char cors[CFG_LIST_MAX];
@@ -266,12 +274,36 @@ static int build_prompt(srv *s, srv_gen_req *g, int32_t **ids, int *n, srv_error
         char *text = NULL;
         if (srv_text_chat(s->text, g->messages, g->add_generation_prompt, g->template_kwargs, &text, &err) != EMOE_OK)
             return srv_fail(e, 400, "invalid_request_error", NULL, "messages", "%s", err.msg);
-        emoe_status st = srv_text_encode(s->text, text, strlen(text), 0, ids, n, &err);
+        size_t tlen = strlen(text), lim = srv_text_prompt_limit(s->text);
+        if (lim && tlen > lim) {
+            free(text);
+            return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "messages",
+                            "the rendered chat is %zu bytes; no text longer than %zu bytes fits this model's context "
+                            "of %d tokens", tlen, lim, s->ctx);
+        }
+        int over = 0;
+        emoe_status st = srv_text_encode_max(s->text, text, tlen, 0, s->ctx, ids, n, &over, &err);
         free(text);
+        if (st != EMOE_OK && over)
+            return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "messages",
+                            "This model's maximum context length is %d tokens. However, the messages are longer "
+                            "than that (tokenizing stopped at %d tokens).", s->ctx, s->ctx);
         if (st != EMOE_OK) return srv_fail(e, 400, "invalid_request_error", NULL, "messages", "%s", err.msg);
     } else if (g->prompt) {
-        if (srv_text_encode(s->text, g->prompt, g->prompt_len, g->add_special_tokens, ids, n, &err) != EMOE_OK)
+        size_t lim = srv_text_prompt_limit(s->text);
+        if (lim && g->prompt_len > lim)
+            return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "prompt",
+                            "the prompt is %zu bytes; no text longer than %zu bytes fits this model's context of %d "
+                            "tokens", g->prompt_len, lim, s->ctx);
+        int over = 0;
+        if (srv_text_encode_max(s->text, g->prompt, g->prompt_len, g->add_special_tokens, s->ctx, ids, n, &over, &err) !=
+            EMOE_OK) {
+            if (over)
+                return srv_fail(e, 400, "invalid_request_error", "context_length_exceeded", "prompt",
+                                "This model's maximum context length is %d tokens. However, the prompt is longer than "
+                                "that (tokenizing stopped at %d tokens).", s->ctx, s->ctx);
             return srv_fail(e, 400, "invalid_request_error", NULL, "prompt", "%s", err.msg);
+        }
     } else if (g->prompt_ids) {
         *ids = malloc((size_t)(g->n_prompt_ids ? g->n_prompt_ids : 1) * sizeof **ids);
         if (!*ids) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
@@ -409,6 +441,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
                              u.error_msg);
                 else
                     srv_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", u.error_msg);
+                st->status = e.http;
                 char *s = srv_error_json(&e);
                 if (s) {
                     sched_buf_append(&st->out, "data: ", 6);
@@ -448,6 +481,7 @@ static void stream_free(void *cls)
         }
     }
     sched_req_release(st->r);
+    count_status(st->s, st->status ? st->status : 200);
     atomic_fetch_sub(&st->s->inflight, 1);
     sched_buf_free(&st->out);
     sched_buf_free(&st->text_log);
@@ -492,7 +526,7 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     pthread_mutex_unlock(&s->mu);
     if (n_ids >= s->ctx || (g.max_tokens > 0 && (int64_t)n_ids + g.max_tokens > s->ctx)) {
         ret = fail(c, mc, 400, "invalid_request_error", "context_length_exceeded",
-                   g.max_tokens > 0 && n_ids < s->ctx ? "max_tokens" : "messages",
+                   g.max_tokens > 0 && n_ids < s->ctx ? "max_tokens" : kind == SRV_KIND_CHAT ? "messages" : "prompt",
                    "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the "
                    "prompt, %d for the completion). Please reduce the prompt or max_tokens.",
                    s->ctx, n_ids + (g.max_tokens > 0 ? g.max_tokens : 1), n_ids, g.max_tokens > 0 ? g.max_tokens : 1);
@@ -750,9 +784,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     srv *s = cls;
     conn *c = *con_cls;
+    if (!c) srv_guard_head(s->guard, mc);
+    else if (!*upload_data_size) srv_guard_busy(s->guard, mc);
     if (!c) {
         c = calloc(1, sizeof *c);
         if (!c) return MHD_NO;
@@ -764,15 +799,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         snprintf(c->url, sizeof c->url, "%s", url);
         snprintf(c->method, sizeof c->method, "%s", method);
         c->is_post = !strcmp(method, "POST");
+        char fmsg[160];
+        if (srv_framing_check(mc, version, url, fmsg, sizeof fmsg))
+            return fail(c, mc, 400, "invalid_request_error", "bad_request", NULL, "%s", fmsg);
         if (!strcmp(method, "OPTIONS")) {
             /* CORS preflight: no auth (browsers send none). */
             char *b = strdup("");
             struct MHD_Response *resp = MHD_create_response_from_buffer(0, b, MHD_RESPMEM_MUST_FREE);
             if (!resp) return MHD_NO;
             add_common_headers(s, mc, resp, c);
-            MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-            MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Emoe-Task");
-            MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+            pthread_mutex_lock(&s->mu);
+            int cors_on = s->cfg.server.cors_origins[0] != 0;
+            pthread_mutex_unlock(&s->mu);
+            MHD_add_response_header(resp, "Allow", "GET, POST, OPTIONS");
+            if (cors_on) { /* CORS headers only when [server] cors_origins is set */
+                MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+                MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Emoe-Task");
+                MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+            }
             enum MHD_Result rc = MHD_queue_response(mc, 204, resp);
             MHD_destroy_response(resp);
             c->responded = 1;
@@ -832,13 +876,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
 
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)mc;
     srv *s = cls;
     conn *c = *con_cls;
+    srv_guard_idle(s->guard, mc);
     if (!c) return;
     *con_cls = NULL;
-    if (c->responded) count_status(s, c->status);
-    if (c->route != R_HEALTH && c->route != R_METRICS)
+    /* A stream is counted and logged once, by stream_free / stream_log, with
+     * how it really ended (an error after the 200 header counts as one). */
+    int streamed = c->finish && !strcmp(c->finish, "stream");
+    if (c->responded && !streamed) count_status(s, c->status);
+    if (c->route != R_HEALTH && c->route != R_METRICS && !streamed)
         LOG_INFO("req=%llu %s %s %d%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.3fs",
                  (unsigned long long)c->rid, c->method, c->url, c->responded ? c->status : 0,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)", c->n_prompt, c->n_gen,
@@ -890,29 +937,52 @@ emoe_status srv_init(const emoe_config *cfg, srv **out, emoe_err *err)
         st = emoe_errf(err, EMOE_EINVAL, "[server] host '%s': %s", cfg->server.host, gai_strerror(gai));
         goto fail;
     }
+    int lfd = srv_listen_socket(ai, cfg, err);
+    if (lfd < 0) {
+        freeaddrinfo(ai);
+        st = err->code;
+        goto fail;
+    }
+    s->guard = srv_guard_new(cfg->server.request_read_timeout, cfg->server.keepalive_timeout);
+    if (!s->guard) {
+        close(lfd);
+        freeaddrinfo(ai);
+        st = emoe_errf(err, EMOE_ENOMEM, "cannot start the connection guard thread");
+        goto fail;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_LISTEN_SOCKET, lfd,
+                            MHD_OPTION_NOTIFY_CONNECTION, srv_guard_notify, s->guard,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->server.max_connections_per_ip,
+                            MHD_OPTION_UNESCAPE_CALLBACK, srv_framing_unescape, NULL,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->server.max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->server.connection_timeout + 0.5),
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->d) {
-        st = emoe_errf(err, EMOE_EIO, "cannot listen on %s:%d (in use, or not a local address?)", cfg->server.host,
-                       cfg->server.port);
+        close(lfd);
+        st = emoe_errf(err, EMOE_EIO, "cannot start the HTTP server on %s:%d", cfg->server.host, cfg->server.port);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->server.port;
+    if (cfg->server.replica_id[0]) {
+        snprintf(s->replica, sizeof s->replica, "%s", cfg->server.replica_id);
+    } else {
+        char host[256] = "localhost";
+        if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
+        snprintf(s->replica, sizeof s->replica, "%s:%d", host, s->port);
+    }
     *out = s;
     return EMOE_OK;
 fail:
+    srv_guard_free(s->guard);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->stat_mu);
     free(s);
@@ -935,6 +1005,7 @@ void srv_attach(srv *s, eng_engine *e, sched *sc, srv_text *text)
     const eng_model_desc *d = eng_desc(e);
     s->vocab = d->vocab;
     s->ctx = eng_max_ctx(e);
+    srv_text_set_prompt_limit(text, s->ctx, s->cfg.model.max_prompt_bytes);
     pthread_mutex_lock(&s->mu);
     if (s->cfg.model.served_name[0]) {
         snprintf(s->served, sizeof s->served, "%s", s->cfg.model.served_name);
@@ -959,6 +1030,7 @@ emoe_status srv_reload(srv *s, const emoe_config *cfg, emoe_err *err)
     char fixed[512];
     cfg_apply_reloadable(&s->cfg, cfg, fixed, sizeof fixed);
     memcpy(s->keys, keys, sizeof keys);
+    srv_guard_set_timeouts(s->guard, s->cfg.server.request_read_timeout, s->cfg.server.keepalive_timeout);
     pthread_mutex_unlock(&s->mu);
     return EMOE_OK;
 }
@@ -974,6 +1046,7 @@ void srv_free(srv *s)
 {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
+    srv_guard_free(s->guard);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->stat_mu);
     free(s);
@@ -1034,6 +1107,16 @@ char *srv_metrics_render(srv *s)
                "# TYPE emoe_client_disconnects_total counter\nemoe_client_disconnects_total %llu\n",
             (unsigned long long)s->disconnects);
     pthread_mutex_unlock(&s->stat_mu);
+    srv_guard_stats gs;
+    srv_guard_get_stats(s->guard, &gs);
+    fprintf(f, "# HELP emoe_http_connections_open HTTP connections open now.\n# TYPE emoe_http_connections_open gauge\n"
+               "emoe_http_connections_open %d\n", gs.open);
+    fprintf(f, "# HELP emoe_http_connections_timed_out_total Connections closed by the server's deadlines "
+               "(read: request not received within request_read_timeout; keepalive: idle past keepalive_timeout).\n"
+               "# TYPE emoe_http_connections_timed_out_total counter\n"
+               "emoe_http_connections_timed_out_total{reason=\"read\"} %llu\n"
+               "emoe_http_connections_timed_out_total{reason=\"keepalive\"} %llu\n",
+            (unsigned long long)gs.read_timeouts, (unsigned long long)gs.keepalive_timeouts);
     hist_out(f, "emoe_time_to_first_token_seconds", "Time from arrival to the first generated token.", &st.ttft);
     hist_out(f, "emoe_inter_token_latency_seconds", "Time between consecutive generated tokens.", &st.itl);
     hist_out(f, "emoe_e2e_request_latency_seconds", "Time from arrival to the last token.", &st.e2e);

@@ -312,6 +312,14 @@ static int parse_template_kwargs(json_t *root, srv_gen_req *r, srv_error *e)
     if (!kw || json_is_null(kw)) return 0;
     if (!json_is_object(kw))
         return srv_fail(e, 400, INVALID, NULL, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    /* The variables emoe itself sets from the validated request (issue 14):
+     * overriding them would bypass message validation and its limits. */
+    static const char *reserved[] = {"messages", "tools", "documents", "add_generation_prompt",
+                                     "bos_token", "eos_token", "unk_token", "pad_token"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (json_object_get(kw, reserved[i]))
+            return srv_fail(e, 400, INVALID, NULL, "chat_template_kwargs",
+                            "chat_template_kwargs may not set '%s' (it comes from the request itself)", reserved[i]);
     r->template_kwargs = json_incref(kw);
     return 0;
 }

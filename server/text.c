@@ -24,6 +24,8 @@ struct srv_text {
     tok_tokenizer *tok;
 #endif
     char reason[256];
+    size_t max_piece;    /* longest token, bytes */
+    size_t prompt_limit; /* see srv_text_set_prompt_limit; 0 = none */
 };
 
 emoe_status srv_text_load(const char *dir, srv_text **out, emoe_err *err)
@@ -86,21 +88,47 @@ int srv_text_has_template(const srv_text *t)
 emoe_status srv_text_encode(srv_text *t, const char *text, size_t len, int add_special, int32_t **ids, int *n,
                             emoe_err *err)
 {
+    return srv_text_encode_max(t, text, len, add_special, 0, ids, n, NULL, err);
+}
+
+emoe_status srv_text_encode_max(srv_text *t, const char *text, size_t len, int add_special, int max_ids, int32_t **ids,
+                                int *n, int *over, emoe_err *err)
+{
     *ids = NULL;
     *n = 0;
+    if (over) *over = 0;
 #ifdef SRV_HAVE_TOK
     if (!srv_text_available(t)) return emoe_errf(err, EMOE_EUNSUP, "%s", srv_text_missing_reason(t));
     size_t cnt = 0;
-    emoe_status s = tok_encode(t->tok, text, len, add_special, ids, &cnt, err);
+    emoe_status s = tok_encode_limited(t->tok, text, len, add_special, max_ids > 0 ? (size_t)max_ids : 0, ids, &cnt,
+                                       over, err);
     if (s != EMOE_OK) return s;
     if (cnt > (1u << 30)) { free(*ids); *ids = NULL; return emoe_errf(err, EMOE_EINVAL, "prompt too long"); }
     *n = (int)cnt;
     return EMOE_OK;
 #else
-    (void)text; (void)len; (void)add_special;
+    (void)text; (void)len; (void)add_special; (void)max_ids;
     return emoe_errf(err, EMOE_EUNSUP, "%s", srv_text_missing_reason(t));
 #endif
 }
+
+void srv_text_set_prompt_limit(srv_text *t, int ctx, uint64_t cap_bytes)
+{
+    if (!t) return;
+    if (cap_bytes) { t->prompt_limit = (size_t)cap_bytes; return; }
+#ifdef SRV_HAVE_TOK
+    if (!t->tok || ctx <= 0) { t->prompt_limit = 0; return; }
+    if (!t->max_piece) t->max_piece = tok_max_piece_bytes(t->tok);
+    size_t piece = t->max_piece ? t->max_piece : 1;
+    double lim = (double)ctx * (double)piece * 4.0;
+    t->prompt_limit = lim > (double)(SIZE_MAX / 2) ? SIZE_MAX / 2 : (size_t)lim;
+#else
+    (void)ctx;
+    t->prompt_limit = 0;
+#endif
+}
+
+size_t srv_text_prompt_limit(const srv_text *t) { return t ? t->prompt_limit : 0; }
 
 emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prompt, json_t *kwargs, char **out,
                           emoe_err *err)
@@ -111,7 +139,7 @@ emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prom
     if (!tok_chat_template(t->tok))
         return emoe_errf(err, EMOE_EUNSUP, "the model's tokenizer has no chat template; use /v1/completions");
 #ifdef SRV_HAVE_CHAT
-    return tok_apply_chat_template(t->tok, messages, add_generation_prompt, kwargs, out, err);
+    return tok_apply_chat_template_capped(t->tok, messages, add_generation_prompt, kwargs, t->prompt_limit, out, err);
 #else
     (void)messages; (void)add_generation_prompt; (void)kwargs;
     return emoe_errf(err, EMOE_EUNSUP, "this build cannot render chat templates yet (engine/jinja.h); use /v1/completions");

@@ -31,6 +31,19 @@ int srv_text_has_template(const srv_text *t);
 emoe_status srv_text_encode(srv_text *t, const char *text, size_t len, int add_special, int32_t **ids, int *n,
                             emoe_err *err);
 /* messages (normalised [{role, content}]) -> prompt text (malloc'd). */
+/* Prompt byte bound (issue 14): a prompt longer than this many bytes cannot
+ * fit the context, so it is refused before tokenizing (a 3.9 MB prompt took
+ * 7.5 s of CPU and 285 MB before the context check). cap_bytes > 0 is the
+ * configured bound ([model] max_prompt_bytes); 0 = automatic: context tokens x
+ * the longest token's bytes x 4 (normalizers such as NFKC shrink text at most
+ * about 3x). Also caps a chat template's output. */
+void srv_text_set_prompt_limit(srv_text *t, int ctx, uint64_t cap_bytes);
+/* srv_text_encode that gives up once the text has more than max_ids tokens
+ * (0 = no limit): then EINVAL with *over = 1. */
+emoe_status srv_text_encode_max(srv_text *t, const char *text, size_t len, int add_special, int max_ids, int32_t **ids,
+                                int *n, int *over, emoe_err *err);
+/* The bound (0 = none: no tokenizer or not set). */
+size_t srv_text_prompt_limit(const srv_text *t);
 emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prompt, json_t *kwargs, char **out,
                           emoe_err *err);
 /* ids -> text (malloc'd). */

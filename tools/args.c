@@ -5,6 +5,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
 
 int arg_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out)
 {
@@ -73,4 +76,45 @@ const char *arg_value(const char *cmd, int argc, char **argv, int *i)
         return NULL;
     }
     return argv[++*i];
+}
+
+int arg_budget(const char *cmd, const char *opt, const char *s, int pct_only)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    if (n && s[n - 1] == '%') {
+        char num[64];
+        if (n - 1 == 0 || n - 1 >= sizeof num) goto bad;
+        memcpy(num, s, n - 1);
+        num[n - 1] = 0;
+        char *end;
+        errno = 0;
+        double v = strtod(num, &end);
+        if (errno || *end || !(v > 0.0 && v <= 100.0) || num[0] == '-' || num[0] == '+') {
+            fprintf(stderr, "emoe %s: %s '%s': a percentage must be in (0%%, 100%%]\n", cmd, opt, s);
+            return -1;
+        }
+        return 0;
+    }
+    if (n && s[n - 1] >= '0' && s[n - 1] <= '9') {
+        fprintf(stderr, "emoe %s: %s '%s': a bare number is ambiguous; say %s%%%s\n", cmd, opt, s, s,
+                pct_only ? "" : " (a share of all experts) or give a unit, e.g. 25MiB or 2GB");
+        return -1;
+    }
+    if (pct_only) goto bad;
+    uint64_t b;
+    if (cfg_parse_size(s, &b) == 0) return 0;
+bad:
+    fprintf(stderr, "emoe %s: %s '%s': expected %s\n", cmd, opt, s,
+            pct_only ? "a percentage such as 25%" : "a percentage (25%) or a size with a unit (25MiB, 2GB)");
+    return -1;
+}
+
+int arg_budget_norm(const char *cmd, const char *opt, const char *s, char *out, size_t n)
+{
+    if (arg_budget(cmd, opt, s, 0)) return -1;
+    uint64_t b;
+    if (strchr(s, '%') || cfg_parse_size(s, &b)) snprintf(out, n, "%s", s);
+    else snprintf(out, n, "%llu", (unsigned long long)b);
+    return 0;
 }

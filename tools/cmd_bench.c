@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "engine/engine.h"
+#include "tools/tool_cfg.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -26,8 +27,9 @@ static void usage(FILE *f)
             "  --prompt-len P      prompt tokens per sequence (default 128)\n"
             "  --gen G             tokens generated per sequence (default 32)\n"
             "  --backend B         cpu | cuda | auto (default auto)\n"
+            "  --config FILE, --set S.K=V  [model] path and [engine] settings as `emoe serve` reads them\n"
             "  --budget X%%         CUDA: expert slots for X%% of all experts (default: as many as fit)\n"
-            "  --threads N         CPU worker threads (default: all CPUs)\n"
+            "  --threads N         CPU worker threads (default: physical cores)\n"
             "  --warmup N          untimed warm-up steps before measuring (default 1)\n"
             "  --seed S            prompt token seed (default 1)\n"
             "  --prompt-ids LIST   use this prompt for every sequence (its length replaces --prompt-len)\n"
@@ -56,6 +58,8 @@ int cmd_bench(int argc, char **argv)
     double budget_pct = 0;
     int json = 0;
     eng_backend_kind backend = ENG_BACKEND_AUTO;
+    int backend_set = 0, rcfg;
+    static tool_cfg tcfg;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
 #define VAL() do { if (!(v = arg_value("bench", argc, argv, &i))) return 2; } while (0)
@@ -69,14 +73,17 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--seed")) { VAL(); if (arg_int("bench", a, v, 0, INT64_MAX, &seed)) return 2; }
         else if (!strcmp(a, "--budget")) {
             VAL();
+            if (arg_budget("bench", a, v, 1)) return 2;
             char buf[64];
             snprintf(buf, sizeof buf, "%s", v);
             size_t n = strlen(buf);
             if (n && buf[n - 1] == '%') buf[n - 1] = 0;
             if (arg_float("bench", a, buf, 1e-9, 100, &budget_pct)) return 2;
         }
+        else if ((rcfg = tool_cfg_arg("bench", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--backend")) {
             VAL();
+            backend_set = 1;
             if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe bench: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; }
         }
         else if (!strcmp(a, "--prompt-ids")) { VAL(); prompt_list = v; }
@@ -84,6 +91,9 @@ int cmd_bench(int argc, char **argv)
         else { fprintf(stderr, "emoe bench: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
+    /* [model] path, [engine] threads and backend (the [cache] budgets are the
+     * expert cache's, which bench does not use: see --budget). */
+    if (tool_cfg_apply("bench", &tcfg, &model, &threads, &backend, backend_set, NULL)) return 2;
     if (!model) { fprintf(stderr, "emoe bench: -m DIR is required\n"); usage(stderr); return 2; }
 
     int32_t *fixed = NULL;
@@ -113,6 +123,12 @@ int cmd_bench(int argc, char **argv)
     }
     eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = budget_bytes};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
+    if (budget_pct > 0 && !strcmp(eng_backend_name(e), "cpu")) {
+        /* It used to be ignored silently here (issue 14). */
+        fprintf(stderr, "emoe bench: --budget sets the CUDA backend's expert slots; this run is on the CPU, where "
+                        "`emoe run --budget` and `emoe perplexity --budget` run through the expert cache\n");
+        goto out;
+    }
     const eng_model_desc *d = eng_desc(e);
     if ((long long)P + G > eng_max_ctx(e)) {
         fprintf(stderr, "emoe bench: prompt (%d) + generated (%d) tokens exceed the context length %d\n", P, G, eng_max_ctx(e));

@@ -1,5 +1,6 @@
 /* cmd_config.c — `emoe config`: print the effective configuration (--dump) or
  * the generated reference (--markdown), or validate a file (--check). */
+#include "tools/config_check.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -30,13 +31,15 @@ int cmd_config(int argc, char **argv)
     if (!dump && !check) { config_usage(stderr); return 2; }
     emoe_config c;
     emoe_err err = {0};
-    cfg_init(&c);
-    if (path && cfg_load_file(&c, path, &err) != EMOE_OK) { fprintf(stderr, "emoe: %s\n", err.msg); return 1; }
+    char *sets[argc > 0 ? argc : 1];
+    int n_sets = 0;
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--set") && i + 1 < argc)
-            if (cfg_set_override(&c, argv[++i], &err) != EMOE_OK) { fprintf(stderr, "emoe: %s\n", err.msg); return 1; }
-    if (cfg_validate(&c, &err) != EMOE_OK) { fprintf(stderr, "emoe: %s\n", err.msg); return 1; }
+        if (!strcmp(argv[i], "--set") && i + 1 < argc) sets[n_sets++] = argv[++i];
+    /* The same check as `emoe serve --check-config`, without the paths. */
+    if (config_build(path, sets, n_sets, &c, &err) != EMOE_OK) { fprintf(stderr, "emoe: %s\n", err.msg); return 1; }
     if (dump) cfg_dump(&c, stdout);
-    else printf("configuration %s is valid\n", path ? path : "(defaults)");
+    else
+        printf("configuration %s is valid: syntax and values (the paths it names, such as the model and the API key "
+               "file, are checked by `emoe serve --check-config`)\n", path ? path : "(defaults)");
     return 0;
 }

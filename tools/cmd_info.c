@@ -2,6 +2,7 @@
  * model's description as emoe understands it (after full validation). */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/engine.h"
 #include "engine/cuda_plugin.h"
@@ -27,6 +28,11 @@ int cmd_info(int argc, char **argv)
     const emoe_cuda_plugin *pl = eng_cuda_plugin(msg, sizeof msg, &where);
     if (pl) {
         int nd = pl->device_count(msg, sizeof msg);
+        /* Without an NVIDIA driver the CUDA runtime says "CUDA driver version is
+         * insufficient for CUDA runtime version", which reads like an upgrade is
+         * due; on a machine with no GPU at all, say so (issue 14). */
+        if (!nd && access("/proc/driver/nvidia/version", F_OK) != 0 && access("/dev/nvidia0", F_OK) != 0)
+            snprintf(msg, sizeof msg, "no GPU (no NVIDIA driver or device found); the CPU backend is used");
         printf("build: CUDA support compiled in (plugin: %s); %d device(s)%s%s\n", where, nd, nd ? "" : ": ", nd ? "" : msg);
         for (int i = 0; i < nd; i++) {
             char line[512];

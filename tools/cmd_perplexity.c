@@ -28,6 +28,7 @@
 #include "engine/cache.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
+#include "tools/tool_cfg.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -40,11 +41,12 @@ static void usage(FILE *f)
             "  --task T                only this task (default: every task, in file order)\n"
             "  --max-docs N            documents per task (default 12)\n"
             "  --max-len N             tokens per document incl. BOS (default 257)\n"
-            "  --budget X%%|BYTES       expert cache device budget (default: all experts resident)\n"
+            "  --budget B               expert cache device budget: 25%% or a size such as 512MiB (default: all resident)\n"
+            "  --config FILE, --set S.K=V  [model] path, [engine] threads and [cache] settings as `emoe serve`\n"
             "  --host-budget X%%|BYTES  pinned host tier\n"
             "  --miss-policy P         exact | substitute (substitute: warm per task, then score)\n"
             "  --store FILE            expert store (default DIR/experts.emoe, built if missing)\n"
-            "  --threads N             worker threads (default: all CPUs)\n"
+            "  --threads N             worker threads (default: physical cores)\n"
             "  --fetch-on-miss on|off  substitute mode: load missed experts for later tokens (default on)\n"
             "  --json                  print one JSON object\n");
 }
@@ -225,6 +227,9 @@ int cmd_perplexity(int argc, char **argv)
     long long max_docs = 12, max_len = 257, threads = 0;
     int json = 0, fetch_on_miss = 1;
     cache_cli_opts co = {0};
+    char budget_buf[64], host_buf[64];
+    static tool_cfg tcfg;
+    int rcfg;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
 #define VAL() do { if (!(v = arg_value("perplexity", argc, argv, &i))) return 2; } while (0)
@@ -235,8 +240,9 @@ int cmd_perplexity(int argc, char **argv)
         else if (!strcmp(a, "--max-docs")) { VAL(); if (arg_int("perplexity", a, v, 1, 1 << 20, &max_docs)) return 2; }
         else if (!strcmp(a, "--max-len")) { VAL(); if (arg_int("perplexity", a, v, 2, 1 << 20, &max_len)) return 2; }
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("perplexity", a, v, 0, 256, &threads)) return 2; }
-        else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
-        else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
+        else if (!strcmp(a, "--budget")) { VAL(); if (arg_budget_norm("perplexity", a, v, budget_buf, sizeof budget_buf)) return 2; co.budget = budget_buf; }
+        else if (!strcmp(a, "--host-budget")) { VAL(); if (arg_budget_norm("perplexity", a, v, host_buf, sizeof host_buf)) return 2; co.host_budget = host_buf; }
+        else if ((rcfg = tool_cfg_arg("perplexity", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--json")) json = 1;
@@ -248,6 +254,7 @@ int cmd_perplexity(int argc, char **argv)
         else { fprintf(stderr, "emoe perplexity: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
+    if (tool_cfg_apply("perplexity", &tcfg, &model, &threads, NULL, 0, &co)) return 2;
     if (!model || !docs_path) { fprintf(stderr, "emoe perplexity: -m DIR and --docs FILE are required\n"); usage(stderr); return 2; }
     if (!co.budget && (co.host_budget || co.miss_policy || co.store)) {
         fprintf(stderr, "emoe perplexity: --host-budget, --miss-policy and --store need --budget\n");

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tools/args.h"
 #include "predictor/replay.h"
 #include "tools/cmds.h"
 
@@ -21,7 +22,7 @@ static void usage(FILE *f)
             "usage: emoe replay --trace FILE [--trace FILE ...] --budget X%% --policy P [options]\n"
             "\n"
             "  --trace FILE        routing trace (JSONL); repeatable, all of one model shape\n"
-            "  --budget X%%         cache size: X%% of all (layer, expert) slots (the %% is optional)\n"
+            "  --budget X%%         cache size: X%% of all (layer, expert) slots\n"
             "  --policy P          lru | lfu | belady | predictor\n"
             "  --order O           interleaved (default) | grouped | file\n"
             "  --per-layer         one pool of X%% of the experts per layer (default: one global pool)\n"
@@ -154,7 +155,10 @@ int cmd_replay(int argc, char **argv)
             }
             files[n_files++] = v;
         } else if (!strcmp(a, "--budget")) {
-            if (parse_double(v, &d) || !(d > 0.0 && d <= 100.0)) {
+            if (arg_budget("replay", a, v, 1)) return 2;
+            char num[64];
+            snprintf(num, sizeof num, "%.*s", (int)(strlen(v) - 1), v); /* without the % */
+            if (parse_double(num, &d) || !(d > 0.0 && d <= 100.0)) {
                 fprintf(stderr, "emoe replay: --budget '%s': want a percentage in (0, 100]\n", v);
                 return 2;
             }

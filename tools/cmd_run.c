@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/cache.h"
 #include "engine/engine.h"
+#include "engine/matmul.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "tools/tool_cfg.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -29,11 +32,15 @@ static void usage(FILE *f)
             "  --top-p P  --top-k K  --min-p P  --seed S\n"
             "  --presence-penalty X  --frequency-penalty X\n"
             "  --ignore-eos           do not stop at the model's EOS tokens\n"
-            "  --threads N            worker threads (default: all CPUs)\n"
+            "  --threads N            worker threads (default: physical cores)\n"
+            "  --kv-dtype T           KV cache element type: f32 (default), f16, bf16\n"
             "  --backend B            cpu | cuda | auto (default cpu)\n"
             "  --gpu-budget MB        CUDA: device memory for expert slots (default: as much as fits)\n"
             "  --json                 print one JSON object (ids, last logits, routing, timing)\n"
-            "  --budget X%%|BYTES      expert cache: device budget (default: all experts resident, no cache)\n"
+            "  --budget B             expert cache: device budget, 25%% of all experts or a size such as 512MiB\n"
+            "                         (a bare number is an error; default: all experts resident, no cache)\n"
+            "  --config FILE, --set S.K=V  read [model] path, [engine] and [cache] settings as `emoe serve`\n"
+            "                         does; options given here win\n"
             "  --host-budget X%%|BYTES expert cache: pinned host tier (default 0)\n"
             "  --miss-policy P        exact (load on demand, default) | substitute (use resident experts)\n"
             "  --store FILE           expert store (default DIR/experts.emoe, built if missing)\n"
@@ -61,6 +68,13 @@ static int is_eos(const eng_model_desc *d, int tok)
     return 0;
 }
 
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 int cmd_run(int argc, char **argv)
 {
     const char *model = NULL, *prompt_ids = NULL, *prompt = NULL;
@@ -68,10 +82,15 @@ int cmd_run(int argc, char **argv)
     int json = 0, ignore_eos = 0;
     eng_backend_kind backend = ENG_BACKEND_CPU;
     long long gpu_budget_mb = 0;
+    int kv_dtype = ENG_DT_F32;
+    int backend_set = 0;
     eng_sampling sp;
     eng_sampling_default(&sp);
     double dv;
     cache_cli_opts co = {0};
+    char budget_buf[64], host_buf[64];
+    static tool_cfg tcfg;
+    int rcfg;
     cache_t *cache = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -89,18 +108,27 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--presence-penalty")) { VAL(); if (arg_float("run", a, v, -2, 2, &dv)) return 2; sp.presence_penalty = (float)dv; }
         else if (!strcmp(a, "--frequency-penalty")) { VAL(); if (arg_float("run", a, v, -2, 2, &dv)) return 2; sp.frequency_penalty = (float)dv; }
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("run", a, v, 0, 256, &threads)) return 2; }
-        else if (!strcmp(a, "--backend")) { VAL(); if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe run: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; } }
+        else if (!strcmp(a, "--backend")) { VAL(); backend_set = 1; if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe run: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; } }
         else if (!strcmp(a, "--gpu-budget")) { VAL(); if (arg_int("run", a, v, 1, 1LL << 30, &gpu_budget_mb)) return 2; }
+        else if (!strcmp(a, "--kv-dtype")) {
+            VAL();
+            if (!strcmp(v, "f32")) kv_dtype = ENG_DT_F32;
+            else if (!strcmp(v, "f16")) kv_dtype = ENG_DT_F16;
+            else if (!strcmp(v, "bf16")) kv_dtype = ENG_DT_BF16;
+            else { fprintf(stderr, "emoe run: --kv-dtype: expected f32, f16 or bf16, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--budget")) { VAL(); co.budget = v; }
-        else if (!strcmp(a, "--host-budget")) { VAL(); co.host_budget = v; }
+        else if (!strcmp(a, "--budget")) { VAL(); if (arg_budget_norm("run", a, v, budget_buf, sizeof budget_buf)) return 2; co.budget = budget_buf; }
+        else if (!strcmp(a, "--host-budget")) { VAL(); if (arg_budget_norm("run", a, v, host_buf, sizeof host_buf)) return 2; co.host_budget = host_buf; }
+        else if ((rcfg = tool_cfg_arg("run", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--inject-read-error")) { VAL(); if (arg_int("run", a, v, 1, 1 << 30, &ll)) return 2; co.fail_nth_read = (int)ll; }
         else { fprintf(stderr, "emoe run: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
+    if (tool_cfg_apply("run", &tcfg, &model, &threads, &backend, backend_set, &co)) return 2;
     if (!model) { fprintf(stderr, "emoe run: -m DIR is required\n"); usage(stderr); return 2; }
     if (!co.budget && (co.host_budget || co.miss_policy || co.store || co.fail_nth_read)) {
         fprintf(stderr, "emoe run: --host-budget, --miss-policy, --store and --inject-read-error need --budget\n");
@@ -127,7 +155,8 @@ int cmd_run(int argc, char **argv)
 
     emoe_err err = {0};
     eng_engine *e = NULL;
-    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = (uint64_t)gpu_budget_mb << 20};
+    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = (uint64_t)gpu_budget_mb << 20,
+                        .kv_dtype = kv_dtype};
     int rc = 1;
     eng_seq *seq = NULL;
     eng_sampler *smp = NULL;
@@ -154,10 +183,10 @@ int cmd_run(int argc, char **argv)
     if (!seq || !smp || !logits || !last || !gen || !rr.ids) { fprintf(stderr, "emoe run: out of memory\n"); goto out; }
     rr.active = 1;
     eng_set_routing_cb(e, on_route, &rr);
-    double t0 = emoe_now();
+    double t0 = emoe_now(), c0 = cpu_seconds();
     if (eng_forward(e, seq, ids, n_ids, logits, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (cache) cache_step_end(cache);
-    double t1 = emoe_now();
+    double t1 = emoe_now(), c1 = cpu_seconds();
     rr.active = 0;
     memcpy(last, logits, sizeof(float) * (size_t)d->vocab);
     int n_out = 0;
@@ -170,7 +199,7 @@ int cmd_run(int argc, char **argv)
         if (eng_forward(e, seq, &gen[n_out - 1], 1, logits, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
         if (cache) cache_step_end(cache);
     }
-    double t2 = emoe_now();
+    double t2 = emoe_now(), c2 = cpu_seconds();
     int n_decode_steps = n_out > 0 ? n_out - 1 : 0;
     if (json) {
         json_t *o = json_object(), *pa = json_array(), *ga = json_array(), *la = json_array(), *ra = json_array();
@@ -196,9 +225,14 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(tm, "prefill_tokens_per_s", json_real(n_ids / (t1 - t0)));
         json_object_set_new(tm, "decode_s", json_real(t2 - t1));
         json_object_set_new(tm, "decode_tokens_per_s", json_real(n_decode_steps > 0 ? n_decode_steps / (t2 - t1) : 0));
+        /* CPU time of the process (all threads) over the same intervals: on a
+         * shared machine, what the work cost apart from waiting for a core. */
+        json_object_set_new(tm, "prefill_cpu_s", json_real(c1 - c0));
+        json_object_set_new(tm, "decode_cpu_s", json_real(c2 - c1));
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         json_object_set_new(tm, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
+        json_object_set_new(tm, "cpu_kernels", json_string(eng_mm_isa_name(eng_mm_isa_active())));
         json_object_set_new(o, "timing", tm);
         if (cache) {
             cache_stats cs;

@@ -12,6 +12,8 @@
  * Signals are blocked in every thread and taken synchronously by the main
  * thread with sigtimedwait, so no work happens in a signal handler.
  */
+#include "tools/args.h"
+#include "tools/config_check.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,7 +41,10 @@ static void serve_usage(FILE *f)
                "  --set S.K=V         override one setting (repeatable; wins over the file)\n"
                "  -m, --model DIR     same as --set model.path=DIR\n"
                "  --host H, --port P  same as --set server.host=H / server.port=P (port 0 = any free port)\n"
-               "  --check-config      validate the configuration and the model's config.json, then exit\n"
+               "  --budget B          same as --set cache.device_budget=B: 25%% of all experts, or 20GiB\n"
+               "  --host-budget B     same as --set cache.host_budget=B\n"
+               "  --check-config      validate the configuration (as `emoe config --check`) and the paths it\n"
+               "                      names (the model's config.json, the API key file), then exit\n"
                "  --inject-read-error N  testing only: the Nth expert read from the store fails with EIO\n"
                "                      (needs a [cache] device_budget below 100%%)\n");
 }
@@ -55,16 +60,7 @@ typedef struct serve_args {
 /* Builds a config from defaults + file + overrides, validated. */
 static emoe_status build_config(const serve_args *a, emoe_config *c, emoe_err *err)
 {
-    cfg_init(c);
-    if (a->path) {
-        emoe_status st = cfg_load_file(c, a->path, err);
-        if (st != EMOE_OK) return st;
-    }
-    for (int i = 0; i < a->n_sets; i++) {
-        emoe_status st = cfg_set_override(c, a->sets[i], err);
-        if (st != EMOE_OK) return st;
-    }
-    return cfg_validate(c, err);
+    return config_build(a->path, a->sets, a->n_sets, c, err); /* the same as `emoe config --check` */
 }
 
 typedef struct watchdog {
@@ -134,8 +130,16 @@ int cmd_serve(int argc, char **argv)
             }
             a.fail_nth_read = (int)v;
         }
-        else if ((!strcmp(o, "-m") || !strcmp(o, "--model") || !strcmp(o, "--host") || !strcmp(o, "--port")) && has) {
-            const char *key = o[1] == 'm' || !strcmp(o, "--model") ? "model.path" : !strcmp(o, "--host") ? "server.host" : "server.port";
+        else if ((!strcmp(o, "--budget") || !strcmp(o, "--host-budget")) && has &&
+                 arg_budget("serve", o, argv[i + 1], 0)) {
+            rc = 2;
+            goto out;
+        }
+        else if ((!strcmp(o, "-m") || !strcmp(o, "--model") || !strcmp(o, "--host") || !strcmp(o, "--port") ||
+                  !strcmp(o, "--budget") || !strcmp(o, "--host-budget")) && has) {
+            const char *key = o[1] == 'm' || !strcmp(o, "--model") ? "model.path" : !strcmp(o, "--host") ? "server.host"
+                              : !strcmp(o, "--budget") ? "cache.device_budget" : !strcmp(o, "--host-budget") ? "cache.host_budget"
+                              : "server.port";
             size_t n = strlen(key) + strlen(argv[i + 1]) + 2;
             char *s = malloc(n);
             if (!s) goto out;
@@ -162,15 +166,14 @@ int cmd_serve(int argc, char **argv)
     }
     emoe_log_set_level((emoe_log_level)cfg.log.level);
     if (a.check) {
-        eng_model_desc desc;
-        char keys[CFG_LIST_MAX + 16];
-        if (eng_desc_load(cfg.model.path, &desc, &err) != EMOE_OK ||
-            cfg_read_api_keys(&cfg, keys, sizeof keys, &err) != EMOE_OK) {
-            fprintf(stderr, "emoe: configuration error: %s\n", err.msg);
+        char what[CFG_STR_MAX + 128];
+        if (config_check_paths(&cfg, what, sizeof what, &err) != EMOE_OK) {
+            fprintf(stderr, "emoe: configuration error (syntax and values are valid; a path it names is not): %s\n",
+                    err.msg);
             goto out;
         }
-        printf("emoe: configuration %s is valid (model %s: %s, %d layers, %d experts)\n",
-               a.path ? a.path : "(defaults)", cfg.model.path, desc.model_type, desc.n_layers, desc.n_experts);
+        printf("emoe: configuration %s is valid: syntax, values and paths (%s)\n", a.path ? a.path : "(defaults)",
+               what);
         rc = 0;
         goto out;
     }
@@ -207,7 +210,10 @@ int cmd_serve(int argc, char **argv)
     double t0 = emoe_now();
     /* [engine] backend is the enum "cpu|auto|cuda": its index is the eng_backend_kind. */
     _Static_assert(ENG_BACKEND_CPU == 0 && ENG_BACKEND_AUTO == 1 && ENG_BACKEND_CUDA == 2, "config enum order");
-    eng_open_opts eo = {.n_threads = cfg.engine.threads, .max_ctx = cfg.model.context_length, .backend = cfg.engine.backend};
+    /* [engine] kv_dtype is the enum "f32|f16|bf16": its index is the eng_dtype. */
+    _Static_assert(ENG_DT_F32 == 0 && ENG_DT_F16 == 1 && ENG_DT_BF16 == 2, "config enum order");
+    eng_open_opts eo = {.n_threads = cfg.engine.threads, .max_ctx = cfg.model.context_length, .backend = cfg.engine.backend,
+                        .kv_dtype = cfg.engine.kv_dtype};
     if (eng_open(cfg.model.path, &eo, &eng, &err) != EMOE_OK) {
         LOG_ERROR("loading the model: %s", err.msg);
         sd_notifyf(0, "STATUS=failed to load the model: %s", err.msg);

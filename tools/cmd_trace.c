@@ -25,6 +25,7 @@
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "predictor/trace.h"
+#include "tools/tool_cfg.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -33,13 +34,14 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: emoe trace -m DIR --prompts FILE -o OUT.jsonl [options]\n"
             "  -m, --model DIR     Hugging Face model directory\n"
+            "  --config FILE, --set S.K=V  [model] path and [engine] threads as `emoe serve` reads them\n"
             "  --prompts FILE      JSONL: {\"task\", \"prompt\" | \"messages\" | \"prompt_ids\", \"max_tokens\"}\n"
             "  -o, --output FILE   routing trace to write (JSONL, '-' = stdout)\n"
             "  --max-tokens N      override every prompt's max_tokens\n"
             "  --limit N           only the first N prompts\n"
             "  --ignore-eos        do not stop at the model's EOS tokens\n"
             "  --no-weights        do not record the gate weights\n"
-            "  --threads N         worker threads (default: all CPUs)\n");
+            "  --threads N         worker threads (default: physical cores)\n");
 }
 
 typedef struct rec_state {
@@ -228,10 +230,12 @@ int cmd_trace(int argc, char **argv)
 {
     const char *model = NULL, *prompts = NULL, *output = NULL;
     long long threads = 0, max_override = 0, limit = 0;
-    int ignore_eos = 0, with_w = 1;
+    int ignore_eos = 0, with_w = 1, rcfg;
+    static tool_cfg tcfg;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
 #define VAL() do { if (!(v = arg_value("trace", argc, argv, &i))) return 2; } while (0)
+        if ((rcfg = tool_cfg_arg("trace", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { VAL(); model = v; }
         else if (!strcmp(a, "--prompts")) { VAL(); prompts = v; }
@@ -244,6 +248,9 @@ int cmd_trace(int argc, char **argv)
         else { fprintf(stderr, "emoe trace: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
+    /* [model] path and [engine] threads from --config / --set (trace records
+     * the full routing, so no expert budget applies). */
+    if (tool_cfg_apply("trace", &tcfg, &model, &threads, NULL, 0, NULL)) return 2;
     if (!model || !prompts || !output) {
         fprintf(stderr, "emoe trace: -m DIR, --prompts FILE and -o FILE are required\n");
         usage(stderr);

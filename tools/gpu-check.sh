@@ -197,7 +197,7 @@ if [ -n "$M" ]; then
     for budget in 100 25; do
         for b in 1 8 32; do
             bud=()
-            [ $budget = 100 ] || bud=(--budget "$budget")
+            [ $budget = 100 ] || bud=(--budget "${budget}%")
             j=$(timeout 90 build/emoe bench -m "$M" --backend cuda --batch $b --prompt-len 128 --gen 32 \
                 "${bud[@]}" --json 2>>"$OUT/bench.log")
             echo "$j" >>"$OUT/bench.jsonl"

@@ -4,6 +4,10 @@
 
 #include "tools/cmds.h"
 
+#ifndef EMOE_VERSION
+#define EMOE_VERSION "0.1.0"
+#endif
+
 typedef struct subcmd {
     const char *name;
     int (*fn)(int argc, char **argv);
@@ -31,12 +35,16 @@ static void usage(FILE *f)
     fprintf(f, "usage: emoe <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         fprintf(f, "  %-14s %s\n", cmds[i].name, cmds[i].help);
-    fprintf(f, "\n`emoe <command> --help` describes a command's options.\n");
+    fprintf(f, "\n`emoe <command> --help` describes a command's options; `emoe --version` prints the version.\n");
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("emoe %s\n", EMOE_VERSION);
+        return 0;
+    }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;

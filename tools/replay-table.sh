@@ -30,7 +30,7 @@ for set in tiny mix; do
         for b in 25 50 75; do
             declare -A J
             for p in lru lfu predictor belady; do
-                J[$p]=$("$BIN" replay "${args[@]}" --budget $b --policy $p --order $order --json)
+                J[$p]=$("$BIN" replay "${args[@]}" --budget $b% --policy $p --order $order --json)
             done
             gap=$(jq -n --argjson l "$(jq .hit_rate <<<"${J[lru]}")" --argjson p "$(jq .hit_rate <<<"${J[predictor]}")" \
                 --argjson b "$(jq .hit_rate <<<"${J[belady]}")" '(($p - $l) / ($b - $l) * 100 | floor | tostring) + "%"')
@@ -46,10 +46,10 @@ echo "| --- | --- | --- | --- | --- | --- | --- |"
 for set in tiny mix; do
     if [ $set = tiny ]; then args=("${tiny[@]}"); name="tiny-moe-7task"; else args=("${mix[@]}"); name="Mixtral pair"; fi
     for b in 25 50 75; do
-        row="| $name | $b% | $(cell "$("$BIN" replay "${args[@]}" --budget $b --policy lru --json)")"
+        row="| $name | $b% | $(cell "$("$BIN" replay "${args[@]}" --budget $b% --policy lru --json)")"
         for extra in "" "--no-prior" "--evict pin-lru" "--lookahead 2"; do
             # shellcheck disable=SC2086
-            row="$row | $(cell "$("$BIN" replay "${args[@]}" --budget $b --policy predictor $extra --json)")"
+            row="$row | $(cell "$("$BIN" replay "${args[@]}" --budget $b% --policy predictor $extra --json)")"
         done
         echo "$row |"
     done
@@ -63,9 +63,9 @@ for order in interleaved grouped; do
     for b in 25 50 75; do
         declare -A J
         for p in lru lfu predictor belady; do
-            J[$p]=$("$BIN" replay "${tiny[@]}" --budget $b --policy $p --order $order --prefill-step --json)
+            J[$p]=$("$BIN" replay "${tiny[@]}" --budget $b% --policy $p --order $order --prefill-step --json)
         done
-        np=$("$BIN" replay "${tiny[@]}" --budget $b --policy predictor --order $order --prefill-step --no-prior --json)
+        np=$("$BIN" replay "${tiny[@]}" --budget $b% --policy predictor --order $order --prefill-step --no-prior --json)
         gap=$(jq -n --argjson l "$(jq .hit_rate <<<"${J[lru]}")" --argjson p "$(jq .hit_rate <<<"${J[predictor]}")" \
             --argjson b "$(jq .hit_rate <<<"${J[belady]}")" '(($p - $l) / ($b - $l) * 100 | floor | tostring) + "%"')
         echo "| $order | $b% | $(cell "${J[lru]}") | $(cell "${J[lfu]}") | $(cell "${J[predictor]}") | $(cell "$np") | $(cell "${J[belady]}") | ${gap//\"/} |"
@@ -81,7 +81,7 @@ for set in tiny mix; do
     for b in 25 50 75; do
         row="| $name | $b%"
         for p in lru lfu predictor belady; do
-            row="$row | $(cell "$("$BIN" replay "${args[@]}" --budget $b --policy $p --per-layer --json)")"
+            row="$row | $(cell "$("$BIN" replay "${args[@]}" --budget $b% --policy $p --per-layer --json)")"
         done
         echo "$row |"
     done

@@ -50,5 +50,5 @@ grep -q "CUDA support compiled in (plugin: $T/fake-DEV.so); 1 device(s)" <<<"$ou
 # Found beside the executable without EMOE_CUDA_PLUGIN.
 mkdir "$T/bin" && cp "$BIN" "$T/bin/emoe" && cp "$T/fake-NODEV.so" "$T/bin/libemoe-cuda.so"
 out=$(env -u EMOE_CUDA_PLUGIN "$T/bin/emoe" info)
-grep -q "plugin: $T/bin/libemoe-cuda.so); 0 device(s): fake: no driver" <<<"$out" || fail "beside the binary: $out"
+grep -q "plugin: $T/bin/libemoe-cuda.so); 0 device(s): " <<<"$out" || fail "beside the binary: $out"
 echo ok

@@ -40,7 +40,7 @@ done
 for b in 25 75; do
     declare -A ps
     for p in lru lfu belady predictor; do
-        ps[$p]=$("$BIN" replay "${tiny[@]}" --budget $b --policy $p --prefill-step --json | jq .hit_rate)
+        ps[$p]=$("$BIN" replay "${tiny[@]}" --budget $b% --policy $p --prefill-step --json | jq .hit_rate)
     done
     echo "tiny prefill-step $b%: lru ${ps[lru]} lfu ${ps[lfu]} belady ${ps[belady]} predictor ${ps[predictor]}"
     jq -n --argjson l "${ps[lru]}" --argjson f "${ps[lfu]}" --argjson p "${ps[predictor]}" --argjson b "${ps[belady]}" \
@@ -48,9 +48,9 @@ for b in 25 75; do
 done
 
 # the predictor's per-layer precision/recall
-out=$("$BIN" replay "${tiny[@]}" --budget 50 --policy predictor --json)
+out=$("$BIN" replay "${tiny[@]}" --budget 50% --policy predictor --json)
 [ "$(jq '.layer_precision | length' <<<"$out")" = 6 ] || { echo "no per-layer precision: $out"; exit 1; }
-"$BIN" replay "${tiny[@]}" --budget 50 --policy predictor | grep -q '^layer  precision' || { echo "text output lacks the per-layer table"; exit 1; }
+"$BIN" replay "${tiny[@]}" --budget 50% --policy predictor | grep -q '^layer  precision' || { echo "text output lacks the per-layer table"; exit 1; }
 
 # errors: exit 2 for bad usage, 1 for bad files, each with a message naming the problem
 expect_fail() { # want-rc, want-substring, command...
@@ -59,11 +59,11 @@ expect_fail() { # want-rc, want-substring, command...
     [ $rc = "$want" ] || { echo "expected rc $want, got $rc: $*"; exit 1; }
     grep -q -- "$sub" <<<"$msg" || { echo "message '$msg' lacks '$sub'"; exit 1; }
 }
-expect_fail 2 "--budget" "$BIN" replay "${tiny[@]}" --budget 0 --policy lru
-expect_fail 2 "--policy" "$BIN" replay "${tiny[@]}" --budget 50 --policy mru
-expect_fail 2 "required" "$BIN" replay --budget 50 --policy lru
-expect_fail 1 "cannot open" "$BIN" replay --trace "$tmp/none.jsonl" --budget 50 --policy lru
+expect_fail 2 "--budget" "$BIN" replay "${tiny[@]}" --budget 0% --policy lru
+expect_fail 2 "--policy" "$BIN" replay "${tiny[@]}" --budget 50% --policy mru
+expect_fail 2 "required" "$BIN" replay --budget 50% --policy lru
+expect_fail 1 "cannot open" "$BIN" replay --trace "$tmp/none.jsonl" --budget 50% --policy lru
 head -c 3000 "$T/tiny-moe-7task.jsonl" > "$tmp/cut.jsonl"
-expect_fail 1 "cut.jsonl:1" "$BIN" replay --trace "$tmp/cut.jsonl" --budget 50 --policy lru
-expect_fail 1 "shape" "$BIN" replay "${tiny[@]}" "${mix[@]}" --budget 50 --policy lru
+expect_fail 1 "cut.jsonl:1" "$BIN" replay --trace "$tmp/cut.jsonl" --budget 50% --policy lru
+expect_fail 1 "shape" "$BIN" replay "${tiny[@]}" "${mix[@]}" --budget 50% --policy lru
 echo "replay ok"

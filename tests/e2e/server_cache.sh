@@ -119,6 +119,8 @@ curl -s -N -m 30 -H 'Content-Type: application/json' \
     -d '{"prompt":[5,6,7],"max_tokens":4,"stream":true}' "$BASE/v1/completions" >"$TMPD/sse"
 check "stream: an OpenAI error event" grep -q '^data: {"error":{"message":"generation failed: .*Input/output error' "$TMPD/sse"
 check "stream: ends with [DONE]" [ "$(grep '^data: ' "$TMPD/sse" | tail -n1)" = "data: [DONE]" ]
+# issue 14: a stream that fails after its 200 header counts as an error.
+check "stream: the failed stream counts as 5xx in emoe_http_responses_total" wait_metric 'emoe_http_responses_total{code="5xx"}' 1 5
 $DRIVE "$BASE" par 8 >"$TMPD/f2"
 check "after the stream's error, 8 parallel requests == reference" cmp -s "$TMPD/ref" "$TMPD/f2"
 stop_server || bad "stream fault server exit status"

@@ -39,8 +39,8 @@ jq -e '[.tokens[0].weights[] | add] | all(. > 0.999 and . < 1.001)' <(head -n1 "
 
 # replay reads it; same routing, same results
 for p in lru belady predictor; do
-    a=$("$BIN" replay --trace "$tmp/rec.jsonl" --budget 50 --policy $p --phases prefill --json | jq .hit_rate)
-    b=$("$BIN" replay --trace "$R" --budget 50 --policy $p --phases prefill --json | jq .hit_rate)
+    a=$("$BIN" replay --trace "$tmp/rec.jsonl" --budget 50% --policy $p --phases prefill --json | jq .hit_rate)
+    b=$("$BIN" replay --trace "$R" --budget 50% --policy $p --phases prefill --json | jq .hit_rate)
     [ "$a" = "$b" ] || { echo "FAIL: $p prefill hit rate $a on the recorded trace, $b on the reference"; exit 1; }
     echo "replay $p (prefill, 50%): $a on both"
 done

@@ -101,7 +101,7 @@ START_TEST(errors_name_file_line_key)
         {"[server]\nport = 80\nbogus = 1\n", ":3:", "bogus"},
         {"[server]\n\nport = 70000\n", ":3:", "port"},
         {"[server]\nport = 12abc\n", ":2:", "port"},
-        {"[nosuch]\nkey = 1\n", ":2:", "nosuch"},
+        {"[nosuch]\nkey = 1\n", ":1:", "nosuch"},
         {"[cache]\ndevice_budget = 150%\n", ":2:", "device_budget"},
         {"[cache]\nhost_budget = lots\n", ":2:", "host_budget"},
         {"[cache]\nmiss_policy = maybe\n", ":2:", "miss_policy"},
@@ -120,7 +120,7 @@ START_TEST(errors_name_file_line_key)
                       "case %zu: '%s'", i, err.msg);
         unlink(p);
     }
-    /* A line longer than libinih's buffer is refused, not split. */
+    /* Issue 14: long lines are fine (no libinih buffer to overflow). */
     char big[600] = "[server]\napi_keys = ";
     size_t l = strlen(big);
     memset(big + l, 'k', 400);
@@ -130,11 +130,77 @@ START_TEST(errors_name_file_line_key)
     cfg_init(&c);
     emoe_err err = {0};
     const char *p = write_tmp(big);
-    ck_assert_int_eq(cfg_load_file(&c, p, &err), EMOE_EINVAL);
-    ck_assert_msg(strstr(err.msg, ":2:") && strstr(err.msg, "longer"), "%s", err.msg);
+    ck_assert_msg(cfg_load_file(&c, p, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_uint_eq(strlen(c.server.api_keys), 400);
     unlink(p);
     ck_assert_int_eq(cfg_load_file(&c, "/nonexistent/emoe.conf", &err), EMOE_EIO);
     ck_assert(strstr(err.msg, "/nonexistent/emoe.conf") != NULL);
+}
+END_TEST
+
+/* Issue 14: duplicates are errors, inline # comments work, an unclosed
+ * section is named, and every error is reported in one pass. */
+START_TEST(ini_duplicates_comments_all_errors)
+{
+    emoe_config c;
+    cfg_init(&c);
+    emoe_err err = {0};
+    const char *p = write_tmp("[server]\nport = 8081 # the HTTP port\nhost = 127.0.0.2 ; inline\napi_keys = ab#cd\n");
+    ck_assert_msg(cfg_load_file(&c, p, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_int_eq(c.server.port, 8081);
+    ck_assert_str_eq(c.server.host, "127.0.0.2");
+    ck_assert_str_eq(c.server.api_keys, "ab#cd");
+    unlink(p);
+
+    cfg_init(&c);
+    p = write_tmp("[server]\nport = 8080\n[model]\npath = /m\n[server]\nport = 9090\n");
+    ck_assert_int_eq(cfg_load_file(&c, p, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, ":6:") && strstr(err.msg, "duplicate") && strstr(err.msg, "line 2"), "%s", err.msg);
+    unlink(p);
+
+    cfg_init(&c);
+    p = write_tmp("[server\nport = 1\n");
+    ck_assert_int_eq(cfg_load_file(&c, p, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, ":1:") && strstr(err.msg, "unclosed") && strstr(err.msg, "[server"), "%s", err.msg);
+    ck_assert_msg(!strstr(err.msg, "[]"), "%s", err.msg);
+    unlink(p);
+
+    cfg_init(&c);
+    p = write_tmp("[server]\nport = x\nbogus = 1\n[cache]\ndevice_budget = 150%\nnot a pair\n");
+    ck_assert_int_eq(cfg_load_file(&c, p, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, ":2:") && strstr(err.msg, ":3:") && strstr(err.msg, ":5:") && strstr(err.msg, ":6:"),
+                  "all four errors: %s", err.msg);
+    unlink(p);
+}
+END_TEST
+
+/* Issue 14: the example config/emoe.conf lists every key of the table
+ * (set, or commented out as ";key = ..."), under its section. */
+START_TEST(example_conf_lists_every_key)
+{
+    FILE *f = fopen("config/emoe.conf", "r");
+    ck_assert_msg(f != NULL, "config/emoe.conf (run from the repository root)");
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    size_t nt;
+    const cfg_entry *t = cfg_table(&nt);
+    for (size_t i = 0; i < nt; i++) {
+        char sec[80];
+        snprintf(sec, sizeof sec, "[%s]", t[i].section);
+        const char *ps = strstr(text, sec);
+        ck_assert_msg(ps != NULL, "config/emoe.conf has no %s section", sec);
+        const char *next = strstr(ps + 1, "\n[");
+        int found = 0;
+        for (const char *p = ps; *p && (!next || p < next) && !found; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : "") {
+            const char *q = p;
+            if (*q == ';') q++;
+            size_t kl = strlen(t[i].key);
+            if (!strncmp(q, t[i].key, kl) && (q[kl] == ' ' || q[kl] == '=')) found = 1;
+        }
+        ck_assert_msg(found, "config/emoe.conf does not list %s.%s", t[i].section, t[i].key);
+    }
 }
 END_TEST
 
@@ -208,6 +274,23 @@ START_TEST(reload_applies_only_reloadable)
 }
 END_TEST
 
+/* [server] replica_id goes into a response header: no spaces or control bytes. */
+START_TEST(replica_id_validated)
+{
+    emoe_config c;
+    cfg_init(&c);
+    emoe_err err = {0};
+    ck_assert_str_eq(c.server.replica_id, "");
+    ck_assert(cfg_set_override(&c, "server.replica_id=r0", &err) == EMOE_OK);
+    ck_assert_int_eq(cfg_validate(&c, &err), EMOE_OK);
+    ck_assert(cfg_set_override(&c, "server.replica_id=r 0", &err) == EMOE_OK);
+    ck_assert_int_eq(cfg_validate(&c, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, "replica_id") != NULL, "%s", err.msg);
+    snprintf(c.server.replica_id, sizeof c.server.replica_id, "r0\r\nX-Evil: 1");
+    ck_assert_int_eq(cfg_validate(&c, &err), EMOE_EINVAL);
+}
+END_TEST
+
 /* docs/configuration.md must be what `emoe config --markdown` prints now. */
 START_TEST(markdown_is_current)
 {
@@ -234,9 +317,12 @@ static Suite *config_suite(void)
     tcase_add_test(tc, example_file_loads);
     tcase_add_test(tc, values_and_units);
     tcase_add_test(tc, errors_name_file_line_key);
+    tcase_add_test(tc, ini_duplicates_comments_all_errors);
+    tcase_add_test(tc, example_conf_lists_every_key);
     tcase_add_test(tc, overrides_and_validate);
     tcase_add_test(tc, dump_round_trips);
     tcase_add_test(tc, reload_applies_only_reloadable);
+    tcase_add_test(tc, replica_id_validated);
     tcase_add_test(tc, markdown_is_current);
     suite_add_tcase(s, tc);
     return s;

@@ -10,6 +10,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "engine/matmul.h"
 #include "tests/unit/testutil.h"
 
 typedef struct rt_rec { int n_layers, n_pos, k; int *ids; int bad; } rt_rec;
@@ -117,9 +118,14 @@ START_TEST(test_fixture_models)
     if (!ref) { TU_SKIP_NO_SHARED("fixture model reference test"); return; }
     const char *name;
     json_t *md;
-    int n = 0;
-    json_object_foreach(json_object_get(ref, "models"), name, md) { check_model(name, md); n++; }
-    ck_assert_int_eq(n, 4);
+    /* Every matmul variant this machine runs (engine/matmul.h), the dispatched one last. */
+    for (int isa = 0; isa <= ENG_MM_ISA_COUNT; isa++) {
+        eng_mm_isa v = isa < ENG_MM_ISA_COUNT ? (eng_mm_isa)isa : eng_mm_isa_best();
+        if (eng_mm_set_isa(v) != 0) continue;
+        int n = 0;
+        json_object_foreach(json_object_get(ref, "models"), name, md) { check_model(name, md); n++; }
+        ck_assert_int_eq(n, 4);
+    }
     json_decref(ref);
 }
 END_TEST
@@ -198,6 +204,59 @@ START_TEST(test_step_rejects_bad_input)
 }
 END_TEST
 
+/* [engine] kv_dtype: the f16 / bf16 KV caches change the logits only by
+ * their rounding (and do change them: the path is used), on every fixture. */
+START_TEST(test_kv_dtype)
+{
+    json_t *ref = load_ref();
+    if (!ref) { TU_SKIP_NO_SHARED("kv_dtype test"); return; }
+    const char *name;
+    json_t *md;
+    json_object_foreach(json_object_get(ref, "models"), name, md) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/fixtures/models/%s", tu_shared_dir(), name);
+        json_t *p = json_object_get(json_array_get(json_object_get(md, "cases"), 0), "prompt_ids");
+        int n = (int)json_array_size(p);
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+        for (int j = 0; j < n; j++) ids[j] = (int32_t)json_integer_value(json_array_get(p, (size_t)j));
+        float *lg[3] = {0};
+        int vocab = 0;
+        const int dts[3] = {ENG_DT_F32, ENG_DT_F16, ENG_DT_BF16};
+        for (int k = 0; k < 3; k++) {
+            eng_open_opts oo = {.kv_dtype = dts[k]};
+            eng_engine *e;
+            emoe_err err = {0};
+            ck_assert_msg(eng_open(dir, &oo, &e, &err) == EMOE_OK, "%s: %s", name, err.msg);
+            vocab = eng_desc(e)->vocab;
+            lg[k] = malloc(sizeof(float) * (size_t)vocab);
+            eng_seq *s = eng_seq_new(e, 0, &err);
+            ck_assert(eng_forward(e, s, ids, n, lg[k], &err) == EMOE_OK);
+            eng_seq_free(s);
+            eng_free(e);
+        }
+        for (int k = 1; k < 3; k++) {
+            double mx = 0, diff = 0;
+            for (int i = 0; i < vocab; i++) {
+                if (fabs(lg[0][i]) > mx) mx = fabs(lg[0][i]);
+                if (fabs(lg[k][i] - lg[0][i]) > diff) diff = fabs(lg[k][i] - lg[0][i]);
+            }
+            double tol = (dts[k] == ENG_DT_BF16 ? 5e-3 : 1e-3) * mx;
+            fprintf(stderr, "%s kv %s: max logit difference %g (max |logit| %g)\n", name, eng_dtype_name(dts[k]), diff, mx);
+            ck_assert_msg(diff <= tol, "%s kv %s: logits differ by %g (max |logit| %g)", name, eng_dtype_name(dts[k]), diff, mx);
+            ck_assert_msg(diff > 0, "%s kv %s: logits identical to f32: is the KV dtype used?", name, eng_dtype_name(dts[k]));
+        }
+        eng_open_opts bad = {.kv_dtype = 7};
+        eng_engine *e = NULL;
+        emoe_err err = {0};
+        ck_assert(eng_open(dir, &bad, &e, &err) == EMOE_EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.msg, "kv_dtype"));
+        for (int k = 0; k < 3; k++) free(lg[k]);
+        free(ids);
+    }
+    json_decref(ref);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("engine_ref");
@@ -206,6 +265,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_fixture_models);
     tcase_add_test(tc, test_batched_equals_single);
     tcase_add_test(tc, test_step_rejects_bad_input);
+    tcase_add_test(tc, test_kv_dtype);
     suite_add_tcase(s, tc);
     return s;
 }

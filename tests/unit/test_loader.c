@@ -6,6 +6,7 @@
  */
 #include <unistd.h>
 
+#include "engine/checkpoint.h"
 #include "engine/engine.h"
 #include "engine/safetensors.h"
 #include "tests/unit/testutil.h"
@@ -308,6 +309,47 @@ START_TEST(test_dir_bad_config)
 }
 END_TEST
 
+
+/* Issue 14: an index naming 80,000 distinct shards is refused past 16,384
+ * shards in linear time (deduplicating names pairwise took 75 s; Check's test
+ * timeout fails that), 80,000 entries over 16,000 shards are deduplicated by
+ * hash, and an index larger than 64 MiB is refused unread. */
+START_TEST(test_index_hashed_and_capped)
+{
+    char dir[] = "/tmp/emoe_idx_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"weight_map\":{");
+    for (int i = 0; i < 80000; i++) fprintf(f, "%s\"t%d\":\"s%d.safetensors\"", i ? "," : "", i, i);
+    fprintf(f, "}}");
+    fclose(f);
+    eng_checkpoint *c = NULL;
+    emoe_err err = {0};
+    ck_assert_int_eq(ckpt_open(dir, &c, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, "more than 16384 shards") != NULL, "%s", err.msg);
+    /* 16,000 shards: deduplicated (hashed), then the first missing one is named. */
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"weight_map\":{");
+    for (int i = 0; i < 80000; i++) fprintf(f, "%s\"t%d\":\"s%d.safetensors\"", i ? "," : "", i, i % 16000);
+    fprintf(f, "}}");
+    fclose(f);
+    ck_assert_int_ne(ckpt_open(dir, &c, &err), EMOE_OK);
+    ck_assert_msg(strstr(err.msg, "s0.safetensors") != NULL, "%s", err.msg);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(ftruncate(fileno(f), (off_t)65 << 20), 0); /* sparse: nothing to read */
+    fclose(f);
+    ck_assert_int_eq(ckpt_open(dir, &c, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, "larger than 64 MiB") != NULL, "%s", err.msg);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("loader");
@@ -318,6 +360,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_dir_good_model_loads);
     tcase_add_test(tc, test_dir_bad_tensors);
     tcase_add_test(tc, test_dir_bad_index);
+    tcase_add_test(tc, test_index_hashed_and_capped);
     tcase_add_test(tc, test_dir_bad_config);
     suite_add_tcase(s, tc);
     return s;

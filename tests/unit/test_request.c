@@ -76,6 +76,12 @@ START_TEST(rejects_naming_the_field)
         {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":{}}]}", 400, "messages[0].content"},
         {SRV_KIND_CHAT, "{\"messages\":[],\"chat_template_kwargs\":1}", 400, "messages"},
         {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":1}", 400, "chat_template_kwargs"},
+        /* issue 14: kwargs may not replace what emoe builds from the validated request */
+        {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"messages\":[]}}", 400, "chat_template_kwargs"},
+        {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"tools\":[]}}", 400, "chat_template_kwargs"},
+        {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"add_generation_prompt\":false}}", 400, "chat_template_kwargs"},
+        {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"eos_token\":\"x\"}}", 400, "chat_template_kwargs"},
+        {SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"bos_token\":\"x\"}}", 400, "chat_template_kwargs"},
         {SRV_KIND_DETOKENIZE, "{\"tokens\":[1,-2]}", 400, "tokens"},
         {SRV_KIND_COMPLETION, "{\"prompt\":\"a\"", 400, ""},
         {SRV_KIND_COMPLETION, "{\"a\":1,\"a\":2}", 400, ""},

@@ -2,6 +2,7 @@
  * refusal of truncated / corrupted / foreign stores, totality under random
  * corruption) and the io_uring loader (all modes and queue depths, fault
  * injection, EOF, the tmpfs fallback). */
+#include <sys/wait.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -142,6 +143,41 @@ START_TEST(test_atomic_write)
     /* Bad shapes are refused before anything is written. */
     info.n_layers = 0;
     ck_assert_int_eq(store_write(path, &info, ct_fill, &c, 0, &err), EMOE_EINVAL);
+}
+END_TEST
+
+/* Issue 14: a pack killed before its rename left "<store>.tmp.<pid>" forever;
+ * the next write removes those of dead processes and keeps a live one's. */
+START_TEST(test_stale_tmp_removed)
+{
+    emoe_err err = {0};
+    store_info info = {0};
+    info.fingerprint = 1;
+    info.dtype = ENG_DT_BF16;
+    info.n_layers = 1;
+    info.n_experts = 2;
+    info.dim = 16;
+    info.expert_ffn = 16;
+    ct_fill_ctx c = {3 * 16 * 16 * 2, -1, 2};
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    ck_assert_int_gt(child, 0);
+    ck_assert_int_eq(waitpid(child, NULL, 0), child); /* reaped: that pid is dead */
+    char dead[4300], live[4300];
+    snprintf(dead, sizeof dead, "%s.tmp.%ld", path, (long)child);
+    snprintf(live, sizeof live, "%s.tmp.%ld", path, (long)getppid());
+    FILE *f = fopen(dead, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    f = fopen(live, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    ck_assert_int_eq(store_write(path, &info, ct_fill, &c, 0, &err), EMOE_OK);
+    struct stat sb;
+    ck_assert_msg(stat(dead, &sb) != 0, "%s (dead process) should be gone", dead);
+    ck_assert_msg(stat(live, &sb) == 0, "%s (live process) should be kept", live);
+    unlink(live);
+    unlink(path);
 }
 END_TEST
 
@@ -354,6 +390,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_truncated);
     tcase_add_test(tc, test_foreign_model);
     tcase_add_test(tc, test_atomic_write);
+    tcase_add_test(tc, test_stale_tmp_removed);
     tcase_add_test(tc, test_corruption_total);
     tcase_add_test(tc, test_loader_modes);
     tcase_add_test(tc, test_loader_fault_injection);

@@ -584,6 +584,45 @@ static emoe_status load_mini(const char *merges_and_rest, emoe_err *err)
     return st;
 }
 
+/* Issue 14: a normalizer chain that grows its text 1000x per pass is refused
+ * with a clear error instead of allocating gigabytes. */
+START_TEST(test_normalizer_amplification_capped)
+{
+    char big[1100];
+    memset(big, 'a', 1000);
+    big[1000] = 0;
+    char j[8192];
+    snprintf(j, sizeof j,
+             "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[]},"
+             "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":["
+             "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"%s\"},"
+             "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"%s\"}]}}", big, big);
+    tok_tokenizer *t = NULL;
+    emoe_err err = {0};
+    ck_assert_msg(tok_load_json(j, strlen(j), NULL, 0, "amp", &t, &err) == EMOE_OK, "%s", err.msg);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    /* 1,000 bytes -> 1 MB after the first pass -> 1 GB after the second. */
+    ck_assert_int_eq(tok_encode(t, big, 1000, 0, &ids, &n, &err), EMOE_EINVAL);
+    ck_assert_msg(strstr(err.msg, "normalization") != NULL, "%s", err.msg);
+    ck_assert_ptr_null(ids);
+    /* tok_encode_limited stops once the text has more tokens than asked. */
+    int over = 0;
+    ck_assert_int_eq(tok_encode_limited(t, "bbbbbbbbbb", 10, 0, 4, &ids, &n, &over, &err), EMOE_EINVAL);
+    ck_assert_int_eq(over, 1);
+    ck_assert_ptr_null(ids);
+    ck_assert_int_eq(tok_encode_limited(t, "bbbb", 4, 0, 4, &ids, &n, &over, &err), EMOE_OK);
+    ck_assert_int_eq(over, 0);
+    ck_assert_uint_eq(n, 4);
+    free(ids);
+    /* Text the normalizers do not grow still encodes. */
+    ck_assert_int_eq(tok_encode(t, "b", 1, 0, &ids, &n, &err), EMOE_OK);
+    ck_assert_uint_eq(n, 1);
+    free(ids);
+    tok_free(t);
+}
+END_TEST
+
 START_TEST(test_load_errors)
 {
     emoe_err err = {0};
@@ -644,6 +683,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_property_llama2_stream);
     tcase_add_test(tc, test_tiny_moe_7task_loads);
     tcase_add_test(tc, test_load_errors);
+    tcase_add_test(tc, test_normalizer_amplification_capped);
     tcase_add_test(tc, test_fast_json_equals_jansson);
     tcase_add_test(tc, test_synthetic_vs_hf);
     tcase_add_test(tc, test_mini_merge);

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# tools/bench-cpu.sh — the CPU engine against this machine's memory-bandwidth
+# floor (`make bench-cpu`). Steps:
+#   1. read bandwidth: build/bench_membw (STREAM-like sum over 1 GiB), 1 and
+#      $THREADS threads, best of 5;
+#   2. an OLMoE-width model (`emoe mkmodel --preset olmoe-1b-7b --layers 4`,
+#      made once under $DIR), its active bytes per decoded token (every dense
+#      weight + top_k experts per layer) from config.json;
+#   3. `emoe run` prefill (32 tokens) and decode (16 steps) at $THREADS threads,
+#      $REPS runs back to back; each as % of the floor = bandwidth / active bytes
+#      per token (prefill can pass 100%: a batch reads each weight once);
+#      then at 1 thread, also per second of CPU time (what the engine costs
+#      apart from waiting for a core on a shared machine);
+#   4. with valgrind: instructions per active weight (decode, 1 thread: the
+#      difference between 6 and 2 generated tokens) and per token-weight
+#      (prefill: between 24- and 8-token prompts) under callgrind;
+#   5. with COLD=1 (root; drops the page cache, which slows everything else
+#      on the machine for a moment): first token from a cold page cache against
+#      reading the dense weights once (dd, O_DIRECT).
+# Env: BUILD_DIR (build), DIR (/tmp/emoe-bench-cpu), THREADS (physical cores),
+#      REPS (3), CALLGRIND (1 = run step 4 when valgrind exists), COLD (0).
+# Timings on a shared machine are noisy: compare within one run, repeat.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${BUILD_DIR:-build}
+DIR=${DIR:-/tmp/emoe-bench-cpu}
+REPS=${REPS:-3}
+CALLGRIND=${CALLGRIND:-1}
+COLD=${COLD:-0}
+EMOE=$B/emoe
+[ -x "$EMOE" ] && [ -x "$B/bench_membw" ] || { echo "bench-cpu: build first (make $B/emoe $B/bench_membw)" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "bench-cpu: needs python3" >&2; exit 2; }
+if [ -z "${THREADS:-}" ]; then
+    THREADS=$(lscpu -p=Core,Socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)
+    [ "$THREADS" -ge 1 ] 2>/dev/null || THREADS=$(nproc)
+fi
+M=$DIR/olmoe4
+mkdir -p "$DIR"
+echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) CPUs online, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== read bandwidth (bench_membw 1024 MB, best of 5)"
+OUT1=$("$B/bench_membw" 1024 1 5)
+BW1=$(echo "$OUT1" | sed -n 's/.* GB\/s=\([0-9.]*\).*/\1/p'); BW1C=$(echo "$OUT1" | sed -n 's/.*GB\/cpu-s=\([0-9.]*\).*/\1/p')
+BWN=$("$B/bench_membw" 1024 "$THREADS" 5 | sed -n 's/.* GB\/s=\([0-9.]*\).*/\1/p')
+echo "1 thread: $BW1 GB/s ($BW1C GB per CPU-second); $THREADS threads: $BWN GB/s"
+
+if [ ! -f "$M/config.json" ]; then
+    echo "== making $M"
+    "$EMOE" mkmodel --preset olmoe-1b-7b --layers 4 --seed 7 -o "$M" >/dev/null
+fi
+read -r ACTIVE_W DENSE_B ACTIVE_B < <(python3 - "$M/config.json" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+d, L, h = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"]
+kv = c.get("num_key_value_heads", h); hd = c.get("head_dim", d // h)
+E, k, f, V = c["num_experts"], c["num_experts_per_tok"], c["intermediate_size"], c["vocab_size"]
+attn = d * h * hd * 2 + d * kv * hd * 2          # q, o; k, v
+dense = L * (attn + E * d) + V * d                # + router; + lm_head
+experts = L * k * 3 * f * d
+bpe = 2 if c.get("torch_dtype", "bfloat16") in ("bfloat16", "float16") else 4
+print(dense + experts, dense * bpe, (dense + experts) * bpe)
+EOF
+)
+FLOOR=$(python3 -c "print(f'{$BWN * 1e9 / $ACTIVE_B:.2f}')")
+echo "== model: $M; active weights per token $ACTIVE_W ($((ACTIVE_B / 1000000)) MB, dense $((DENSE_B / 1000000)) MB)"
+echo "floor at $THREADS threads: $BWN GB/s / $((ACTIVE_B / 1000000)) MB = $FLOOR tok/s"
+
+echo "== emoe run: 32-token prompt, 16 decode steps, $THREADS threads, $REPS runs"
+P=$(seq -s, 1 32)
+"$EMOE" run -m "$M" --prompt-ids 1 -n 1 --ignore-eos --threads "$THREADS" --json >/dev/null # page cache warm
+for i in $(seq 1 "$REPS"); do
+    "$EMOE" run -m "$M" --prompt-ids "$P" -n 17 --ignore-eos --threads "$THREADS" --json |
+        python3 -c "
+import json, sys
+t = json.load(sys.stdin)['timing']; f = $FLOOR
+print(f\"run $i: prefill {t['prefill_tokens_per_s']:.2f} tok/s ({100 * t['prefill_tokens_per_s'] / f:.0f}% of the floor), \"
+      f\"decode {t['decode_tokens_per_s']:.2f} tok/s ({100 * t['decode_tokens_per_s'] / f:.0f}% of the floor)\")"
+done
+echo "== the same at 1 thread; decode per second of wall time against the 1-thread floor, and per second of"
+echo "   its own CPU time against the probe's GB per CPU-second (what a core does while it runs)"
+for i in $(seq 1 "$REPS"); do
+    "$EMOE" run -m "$M" --prompt-ids "$P" -n 17 --ignore-eos --threads 1 --json |
+        python3 -c "
+import json, sys
+t = json.load(sys.stdin)['timing']; f1 = $BW1 * 1e9 / $ACTIVE_B; f1c = $BW1C * 1e9 / $ACTIVE_B
+cpu_tok = 16 / t['decode_cpu_s']
+print(f\"run $i: decode {t['decode_tokens_per_s']:.2f} tok/s ({100 * t['decode_tokens_per_s'] / f1:.0f}% of the 1-thread floor {f1:.2f}), \"
+      f\"{cpu_tok:.2f} tok per CPU-second ({100 * cpu_tok / f1c:.0f}% of {f1c:.2f}); kernels {t.get('cpu_kernels', '?')}\")"
+done
+
+if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null; then
+    echo "== callgrind, 1 thread (instructions; kernels as dispatched under valgrind's CPU)"
+    ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$EMOE" run -m "$M" --prompt-ids "$1" -n "$2" \
+               --ignore-eos --threads 1 --json 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'; }
+    D2=$(ir 1 2); D6=$(ir 1 6)
+    python3 -c "print(f'decode: {($D6 - $D2) / (4 * $ACTIVE_W):.3f} instructions per active weight ({$D6 - $D2} for 4 tokens)')"
+    P8=$(seq -s, 1 8); P24=$(seq -s, 1 24)
+    R8=$(ir "$P8" 1); R24=$(ir "$P24" 1)
+    python3 -c "print(f'prefill: {($R24 - $R8) / (16 * $ACTIVE_W):.3f} instructions per token-weight ({$R24 - $R8} for 16 tokens)')"
+fi
+
+if [ "$COLD" = 1 ]; then
+    [ "$(id -u)" = 0 ] || { echo "bench-cpu: COLD=1 needs root (drop_caches)" >&2; exit 2; }
+    echo "== cold start (page cache dropped before each)"
+    F=$(ls "$M"/*.safetensors | head -1)
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    T0=$(date +%s.%N); dd if="$F" of=/dev/null bs=16M count=$((DENSE_B / 16777216 + 1)) iflag=direct 2>/dev/null; T1=$(date +%s.%N)
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    T2=$(date +%s.%N); "$EMOE" run -m "$M" --prompt-ids 1 -n 1 --ignore-eos --threads "$THREADS" --json >/dev/null; T3=$(date +%s.%N)
+    python3 -c "
+r = $T1 - $T0; s = $T3 - $T2
+print(f'reading the dense weights once ({$DENSE_B / 1e6:.0f} MB, dd O_DIRECT): {r:.2f} s; emoe open + first token: {s:.2f} s = {s / r:.2f}x')"
+fi
