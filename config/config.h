@@ -30,6 +30,7 @@ typedef struct cfg_budget {
 typedef enum cfg_miss_policy {
     CFG_MISS_EXACT = 0,
     CFG_MISS_SUBSTITUTE = 1,
+    CFG_MISS_LOWBIT = 2,
 } cfg_miss_policy;
 
 typedef enum cfg_sched_policy {
@@ -78,6 +79,8 @@ typedef struct emoe_config {
         int miss_policy;                  /* cfg_miss_policy */
         char store_path[CFG_STR_MAX];
         int io_queue_depth;
+        int expert_format;                /* quant_format: 0 bf16, 1 q8, 2 q4 */
+        int lowbit_format;                /* 0 q4, 1 q8 (the lowbit miss policy's resident copy) */
     } cache;
     struct {
         int enabled;                      /* 1: prefetch by the predictor (only with a cache budget) */
@@ -86,6 +89,9 @@ typedef struct emoe_config {
         char insensitive_tasks[CFG_LIST_MAX]; /* comma-separated task names */
         int max_tasks;
         int evict_hint;                   /* 1: the cache evicts by the predictor's reuse distance */
+        int lookahead_layers;             /* prefetch the predicted experts of the next d layers */
+        char task_profile[CFG_STR_MAX];   /* `emoe profile` output; "" = none */
+        char trace_path[CFG_STR_MAX];     /* record served routing here; "" = off */
     } predictor;
     struct {
         int level;                        /* emoe_log_level */

@@ -11,6 +11,7 @@
  * on the loader thread for store reads and on the caller for host-tier hits.
  */
 #include "engine/cache.h"
+#include "engine/quant.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -20,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 typedef enum slot_state { SLOT_EMPTY = 0, SLOT_LOADING, SLOT_READY, SLOT_ERROR } slot_state;
 
@@ -30,6 +33,7 @@ typedef struct cslot {
     int pins;
     uint64_t stamp;   /* last use, for LRU */
     emoe_err *err;    /* ERROR state: the message (owned) */
+    int pf_src;       /* device tier: cache_pf_source of the prefetch that filled it, until first acquired; -1 none */
 } cslot;
 
 typedef struct load_job {
@@ -62,6 +66,11 @@ struct cache_t {
     eng_expert_provider prov;
     cache_stats st;
     double stall_cur;
+    /* lowbit miss policy: every expert's low-bit extent, lb_stride apart */
+    uint8_t *lb_mem;
+    size_t lb_stride;
+    store_info lb_info;
+    uint32_t *lb_pins;  /* per expert id: acquires served from lb_mem not yet released */
 };
 
 const double cache_lat_bounds_us[CACHE_LAT_BUCKETS - 1] = {50, 100, 200, 500, 1000, 2000,
@@ -118,6 +127,7 @@ int cache_parse_miss_policy(const char *s, cache_miss_policy *out)
 {
     if (!strcmp(s, "exact")) { *out = CACHE_MISS_EXACT; return 0; }
     if (!strcmp(s, "substitute")) { *out = CACHE_MISS_SUBSTITUTE; return 0; }
+    if (!strcmp(s, "lowbit")) { *out = CACHE_MISS_LOWBIT; return 0; }
     return -1;
 }
 
@@ -125,12 +135,22 @@ int cache_parse_miss_policy(const char *s, cache_miss_policy *out)
 
 static void fill_views(const cache_t *c, const void *mem, eng_expert_weights *w)
 {
-    const store_info *in = store_get_info(c->store);
+    cache_fill_views(store_get_info(c->store), mem, w);
+}
+
+void cache_fill_views(const store_info *in, const void *mem, eng_expert_weights *w)
+{
     size_t one = (size_t)in->expert_ffn * (size_t)in->dim * eng_dtype_size(in->dtype);
+    size_t down_off = 2 * one;
+    if (in->format != QUANT_NONE) {
+        one = (size_t)in->expert_ffn * quant_row_bytes(in->format, in->dim);
+        down_off = 2 * one;
+    }
     memset(w, 0, sizeof *w);
+    w->qfmt = in->format;
     eng_tensor *t[3] = {&w->gate, &w->up, &w->down};
     for (int i = 0; i < 3; i++) {
-        t[i]->data = (const uint8_t *)mem + (size_t)i * one;
+        t[i]->data = (const uint8_t *)mem + (i < 2 ? (size_t)i * one : down_off);
         t[i]->dtype = in->dtype;
         t[i]->ndim = 2;
         t[i]->shape[0] = i < 2 ? in->expert_ffn : in->dim;
@@ -174,6 +194,13 @@ static int pick_victim(cache_t *c, cslot *s, int n, uint64_t fresh)
     return best;
 }
 
+/* A prefetched device slot is used for the first time: counts it under its source. */
+static void prefetch_note_used(cache_t *c, cslot *s)
+{
+    if (s->pf_src >= 0 && s->pf_src < CACHE_PF_SOURCES) c->st.prefetch_used[s->pf_src]++;
+    s->pf_src = -1;
+}
+
 static void slot_clear(cslot *s, int *map, uint64_t *evictions)
 {
     if (s->owner >= 0) {
@@ -182,6 +209,7 @@ static void slot_clear(cslot *s, int *map, uint64_t *evictions)
     }
     s->owner = -1;
     s->state = SLOT_EMPTY;
+    s->pf_src = -1;
     free(s->err);
     s->err = NULL;
 }
@@ -352,6 +380,60 @@ static int prov_substitute(void *ctx)
     return s;
 }
 static void prov_prefetch(void *ctx, int layer, const int *experts, int n) { cache_prefetch(ctx, layer, experts, n); }
+static void prov_substituted(void *ctx, void *tag, int layer, int n) { (void)tag; (void)layer; cache_count_substituted(ctx, n); }
+
+/* Reads every extent of the low-bit store at path into memory (checksummed),
+ * for the lowbit miss policy. The store must be of format fmt and of the
+ * same model (fingerprint) and shapes as the cache's store. */
+static emoe_status cache_lowbit_load(cache_t *c, const char *path, uint64_t expect_fp, int fmt, emoe_err *err)
+{
+    store_t *s = NULL;
+    emoe_status st = store_open(path, expect_fp, &s, err);
+    if (st) return st;
+    if ((st = store_check_format(s, fmt, err))) goto out;
+    const store_info *in = store_get_info(s), *main_in = store_get_info(c->store);
+    if (in->n_layers != main_in->n_layers || in->n_experts != main_in->n_experts || in->dim != main_in->dim ||
+        in->expert_ffn != main_in->expert_ffn) {
+        st = emoe_errf(err, EMOE_EINVAL, "low-bit expert store %s: shapes differ from the store %s", path,
+                       store_path(c->store));
+        goto out;
+    }
+    c->lb_info = *in;
+    c->lb_stride = (in->extent_bytes + 63) / 64 * 64;
+    c->lb_mem = aligned_alloc(64, c->lb_stride * (size_t)c->n_ids);
+    c->lb_pins = calloc((size_t)c->n_ids, sizeof *c->lb_pins);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (!c->lb_mem || !c->lb_pins || fd < 0) {
+        if (fd >= 0) close(fd);
+        st = emoe_errf(err, fd < 0 ? EMOE_EIO : EMOE_ENOMEM, "low-bit expert store %s: cannot %s", path,
+                       fd < 0 ? "open it" : "allocate memory for it");
+        goto out;
+    }
+    for (int id = 0; id < c->n_ids && st == EMOE_OK; id++) {
+        int l = id / c->n_experts, x = id % c->n_experts;
+        const store_extent *xt = store_extent_of(s, l, x);
+        uint8_t *dst = c->lb_mem + (size_t)id * c->lb_stride;
+        size_t got = 0;
+        while (got < xt->length) {
+            ssize_t r = pread(fd, dst + got, xt->length - got, (off_t)(xt->offset + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        if (got != xt->length)
+            st = emoe_errf(err, EMOE_EIO, "low-bit expert store %s: short read of extent (layer %d, expert %d)", path, l, x);
+        else if (!c->cfg.no_verify)
+            st = store_verify_extent(s, l, x, dst, err);
+    }
+    close(fd);
+    if (st == EMOE_OK) {
+        c->st.lowbit_bytes = (uint64_t)c->lb_stride * (uint64_t)c->n_ids;
+        c->st.lowbit_format = fmt;
+    }
+out:
+    store_close(s);
+    return st;
+}
 
 emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_config *cfg, cache_t **out,
                        emoe_err *err)
@@ -365,6 +447,7 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     if ((st = store_open(store_file, expect_fp, &c->store, err))) goto fail;
+    if ((st = store_check_format(c->store, cfg->expert_format, err))) goto fail;
     const store_info *in = store_get_info(c->store);
     c->n_layers = in->n_layers;
     c->n_experts = in->n_experts;
@@ -389,7 +472,7 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
         goto fail;
     }
     for (int i = 0; i < c->n_ids; i++) c->map_dev[i] = c->map_host[i] = -1;
-    for (int i = 0; i < c->n_dev; i++) c->dev[i].owner = -1;
+    for (int i = 0; i < c->n_dev; i++) c->dev[i].owner = c->dev[i].pf_src = -1;
     for (int i = 0; i < c->n_host; i++) c->host[i].owner = -1;
     if ((st = loader_open(store_file, &cfg->loader, &c->loader, err))) goto fail;
     if (c->n_host) {
@@ -409,6 +492,8 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
         for (int i = 0; i < c->n_host; i++) c->host[i].mem = c->host_arena + (size_t)i * c->slot_bytes;
         if (c->mem.host_register) c->mem.host_register(c->mem.ctx, p, c->host_arena_len);
     }
+    if (cfg->lowbit_store && (st = cache_lowbit_load(c, cfg->lowbit_store, expect_fp, cfg->lowbit_format, err)))
+        goto fail;
     c->st.slot_bytes = c->slot_bytes;
     c->st.device_slots = c->n_dev;
     c->st.host_slots = c->n_host;
@@ -416,7 +501,7 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
     c->st.host_budget_bytes = cfg->host_budget;
     c->st.loader_mode = loader_mode(c->loader);
     c->prov = (eng_expert_provider){c, prov_acquire, prov_release, prov_is_resident, prov_substitute, prov_prefetch,
-                                    !c->mem.host_addressable};
+                                    NULL, prov_substituted, 0, NULL, !c->mem.host_addressable};
     LOG_INFO("expert cache: %d device slots (%" PRIu64 " of %" PRIu64 " budget bytes), %d host slots, %d experts, store %s, %s",
              c->n_dev, (uint64_t)c->n_dev * c->slot_bytes, cfg->device_budget, c->n_host, c->n_ids, store_file,
              loader_mode(c->loader));
@@ -452,6 +537,8 @@ void cache_free(cache_t *c)
     free(c->host);
     free(c->map_dev);
     free(c->map_host);
+    free(c->lb_mem);
+    free(c->lb_pins);
     store_close(c->store);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
@@ -476,13 +563,38 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
         if (d >= 0 && c->dev[d].state == SLOT_READY) {
             cslot *s = &c->dev[d];
             if (!missed) c->st.hits[0]++;
+            prefetch_note_used(c, s);
             s->pins++;
             s->stamp = ++c->clock;
             fill_views(c, s->mem, w);
             break;
         }
         if (!missed) { c->st.misses[0]++; missed = 1; }
+        if (c->cfg.miss_policy == CACHE_MISS_LOWBIT && c->lb_mem && (d < 0 || c->dev[d].state == SLOT_LOADING)) {
+            /* Serve the low-bit copy now; start the full expert's load for later tokens. */
+            if (d < 0) {
+                int v = pick_victim(c, c->dev, c->n_dev, UINT64_MAX);
+                load_job *j = v >= 0 ? start_load(c, id, v, &st, err) : NULL;
+                st = EMOE_OK;
+                if (j && j->from_host) {
+                    pthread_mutex_unlock(&c->mu);
+                    run_copy(j);
+                    pthread_mutex_lock(&c->mu);
+                    continue; /* now READY (or ERROR): take it from the top */
+                }
+                if (j) {
+                    loader_read *r = &j->rd;
+                    loader_submit(c->loader, &r, 1);
+                }
+            }
+            cache_fill_views(&c->lb_info, c->lb_mem + (size_t)id * c->lb_stride, w);
+            w->lowbit = 1;
+            c->lb_pins[id]++;
+            c->st.lowbit_uses++;
+            break;
+        }
         if (d >= 0 && c->dev[d].state == SLOT_LOADING) {
+            prefetch_note_used(c, &c->dev[d]);
             double t = emoe_now();
             c->dev[d].pins++;
             while (c->dev[d].state == SLOT_LOADING) pthread_cond_wait(&c->cv, &c->mu);
@@ -532,8 +644,10 @@ void cache_release(cache_t *c, int layer, int expert)
 {
     if (layer < 0 || layer >= c->n_layers || expert < 0 || expert >= c->n_experts) return;
     pthread_mutex_lock(&c->mu);
-    int d = c->map_dev[layer * c->n_experts + expert];
-    if (d >= 0 && c->dev[d].pins > 0) c->dev[d].pins--;
+    int id = layer * c->n_experts + expert;
+    int d = c->map_dev[id];
+    if (c->lb_pins && c->lb_pins[id] > 0) c->lb_pins[id]--;
+    else if (d >= 0 && c->dev[d].pins > 0) c->dev[d].pins--;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -548,8 +662,24 @@ int cache_is_resident(cache_t *c, int layer, int expert)
     return r;
 }
 
+const char *const cache_pf_source_names[CACHE_PF_SOURCES] = {"engine", "plan", "queue", "lookahead"};
+
+void cache_count_substituted(cache_t *c, int n)
+{
+    if (n <= 0) return;
+    pthread_mutex_lock(&c->mu);
+    c->st.substituted += (uint64_t)n;
+    pthread_mutex_unlock(&c->mu);
+}
+
 void cache_prefetch(cache_t *c, int layer, const int *experts, int n)
 {
+    cache_prefetch_from(c, CACHE_PF_ENGINE, layer, experts, n);
+}
+
+void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *experts, int n)
+{
+    if ((int)src < 0 || src >= CACHE_PF_SOURCES) src = CACHE_PF_ENGINE;
     if (layer < 0 || layer >= c->n_layers || n <= 0) return;
     loader_read **reads = malloc((size_t)n * sizeof *reads);
     load_job **copies = malloc((size_t)n * sizeof *copies);
@@ -568,6 +698,8 @@ void cache_prefetch(cache_t *c, int layer, const int *experts, int n)
         load_job *j = start_load(c, id, v, &st, &e);
         if (!j) break;
         c->st.prefetch_issued++;
+        c->st.prefetch_by_source[src]++;
+        c->dev[v].pf_src = (int)src;
         if (j->from_host) copies[nc++] = j;
         else reads[nr++] = &j->rd;
     }
@@ -638,7 +770,12 @@ json_t *cache_stats_json(const cache_stats *s)
     json_object_set_new(o, "evictions", json_integer((json_int_t)s->evictions));
     json_object_set_new(o, "prefetch_issued", json_integer((json_int_t)s->prefetch_issued));
     json_object_set_new(o, "substitute_misses", json_integer((json_int_t)s->substitute_misses));
-    json_object_set_new(o, "miss_policy", json_string(s->miss_policy == CACHE_MISS_SUBSTITUTE ? "substitute" : "exact"));
+    json_object_set_new(o, "substituted", json_integer((json_int_t)s->substituted));
+    json_object_set_new(o, "miss_policy", json_string(s->miss_policy == CACHE_MISS_SUBSTITUTE ? "substitute"
+                                                      : s->miss_policy == CACHE_MISS_LOWBIT   ? "lowbit"
+                                                                                              : "exact"));
+    json_object_set_new(o, "lowbit_uses", json_integer((json_int_t)s->lowbit_uses));
+    json_object_set_new(o, "lowbit_bytes", json_integer((json_int_t)s->lowbit_bytes));
     json_object_set_new(o, "loader", json_string(s->loader_mode ? s->loader_mode : "?"));
     json_object_set_new(o, "load_seconds", json_real(s->load_seconds));
     json_object_set_new(o, "stall_seconds", json_real(s->stall_seconds));
@@ -660,19 +797,37 @@ fail:
 emoe_status cache_attach(eng_engine *e, const cache_cli_opts *o, cache_t **out, emoe_err *err)
 {
     *out = NULL;
-    char path[4096];
+    char path[4096], lbpath[4096];
     uint64_t fp;
-    emoe_status st = store_find_or_build(e, o->store, path, sizeof path, &fp, err);
+    quant_format fmt = QUANT_NONE, lbfmt = QUANT_Q4;
+    cache_config cfg = {0};
+    if (o->expert_format && quant_format_parse(o->expert_format, &fmt) != 0)
+        return emoe_errf(err, EMOE_EINVAL, "--expert-format: '%s' is not bf16, q8 or q4", o->expert_format);
+    if (o->miss_policy && cache_parse_miss_policy(o->miss_policy, &cfg.miss_policy) != 0)
+        return emoe_errf(err, EMOE_EINVAL, "--miss-policy: '%s' is not exact, substitute or lowbit", o->miss_policy);
+    if (o->lowbit_format && (quant_format_parse(o->lowbit_format, &lbfmt) != 0 || lbfmt == QUANT_NONE))
+        return emoe_errf(err, EMOE_EINVAL, "lowbit format: '%s' is not q8 or q4", o->lowbit_format);
+    if ((fmt != QUANT_NONE || cfg.miss_policy == CACHE_MISS_LOWBIT) && strcmp(eng_backend_name(e), "cpu") != 0)
+        return emoe_errf(err, EMOE_EUNSUP, "quantized experts (--expert-format %s%s) run on the CPU backend only so far "
+                         "(the %s backend has no q8/q4 kernels yet)", quant_format_name(fmt),
+                         cfg.miss_policy == CACHE_MISS_LOWBIT ? ", miss policy lowbit" : "", eng_backend_name(e));
+    emoe_status st = store_find_or_build_format(e, o->store, (int)fmt, path, sizeof path, &fp, err);
     if (st) return st;
+    if (cfg.miss_policy == CACHE_MISS_LOWBIT &&
+        (st = store_find_or_build_format(e, NULL, (int)lbfmt, lbpath, sizeof lbpath, NULL, err)))
+        return emoe_err_prefix(err, "lowbit miss policy");
     store_info info;
     if ((st = store_info_from_engine(e, &info, err))) return st;
+    /* Percentages are of the dense (checkpoint dtype) experts' bytes. */
     uint64_t total = (uint64_t)info.n_layers * (uint64_t)info.n_experts * info.extent_stride;
-    cache_config cfg = {0};
-    if ((st = cache_parse_budget(o->budget, total, "--budget", &cfg.device_budget, err))) return st;
+    if ((st = cache_parse_budget(o->budget ? o->budget : "100%", total, "--budget", &cfg.device_budget, err))) return st;
     if (o->host_budget && (st = cache_parse_budget(o->host_budget, total, "--host-budget", &cfg.host_budget, err)))
         return st;
-    if (o->miss_policy && cache_parse_miss_policy(o->miss_policy, &cfg.miss_policy) != 0)
-        return emoe_errf(err, EMOE_EINVAL, "--miss-policy: '%s' is not exact or substitute", o->miss_policy);
+    cfg.expert_format = (int)fmt;
+    if (cfg.miss_policy == CACHE_MISS_LOWBIT) {
+        cfg.lowbit_store = lbpath;
+        cfg.lowbit_format = (int)lbfmt;
+    }
     cfg.loader.queue_depth = o->queue_depth;
     cfg.loader.fail_nth_read = o->fail_nth_read;
     cfg.slot_mem = (const cache_slot_mem *)eng_backend_slot_mem(e); /* GPU memory on CUDA */

@@ -14,6 +14,8 @@
  * a hint is set: the predictor's), ties and the default by least recent use.
  * Budgets: a percentage is of all experts as held in slots (n_layers*n_experts
  * extents of extent_stride bytes), i.e. of the expert count; bytes are bytes.
+ * (cache_attach turns a percentage into bytes of the dense experts, so with a
+ * q8/q4 store the same percentage holds more experts.)
  * All calls are thread-safe (one mutex); loads complete on the loader thread.
  */
 #ifndef EMOE_CACHE_H
@@ -31,6 +33,7 @@
 typedef enum cache_miss_policy {
     CACHE_MISS_EXACT = 0,      /* load on demand */
     CACHE_MISS_SUBSTITUTE = 1, /* forward pass uses resident experts instead */
+    CACHE_MISS_LOWBIT = 2,     /* acquire serves the resident low-bit copy, loads the full one for later */
 } cache_miss_policy;
 
 /* Memory of the device tier. The host implementation (cache_slot_mem_host)
@@ -56,6 +59,12 @@ typedef struct cache_config {
     uint64_t host_budget;    /* bytes; 0 = no host tier */
     cache_miss_policy miss_policy;
     int no_verify;           /* 1: skip the CRC32C check of each extent read */
+    int expert_format;       /* quant_format the store must hold (0 = dense); another is refused */
+    /* Low-bit copy for CACHE_MISS_LOWBIT: a store of format lowbit_format whose
+     * every extent is read into memory at open (beside the budget: its bytes
+     * are reported as lowbit_bytes). NULL = none (then lowbit acts as exact). */
+    const char *lowbit_store;
+    int lowbit_format;
     loader_config loader;
     const cache_slot_mem *slot_mem; /* NULL = cache_slot_mem_host() */
 } cache_config;
@@ -73,6 +82,12 @@ typedef struct cache_stats {
     uint64_t evictions;
     uint64_t prefetch_issued;     /* loads started by prefetch */
     uint64_t substitute_misses;   /* is_resident() answered no in substitute mode */
+    uint64_t substituted;         /* experts the forward pass actually replaced (substitute policy) */
+    uint64_t prefetch_by_source[4]; /* loads started by prefetch, by cache_pf_source */
+    uint64_t prefetch_used[4];    /* of those, loads a later acquire found (ready or loading) before eviction */
+    uint64_t lowbit_uses;         /* acquires served by the low-bit copy (lowbit mode) */
+    uint64_t lowbit_bytes;        /* memory held by the low-bit copy */
+    int lowbit_format;
     uint64_t lat_hist[CACHE_LAT_BUCKETS]; /* load latency (request to ready) */
     double load_seconds;          /* sum of load latencies */
     uint64_t steps;
@@ -115,6 +130,21 @@ int cache_is_resident(cache_t *c, int layer, int expert);
  * loading, into slots that are free or evictable (never pinned ones, never ones
  * filled by this same call). */
 void cache_prefetch(cache_t *c, int layer, const int *experts, int n);
+/* Who asked for a prefetch (per-source load counters). cache_prefetch is
+ * CACHE_PF_ENGINE (the forward pass's own prefetch of the experts it is about
+ * to use). */
+typedef enum cache_pf_source {
+    CACHE_PF_ENGINE = 0,
+    CACHE_PF_PLAN,       /* a request's plan, at admission */
+    CACHE_PF_QUEUE,      /* a queued request's plan, before admission */
+    CACHE_PF_LOOKAHEAD,  /* predicted experts of the next layers */
+    CACHE_PF_SOURCES
+} cache_pf_source;
+extern const char *const cache_pf_source_names[CACHE_PF_SOURCES]; /* "engine", "plan", "queue", "lookahead" */
+/* cache_prefetch, with its loads counted under src. */
+void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *experts, int n);
+/* Counts n experts replaced by the substitute miss policy. */
+void cache_count_substituted(cache_t *c, int n);
 /* Waits until no load is in flight. */
 void cache_drain(cache_t *c);
 
@@ -130,6 +160,8 @@ void cache_get_stats(cache_t *c, cache_stats *out);
  * budget_bytes, ...}); new reference, NULL on allocation failure. */
 json_t *cache_stats_json(const cache_stats *s);
 const store_t *cache_store(const cache_t *c);
+/* Views of the extent at mem of a store described by in (dense or quantized). */
+void cache_fill_views(const store_info *in, const void *mem, eng_expert_weights *w);
 
 /* Command-line glue for `emoe run` / `emoe perplexity` / serve: resolves (or
  * builds) the store of engine e, parses budgets (NULL host_budget = 0, NULL
@@ -139,7 +171,9 @@ const store_t *cache_store(const cache_t *c);
 typedef struct cache_cli_opts {
     const char *budget;       /* "25%" or bytes; required */
     const char *host_budget;
-    const char *miss_policy;  /* "exact" | "substitute" */
+    const char *miss_policy;  /* "exact" | "substitute" | "lowbit" */
+    const char *expert_format; /* "bf16" (NULL) | "q8" | "q4": the store's format */
+    const char *lowbit_format; /* lowbit policy: format of the resident copy, "q4" (NULL) | "q8" */
     const char *store;        /* NULL: beside the model (built if missing) */
     int queue_depth;
     int fail_nth_read;        /* fault injection (tests) */

@@ -281,11 +281,43 @@ int eng_seq_reserve(eng_seq *s, int n)
     return 0;
 }
 
+eng_seq *eng_seq_fork(const eng_seq *src, int max_len, emoe_err *err)
+{
+    eng_engine *e = src->e;
+    if (e->be->seq_init && !e->be->seq_copy) {
+        emoe_errf(err, EMOE_EUNSUP, "the %s backend cannot fork a sequence", e->be->name);
+        return NULL;
+    }
+    eng_seq *s = eng_seq_new(e, max_len, err);
+    if (!s) return NULL;
+    if (src->len > s->max_len || eng_seq_reserve(s, src->len > 0 ? src->len : 1)) {
+        eng_seq_free(s);
+        emoe_errf(err, EMOE_ENOMEM, "out of memory forking a sequence of %d positions", src->len);
+        return NULL;
+    }
+    if (e->be->seq_copy) {
+        if (e->be->seq_copy(s, src)) {
+            eng_seq_free(s);
+            emoe_errf(err, EMOE_EIO, "%s: copying a KV cache failed", e->be->name);
+            return NULL;
+        }
+    } else {
+        size_t row = eng_dtype_size(e->kv_dtype) * (size_t)e->d.n_kv_heads * (size_t)e->d.head_dim * (size_t)src->len;
+        for (int l = 0; l < e->d.n_layers && row; l++) {
+            memcpy(s->k[l], src->k[l], row);
+            memcpy(s->v[l], src->v[l], row);
+        }
+    }
+    s->len = src->len;
+    return s;
+}
+
 int eng_seq_len(const eng_seq *s) { return s->len; }
 void eng_seq_set_tag(eng_seq *s, void *tag) { s->tag = tag; }
 void *eng_seq_tag(const eng_seq *s) { return s->tag; }
 void eng_seq_truncate(eng_seq *s, int len) { if (len >= 0 && len < s->len) s->len = len; }
 uint64_t eng_seq_substituted(const eng_seq *s) { return s->substituted; }
+uint64_t eng_seq_lowbit(const eng_seq *s) { return s->lowbit; }
 
 const char *eng_backend_name(const eng_engine *e) { return e->be->name; }
 

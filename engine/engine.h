@@ -85,8 +85,15 @@ void eng_seq_set_tag(eng_seq *s, void *tag);
 void *eng_seq_tag(const eng_seq *s);
 /* Drops positions >= len (e.g. to reuse a prefix). */
 void eng_seq_truncate(eng_seq *s, int len);
+/* A new sequence (capacity max_len, 0 = the engine's context) holding a copy
+ * of src's KV cache, so it continues from src's length independently (n > 1
+ * choices: prefill once, then fork). NULL with err set on failure (EMOE_EUNSUP
+ * when the backend cannot copy a KV cache). */
+eng_seq *eng_seq_fork(const eng_seq *src, int max_len, emoe_err *err);
 /* Experts replaced by the substitute policy in this sequence so far. */
 uint64_t eng_seq_substituted(const eng_seq *s);
+/* Expert uses computed with the low-bit copy (miss_policy lowbit) so far. */
+uint64_t eng_seq_lowbit(const eng_seq *s);
 
 typedef struct eng_batch_item {
     eng_seq *seq;

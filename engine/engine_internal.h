@@ -24,6 +24,10 @@ typedef struct eng_backend_ops {
     void (*seq_free)(eng_seq *s);
     int (*seq_reserve)(eng_seq *s, int n);
     void (*stats)(const eng_engine *e, eng_backend_stats *st);
+    /* Copies positions [0, src->len) of src's KV cache into dst (reserved to
+     * at least src->len by the caller); 0 or -1. NULL with seq_init set: the
+     * backend cannot fork sequences (eng_seq_fork fails with EMOE_EUNSUP). */
+    int (*seq_copy)(eng_seq *dst, const eng_seq *src);
     /* Optional: memory for an expert cache's device tier (eng_backend_slot_mem). */
     const struct cache_slot_mem *(*slot_mem)(eng_engine *e);
 } eng_backend_ops;
@@ -59,6 +63,7 @@ struct eng_seq {
     void **k, **v;            /* per layer: (cap, n_kv_heads*head_dim) in the engine's kv_dtype */
     void *tag;
     uint64_t substituted;
+    uint64_t lowbit;          /* expert uses served by the low-bit copy (miss_policy lowbit) */
     void *be;                 /* backend per-sequence state (device KV cache), NULL on the CPU backend */
 };
 

@@ -19,6 +19,7 @@
 #include "engine/engine_internal.h"
 #include "engine/matmul.h"
 #include "engine/moe_plan.h"
+#include "engine/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -193,7 +194,7 @@ static void route_rows(eng_engine *e, int l, int T, step_buf *b)
         if (d->norm_topk)
             for (int j = 0; j < k; j++) w[j] /= wsum;
         if (e->cb) e->cb(e->cb_user, b->row_seq[t]->tag, b->row_pos[t], l, ids, w, k);
-        if (allowed) {
+        if (allowed && (!p->substitute_seq || p->substitute_seq(p->ctx, b->row_seq[t]->tag))) {
             int missing[64], nm = 0;
             for (int j = 0; j < k; j++)
                 if (!allowed[ids[j]] && nm < 64) missing[nm++] = ids[j];
@@ -207,10 +208,31 @@ static void route_rows(eng_engine *e, int l, int T, step_buf *b)
                 float target = d->norm_topk ? 1.0f : wsum;
                 for (int j = 0; j < k; j++) w[j] = w[j] / s2 * target;
                 b->row_seq[t]->substituted += (uint64_t)nm;
+                if (p->substituted) p->substituted(p->ctx, b->row_seq[t]->tag, l, nm);
             }
         }
     }
     free(allowed);
+}
+
+/* Speculative gating (eng_expert_provider.predicted): the routers of the next
+ * layers applied to layer l's MoE input; b->probs is free once route_rows is
+ * done. Only the provider sees the result. */
+static void spec_route(eng_engine *e, int l, int T, step_buf *b)
+{
+    const eng_model_desc *d = &e->d;
+    const eng_expert_provider *p = e->prov;
+    int E = d->n_experts, k = d->top_k;
+    if (!p->predicted || p->lookahead_layers <= 0 || k > 64) return;
+    for (int dl = 1; dl <= p->lookahead_layers && l + dl < d->n_layers; dl++) {
+        matmul(e->pool, b->h, T, d->dim, &e->w.layers[l + dl].router, NULL, b->probs);
+        for (int t = 0; t < T; t++) {
+            int ids[64];
+            float w[64];
+            eng_route_topk(b->probs + (size_t)t * E, E, k, NULL, ids, w);
+            p->predicted(p->ctx, b->row_seq[t]->tag, b->row_pos[t], l + dl, ids, k);
+        }
+    }
 }
 
 /* Most experts held at once; fewer when the provider runs out of slots. */
@@ -234,6 +256,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
     if (sf > 0)
         for (size_t i = 0; i < (size_t)T * sf; i++) b->sg[i] = silu(b->sg[i]) * b->su[i];
     route_rows(e, l, T, b);
+    spec_route(e, l, T, b);
     /* Group (row, pick) pairs per expert. */
     memset(b->ex_count, 0, sizeof(int) * (size_t)E);
     for (int i = 0; i < T * k; i++) b->ex_count[b->ids[i]]++;
@@ -263,24 +286,37 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
         int ng = 0;
         while (u0 + ng < nu && ng < MOE_GROUP_MAX) {
             int x = b->used[u0 + ng];
+            memset(&w[ng], 0, sizeof w[ng]);
             emoe_status rc = p->acquire(p->ctx, l, x, &w[ng], err);
             if (rc == EMOE_OK) { ng++; continue; }
             if (rc == EMOE_ENOMEM && ng > 0) break;
             for (int i = 0; i < ng; i++) if (p->release) p->release(p->ctx, l, b->used[u0 + i]);
             return emoe_err_prefix(err, "layer %d expert %d", l, x);
         }
-        for (int i = 0; i < ng; i++) {
-            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
-            jobs[2 * i] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
-            jobs[2 * i + 1] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
-        }
-        eng_mm_run(e->pool, jobs, 2 * ng);
-        int xa = b->used[u0], xb = b->used[u0 + ng - 1];
-        size_t pa = (size_t)b->ex_start[xa], pb = (size_t)b->ex_start[xb] + (size_t)b->ex_count[xb];
-        for (size_t i = pa * ffn; i < pb * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
         int nj = 0;
         for (int i = 0; i < ng; i++) {
             int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            if (w[i].qfmt) { /* quantized expert views (engine/quant.h): their own kernels */
+                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn);
+                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn);
+                continue;
+            }
+            jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
+            jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
+        }
+        eng_mm_run(e->pool, jobs, nj);
+        int xa = b->used[u0], xb = b->used[u0 + ng - 1];
+        size_t pa = (size_t)b->ex_start[xa], pb = (size_t)b->ex_start[xb] + (size_t)b->ex_count[xb];
+        for (size_t i = pa * ffn; i < pb * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
+        nj = 0;
+        for (int i = 0; i < ng; i++) {
+            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            if (w[i].lowbit) /* served by the low-bit copy (miss_policy lowbit): counted per sequence */
+                for (int r = 0; r < c; r++) b->row_seq[b->ex_rows[s0 + r]]->lowbit++;
+            if (w[i].qfmt) {
+                quant_matmul(e->pool, b->g + (size_t)s0 * ffn, c, ffn, w[i].down.data, dim, w[i].qfmt, b->eo + (size_t)s0 * dim);
+                continue;
+            }
             jobs[nj++] = mm_job(b->g + (size_t)s0 * ffn, c, ffn, &w[i].down, NULL, b->eo + (size_t)s0 * dim);
         }
         if (sf > 0 && u0 + ng == nu) { /* the shared expert's down joins the last region */

@@ -17,6 +17,9 @@ struct eng_sampler {
     uint32_t *counts;   /* per token: times emitted (for penalties) */
     int *idx;           /* scratch: candidate indices */
     float *prob;        /* scratch */
+    int32_t *bias_ids;  /* logit_bias */
+    float *bias;
+    int n_bias;
 };
 
 void eng_sampling_default(eng_sampling *s)
@@ -79,6 +82,8 @@ void eng_sampler_free(eng_sampler *s)
     free(s->counts);
     free(s->idx);
     free(s->prob);
+    free(s->bias_ids);
+    free(s->bias);
     free(s);
 }
 
@@ -97,12 +102,67 @@ static int cmp_desc(const void *a, const void *b)
     return *(const int *)a - *(const int *)b;
 }
 
-int eng_sampler_sample(eng_sampler *s, float *logits)
+emoe_status eng_sampler_set_bias(eng_sampler *s, const int32_t *ids, const float *bias, int n, emoe_err *err)
+{
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->vocab)
+            return emoe_errf(err, EMOE_EINVAL, "logit_bias: token id %d is outside the vocabulary [0, %d)", (int)ids[i],
+                             s->vocab);
+    free(s->bias_ids);
+    free(s->bias);
+    s->bias_ids = NULL;
+    s->bias = NULL;
+    s->n_bias = 0;
+    if (n <= 0) return EMOE_OK;
+    s->bias_ids = malloc((size_t)n * sizeof *s->bias_ids);
+    s->bias = malloc((size_t)n * sizeof *s->bias);
+    if (!s->bias_ids || !s->bias) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    memcpy(s->bias_ids, ids, (size_t)n * sizeof *ids);
+    memcpy(s->bias, bias, (size_t)n * sizeof *bias);
+    s->n_bias = n;
+    return EMOE_OK;
+}
+
+void eng_sampler_prepare(eng_sampler *s, float *logits)
 {
     int V = s->vocab;
     if (s->p.presence_penalty != 0 || s->p.frequency_penalty != 0)
         for (int i = 0; i < V; i++)
             if (s->counts[i]) logits[i] -= s->p.presence_penalty + s->p.frequency_penalty * (float)s->counts[i];
+    for (int i = 0; i < s->n_bias; i++) logits[s->bias_ids[i]] += s->bias[i];
+}
+
+int eng_sampler_sample(eng_sampler *s, float *logits)
+{
+    eng_sampler_prepare(s, logits);
+    return eng_sampler_pick(s, logits);
+}
+
+float eng_logprobs(const float *logits, int vocab, int token, int top_n, int32_t *top_ids, float *top_lp)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < vocab; i++) if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - mx);
+    double lse = mx + log(sum);
+    if (top_n > vocab) top_n = vocab;
+    /* Partial insertion sort: top_n is small (<= 20 from the API). */
+    int k = 0;
+    for (int i = 0; i < vocab && top_n > 0; i++) {
+        float v = logits[i];
+        if (k == top_n && !(v > logits[top_ids[k - 1]])) continue;
+        int j = k < top_n ? k++ : k - 1;
+        while (j > 0 && v > logits[top_ids[j - 1]]) { top_ids[j] = top_ids[j - 1]; j--; }
+        top_ids[j] = i;
+    }
+    for (int j = 0; j < k; j++) top_lp[j] = (float)((double)logits[top_ids[j]] - lse);
+    if (token < 0 || token >= vocab) return -INFINITY;
+    return (float)((double)logits[token] - lse);
+}
+
+int eng_sampler_pick(eng_sampler *s, const float *logits)
+{
+    int V = s->vocab;
     if (s->p.temperature == 0) {
         int best = 0;
         for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;

@@ -31,4 +31,21 @@ int eng_sampler_sample(eng_sampler *s, float *logits);
 /* Records an emitted (or prompt) token for the penalties. */
 void eng_sampler_accept(eng_sampler *s, int token);
 
+/* OpenAI logit_bias: bias[i] is added to logits[ids[i]] before sampling.
+ * Replaces any earlier bias; ids outside [0, vocab) -> EMOE_EINVAL. */
+emoe_status eng_sampler_set_bias(eng_sampler *s, const int32_t *ids, const float *bias, int n, emoe_err *err);
+/* eng_sampler_sample in two halves, so a caller can mask logits (constrained
+ * decoding) and read log-probabilities in between: prepare applies the
+ * penalties and the bias in place; pick draws from the result (greedy at
+ * temperature 0, else temperature, top-k, top-p, min-p). Tokens whose logit
+ * is -INFINITY are never picked (at least one must be finite). */
+void eng_sampler_prepare(eng_sampler *s, float *logits);
+int eng_sampler_pick(eng_sampler *s, const float *logits);
+
+/* Log-softmax of logits[0..vocab) at `token`, and the top_n (0..vocab) most
+ * likely ids with their log-probabilities (descending; ties by lower id) into
+ * top_ids/top_lp (may be NULL when top_n is 0). Returns the token's
+ * log-probability (-INFINITY for a masked token). */
+float eng_logprobs(const float *logits, int vocab, int token, int top_n, int32_t *top_ids, float *top_lp);
+
 #endif

@@ -3,6 +3,7 @@
  * packing an engine's checkpoint. Format in store.h.
  */
 #include "engine/store.h"
+#include "engine/quant.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -124,7 +125,7 @@ static uint32_t header_crc(const uint8_t *h)
 enum {
     H_MAGIC = 0, H_VERSION = 8, H_HDRBYTES = 12, H_FP = 16, H_DTYPE = 24, H_LAYERS = 28,
     H_EXPERTS = 32, H_DIM = 36, H_FFN = 40, H_EXTBYTES = 48, H_STRIDE = 56, H_DATAOFF = 64,
-    H_FILESIZE = 72, H_TABLECRC = 80, H_HDRCRC = 84,
+    H_FILESIZE = 72, H_TABLECRC = 80, H_HDRCRC = 84, H_FORMAT = 88,
 };
 
 /* Computes the derived layout fields of info from its shapes; EINVAL when they
@@ -140,7 +141,12 @@ static emoe_status layout(store_info *info, uint64_t *hdr_bytes, const char *wha
     if ((int)info->dtype < 0 || ds == 0)
         return emoe_errf(err, EMOE_EINVAL, "%s: unknown dtype code %d", what, (int)info->dtype);
     uint64_t eb;
-    if (!emoe_mul_ok((uint64_t)info->dim * (uint64_t)info->expert_ffn, 3 * (uint64_t)ds, &eb))
+    if (info->format < 0 || info->format >= QUANT_N_FORMATS)
+        return emoe_errf(err, EMOE_EINVAL, "%s: unknown expert format code %d", what, info->format);
+    if (info->format != QUANT_NONE)
+        eb = 2 * (uint64_t)info->expert_ffn * quant_row_bytes(info->format, info->dim) +
+             (uint64_t)info->dim * quant_row_bytes(info->format, info->expert_ffn);
+    else if (!emoe_mul_ok((uint64_t)info->dim * (uint64_t)info->expert_ffn, 3 * (uint64_t)ds, &eb))
         return emoe_errf(err, EMOE_EINVAL, "%s: extent size overflows", what);
     info->extent_bytes = eb;
     info->extent_stride = align_up(eb);
@@ -205,6 +211,12 @@ emoe_status store_open(const char *path, uint64_t expect_fp, store_t **out, emoe
     store_info *in = &s->info;
     in->fingerprint = get64(h + H_FP);
     in->dtype = (eng_dtype)get32(h + H_DTYPE);
+    if (get32(h + H_FORMAT) >= QUANT_N_FORMATS) {
+        st = emoe_errf(err, EMOE_EUNSUP, "expert store %s: unknown expert format code %u (a newer emoe wrote it?)",
+                       path, get32(h + H_FORMAT));
+        goto fail;
+    }
+    in->format = (int)get32(h + H_FORMAT);
     in->n_layers = (int)get32(h + H_LAYERS);
     in->n_experts = (int)get32(h + H_EXPERTS);
     in->dim = (int)get32(h + H_DIM);
@@ -292,6 +304,24 @@ void store_close(store_t *s)
 }
 
 const store_info *store_get_info(const store_t *s) { return &s->info; }
+
+const char *store_default_name(int fmt)
+{
+    switch (fmt) {
+    case QUANT_Q8: return "experts.q8.emoe";
+    case QUANT_Q4: return "experts.q4.emoe";
+    }
+    return STORE_DEFAULT_NAME;
+}
+
+emoe_status store_check_format(const store_t *s, int fmt, emoe_err *err)
+{
+    if (s->info.format == fmt) return EMOE_OK;
+    return emoe_errf(err, EMOE_EINVAL,
+                     "expert store %s holds %s experts, %s were asked for; pack one with "
+                     "`emoe pack -m DIR --expert-format %s` or pass the right --store",
+                     s->path, quant_format_name(s->info.format), quant_format_name(fmt), quant_format_name(fmt));
+}
 const char *store_path(const store_t *s) { return s->path; }
 
 const store_extent *store_extent_of(const store_t *s, int layer, int expert)
@@ -383,6 +413,7 @@ emoe_status store_write(const char *path, const store_info *info_in, store_fill_
     put32(hdr + H_HDRBYTES, (uint32_t)hdr_bytes);
     put64(hdr + H_FP, info.fingerprint);
     put32(hdr + H_DTYPE, (uint32_t)info.dtype);
+    put32(hdr + H_FORMAT, (uint32_t)info.format);
     put32(hdr + H_LAYERS, (uint32_t)info.n_layers);
     put32(hdr + H_EXPERTS, (uint32_t)info.n_experts);
     put32(hdr + H_DIM, (uint32_t)info.dim);
@@ -431,6 +462,11 @@ static emoe_status check_tensor(const eng_tensor *t, const char *name, int64_t r
 
 emoe_status store_info_from_engine(eng_engine *e, store_info *info, emoe_err *err)
 {
+    return store_info_from_engine_format(e, QUANT_NONE, info, err);
+}
+
+emoe_status store_info_from_engine_format(eng_engine *e, int fmt, store_info *info, emoe_err *err)
+{
     const eng_model_desc *d = eng_desc(e);
     eng_expert_weights w;
     emoe_status st = eng_checkpoint_expert(e, 0, 0, &w, err);
@@ -441,14 +477,23 @@ emoe_status store_info_from_engine(eng_engine *e, store_info *info, emoe_err *er
     info->n_experts = d->n_experts;
     info->dim = d->dim;
     info->expert_ffn = d->expert_ffn;
+    info->format = fmt;
     uint64_t hb;
     return layout(info, &hb, eng_model_dir(e), err);
 }
 
-/* Copies the three tensors of (layer, expert) into dst back to back. */
-static emoe_status fill_from_engine(void *user, int layer, int expert, void *dst, emoe_err *err)
+typedef struct fill_ctx {
+    eng_engine *e;
+    int fmt;
+    float *row; /* max(dim, expert_ffn) floats (quantized formats) */
+} fill_ctx;
+
+/* Copies the three tensors of (layer, expert) into dst back to back (dense),
+ * or quantizes them row by row. */
+static emoe_status fill_format(void *user, int layer, int expert, void *dst, emoe_err *err)
 {
-    eng_engine *e = user;
+    fill_ctx *fc = user;
+    eng_engine *e = fc->e;
     const eng_model_desc *d = eng_desc(e);
     eng_expert_weights w;
     emoe_status st = eng_checkpoint_expert(e, layer, expert, &w, err);
@@ -458,6 +503,20 @@ static emoe_status fill_from_engine(void *user, int layer, int expert, void *dst
         (st = check_tensor(&w.up, "up", d->expert_ffn, d->dim, dt, layer, expert, err)) ||
         (st = check_tensor(&w.down, "down", d->dim, d->expert_ffn, dt, layer, expert, err)))
         return st;
+    if (fc->fmt != QUANT_NONE) {
+        const eng_tensor *t[3] = {&w.gate, &w.up, &w.down};
+        uint8_t *o = dst;
+        for (int i = 0; i < 3; i++) {
+            int64_t rows = t[i]->shape[0], cols = t[i]->shape[1];
+            size_t rb = quant_row_bytes(fc->fmt, cols);
+            for (int64_t r = 0; r < rows; r++) {
+                eng_tensor_read_f32(t[i], r * cols, cols, fc->row);
+                quant_row_quantize(fc->fmt, fc->row, cols, o);
+                o += rb;
+            }
+        }
+        return EMOE_OK;
+    }
     size_t one = (size_t)d->expert_ffn * (size_t)d->dim * eng_dtype_size(dt);
     memcpy(dst, w.gate.data, one);
     memcpy((uint8_t *)dst + one, w.up.data, one);
@@ -487,7 +546,8 @@ emoe_status store_model_fingerprint(eng_engine *e, uint64_t *fp, emoe_err *err)
     if (!buf) return emoe_errf(err, EMOE_ENOMEM, "fingerprint: out of memory");
     const int samples[3][2] = {{0, 0}, {info.n_layers / 2, info.n_experts / 2}, {info.n_layers - 1, info.n_experts - 1}};
     for (int i = 0; i < 3; i++) {
-        if ((st = fill_from_engine(e, samples[i][0], samples[i][1], buf, err))) break;
+        fill_ctx fc = {e, QUANT_NONE, NULL};
+        if ((st = fill_format(&fc, samples[i][0], samples[i][1], buf, err))) break;
         uint32_t c = store_crc32c(0, buf, info.extent_bytes);
         h = fnv(h, &c, sizeof c);
     }
@@ -499,11 +559,22 @@ emoe_status store_model_fingerprint(eng_engine *e, uint64_t *fp, emoe_err *err)
 
 emoe_status store_pack_engine(eng_engine *e, const char *path, int progress, emoe_err *err)
 {
+    return store_pack_engine_format(e, path, QUANT_NONE, progress, err);
+}
+
+emoe_status store_pack_engine_format(eng_engine *e, const char *path, int fmt, int progress, emoe_err *err)
+{
     store_info info;
-    emoe_status st = store_info_from_engine(e, &info, err);
+    emoe_status st = store_info_from_engine_format(e, fmt, &info, err);
     if (st) return st;
     if ((st = store_model_fingerprint(e, &info.fingerprint, err))) return st;
-    return store_write(path, &info, fill_from_engine, e, progress, err);
+    fill_ctx fc = {e, fmt, NULL};
+    int wmax = info.dim > info.expert_ffn ? info.dim : info.expert_ffn;
+    if (fmt != QUANT_NONE && !(fc.row = malloc(sizeof(float) * (size_t)wmax)))
+        return emoe_errf(err, EMOE_ENOMEM, "packing %s: out of memory", path);
+    st = store_write(path, &info, fill_format, &fc, progress, err);
+    free(fc.row);
+    return st;
 }
 
 /* The folder of path is writable: access() and, since root passes access()
@@ -518,16 +589,23 @@ static int dir_writable(const char *path)
     return access(d, W_OK) == 0 && stat(d, &sb) == 0 && (sb.st_mode & 0222);
 }
 
-static emoe_status open_check(const char *path, uint64_t fp, emoe_err *err)
+static emoe_status open_check(const char *path, uint64_t fp, int fmt, emoe_err *err)
 {
     store_t *s;
     emoe_status st = store_open(path, fp, &s, err);
+    if (st == EMOE_OK) st = store_check_format(s, fmt, err);
     store_close(s);
     return st;
 }
 
 emoe_status store_find_or_build(eng_engine *e, const char *configured, char *out_path, size_t cap,
                                 uint64_t *fp_out, emoe_err *err)
+{
+    return store_find_or_build_format(e, configured, QUANT_NONE, out_path, cap, fp_out, err);
+}
+
+emoe_status store_find_or_build_format(eng_engine *e, const char *configured, int fmt, char *out_path,
+                                       size_t cap, uint64_t *fp_out, emoe_err *err)
 {
     uint64_t fp;
     emoe_status st = store_model_fingerprint(e, &fp, err);
@@ -539,7 +617,7 @@ emoe_status store_find_or_build(eng_engine *e, const char *configured, char *out
     if (configured && *configured) {
         snprintf(path, sizeof path, "%s", configured);
     } else {
-        snprintf(path, sizeof path, "%s/%s", eng_model_dir(e), STORE_DEFAULT_NAME);
+        snprintf(path, sizeof path, "%s/%s", eng_model_dir(e), store_default_name(fmt));
         if (stat(path, &sb) != 0 && !dir_writable(path)) {
             const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
             char dir[PATH_MAX - 64];
@@ -551,15 +629,17 @@ emoe_status store_find_or_build(eng_engine *e, const char *configured, char *out
             for (char *q = dir + 1; *q; q++) /* mkdir -p */
                 if (*q == '/') { *q = 0; (void)mkdir(dir, 0755); *q = '/'; }
             (void)mkdir(dir, 0755);
-            snprintf(path, sizeof path, "%s/%016" PRIx64 ".emoe", dir, fp);
+            if (fmt == QUANT_NONE) snprintf(path, sizeof path, "%s/%016" PRIx64 ".emoe", dir, fp);
+            else snprintf(path, sizeof path, "%s/%016" PRIx64 ".%s.emoe", dir, fp, quant_format_name(fmt));
         }
     }
     if (strlen(path) + 1 > cap) return emoe_errf(err, EMOE_EINVAL, "store path too long: %s", path);
     if (stat(path, &sb) != 0) {
-        LOG_INFO("no expert store at %s: packing it from %s (one time)", path, eng_model_dir(e));
-        if ((st = store_pack_engine(e, path, progress, err))) return st;
+        LOG_INFO("no %s expert store at %s: packing it from %s (one time)", quant_format_name(fmt), path,
+                 eng_model_dir(e));
+        if ((st = store_pack_engine_format(e, path, fmt, progress, err))) return st;
     }
-    if ((st = open_check(path, fp, err))) return st;
+    if ((st = open_check(path, fp, fmt, err))) return st;
     snprintf(out_path, cap, "%s", path);
     return EMOE_OK;
 }

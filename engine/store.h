@@ -13,7 +13,11 @@
  *                       {u64 offset, u64 length, u32 crc32c, u32 reserved},
  *                       layer-major; header_bytes is a multiple of 4096
  *   [data_offset, ...)  extents, stride extent_stride, zero padded
- * An extent is gate (ffn,dim) | up (ffn,dim) | down (dim,ffn), row-major.
+ * An extent is gate (ffn,dim) | up (ffn,dim) | down (dim,ffn), row-major, in
+ * the header's format: 0 = dense in `dtype`, 1 = q8, 2 = q4 (rows of
+ * quant.h blocks, docs/quant.md; `dtype` then names the checkpoint's dtype).
+ * The format is a u32 at byte 88 of the header (zero in stores written before
+ * it existed, which are dense), covered by the header CRC.
  *
  * The writer is atomic: it writes "<path>.tmp.<pid>", fsyncs, renames over
  * <path> and fsyncs the folder, so a crash never leaves a file at <path>
@@ -37,6 +41,9 @@
 #define STORE_HEADER_FIXED 128u
 #define STORE_ENTRY_BYTES 24u
 #define STORE_DEFAULT_NAME "experts.emoe"
+/* Default file name of a store of format fmt (quant_format): "experts.emoe"
+ * for dense, "experts.q8.emoe", "experts.q4.emoe". */
+const char *store_default_name(int fmt);
 
 typedef struct store_extent {
     uint64_t offset;  /* byte offset in the file, multiple of STORE_ALIGN */
@@ -46,12 +53,13 @@ typedef struct store_extent {
 
 typedef struct store_info {
     uint64_t fingerprint;   /* model fingerprint (store_model_fingerprint) */
-    eng_dtype dtype;
+    eng_dtype dtype;        /* the checkpoint's dtype (of the extents when format is 0) */
+    int format;             /* quant_format: 0 dense, QUANT_Q8, QUANT_Q4 */
     int n_layers;
     int n_experts;
     int dim;
     int expert_ffn;
-    uint64_t extent_bytes;  /* 3 * expert_ffn * dim * dtype size */
+    uint64_t extent_bytes;  /* dense: 3 * expert_ffn * dim * dtype size; quantized: the rows' bytes */
     uint64_t extent_stride; /* extent_bytes rounded up to STORE_ALIGN */
     uint64_t data_offset;   /* first extent */
     uint64_t file_size;
@@ -75,6 +83,8 @@ const char *store_path(const store_t *s);
 const store_extent *store_extent_of(const store_t *s, int layer, int expert);
 /* Checks buf (extent payload of (layer, expert)) against its stored CRC.
  * EMOE_EIO with a message naming the extent on mismatch. */
+/* EINVAL naming the file and both formats when s is not of format fmt. */
+emoe_status store_check_format(const store_t *s, int fmt, emoe_err *err);
 emoe_status store_verify_extent(const store_t *s, int layer, int expert, const void *buf,
                                 emoe_err *err);
 
@@ -92,6 +102,8 @@ int store_remove_stale_tmp(const char *path);
  * extent_bytes, extent_stride) from an open engine; checks that every expert
  * has the same dtype/shape. */
 emoe_status store_info_from_engine(eng_engine *e, store_info *info, emoe_err *err);
+/* The same for a store of format fmt (extent sizes of the quantized rows). */
+emoe_status store_info_from_engine_format(eng_engine *e, int fmt, store_info *info, emoe_err *err);
 
 /* The model fingerprint: a 64-bit hash of the family, the shapes and dtype,
  * and the full bytes of a few sampled experts (first, middle, last). It tells
@@ -101,6 +113,8 @@ emoe_status store_model_fingerprint(eng_engine *e, uint64_t *fp, emoe_err *err);
 
 /* Writes the store of the engine's checkpoint to path (atomically). */
 emoe_status store_pack_engine(eng_engine *e, const char *path, int progress, emoe_err *err);
+/* The same in format fmt (dense, or quantized from the checkpoint's rows). */
+emoe_status store_pack_engine_format(eng_engine *e, const char *path, int fmt, int progress, emoe_err *err);
 
 /* Resolves the store for an engine: `configured` if non-NULL (built there if
  * missing), else <model dir>/experts.emoe if it exists, else built there, or if
@@ -110,5 +124,10 @@ emoe_status store_pack_engine(eng_engine *e, const char *path, int progress, emo
  * into out_path. */
 emoe_status store_find_or_build(eng_engine *e, const char *configured, char *out_path,
                                 size_t cap, uint64_t *fp_out, emoe_err *err);
+/* The same for format fmt: default DIR/store_default_name(fmt), or
+ * <fingerprint>.q8.emoe / .q4.emoe in the cache folder; a store found of
+ * another format (or model) is refused with a clear error, never rebuilt. */
+emoe_status store_find_or_build_format(eng_engine *e, const char *configured, int fmt, char *out_path,
+                                       size_t cap, uint64_t *fp_out, emoe_err *err);
 
 #endif

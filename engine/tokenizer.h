@@ -57,6 +57,11 @@ const char *tok_eos_str(const tok_tokenizer *t);
 /* The token string of id (the vocabulary form, e.g. "Ġhello"); NULL if out of
  * range. *len receives its length. Owned by t. */
 const char *tok_id_to_piece(const tok_tokenizer *t, int id, size_t *len);
+/* The raw bytes token id adds to the output (byte-level and byte-fallback
+ * pieces mapped back to bytes, Metaspace/Replace decoders applied; possibly
+ * part of a UTF-8 character) into out, which is reset first (tok_bytes.c).
+ * 0, or -1 for an id without a token or when out of memory. */
+int tok_token_bytes(const tok_tokenizer *t, int id, emoe_buf *out);
 /* id of an exact vocabulary/added-token string, -1 if none. */
 int tok_piece_to_id(const tok_tokenizer *t, const char *s, size_t len);
 /* 1 if id is a special added token. */

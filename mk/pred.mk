@@ -16,3 +16,14 @@ fuzz-trace: build-fuzz/fuzz_trace
 
 # The predictor suites share a header the generic test rule does not list.
 $(BUILD)/tests/test_predictor $(BUILD)/tests/test_replay: tests/unit/synth_trace.h
+
+# `make fuzz-profile [FUZZ_SECONDS=60]`: the task profile loader.
+PROFILE_FUZZ_SRCS := tests/fuzz/fuzz_profile.c predictor/profile.c engine/common.c
+build-fuzz/fuzz_profile: $(PROFILE_FUZZ_SRCS) predictor/profile.h engine/common.h
+	@mkdir -p build-fuzz
+	$(PRED_FUZZ_CC) $(PRED_FUZZ_FLAGS) $(PROFILE_FUZZ_SRCS) -ljansson -lm -lpthread -o $@
+
+.PHONY: fuzz-profile
+fuzz-profile: build-fuzz/fuzz_profile
+	@mkdir -p build-fuzz/corpus-profile
+	build-fuzz/fuzz_profile -max_total_time=$(PRED_FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-profile tests/fuzz/corpus/profile

@@ -9,7 +9,7 @@ $(BUILD)/server/text.o: $(wildcard engine/tokenizer.h engine/jinja.h)
 # in build-fuzz/.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-REQ_FUZZ_SRCS := tests/fuzz/fuzz_request.c server/request.c scheduler/textstream.c engine/sampler.c engine/common.c
+REQ_FUZZ_SRCS := tests/fuzz/fuzz_request.c server/request.c server/request_oai.c scheduler/textstream.c engine/sampler.c engine/common.c
 .PHONY: fuzz-request
 fuzz-request: build-fuzz/fuzz_request
 	@mkdir -p build-fuzz/corpus-request

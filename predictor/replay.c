@@ -39,17 +39,17 @@ void pred_replay_result_free(pred_replay_result *r)
     r->precision = r->recall = r->coverage = NULL;
 }
 
-static const char *const policy_names[] = {"lru", "lfu", "belady", "predictor"};
+static const char *const policy_names[] = {"lru", "lfu", "belady", "predictor", "lookahead"};
 static const char *const order_names[] = {"file", "interleaved", "grouped"};
 
 const char *pred_replay_policy_name(pred_replay_policy p)
 {
-    return (unsigned)p < 4 ? policy_names[p] : "?";
+    return (unsigned)p < 5 ? policy_names[p] : "?";
 }
 
 int pred_replay_policy_parse(const char *s, pred_replay_policy *out)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (!strcmp(s, policy_names[i])) { *out = (pred_replay_policy)i; return 0; }
     return -1;
 }
@@ -97,6 +97,7 @@ static int worse(const sim *m, int a, int b)
         if (m->next_use[a] != m->next_use[b]) return m->next_use[a] > m->next_use[b];
         return m->last[a] < m->last[b];
     case PRED_REPLAY_PREDICTOR:
+    case PRED_REPLAY_LOOKAHEAD:
         if (m->o->evict == PRED_REPLAY_EVICT_SCORE) {
             double sa = reuse_dist(m, a), sb = reuse_dist(m, b);
             if (sa != sb) return sa > sb;
@@ -280,13 +281,14 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     int *ids = NULL, *pset = NULL;
     uint8_t *pmark = NULL;
     float *la_scores = NULL, *q_next = NULL;
+    int la_pred[PRED_TRACE_MAX_TOPK], la_valid = 0, la_layer = -1, la_m = 0;
 
     if (n_traces < 1) return emoe_errf(err, EMOE_EINVAL, "replay: no trace given");
     if (!(o->budget > 0.0 && o->budget <= 1.0))
         return emoe_errf(err, EMOE_EINVAL, "replay: budget %g must be in (0, 1]", o->budget);
     if (!(o->pin_frac >= 0.0 && o->pin_frac <= 1.0))
         return emoe_errf(err, EMOE_EINVAL, "replay: pin fraction %g must be in [0, 1]", o->pin_frac);
-    if ((unsigned)o->policy > PRED_REPLAY_PREDICTOR)
+    if ((unsigned)o->policy > PRED_REPLAY_LOOKAHEAD)
         return emoe_errf(err, EMOE_EINVAL, "replay: unknown policy %d", (int)o->policy);
     if ((unsigned)o->evict > PRED_REPLAY_EVICT_PIN_LRU)
         return emoe_errf(err, EMOE_EINVAL, "replay: unknown eviction mode %d", (int)o->evict);
@@ -372,7 +374,8 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         }
     }
 
-    int pred_on = o->policy == PRED_REPLAY_PREDICTOR;
+    int pred_on = o->policy == PRED_REPLAY_PREDICTOR || o->policy == PRED_REPLAY_LOOKAHEAD;
+    la_m = o->lookahead > 0 ? o->lookahead : (o->policy == PRED_REPLAY_LOOKAHEAD ? K : 0);
     if (pred_on) {
         if ((st = pred_init(&o->pcfg, L, E, K, &pr, err))) goto fail;
         if ((st = pred_plan_init(&plan, L, E, err))) goto fail;
@@ -490,9 +493,28 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                     ids[l * K + j] = ex[j];
                 }
                 if (pred_on) pred_tracker_observe(&trk, l, ids + l * K, K);
-                if (pred_on && o->lookahead > 0 && l + 1 < L) {
+                if (pred_on && la_valid && la_layer == l) {
+                    for (int j = 0; j < K; j++)
+                        for (int i = 0; i < K; i++)
+                            if (ex[j] == la_pred[i]) { res->lookahead_hits++; break; }
+                    res->lookahead_checked += (uint64_t)K;
+                }
+                la_valid = 0;
+                if (pred_on && la_m > 0 && l + 1 < L) {
                     if ((st = pred_next_layer(pr, q->task, l, ids + l * K, K, la_scores, err))) goto fail;
-                    for (int n = 0; n < o->lookahead && n < E; n++) {
+                    /* the prediction's top_k, for the accuracy */
+                    for (int i = 0; i < K; i++) {
+                        int best = -1;
+                        for (int e = 0; e < E; e++) {
+                            int taken = 0;
+                            for (int h = 0; h < i; h++) taken |= la_pred[h] == e;
+                            if (!taken && (best < 0 || la_scores[e] > la_scores[best])) best = e;
+                        }
+                        la_pred[i] = best;
+                    }
+                    la_valid = 1;
+                    la_layer = l + 1;
+                    for (int n = 0; n < la_m && n < E; n++) {
                         int best = -1;
                         for (int e = 0; e < E; e++)
                             if (la_scores[e] >= 0 && (best < 0 || la_scores[e] > la_scores[best])) best = e;
@@ -535,6 +557,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         res->recall_all = c > 0 ? a / c : 0.0;
         res->coverage_all = e2 > 0 ? d / e2 : 0.0;
         res->plans_computed = pred_plans_computed(pr);
+        res->lookahead_accuracy = res->lookahead_checked ? (double)res->lookahead_hits / (double)res->lookahead_checked : 0.0;
     }
     goto done;
 oom:

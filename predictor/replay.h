@@ -36,6 +36,9 @@ typedef enum pred_replay_policy {
     PRED_REPLAY_LFU,        /* evict the fewest accesses so far (counts survive eviction), ties LRU */
     PRED_REPLAY_BELADY,     /* evict the resident used furthest in the future */
     PRED_REPLAY_PREDICTOR,
+    PRED_REPLAY_LOOKAHEAD,  /* the predictor plus the transition-based lookahead: at each
+                             * layer, prefetch the top-M experts the transitions predict for
+                             * the next one (M = lookahead, top_k when 0) */
 } pred_replay_policy;
 
 typedef enum pred_replay_order {
@@ -94,6 +97,10 @@ typedef struct pred_replay_result {
     double *coverage;       /* (n_layers) */
     double precision_all, recall_all, coverage_all;
     uint64_t plans_computed;
+    /* lookahead (policy lookahead or lookahead > 0): the top_k experts the
+     * transitions predict for layer l+1 against the ones routed there */
+    uint64_t lookahead_checked, lookahead_hits;
+    double lookahead_accuracy;  /* hits / checked: share of next-layer experts predicted */
 } pred_replay_result;
 
 void pred_replay_result_free(pred_replay_result *r);  /* NULL-safe */

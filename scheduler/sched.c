@@ -12,6 +12,7 @@
 #include "scheduler/textstream.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,23 @@ struct sched_req {
     double deadline;
     char task[64];
     char *stop[SCHED_MAX_STOP];
+    /* issue 15: logprobs, logit_bias, n > 1 forks, constrained decoding */
+    int top_n;           /* -1 = no logprobs */
+    int32_t *bias_ids;
+    float *bias;
+    int n_bias;
+    sched_req *fork_of;  /* holds a reference */
+    int forked;          /* loop: 1 once the KV cache came from fork_of */
+    const sched_constraint_ops *cons_ops;
+    void *cons;
+    float *gen_lp;       /* shared: per generated token (cap_gen) */
+    int prompt_lp_on;
+    float *prompt_lp;    /* loop until prefilled, then read-only: n_prompt */
+    int32_t *prompt_top_ids; /* n_prompt * top_n */
+    float *prompt_top_lp;
+    float *chunk_logits; /* loop: SCHED_PROMPT_LP_CHUNK * vocab */
+    int32_t *top_ids;    /* shared: cap_gen * top_n */
+    float *top_lp;
     /* loop */
     eng_seq *seq;
     eng_sampler *sampler;
@@ -108,6 +126,7 @@ const sched_policy *sched_policy_fifo(void) { return &fifo_policy; }
 
 uint64_t sched_req_id(const sched_req *r) { return r->id; }
 const char *sched_req_task(const sched_req *r) { return r->task; }
+uint64_t sched_req_lowbit(const sched_req *r) { return r->seq ? eng_seq_lowbit(r->seq) : 0; }
 double sched_req_arrival(const sched_req *r) { return r->t_submit; }
 int sched_req_n_prompt(const sched_req *r) { return r->n_prompt; }
 int sched_req_max_tokens(const sched_req *r) { return r->max_tokens; }
@@ -129,6 +148,16 @@ static void req_free(sched_req *r)
     for (int i = 0; i < SCHED_MAX_STOP; i++) free(r->stop[i]);
     sched_buf_free(&r->text);
     free(r->gen);
+    free(r->bias_ids);
+    free(r->bias);
+    free(r->gen_lp);
+    free(r->top_ids);
+    free(r->top_lp);
+    free(r->prompt_lp);
+    free(r->prompt_top_ids);
+    free(r->prompt_top_lp);
+    free(r->chunk_logits);
+    if (r->cons && r->cons_ops && r->cons_ops->free) r->cons_ops->free(r->cons);
     pthread_cond_destroy(&r->cv);
     free(r);
 }
@@ -171,6 +200,11 @@ static int finish_locked(sched *s, sched_req *r, sched_finish f, emoe_status st,
     r->error = st;
     if (msg) snprintf(r->error_msg, sizeof r->error_msg, "%s", msg);
     s->stats.requests_finished[f]++;
+    if (r->fork_of) {
+        sched_req *parent = r->fork_of;
+        r->fork_of = NULL;
+        if (req_unref_locked(parent)) req_free(parent); /* req_free takes no lock */
+    }
     if (f != SCHED_FINISH_CANCELLED && r->t_submit > 0) hist_add(&s->stats.e2e, emoe_now() - r->t_submit);
     pthread_cond_broadcast(&r->cv);
     return req_unref_locked(r);
@@ -275,6 +309,12 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
                              (int)p->prompt[i], s->vocab);
     emoe_status st = eng_sampling_check(&p->sampling, err);
     if (st != EMOE_OK) return st;
+    if (p->top_logprobs < 0 || p->top_logprobs > SCHED_MAX_TOP_LOGPROBS)
+        return emoe_errf(err, EMOE_EINVAL, "logprobs: at most %d top log-probabilities", SCHED_MAX_TOP_LOGPROBS);
+    for (int i = 0; i < p->n_bias; i++)
+        if (p->bias_ids[i] < 0 || p->bias_ids[i] >= s->vocab)
+            return emoe_errf(err, EMOE_EINVAL, "logit_bias: token id %d is outside the vocabulary [0, %d)",
+                             (int)p->bias_ids[i], s->vocab);
 
     sched_req *r = calloc(1, sizeof *r);
     if (!r) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
@@ -289,6 +329,22 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
     r->ignore_eos = p->ignore_eos;
     r->deadline = p->deadline;
     snprintf(r->task, sizeof r->task, "%s", p->task ? p->task : "");
+    r->top_n = p->logprobs ? p->top_logprobs : -1;
+    r->prompt_lp_on = p->logprobs && p->prompt_logprobs;
+    if (p->n_bias > 0) {
+        r->bias_ids = malloc((size_t)p->n_bias * sizeof *r->bias_ids);
+        r->bias = malloc((size_t)p->n_bias * sizeof *r->bias);
+        if (!r->bias_ids || !r->bias) {
+            free(r->bias_ids);
+            free(r->bias);
+            free(r->prompt);
+            free(r);
+            return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+        }
+        memcpy(r->bias_ids, p->bias_ids, (size_t)p->n_bias * sizeof *r->bias_ids);
+        memcpy(r->bias, p->bias, (size_t)p->n_bias * sizeof *r->bias);
+        r->n_bias = p->n_bias;
+    }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -322,6 +378,15 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
     }
     s->waiting[s->n_waiting++] = r;
     r->state = REQ_QUEUED;
+    r->cons_ops = p->constraint_ops;
+    r->cons = p->constraint_ops ? p->constraint : NULL;
+    /* The parent stays allocated while this choice may fork it (released in
+     * finish_locked); a finished parent makes the choice prefill itself. */
+    if (p->fork_of && p->fork_of->n_prompt == p->n_prompt &&
+        !memcmp(p->fork_of->prompt, p->prompt, (size_t)p->n_prompt * sizeof *p->prompt)) {
+        p->fork_of->refs++;
+        r->fork_of = p->fork_of;
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     *out = r;
@@ -420,6 +485,45 @@ int sched_req_tokens(sched_req *r, int32_t *out, int cap)
     return n;
 }
 
+int sched_req_logprobs(sched_req *r, int from, int count, float *lp, int32_t *top_ids, float *top_lp)
+{
+    if (r->top_n < 0) return -1;
+    sched *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    int n = 0;
+    if (from >= 0 && from < r->n_gen) {
+        n = r->n_gen - from < count ? r->n_gen - from : count;
+        if (n > 0) {
+            memcpy(lp, r->gen_lp + from, (size_t)n * sizeof *lp);
+            if (r->top_n > 0) {
+                memcpy(top_ids, r->top_ids + (size_t)from * r->top_n, (size_t)n * r->top_n * sizeof *top_ids);
+                memcpy(top_lp, r->top_lp + (size_t)from * r->top_n, (size_t)n * r->top_n * sizeof *top_lp);
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n < 0 ? 0 : n;
+}
+
+int sched_req_forked(const sched_req *r) { return r->forked == 1; }
+
+int sched_req_prompt_logprobs(sched_req *r, float *lp, int32_t *top_ids, float *top_lp)
+{
+    if (!r->prompt_lp_on) return -1;
+    sched *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    int n = r->prompt_lp && r->n_prefilled >= r->n_prompt ? r->n_prompt : 0;
+    if (n) {
+        memcpy(lp, r->prompt_lp, (size_t)n * sizeof *lp);
+        if (r->top_n > 0) {
+            memcpy(top_ids, r->prompt_top_ids, (size_t)n * r->top_n * sizeof *top_ids);
+            memcpy(top_lp, r->prompt_top_lp, (size_t)n * r->top_n * sizeof *top_lp);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 void sched_drain(sched *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -468,6 +572,18 @@ static emoe_status req_setup(sched *s, sched_req *r, emoe_err *err)
     r->sampler = eng_sampler_new(&r->sampling, s->vocab);
     r->logits = malloc((size_t)s->vocab * sizeof *r->logits);
     if (!r->sampler || !r->logits) return emoe_errf(err, EMOE_ENOMEM, "out of memory for request state");
+    if (r->n_bias && eng_sampler_set_bias(r->sampler, r->bias_ids, r->bias, r->n_bias, err) != EMOE_OK)
+        return err->code;
+    if (r->prompt_lp_on) {
+        size_t np = (size_t)r->n_prompt, tn = (size_t)(r->top_n > 0 ? r->top_n : 1);
+        r->prompt_lp = malloc(np * sizeof *r->prompt_lp);
+        r->prompt_top_ids = calloc(np * tn, sizeof *r->prompt_top_ids);
+        r->prompt_top_lp = calloc(np * tn, sizeof *r->prompt_top_lp);
+        r->chunk_logits = malloc((size_t)SCHED_PROMPT_LP_CHUNK * (size_t)s->vocab * sizeof *r->chunk_logits);
+        if (!r->prompt_lp || !r->prompt_top_ids || !r->prompt_top_lp || !r->chunk_logits)
+            return emoe_errf(err, EMOE_ENOMEM, "out of memory for prompt log-probabilities");
+        r->prompt_lp[0] = NAN;
+    }
     if (s->opts.text.new_state) {
         r->detok = s->opts.text.new_state(s->opts.text.ctx);
         if (!r->detok) return emoe_errf(err, EMOE_ENOMEM, "out of memory for the detokenizer");
@@ -513,7 +629,8 @@ static void text_finish(sched *s, sched_req *r, sched_buf *out)
 }
 
 /* Handles one sampled token: stop conditions and text. Loop thread, no lock. */
-static void on_token(sched *s, sched_req *r, int32_t t)
+static void on_token(sched *s, sched_req *r, int32_t t, float lp, const int32_t *top_ids, const float *top_lp,
+                     int cons_done)
 {
     double now = emoe_now();
     sched_buf out = {0};
@@ -526,8 +643,10 @@ static void on_token(sched *s, sched_req *r, int32_t t)
         if (s->opts.text.push) s->opts.text.push(s->opts.text.ctx, r->detok, t, &bytes);
         int rc = sched_ts_push(&r->ts, bytes.p, bytes.n, &out);
         sched_buf_free(&bytes);
-        if (rc == 1) fin = SCHED_FINISH_STOP;
-        else if (r->n_gen + 1 >= r->max_tokens || (r->deadline > 0 && now >= r->deadline)) {
+        if (rc == 1 || cons_done) {
+            fin = SCHED_FINISH_STOP;
+            if (rc != 1) text_finish(s, r, &out);
+        } else if (r->n_gen + 1 >= r->max_tokens || (r->deadline > 0 && now >= r->deadline)) {
             fin = SCHED_FINISH_LENGTH;
             text_finish(s, r, &out);
         }
@@ -540,9 +659,28 @@ static void on_token(sched *s, sched_req *r, int32_t t)
     if (r->n_gen == r->cap_gen) {
         int nc = r->cap_gen ? r->cap_gen * 2 : 64;
         int32_t *g = realloc(r->gen, (size_t)nc * sizeof *g);
-        if (g) { r->gen = g; r->cap_gen = nc; }
+        if (g) r->gen = g;
+        if (g && r->top_n >= 0) {
+            float *a = realloc(r->gen_lp, (size_t)nc * sizeof *a);
+            if (a) r->gen_lp = a;
+            int32_t *b = a && r->top_n ? realloc(r->top_ids, (size_t)nc * r->top_n * sizeof *b) : NULL;
+            if (b) r->top_ids = b;
+            float *c = b ? realloc(r->top_lp, (size_t)nc * r->top_n * sizeof *c) : NULL;
+            if (c) r->top_lp = c;
+            if (!a || (r->top_n && !c)) g = NULL;
+        }
+        if (g) r->cap_gen = nc;
     }
-    if (r->n_gen < r->cap_gen) r->gen[r->n_gen++] = t;
+    if (r->n_gen < r->cap_gen) {
+        if (r->top_n >= 0) {
+            r->gen_lp[r->n_gen] = lp;
+            if (r->top_n) {
+                memcpy(r->top_ids + (size_t)r->n_gen * r->top_n, top_ids, (size_t)r->top_n * sizeof *top_ids);
+                memcpy(r->top_lp + (size_t)r->n_gen * r->top_n, top_lp, (size_t)r->top_n * sizeof *top_lp);
+            }
+        }
+        r->gen[r->n_gen++] = t;
+    }
     s->stats.generation_tokens++;
     if (out.n && sched_buf_append(&r->text, out.p, out.n)) {
         end_running_locked(s, r, SCHED_FINISH_ERROR, EMOE_ENOMEM, "out of memory");
@@ -553,6 +691,75 @@ static void on_token(sched *s, sched_req *r, int32_t t)
     }
     pthread_mutex_unlock(&s->mu);
     sched_buf_free(&out);
+}
+
+/* Samples r's next token from r->logits (penalties and bias, the constraint's
+ * mask, then the draw), records its log-probabilities and handles it. */
+static void sample_emit(sched *s, sched_req *r)
+{
+    eng_sampler_prepare(r->sampler, r->logits);
+    if (r->cons && r->cons_ops->mask(r->cons, r->logits, s->vocab) <= 0) {
+        pthread_mutex_lock(&s->mu);
+        end_running_locked(s, r, SCHED_FINISH_ERROR, EMOE_EINVAL, "constrained decoding: no token can continue the output");
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    int t = eng_sampler_pick(r->sampler, r->logits);
+    int32_t ids[SCHED_MAX_TOP_LOGPROBS];
+    float tl[SCHED_MAX_TOP_LOGPROBS], lp = 0;
+    if (r->top_n >= 0) lp = eng_logprobs(r->logits, s->vocab, t, r->top_n, ids, tl);
+    eng_sampler_accept(r->sampler, t);
+    int done = 0;
+    if (r->cons && !is_eos(s, t)) {
+        done = r->cons_ops->accept(r->cons, t);
+        if (done < 0) {
+            pthread_mutex_lock(&s->mu);
+            end_running_locked(s, r, SCHED_FINISH_ERROR, EMOE_EINVAL, "constrained decoding: token not accepted");
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+    }
+    on_token(s, r, t, lp, ids, tl, done == 1);
+}
+
+/* A choice waits for its parent's prefill while the parent is running and
+ * still prefilling. Loop thread. */
+static int fork_waiting(const sched_req *r)
+{
+    const sched_req *p = r->fork_of;
+    return p && !r->forked && !r->prompt_lp_on && r->n_prefilled == 0 && p->state == REQ_RUNNING && p->set_up &&
+           p->n_prefilled < p->n_prompt;
+}
+
+/* parent just finished its prefill (its logits hold the last position):
+ * copies its KV cache into the choices waiting on it and samples their first
+ * token. A choice whose copy fails prefills on its own. Loop thread. */
+static void fork_children(sched *s, sched_req *parent)
+{
+    /* The running set (changed only by this thread) holds live requests;
+     * each pass handles one child, which may end and leave the set. */
+    for (;;) {
+        sched_req *c = NULL;
+        for (int i = 0; i < s->n_running && !c; i++) {
+            sched_req *x = s->running[i];
+            if (x->fork_of == parent && x->set_up && !x->forked && !x->n_prefilled && !x->prompt_lp_on) c = x;
+        }
+        if (!c) return;
+        emoe_err err = {0};
+        eng_seq *q = eng_seq_fork(parent->seq, c->n_prompt + c->max_tokens, &err);
+        if (!q) {
+            LOG_DEBUG("request %llu: no fork (%s); prefilling", (unsigned long long)c->id, err.msg);
+            c->forked = -1;
+            continue;
+        }
+        eng_seq_free(c->seq);
+        c->seq = q;
+        eng_seq_set_tag(q, c);
+        memcpy(c->logits, parent->logits, (size_t)s->vocab * sizeof *c->logits);
+        c->n_prefilled = c->n_prompt;
+        c->forked = 1;
+        sample_emit(s, c);
+    }
 }
 
 typedef struct step_item {
@@ -569,16 +776,28 @@ static void run_items(sched *s, step_item *it, eng_batch_item *bi, int n)
     if (eng_step(s->e, bi, n, &err) == EMOE_OK) {
         for (int i = 0; i < n; i++) {
             sched_req *r = it[i].r;
+            if (it[i].n_prefill && r->prompt_lp_on) {
+                /* position p predicts prompt[p + 1] */
+                for (int j = 0; j < it[i].n_prefill; j++) {
+                    int p = r->n_prefilled + j;
+                    if (p + 1 >= r->n_prompt) break;
+                    int tn = r->top_n;
+                    r->prompt_lp[p + 1] = eng_logprobs(r->chunk_logits + (size_t)j * s->vocab, s->vocab, r->prompt[p + 1], tn,
+                                                       r->prompt_top_ids + (size_t)(p + 1) * tn,
+                                                       r->prompt_top_lp + (size_t)(p + 1) * tn);
+                }
+            }
+            if (it[i].n_prefill) pthread_mutex_lock(&s->mu);
             r->n_prefilled += it[i].n_prefill;
+            if (it[i].n_prefill) pthread_mutex_unlock(&s->mu);
             if (it[i].n_prefill) {
                 pthread_mutex_lock(&s->mu);
                 s->stats.prompt_tokens += (uint64_t)it[i].n_prefill;
                 pthread_mutex_unlock(&s->mu);
             }
             if (it[i].sample) {
-                int t = eng_sampler_sample(r->sampler, r->logits);
-                eng_sampler_accept(r->sampler, t);
-                on_token(s, r, t);
+                if (it[i].n_prefill) fork_children(s, r);
+                sample_emit(s, r);
             }
         }
         return;
@@ -634,6 +853,8 @@ static void *sched_run_loop(void *arg)
             }
             i++;
         }
+        /* [prefetch hook] the queue, before admission */
+        if (s->opts.on_queue) s->opts.on_queue(s->opts.hook_user, s->waiting, s->n_waiting);
         /* Admit by policy. */
         while (s->n_running < s->limits.max_running && s->n_waiting > 0) {
             int k = s->policy.pick(s->policy.self, s->waiting, s->n_waiting);
@@ -695,13 +916,15 @@ static void *sched_run_loop(void *arg)
         }
         for (int i = 0; i < n_run && budget > 0; i++) {
             sched_req *r = batch_reqs[i];
-            if (!r || r->n_prefilled >= r->n_prompt) continue;
+            if (!r || r->n_prefilled >= r->n_prompt || fork_waiting(r)) continue;
             int chunk = r->n_prompt - r->n_prefilled;
             if (chunk > lim.prefill_chunk) chunk = lim.prefill_chunk;
             if (chunk > budget) chunk = budget;
+            if (r->prompt_lp_on && chunk > SCHED_PROMPT_LP_CHUNK) chunk = SCHED_PROMPT_LP_CHUNK;
             int last = r->n_prefilled + chunk == r->n_prompt;
             items[n] = (step_item){r, chunk, last};
-            bi[n] = (eng_batch_item){r->seq, r->prompt + r->n_prefilled, chunk, last ? r->logits : NULL, NULL};
+            bi[n] = (eng_batch_item){r->seq, r->prompt + r->n_prefilled, chunk, last ? r->logits : NULL,
+                                     r->prompt_lp_on ? r->chunk_logits : NULL};
             n++;
             budget -= chunk;
         }

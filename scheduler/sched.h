@@ -73,6 +73,9 @@ const char *sched_req_task(const sched_req *r);   /* "" when none */
 double sched_req_arrival(const sched_req *r);     /* emoe_now() at submit */
 int sched_req_n_prompt(const sched_req *r);
 int sched_req_max_tokens(const sched_req *r);
+/* Expert uses of this request computed with the low-bit copy (miss policy
+ * lowbit) so far; 0 once its sequence is gone. Loop thread (e.g. on_finish). */
+uint64_t sched_req_lowbit(const sched_req *r);
 double sched_req_deadline(const sched_req *r);    /* 0 = none */
 
 typedef struct sched_opts {
@@ -93,6 +96,12 @@ typedef struct sched_opts {
     void (*on_admit)(void *user, sched_req *r);
     void (*on_finish)(void *user, sched_req *r);
     void (*on_step_end)(void *user);
+    /* on_queue (may be NULL): once per run-loop iteration, before admission,
+     * with the waiting requests in queue order (n may be 0), so the caller can
+     * prepare for them (prefetch) and notice the ones that left without being
+     * admitted (cancelled). Called with the scheduler's lock held: it must not
+     * call into the scheduler, and should be quick. */
+    void (*on_queue)(void *user, sched_req *const *waiting, int n);
     void *hook_user;
 } sched_opts;
 
@@ -107,6 +116,21 @@ typedef enum sched_finish {
 const char *sched_finish_name(sched_finish f);
 
 #define SCHED_MAX_STOP 4
+#define SCHED_MAX_TOP_LOGPROBS 20
+#define SCHED_PROMPT_LP_CHUNK 16
+
+/* Constrained decoding (structured output): a per-request state that masks
+ * the logits each step. The scheduler owns the state after a successful
+ * submit and frees it with free. mask sets every token the constraint does
+ * not allow to -INFINITY (EOS ids only where the output may end) and returns
+ * how many remain (0 = dead end: the request fails); accept advances by the
+ * sampled token and returns 1 when the output is complete and nothing may
+ * follow (the request finishes as STOP), 0 to go on, -1 on error. */
+typedef struct sched_constraint_ops {
+    int (*mask)(void *state, float *logits, int vocab);
+    int (*accept)(void *state, int32_t token);
+    void (*free)(void *state);
+} sched_constraint_ops;
 
 typedef struct sched_req_params {
     const int32_t *prompt;   /* copied */
@@ -118,6 +142,20 @@ typedef struct sched_req_params {
     double deadline;         /* emoe_now() time after which it finishes as LENGTH; 0 = none */
     const char *task;        /* predictor task name; may be NULL */
     uint64_t id;             /* request id for logs */
+    /* --- OpenAI API extras (issue 15) --- */
+    int logprobs;            /* 1: record each token's log-probability ... */
+    int top_logprobs;        /* ... and the top N (0..SCHED_MAX_TOP_LOGPROBS) */
+    int prompt_logprobs;     /* 1: also of the prompt tokens (echo); prefill runs in chunks of at most
+                              * SCHED_PROMPT_LP_CHUNK tokens for this request */
+    const int32_t *bias_ids; /* logit_bias (copied); ids in the vocabulary */
+    const float *bias;
+    int n_bias;
+    /* n > 1: a choice that continues `fork_of`'s prompt: when both run, the
+     * parent's KV cache is copied after its prefill (eng_seq_fork) instead of
+     * prefilling again; otherwise it prefills on its own. Same prompt. */
+    sched_req *fork_of;
+    const sched_constraint_ops *constraint_ops; /* NULL = unconstrained */
+    void *constraint;        /* owned by the request once submitted */
 } sched_req_params;
 
 /* Creates the scheduler and starts its run loop on engine e (borrowed; the
@@ -158,6 +196,19 @@ int sched_req_poll(sched_req *r, double timeout_s, sched_update *u);
 
 /* Copies the token ids generated so far (up to cap); returns the count. */
 int sched_req_tokens(sched_req *r, int32_t *out, int cap);
+
+/* Log-probabilities (params.logprobs set) of generated tokens [from,
+ * from+count): lp[i] for token from+i, and N = the requested top count
+ * entries per token in top_ids/top_lp (i*N + j). Returns how many tokens were
+ * copied (fewer if not generated yet), or -1 when logprobs are off. */
+int sched_req_logprobs(sched_req *r, int from, int count, float *lp, int32_t *top_ids, float *top_lp);
+/* Log-probabilities of the prompt tokens (params.prompt_logprobs): for
+ * i in [1, n_prompt), lp[i] is prompt[i]'s given prompt[0..i) from the raw
+ * logits, with the top N in top_ids/top_lp (i*N + j); index 0 has none (NaN).
+ * Returns n_prompt once the prompt is prefilled, 0 before, -1 when off. */
+int sched_req_prompt_logprobs(sched_req *r, float *lp, int32_t *top_ids, float *top_lp);
+/* Prompt tokens this request prefilled itself (0 for a forked choice). */
+int sched_req_forked(const sched_req *r);
 
 /* Stops admitting: later submits fail with EMOE_EBUSY ("draining"). */
 void sched_drain(sched *s);

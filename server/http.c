@@ -10,6 +10,8 @@
  */
 #include "server/server.h"
 #include "server/request.h"
+#include "server/oai_output.h"
+#include "server/oai_gen.h"
 #include "server/conn_guard.h"
 #include "server/framing.h"
 #include "server/listen.h"
@@ -101,7 +103,22 @@ typedef struct stream {
     int log_prompts;
     sched_buf text_log;
     int return_ids;
-    int n_ids_sent;
+    /* n choices (r = rs[0]), logprobs, tool calls (issue 15) */
+    int n_choices;
+    sched_req *rs[SRV_MAX_N];
+    struct {
+        int n_gen, n_ids_sent, n_lp_sent, done, echoed;
+        size_t text_off;
+        sched_buf held;          /* tools: the whole text; [0, emitted) was sent as content */
+        size_t emitted;
+    } ch[SRV_MAX_N];
+    oai_out oo;
+    unsigned long long seq;
+    /* completions echo: the prompt first */
+    int32_t *echo_ids;
+    int n_echo_ids;
+    char *echo_text;
+    size_t echo_len;
     int status;          /* for emoe_http_responses_total: 200, or the error a started stream ended with */
 } stream;
 
@@ -341,44 +358,91 @@ static json_t *chunk_base(stream *st)
                      (json_int_t)st->created, "model", st->s->served);
 }
 
-/* The generated ids not yet sent (return_token_ids), or NULL. */
-static json_t *new_ids(stream *st)
+/* Choice i's generated ids not yet sent (return_token_ids), or NULL. */
+static json_t *new_ids(stream *st, int i)
 {
     if (!st->return_ids) return NULL;
     json_t *arr = json_array();
-    int n = st->n_gen;
-    if (n > st->n_ids_sent) {
+    int n = st->ch[i].n_gen;
+    if (n > st->ch[i].n_ids_sent) {
         int32_t *buf = malloc((size_t)n * sizeof *buf);
         if (buf) {
-            n = sched_req_tokens(st->r, buf, n);
-            for (int i = st->n_ids_sent; i < n; i++) json_array_append_new(arr, json_integer(buf[i]));
-            st->n_ids_sent = n;
+            n = sched_req_tokens(st->rs[i], buf, n);
+            for (int k = st->ch[i].n_ids_sent; k < n; k++) json_array_append_new(arr, json_integer(buf[k]));
+            st->ch[i].n_ids_sent = n;
             free(buf);
         }
     }
     return arr;
 }
 
-/* A chunk with one choice; text may be NULL; finish NULL = null. */
-static void sse_choice(stream *st, const char *text, size_t len, int with_role, const char *finish)
+/* A chunk with choice i; text may be NULL; finish NULL = null; calls: tool
+ * call deltas (chat) or NULL. */
+static void sse_choice(stream *st, int i, const char *text, size_t len, int with_role, const char *finish, json_t *calls)
 {
+    if (st->echo_text && !st->ch[i].echoed) {
+        /* echo: one chunk with the prompt (and its log-probabilities) first */
+        st->ch[i].echoed = 1;
+        size_t off = 0;
+        json_t *lp = st->oo.logprobs
+                         ? oai_prompt_logprobs_json(&st->oo, st->rs[i], st->echo_ids, st->n_echo_ids, &off, NULL)
+                         : NULL;
+        json_t *o = chunk_base(st);
+        json_t *c = json_pack("{s:i, s:s%, s:o, s:n}", "index", i, "text", st->echo_text, st->echo_len, "logprobs",
+                              lp ? lp : json_null(), "finish_reason");
+        json_object_set_new(o, "choices", json_pack("[o]", c));
+        if (st->include_usage) json_object_set_new(o, "usage", json_null());
+        sse_event(st, o);
+        st->ch[i].text_off = st->echo_len;
+    }
     json_t *o = chunk_base(st), *choice;
+    json_t *lp = json_null();
+    if (st->oo.logprobs && st->ch[i].n_gen > st->ch[i].n_lp_sent) {
+        lp = oai_logprobs_json(&st->oo, st->rs[i], st->ch[i].n_lp_sent, st->ch[i].n_gen, &st->ch[i].text_off);
+        st->ch[i].n_lp_sent = st->ch[i].n_gen;
+        if (!lp) lp = json_null();
+    }
     if (st->kind == SRV_KIND_CHAT) {
         json_t *delta = json_object();
         if (with_role) json_object_set_new(delta, "role", json_string("assistant"));
         if (text) json_object_set_new(delta, "content", json_stringn(text, len));
-        choice = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
+        if (calls) json_object_set_new(delta, "tool_calls", calls);
+        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", i, "delta", delta, "logprobs", lp, "finish_reason",
                            finish ? json_string(finish) : json_null());
     } else {
-        choice = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", json_stringn(text ? text : "", text ? len : 0),
-                           "logprobs", "finish_reason", finish ? json_string(finish) : json_null());
+        json_decref(calls);
+        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", i, "text", json_stringn(text ? text : "", text ? len : 0),
+                           "logprobs", lp, "finish_reason", finish ? json_string(finish) : json_null());
     }
-    json_t *ids = new_ids(st);
+    json_t *ids = new_ids(st, i);
     if (ids && choice) json_object_set_new(choice, "token_ids", ids);
     else json_decref(ids);
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     if (st->include_usage) json_object_set_new(o, "usage", json_null());
     sse_event(st, o);
+}
+
+/* Tools: the held text of choice i as content and/or tool-call deltas, then
+ * its finish chunk ("tool_calls" when calls were found). */
+static void sse_finish_choice(stream *st, int i, sched_finish f)
+{
+    const char *fin = sched_finish_name(f);
+    if (st->oo.tools) {
+        size_t clen = 0;
+        json_t *calls = oai_tool_calls(&st->oo, st->ch[i].held.p, st->ch[i].held.n, &clen, st->seq + (unsigned)i);
+        size_t em = st->ch[i].emitted;
+        if (calls) {
+            for (size_t k = 0; k < json_array_size(calls); k++)
+                json_object_set_new(json_array_get(calls, k), "index", json_integer((json_int_t)k));
+            if (clen > em) sse_choice(st, i, st->ch[i].held.p + em, clen - em, 0, NULL, NULL);
+            sse_choice(st, i, NULL, 0, 0, NULL, calls);
+            fin = "tool_calls";
+        } else if (st->ch[i].held.n > em) {
+            sse_choice(st, i, st->ch[i].held.p + em, st->ch[i].held.n - em, 0, NULL, NULL);
+        }
+        st->ch[i].emitted = st->ch[i].held.n;
+    }
+    sse_choice(st, i, NULL, 0, 0, fin, NULL);
 }
 
 static void stream_log(stream *st, const char *outcome)
@@ -389,6 +453,11 @@ static void stream_log(stream *st, const char *outcome)
     if (st->log_prompts && st->text_log.n)
         LOG_INFO("req=%llu output: %.*s", (unsigned long long)st->rid, (int)(st->text_log.n > 4000 ? 4000 : st->text_log.n),
                  st->text_log.p);
+}
+
+static void stream_cancel_all(stream *st)
+{
+    for (int i = 0; i < st->n_choices; i++) sched_req_cancel(st->rs[i]);
 }
 
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -408,48 +477,83 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
         if (st->eof) return MHD_CONTENT_READER_END_OF_STREAM;
         if (!st->sent_first) {
             st->sent_first = 1;
-            if (st->kind == SRV_KIND_CHAT) sse_choice(st, "", 0, 1, NULL);
+            if (st->kind == SRV_KIND_CHAT)
+                for (int i = 0; i < st->n_choices; i++) sse_choice(st, i, "", 0, 1, NULL, NULL);
             continue;
         }
         if (client_gone(st->fd)) {
             pthread_mutex_lock(&st->s->stat_mu);
             st->s->disconnects++;
             pthread_mutex_unlock(&st->s->stat_mu);
-            sched_req_cancel(st->r);
+            stream_cancel_all(st);
             stream_log(st, "client-disconnected");
             st->eof = 1;
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        sched_update u;
-        sched_req_poll(st->r, 0.1, &u);
-        st->n_prompt = u.n_prompt;
-        st->n_gen = u.n_gen;
-        if (u.text_len || (st->return_ids && u.n_gen > st->n_ids_sent && !u.finished)) {
-            sse_choice(st, u.text ? u.text : "", u.text_len, 0, NULL);
-            if (st->log_prompts) sched_buf_append(&st->text_log, u.text, u.text_len);
-        }
-        free(u.text);
-        if (u.finished) {
-            st->finished = 1;
-            st->finish = u.finish;
-            if (u.finish == SCHED_FINISH_STOP || u.finish == SCHED_FINISH_LENGTH) {
-                sse_choice(st, NULL, 0, 0, sched_finish_name(u.finish));
-            } else {
-                srv_error e = {0};
-                if (u.finish == SCHED_FINISH_CANCELLED)
-                    srv_fail(&e, 503, "server_error", "server_shutting_down", NULL, "the request was cancelled: %s",
-                             u.error_msg);
-                else
-                    srv_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", u.error_msg);
-                st->status = e.http;
-                char *s = srv_error_json(&e);
-                if (s) {
-                    sched_buf_append(&st->out, "data: ", 6);
-                    sched_buf_append(&st->out, s, strlen(s));
-                    sched_buf_append(&st->out, "\n\n", 2);
-                    free(s);
+        /* Poll every unfinished choice; wait on the first one only. */
+        int waited = 0, n_done = 0, failed = -1;
+        sched_update fu = {0};
+        st->n_gen = 0;
+        for (int i = 0; i < st->n_choices; i++) {
+            if (st->ch[i].done) {
+                n_done++;
+                st->n_gen += st->ch[i].n_gen;
+                continue;
+            }
+            sched_update u;
+            sched_req_poll(st->rs[i], waited ? 0 : 0.1, &u);
+            waited = 1;
+            st->n_prompt = u.n_prompt;
+            st->ch[i].n_gen = u.n_gen;
+            st->n_gen += u.n_gen;
+            if (st->oo.tools) {
+                /* auto: content streams up to where a tool call could start */
+                if (u.text_len) sched_buf_append(&st->ch[i].held, u.text, u.text_len);
+                size_t safe = st->oo.forced_tool || !st->ch[i].held.n ? 0 : oai_tool_safe_prefix(st->ch[i].held.p, st->ch[i].held.n);
+                if (safe > st->ch[i].emitted && !u.finished) {
+                    sse_choice(st, i, st->ch[i].held.p + st->ch[i].emitted, safe - st->ch[i].emitted, 0, NULL, NULL);
+                    st->ch[i].emitted = safe;
+                }
+            } else if (u.text_len || (!u.finished && ((st->return_ids && u.n_gen > st->ch[i].n_ids_sent) ||
+                                                       (st->oo.logprobs && u.n_gen > st->ch[i].n_lp_sent)))) {
+                sse_choice(st, i, u.text ? u.text : "", u.text_len, 0, NULL, NULL);
+            }
+            if (st->log_prompts && u.text_len) sched_buf_append(&st->text_log, u.text, u.text_len);
+            free(u.text);
+            if (u.finished) {
+                st->ch[i].done = 1;
+                n_done++;
+                if (u.finish == SCHED_FINISH_STOP || u.finish == SCHED_FINISH_LENGTH) {
+                    sse_finish_choice(st, i, u.finish);
+                } else if (failed < 0) {
+                    failed = i;
+                    fu = u;
                 }
             }
+        }
+        if (failed >= 0) {
+            stream_cancel_all(st);
+            st->finished = 1;
+            st->finish = fu.finish;
+            srv_error e = {0};
+            if (fu.finish == SCHED_FINISH_CANCELLED)
+                srv_fail(&e, 503, "server_error", "server_shutting_down", NULL, "the request was cancelled: %s",
+                         fu.error_msg);
+            else
+                srv_fail(&e, 500, "server_error", NULL, NULL, "generation failed: %s", fu.error_msg);
+            st->status = e.http;
+            char *s = srv_error_json(&e);
+            if (s) {
+                sched_buf_append(&st->out, "data: ", 6);
+                sched_buf_append(&st->out, s, strlen(s));
+                sched_buf_append(&st->out, "\n\n", 2);
+                free(s);
+            }
+        } else if (n_done == st->n_choices) {
+            st->finished = 1;
+            st->finish = SCHED_FINISH_STOP;
+        }
+        if (st->finished) {
             if (st->include_usage) {
                 json_t *o = chunk_base(st);
                 json_object_set_new(o, "choices", json_array());
@@ -457,7 +561,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
                 sse_event(st, o);
             }
             sched_buf_append(&st->out, "data: [DONE]\n\n", 14);
-            stream_log(st, sched_finish_name(u.finish));
+            stream_log(st, failed >= 0 ? sched_finish_name(fu.finish) : "done");
             st->eof = 1;
             continue;
         }
@@ -472,7 +576,7 @@ static void stream_free(void *cls)
     if (!st) return;
     if (!st->finished) {
         /* The connection ended before the stream did: the client went away. */
-        sched_req_cancel(st->r);
+        stream_cancel_all(st);
         if (!st->eof) {
             pthread_mutex_lock(&st->s->stat_mu);
             st->s->disconnects++;
@@ -480,7 +584,12 @@ static void stream_free(void *cls)
             stream_log(st, "client-disconnected");
         }
     }
-    sched_req_release(st->r);
+    for (int i = 0; i < st->n_choices; i++) {
+        sched_req_release(st->rs[i]);
+        sched_buf_free(&st->ch[i].held);
+    }
+    free(st->echo_ids);
+    free(st->echo_text);
     count_status(st->s, st->status ? st->status : 200);
     atomic_fetch_sub(&st->s->inflight, 1);
     sched_buf_free(&st->out);
@@ -490,6 +599,59 @@ static void stream_free(void *cls)
 
 /* ---- generation ---- */
 
+/* One non-streamed choice. */
+static json_t *choice_json(srv *s, const oai_out *oo, int i, sched_req *r, const char *text, size_t len,
+                           sched_finish f, int n_gen, int return_ids, unsigned long long seq, const int32_t *echo_ids,
+                           int n_echo, const char *echo_text, size_t echo_len)
+{
+    const char *fin = sched_finish_name(f);
+    json_t *lp = json_null();
+    if (oo->logprobs) {
+        size_t off = echo_text ? echo_len : 0, poff = 0;
+        lp = oai_logprobs_json(oo, r, 0, n_gen, &off);
+        if (echo_text) lp = oai_prompt_logprobs_json(oo, r, echo_ids, n_echo, &poff, lp);
+        if (!lp) lp = json_null();
+    }
+    char *joined = NULL;
+    if (echo_text) {
+        joined = malloc(echo_len + len + 1);
+        if (joined) {
+            memcpy(joined, echo_text, echo_len);
+            if (len) memcpy(joined + echo_len, text, len);
+            text = joined;
+            len += echo_len;
+        }
+    }
+    json_t *choice;
+    if (oo->kind == SRV_KIND_CHAT) {
+        size_t clen = len;
+        json_t *calls = oai_tool_calls(oo, text, len, &clen, seq + (unsigned)i);
+        json_t *msg = json_pack("{s:s}", "role", "assistant");
+        if (calls) {
+            json_object_set_new(msg, "content", clen ? json_stringn(text, clen) : json_null());
+            json_object_set_new(msg, "tool_calls", calls);
+            fin = "tool_calls";
+        } else {
+            json_object_set_new(msg, "content", json_stringn(text ? text : "", text ? len : 0));
+        }
+        choice = json_pack("{s:i, s:o, s:o, s:s}", "index", i, "message", msg, "logprobs", lp, "finish_reason", fin);
+    } else {
+        choice = json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text", text ? text : "", text ? len : 0, "logprobs", lp,
+                           "finish_reason", fin);
+    }
+    free(joined);
+    if (return_ids) {
+        json_t *arr = json_array();
+        int32_t *buf = malloc((size_t)(n_gen ? n_gen : 1) * sizeof *buf);
+        int n = buf ? sched_req_tokens(r, buf, n_gen) : 0;
+        for (int k = 0; k < n; k++) json_array_append_new(arr, json_integer(buf[k]));
+        free(buf);
+        json_object_set_new(choice, "token_ids", arr);
+    }
+    (void)s;
+    return choice;
+}
+
 static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *mc, srv_kind kind)
 {
     srv_gen_req g;
@@ -498,7 +660,11 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     enum MHD_Result ret;
     int32_t *ids = NULL;
     int n_ids = 0;
-    sched_req *r = NULL;
+    sched_req *rs[SRV_MAX_N] = {0};
+    int n_rs = 0;
+    oai_gen og = {0};
+    char *echo_text = NULL;
+    size_t echo_len = 0;
     if (g.model[0] && strcmp(g.model, s->served)) {
         ret = fail(c, mc, 404, "invalid_request_error", "model_not_found", "model",
                    "The model '%s' does not exist; this server serves '%s'", g.model, s->served);
@@ -513,6 +679,8 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
         }
         snprintf(g.task, sizeof g.task, "%s", th);
     }
+    /* issue 15: logit_bias ids, tools in the template, constrained output. */
+    if (oai_gen_prepare(s->text, s->vocab, eng_desc(s->e), &g, &og, &e)) { ret = respond_error(c, mc, &e); goto done; }
     if (build_prompt(s, &g, &ids, &n_ids, &e)) { ret = respond_error(c, mc, &e); goto done; }
     if (n_ids == 0) {
         ret = fail(c, mc, 400, "invalid_request_error", NULL, kind == SRV_KIND_CHAT ? "messages" : "prompt",
@@ -554,12 +722,30 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     p.deadline = req_timeout > 0 ? c->t0 + req_timeout : 0;
     p.task = g.task;
     p.id = c->rid;
+    p.logprobs = g.logprobs;
+    p.top_logprobs = g.top_logprobs;
+    p.prompt_logprobs = g.echo && g.logprobs;
+    p.bias_ids = g.bias_ids;
+    p.bias = g.bias;
+    p.n_bias = g.n_bias;
     emoe_err err = {0};
     if (atomic_load(&s->draining)) {
         ret = fail(c, mc, 503, "server_error", "server_shutting_down", NULL, "the server is shutting down");
         goto done;
     }
-    emoe_status st = sched_submit(s->sc, &p, &r, &err);
+    /* n choices: choice 0 prefills, the others fork its KV cache; seeds
+     * differ per choice (seed + i). */
+    emoe_status st = EMOE_OK;
+    for (int i = 0; i < g.n && st == EMOE_OK; i++) {
+        p.sampling.seed = g.sampling.seed + (uint64_t)i;
+        p.fork_of = i ? rs[0] : NULL;
+        if (oai_gen_constraint(&og, &p.constraint_ops, &p.constraint, &err) != EMOE_OK) { st = err.code; break; }
+        st = sched_submit(s->sc, &p, &rs[n_rs], &err);
+        if (st == EMOE_OK) n_rs++;
+        else oai_gen_constraint_free(p.constraint_ops, p.constraint);
+    }
+    if (st != EMOE_OK)
+        for (int i = 0; i < n_rs; i++) { sched_req_cancel(rs[i]); sched_req_release(rs[i]); rs[i] = NULL; }
     if (st == EMOE_EBUSY) {
         if (atomic_load(&s->draining) || strstr(err.msg, "shutting"))
             ret = fail(c, mc, 503, "server_error", "server_shutting_down", NULL, "%s", err.msg);
@@ -570,7 +756,8 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
     if (st != EMOE_OK) {
         int http = st == EMOE_EINVAL ? 400 : 500;
         ret = fail(c, mc, http, http == 400 ? "invalid_request_error" : "server_error",
-                   strstr(err.msg, "context") ? "context_length_exceeded" : NULL, NULL, "%s", err.msg);
+                   strstr(err.msg, "context") ? "context_length_exceeded" : NULL,
+                   strstr(err.msg, "logit_bias") ? "logit_bias" : NULL, "%s", err.msg);
         goto done;
     }
     atomic_fetch_add(&s->inflight, 1);
@@ -584,19 +771,34 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
         }
     }
     char idbuf[40];
-    snprintf(idbuf, sizeof idbuf, "%s-%016llx", kind == SRV_KIND_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long long)(s->id_base ^ (c->rid * 0x9E3779B97F4A7C15ull)));
+    unsigned long long seq = (unsigned long long)(s->id_base ^ (c->rid * 0x9E3779B97F4A7C15ull));
+    snprintf(idbuf, sizeof idbuf, "%s-%016llx", kind == SRV_KIND_CHAT ? "chatcmpl" : "cmpl", seq);
+    oai_out oo = {kind, s->text, g.logprobs, g.top_logprobs, og.tools, og.forced_tool, !g.parallel_tool_calls};
+    /* echo (completions): the prompt text as given, or decoded from ids */
+    if (g.echo) {
+        if (g.prompt) {
+            echo_text = malloc(g.prompt_len + 1);
+            if (echo_text) { memcpy(echo_text, g.prompt, g.prompt_len + 1); echo_len = g.prompt_len; }
+        } else if (srv_text_decode(s->text, ids, n_ids, &echo_text, &echo_len, &err) != EMOE_OK) {
+            echo_text = NULL;
+        }
+        if (!echo_text) { echo_text = strdup(""); echo_len = 0; }
+    }
     if (g.stream) {
         stream *sst = calloc(1, sizeof *sst);
         if (!sst) {
-            sched_req_cancel(r);
-            sched_req_release(r);
+            for (int i = 0; i < n_rs; i++) { sched_req_cancel(rs[i]); sched_req_release(rs[i]); }
+            n_rs = 0;
             atomic_fetch_sub(&s->inflight, 1);
             ret = MHD_NO;
             goto done;
         }
         sst->s = s;
-        sst->r = r;
+        sst->r = rs[0];
+        sst->n_choices = n_rs;
+        memcpy(sst->rs, rs, sizeof rs);
+        sst->oo = oo;
+        sst->seq = seq;
         sst->kind = kind;
         sst->rid = c->rid;
         snprintf(sst->id, sizeof sst->id, "%s", idbuf);
@@ -608,7 +810,14 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
         sst->n_prompt = n_ids;
         sst->log_prompts = log_prompts;
         sst->return_ids = g.return_token_ids;
-        r = NULL; /* owned by the stream now */
+        if (echo_text) {
+            sst->echo_text = echo_text;
+            sst->echo_len = echo_len;
+            echo_text = NULL;
+            sst->echo_ids = malloc((size_t)n_ids * sizeof *ids);
+            if (sst->echo_ids) { memcpy(sst->echo_ids, ids, (size_t)n_ids * sizeof *ids); sst->n_echo_ids = n_ids; }
+        }
+        n_rs = 0; /* owned by the stream now */
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, sst, stream_free);
         if (!resp) { stream_free(sst); ret = MHD_NO; goto done; }
         MHD_add_response_header(resp, "Content-Type", "text/event-stream");
@@ -623,68 +832,73 @@ static enum MHD_Result handle_generate(srv *s, conn *c, struct MHD_Connection *m
         goto done;
     }
     /* Non-streaming: wait here (this connection's own thread), watching the socket. */
-    sched_buf text = {0};
-    sched_update u;
-    int gone = 0;
-    for (;;) {
-        sched_req_poll(r, 0.1, &u);
-        if (u.text_len) sched_buf_append(&text, u.text, u.text_len);
-        free(u.text);
-        if (u.finished) break;
-        if (client_gone(conn_fd(mc))) {
-            gone = 1;
-            sched_req_cancel(r);
-            break;
+    sched_buf text[SRV_MAX_N];
+    sched_update u[SRV_MAX_N];
+    memset(text, 0, sizeof text);
+    memset(u, 0, sizeof u);
+    int gone = 0, n_done = 0, failed = -1, total_gen = 0;
+    while (n_done < n_rs && !gone) {
+        int waited = 0;
+        n_done = 0;
+        for (int i = 0; i < n_rs; i++) {
+            if (u[i].finished) { n_done++; continue; }
+            free(u[i].text);
+            sched_req_poll(rs[i], waited ? 0 : 0.1, &u[i]);
+            waited = 1;
+            if (u[i].text_len) sched_buf_append(&text[i], u[i].text, u[i].text_len);
+            free(u[i].text);
+            u[i].text = NULL;
+            if (u[i].finished) {
+                n_done++;
+                if (u[i].finish != SCHED_FINISH_STOP && u[i].finish != SCHED_FINISH_LENGTH && failed < 0) failed = i;
+            }
         }
+        if (failed >= 0) break;
+        if (n_done < n_rs && client_gone(conn_fd(mc))) gone = 1;
     }
-    c->n_gen = u.n_gen;
+    if (gone || failed >= 0)
+        for (int i = 0; i < n_rs; i++) sched_req_cancel(rs[i]);
+    for (int i = 0; i < n_rs; i++) total_gen += u[i].n_gen;
+    c->n_gen = total_gen;
     atomic_fetch_sub(&s->inflight, 1);
     if (gone) {
         pthread_mutex_lock(&s->stat_mu);
         s->disconnects++;
         pthread_mutex_unlock(&s->stat_mu);
         c->finish = "client-disconnected";
-        sched_buf_free(&text);
+        for (int i = 0; i < n_rs; i++) sched_buf_free(&text[i]);
         ret = MHD_NO;
         goto done;
     }
-    c->finish = sched_finish_name(u.finish);
-    if (log_prompts && text.n)
-        LOG_INFO("req=%llu output: %.*s", (unsigned long long)c->rid, (int)(text.n > 4000 ? 4000 : text.n), text.p);
-    if (u.finish == SCHED_FINISH_CANCELLED) {
-        sched_buf_free(&text);
-        ret = fail(c, mc, 503, "server_error", "server_shutting_down", NULL, "the request was cancelled: %s", u.error_msg);
+    sched_update *uf = &u[failed >= 0 ? failed : 0];
+    c->finish = sched_finish_name(uf->finish);
+    if (log_prompts && text[0].n)
+        LOG_INFO("req=%llu output: %.*s", (unsigned long long)c->rid, (int)(text[0].n > 4000 ? 4000 : text[0].n), text[0].p);
+    if (failed >= 0) {
+        for (int i = 0; i < n_rs; i++) sched_buf_free(&text[i]);
+        if (uf->finish == SCHED_FINISH_CANCELLED)
+            ret = fail(c, mc, 503, "server_error", "server_shutting_down", NULL, "the request was cancelled: %s", uf->error_msg);
+        else
+            ret = fail(c, mc, 500, "server_error", NULL, NULL, "generation failed: %s", uf->error_msg);
         goto done;
     }
-    if (u.finish == SCHED_FINISH_ERROR) {
-        sched_buf_free(&text);
-        ret = fail(c, mc, 500, "server_error", NULL, NULL, "generation failed: %s", u.error_msg);
-        goto done;
+    json_t *choices = json_array();
+    for (int i = 0; i < n_rs; i++) {
+        json_array_append_new(choices, choice_json(s, &oo, i, rs[i], text[i].p, text[i].n, u[i].finish, u[i].n_gen,
+                                                   g.return_token_ids, seq, ids, n_ids, echo_text, echo_len));
+        sched_buf_free(&text[i]);
     }
-    json_t *content = json_stringn(text.p ? text.p : "", text.n);
-    sched_buf_free(&text);
-    json_t *choice;
-    if (kind == SRV_KIND_CHAT)
-        choice = json_pack("{s:i, s:{s:s, s:o}, s:n, s:s}", "index", 0, "message", "role", "assistant", "content",
-                           content, "logprobs", "finish_reason", sched_finish_name(u.finish));
-    else
-        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", content, "logprobs", "finish_reason",
-                           sched_finish_name(u.finish));
-    if (g.return_token_ids) {
-        json_t *arr = json_array();
-        int32_t *buf = malloc((size_t)(u.n_gen ? u.n_gen : 1) * sizeof *buf);
-        int n = buf ? sched_req_tokens(r, buf, u.n_gen) : 0;
-        for (int i = 0; i < n; i++) json_array_append_new(arr, json_integer(buf[i]));
-        free(buf);
-        json_object_set_new(choice, "token_ids", arr);
-    }
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", idbuf, "object",
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", idbuf, "object",
                           kind == SRV_KIND_CHAT ? "chat.completion" : "text_completion", "created",
-                          (json_int_t)time(NULL), "model", s->served, "choices", choice, "usage",
-                          usage_json(u.n_prompt, u.n_gen));
+                          (json_int_t)time(NULL), "model", s->served, "choices", choices, "usage",
+                          usage_json(n_ids, total_gen));
     ret = respond_json(c, mc, 200, o);
+    free(echo_text);
+    echo_text = NULL;
 done:
-    if (r) sched_req_release(r);
+    free(echo_text);
+    for (int i = 0; i < n_rs; i++) sched_req_release(rs[i]);
+    oai_gen_free(&og);
     free(ids);
     srv_gen_req_free(&g);
     return ret;

@@ -48,6 +48,7 @@ void srv_gen_req_free(srv_gen_req *r)
     free(r->prompt);
     free(r->prompt_ids);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    srv_oai_free(r);
     memset(r, 0, sizeof *r);
 }
 
@@ -269,10 +270,7 @@ static int parse_sampling(json_t *body, srv_gen_req *r, srv_error *e)
     if (rc) r->sampling.frequency_penalty = (float)d;
     if ((rc = get_int(body, "seed", INT64_MIN, INT64_MAX, &x, e)) < 0) return -1;
     if (rc) { r->sampling.seed = (uint64_t)x; r->seed_set = 1; }
-    if ((rc = get_int(body, "n", 1, 1 << 30, &x, e)) < 0) return -1;
-    if (rc && x != 1) return srv_fail(e, 400, INVALID, NULL, "n", "only n=1 is supported");
-    if ((rc = get_int(body, "best_of", 1, 1 << 30, &x, e)) < 0) return -1;
-    if (rc && x != 1) return srv_fail(e, 400, INVALID, NULL, "best_of", "only best_of=1 is supported");
+    /* n, best_of: request_oai.c */
     long long mt = -1, mct = -1;
     if (get_int(body, "max_tokens", 1, 1 << 30, &mt, e) < 0) return -1;
     if (get_int(body, "max_completion_tokens", 1, 1 << 30, &mct, e) < 0) return -1;
@@ -299,10 +297,7 @@ static int parse_sampling(json_t *body, srv_gen_req *r, srv_error *e)
         memcpy(r->task, s, n);
         r->task[n] = 0;
     }
-    if ((rc = get_bool(body, "logprobs", &b, e)) < 0) return -1;
-    if (rc && b) return srv_fail(e, 400, INVALID, NULL, "logprobs", "logprobs are not supported");
-    json_t *lp = json_object_get(body, "logprobs");
-    (void)lp;
+    /* logprobs: request_oai.c */
     return parse_stop(body, r, e);
 }
 
@@ -358,16 +353,11 @@ int srv_parse_request(srv_kind kind, const char *body, size_t len, srv_gen_req *
     case SRV_KIND_CHAT:
         if (parse_messages(root, r, e) || parse_sampling(root, r, e)) goto done;
         if (parse_template_kwargs(root, r, e)) goto done;
+        if (srv_parse_oai(root, kind, r, e)) goto done;
         break;
     case SRV_KIND_COMPLETION:
         if (parse_prompt(root, r, e, 1) || parse_sampling(root, r, e)) goto done;
-        {
-            int echo = 0;
-            if (get_bool(root, "echo", &echo, e) < 0) goto done;
-            if (echo) { srv_fail(e, 400, INVALID, NULL, "echo", "echo is not supported"); goto done; }
-            if ((got = get_string(root, "suffix", &s, &n, e)) < 0) goto done;
-            if (got && n) { srv_fail(e, 400, INVALID, NULL, "suffix", "suffix is not supported"); goto done; }
-        }
+        if (srv_parse_oai(root, kind, r, e)) goto done; /* also echo, suffix */
         break;
     case SRV_KIND_TOKENIZE:
         if (json_object_get(root, "messages") && !json_is_null(json_object_get(root, "messages"))) {

@@ -3,7 +3,8 @@
  * struct, and OpenAI error objects. Pure functions (no HTTP, no engine), so
  * the parser can be fuzzed on its own (tests/fuzz/fuzz_request.c).
  *
- * Rules: the body must be a JSON object; unknown fields are ignored; known
+ * Rules: the body must be a JSON object; a field outside the allow-list of
+ * request_oai.c is refused (400 naming it); known
  * fields with the wrong type or out of range are errors naming the field
  * (`param`); JSON null means "not set" for every optional field.
  */
@@ -41,6 +42,9 @@ char *srv_error_json(const srv_error *e);
 #define SRV_MAX_STOP 4
 #define SRV_MAX_STOP_LEN 256
 #define SRV_MAX_TASK 63
+#define SRV_MAX_N 16             /* choices per request */
+#define SRV_MAX_LOGIT_BIAS 300   /* logit_bias entries (OpenAI's limit) */
+#define SRV_MAX_TOOLS 64
 
 typedef struct srv_gen_req {
     srv_kind kind;
@@ -63,6 +67,18 @@ typedef struct srv_gen_req {
     int ignore_eos;              /* emoe extension */
     int return_token_ids;        /* vLLM extension: choices carry token_ids */
     char task[SRV_MAX_TASK + 1]; /* emoe extension: predictor task */
+    /* OpenAI completeness (request_oai.c) */
+    int n;                       /* choices, 1..SRV_MAX_N */
+    int logprobs;                /* 1: return log-probabilities of the generated tokens */
+    int top_logprobs;            /* 0..20 alternatives per token */
+    int32_t *bias_ids;           /* logit_bias (owned) */
+    float *bias;
+    int n_bias;
+    json_t *response_format;     /* {"type":"json_object"} or {"type":"json_schema",...} (owned); NULL = text */
+    json_t *tools;               /* [{type:"function", function:{name, description?, parameters?}}] (owned) or NULL */
+    json_t *tool_choice;         /* "none" | "auto" | "required" | {type, function:{name}} (owned) or NULL (auto) */
+    int parallel_tool_calls;     /* default 1 */
+    int echo;                    /* completions: the prompt comes first in the text (and logprobs) */
 } srv_gen_req;
 
 /* Parses body[0..len) for `kind`. Returns 0 and fills r (free with
@@ -70,6 +86,13 @@ typedef struct srv_gen_req {
  * any input. */
 int srv_parse_request(srv_kind kind, const char *body, size_t len, srv_gen_req *r, srv_error *e);
 void srv_gen_req_free(srv_gen_req *r);
+
+/* request_oai.c: refuses fields outside the allow-list for `kind` (400
+ * naming the field) and parses n, logprobs, top_logprobs, logit_bias,
+ * response_format, tools, tool_choice, parallel_tool_calls, echo, suffix,
+ * best_of and the refused OpenAI fields. Returns 0 or -1 with e set. */
+int srv_parse_oai(json_t *root, srv_kind kind, srv_gen_req *r, srv_error *e);
+void srv_oai_free(srv_gen_req *r);
 
 /* Validates a task name (from the body or the X-Emoe-Task header):
  * 1..63 bytes of [A-Za-z0-9_.:-]. */

@@ -3,6 +3,7 @@
  * or without it so the server always builds. */
 #include "server/text.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +27,17 @@ struct srv_text {
     char reason[256];
     size_t max_piece;    /* longest token, bytes */
     size_t prompt_limit; /* see srv_text_set_prompt_limit; 0 = none */
+    /* derived data kept with the tokenizer (oai_gen.c: the grammar vocabulary) */
+    pthread_mutex_t aux_mu;
+    void *aux;
+    void (*aux_free)(void *);
 };
 
 emoe_status srv_text_load(const char *dir, srv_text **out, emoe_err *err)
 {
     srv_text *t = calloc(1, sizeof *t);
     if (!t) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+    pthread_mutex_init(&t->aux_mu, NULL);
     *out = t;
 #ifdef SRV_HAVE_TOK
     char path[4096];
@@ -60,6 +66,8 @@ void srv_text_free(srv_text *t)
 #ifdef SRV_HAVE_TOK
     tok_free(t->tok);
 #endif
+    if (t->aux && t->aux_free) t->aux_free(t->aux);
+    pthread_mutex_destroy(&t->aux_mu);
     free(t);
 }
 
@@ -220,4 +228,51 @@ sched_text_ops srv_text_ops(srv_text *t)
     (void)t;
 #endif
     return ops;
+}
+
+/* ---- token bytes (logprobs, constrained decoding) ---- */
+
+int srv_text_token_bytes(srv_text *t, int id, emoe_buf *out)
+{
+    out->n = 0;
+#ifdef SRV_HAVE_TOK
+    if (t && t->tok) return tok_token_bytes(t->tok, id, out);
+#else
+    (void)t;
+    (void)id;
+#endif
+    return -1;
+}
+
+int srv_text_is_special(srv_text *t, int id)
+{
+#ifdef SRV_HAVE_TOK
+    if (t && t->tok) return tok_is_special(t->tok, id);
+#else
+    (void)t;
+    (void)id;
+#endif
+    return 0;
+}
+
+int srv_text_vocab(srv_text *t)
+{
+#ifdef SRV_HAVE_TOK
+    if (t && t->tok) return tok_vocab_size(t->tok);
+#else
+    (void)t;
+#endif
+    return 0;
+}
+
+void *srv_text_aux(srv_text *t, void *(*make)(void *arg), void *arg, void (*free_fn)(void *))
+{
+    pthread_mutex_lock(&t->aux_mu);
+    if (!t->aux) {
+        t->aux = make(arg);
+        t->aux_free = free_fn;
+    }
+    void *a = t->aux;
+    pthread_mutex_unlock(&t->aux_mu);
+    return a;
 }

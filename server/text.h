@@ -48,6 +48,18 @@ emoe_status srv_text_chat(srv_text *t, json_t *messages, int add_generation_prom
                           emoe_err *err);
 /* ids -> text (malloc'd). */
 emoe_status srv_text_decode(srv_text *t, const int32_t *ids, int n, char **out, size_t *len, emoe_err *err);
+/* The raw bytes of one token (see tok_token_bytes) into out (reset first);
+ * 0, or -1 when there is no tokenizer or no such token. */
+int srv_text_token_bytes(srv_text *t, int id, emoe_buf *out);
+/* 1 if id is a special token (no text of its own); tokenizer vocabulary size
+ * (0 without a tokenizer). */
+int srv_text_is_special(srv_text *t, int id);
+int srv_text_vocab(srv_text *t);
+/* Data derived from the tokenizer, built once by make(arg) on first use
+ * (under a lock) and freed with free_fn by srv_text_free (oai_gen.c keeps
+ * the grammar vocabulary here). NULL if make returned NULL (tried again next
+ * time). */
+void *srv_text_aux(srv_text *t, void *(*make)(void *arg), void *arg, void (*free_fn)(void *));
 /* The scheduler's detokenizer ops (push NULL when unavailable). */
 sched_text_ops srv_text_ops(srv_text *t);
 

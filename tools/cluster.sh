@@ -137,7 +137,10 @@ cmd_up() {
         local extra=()
         [ $own_store = 1 ] && extra=(--set "cache.store_path=$DIR/replica-$id.emoe")
         rm -f "$DIR/replica-$id.port"
-        "$bin" serve "$@" "${extra[@]}" --host 127.0.0.1 --port 0 --set "server.replica_id=$id" \
+        # All of a replica's connections come from nginx on 127.0.0.1: no
+        # per-address connection limit (the arguments may still set one).
+        "$bin" serve --set server.max_connections_per_ip=0 "$@" "${extra[@]}" \
+            --host 127.0.0.1 --port 0 --set "server.replica_id=$id" \
             </dev/null >"$DIR/replica-$id.log" 2>&1 &
         echo $! >"$DIR/replica-$id.pid"
     done

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "engine/engine.h"
+#include "engine/cache.h"
 #include "tools/tool_cfg.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
@@ -30,6 +31,8 @@ static void usage(FILE *f)
             "  --config FILE, --set S.K=V  [model] path and [engine] settings as `emoe serve` reads them\n"
             "  --budget X%%         CUDA: expert slots for X%% of all experts (default: as many as fit)\n"
             "  --threads N         CPU worker threads (default: physical cores)\n"
+            "  --expert-format F   bf16 | q8 | q4: CPU, routed experts from a store of that format, all resident\n"
+            "                      (loaded before timing; default: bf16 straight from the checkpoint)\n"
             "  --warmup N          untimed warm-up steps before measuring (default 1)\n"
             "  --seed S            prompt token seed (default 1)\n"
             "  --prompt-ids LIST   use this prompt for every sequence (its length replaces --prompt-len)\n"
@@ -57,6 +60,8 @@ int cmd_bench(int argc, char **argv)
     long long batch = 1, plen = 128, gen = 32, threads = 0, warmup = 1, seed = 1;
     double budget_pct = 0;
     int json = 0;
+    const char *expert_format = NULL;
+    cache_t *cache = NULL;
     eng_backend_kind backend = ENG_BACKEND_AUTO;
     int backend_set = 0, rcfg;
     static tool_cfg tcfg;
@@ -88,6 +93,7 @@ int cmd_bench(int argc, char **argv)
         }
         else if (!strcmp(a, "--prompt-ids")) { VAL(); prompt_list = v; }
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--expert-format")) { VAL(); expert_format = v; }
         else { fprintf(stderr, "emoe bench: unknown option '%s'\n", a); usage(stderr); return 2; }
 #undef VAL
     }
@@ -130,6 +136,16 @@ int cmd_bench(int argc, char **argv)
         goto out;
     }
     const eng_model_desc *d = eng_desc(e);
+    if (expert_format) {
+        cache_cli_opts co = {.expert_format = expert_format};
+        if (cache_attach(e, &co, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
+        /* every expert resident before timing */
+        int *all = malloc(sizeof(int) * (size_t)d->n_experts);
+        for (int x = 0; all && x < d->n_experts; x++) all[x] = x;
+        for (int l = 0; all && l < d->n_layers; l++) cache_prefetch(cache, l, all, d->n_experts);
+        free(all);
+        cache_drain(cache);
+    }
     if ((long long)P + G > eng_max_ctx(e)) {
         fprintf(stderr, "emoe bench: prompt (%d) + generated (%d) tokens exceed the context length %d\n", P, G, eng_max_ctx(e));
         goto out;
@@ -190,6 +206,7 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(o, "batch", json_integer(N));
         json_object_set_new(o, "prompt_len", json_integer(P));
         json_object_set_new(o, "gen", json_integer(G));
+        json_object_set_new(o, "expert_format", json_string(expert_format ? expert_format : "bf16"));
         json_object_set_new(o, "prefill_s", json_real(t1 - t0));
         json_object_set_new(o, "prefill_tokens_per_s", json_real(prefill_tps));
         json_object_set_new(o, "ttft_s", json_real(t1 - t0));
@@ -257,6 +274,8 @@ out:
     free(step_s);
     free(out_tok);
     free(fixed);
+    if (e && cache) eng_set_expert_provider(e, NULL);
+    cache_free(cache);
     eng_free(e);
     return rc;
 }

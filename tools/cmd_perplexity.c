@@ -27,6 +27,7 @@
 
 #include "engine/cache.h"
 #include "engine/engine.h"
+#include "engine/quant.h"
 #include "engine/tokenizer.h"
 #include "tools/tool_cfg.h"
 #include "tools/args.h"
@@ -44,8 +45,12 @@ static void usage(FILE *f)
             "  --budget B               expert cache device budget: 25%% or a size such as 512MiB (default: all resident)\n"
             "  --config FILE, --set S.K=V  [model] path, [engine] threads and [cache] settings as `emoe serve`\n"
             "  --host-budget X%%|BYTES  pinned host tier\n"
-            "  --miss-policy P         exact | substitute (substitute: warm per task, then score)\n"
-            "  --store FILE            expert store (default DIR/experts.emoe, built if missing)\n"
+            "  --miss-policy P         exact | substitute | lowbit (substitute, lowbit: warm per task, then score\n"
+            "                          token by token; lowbit: a miss's load completes before the next token)\n"
+            "  --expert-format F       bf16 (default) | q8 | q4 (without --budget: all experts resident)\n"
+            "  --quant-act A           q8 (default) | f32: activations of quantized experts' dot products\n"
+            "  --lowbit-format F       q4 (default) | q8: the resident copy of the lowbit policy\n"
+            "  --store FILE            expert store (default DIR/experts.emoe or experts.q8/q4.emoe, built if missing)\n"
             "  --threads N             worker threads (default: physical cores)\n"
             "  --fetch-on-miss on|off  substitute mode: load missed experts for later tokens (default on)\n"
             "  --json                  print one JSON object\n");
@@ -63,6 +68,7 @@ typedef struct task_acc {
     long long preds;
     int docs;
     uint64_t substituted;
+    uint64_t lowbit;
 } task_acc;
 
 /* Reads the documents file, tokenizes and frames each; keeps at most max_docs
@@ -182,6 +188,7 @@ static emoe_status run_doc(eng_engine *e, const doc *dc, float *all, task_acc *a
         }
         acc->docs++;
         acc->substituted += eng_seq_substituted(s);
+        acc->lowbit += eng_seq_lowbit(s);
     }
     eng_seq_free(s);
     return st;
@@ -198,6 +205,7 @@ static emoe_status run_doc_decode(eng_engine *e, const doc *dc, float *logits, t
     emoe_status st = EMOE_OK;
     for (int p = 0; p + 1 < dc->n && st == EMOE_OK; p++) {
         st = eng_forward(e, s, &dc->ids[p], 1, logits, err);
+        if (cache) cache_drain(cache); /* loads started by this token land before the next (deterministic) */
         if (cache) cache_step_end(cache);
         if (st || !score) continue;
         double mx = -INFINITY, sum = 0;
@@ -209,6 +217,7 @@ static emoe_status run_doc_decode(eng_engine *e, const doc *dc, float *logits, t
     if (st == EMOE_OK && score) {
         acc->docs++;
         acc->substituted += eng_seq_substituted(s);
+        acc->lowbit += eng_seq_lowbit(s);
     }
     eng_seq_free(s);
     return st;
@@ -244,6 +253,14 @@ int cmd_perplexity(int argc, char **argv)
         else if (!strcmp(a, "--host-budget")) { VAL(); if (arg_budget_norm("perplexity", a, v, host_buf, sizeof host_buf)) return 2; co.host_budget = host_buf; }
         else if ((rcfg = tool_cfg_arg("perplexity", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
+        else if (!strcmp(a, "--expert-format")) { VAL(); co.expert_format = v; }
+        else if (!strcmp(a, "--lowbit-format")) { VAL(); co.lowbit_format = v; }
+        else if (!strcmp(a, "--quant-act")) {
+            VAL();
+            if (!strcmp(v, "q8")) quant_act_mode_set(QUANT_ACT_Q8);
+            else if (!strcmp(v, "f32")) quant_act_mode_set(QUANT_ACT_F32);
+            else { fprintf(stderr, "emoe perplexity: --quant-act: expected q8 or f32, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--fetch-on-miss")) {
@@ -256,13 +273,13 @@ int cmd_perplexity(int argc, char **argv)
     }
     if (tool_cfg_apply("perplexity", &tcfg, &model, &threads, NULL, 0, &co)) return 2;
     if (!model || !docs_path) { fprintf(stderr, "emoe perplexity: -m DIR and --docs FILE are required\n"); usage(stderr); return 2; }
-    if (!co.budget && (co.host_budget || co.miss_policy || co.store)) {
+    if (!co.budget && (co.host_budget || co.miss_policy || (co.store && !co.expert_format))) {
         fprintf(stderr, "emoe perplexity: --host-budget, --miss-policy and --store need --budget\n");
         return 2;
     }
     cache_miss_policy policy = CACHE_MISS_EXACT;
     if (co.miss_policy && cache_parse_miss_policy(co.miss_policy, &policy)) {
-        fprintf(stderr, "emoe perplexity: --miss-policy: '%s' is not exact or substitute\n", co.miss_policy);
+        fprintf(stderr, "emoe perplexity: --miss-policy: '%s' is not exact, substitute or lowbit\n", co.miss_policy);
         return 2;
     }
     emoe_err err = {0};
@@ -290,7 +307,8 @@ int cmd_perplexity(int argc, char **argv)
     double t0 = emoe_now();
     for (int t = 0; t < n_tasks; t++) {
         eng_expert_provider frozen;
-        if (co.budget && (t == 0 || policy == CACHE_MISS_SUBSTITUTE)) {
+        int warm = policy == CACHE_MISS_SUBSTITUTE || policy == CACHE_MISS_LOWBIT;
+        if ((co.budget || co.expert_format) && (t == 0 || warm)) {
             /* substitute: a fresh cache per task, warmed on its own documents */
             eng_set_expert_provider(e, NULL);
             if (cache) {
@@ -303,9 +321,10 @@ int cmd_perplexity(int argc, char **argv)
                 cache = NULL;
             }
             cache_cli_opts c2 = co;
-            c2.miss_policy = "exact";
+            if (policy != CACHE_MISS_LOWBIT) c2.miss_policy = "exact"; /* lowbit: the copy loads at open */
             if (cache_attach(e, &c2, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe perplexity: %s\n", err.msg); goto out; }
-            if (policy == CACHE_MISS_SUBSTITUTE) {
+            if (policy == CACHE_MISS_LOWBIT) cache_set_miss_policy(cache, CACHE_MISS_EXACT); /* warm exactly */
+            if (warm) {
                 for (int i = 0; i < n_docs; i++) {
                     if (strcmp(docs[i].task, acc[t].name)) continue;
                     if (run_doc_decode(e, &docs[i], all, &acc[t], 0, cache, &err) != EMOE_OK) {
@@ -314,27 +333,30 @@ int cmd_perplexity(int argc, char **argv)
                     }
                 }
                 cache_drain(cache);
-                cache_set_miss_policy(cache, CACHE_MISS_SUBSTITUTE);
+                cache_set_miss_policy(cache, policy);
                 frozen = *cache_provider(cache);
-                frozen.prefetch = fetch_on_miss ? prefetch_sync : NULL;
+                /* lowbit: no look-ahead prefetch of the layer's experts (the miss itself starts the load) */
+                frozen.prefetch = fetch_on_miss && policy == CACHE_MISS_SUBSTITUTE ? prefetch_sync : NULL;
                 eng_set_expert_provider(e, &frozen);
             }
         }
         for (int i = 0; i < n_docs; i++) {
             if (strcmp(docs[i].task, acc[t].name)) continue;
-            emoe_status rs = policy == CACHE_MISS_SUBSTITUTE && co.budget
+            emoe_status rs = warm && co.budget
                                  ? run_doc_decode(e, &docs[i], all, &acc[t], 1, cache, &err)
                                  : run_doc(e, &docs[i], all, &acc[t], 1, &err);
             if (rs != EMOE_OK) {
                 fprintf(stderr, "emoe perplexity: task %s: %s\n", acc[t].name, err.msg);
                 goto out;
             }
-            if (cache && policy != CACHE_MISS_SUBSTITUTE) cache_step_end(cache);
+            if (cache && !warm) cache_step_end(cache);
         }
         if (!json)
             fprintf(stderr, "%-16s ppl %10.4f  (%d docs, %lld predictions%s)\n", acc[t].name,
                     exp(acc[t].nll / (double)acc[t].preds), acc[t].docs, acc[t].preds,
-                    policy == CACHE_MISS_SUBSTITUTE ? ", substituted experts counted in JSON" : "");
+                    policy == CACHE_MISS_SUBSTITUTE ? ", substituted experts counted in JSON"
+                    : policy == CACHE_MISS_LOWBIT   ? ", low-bit expert uses counted in JSON"
+                                                    : "");
     }
     double t1 = emoe_now();
     double nll = 0;
@@ -343,14 +365,18 @@ int cmd_perplexity(int argc, char **argv)
     json_t *o = json_object(), *tasks = json_object();
     for (int t = 0; t < n_tasks; t++)
         json_object_set_new(tasks, acc[t].name,
-                            json_pack("{s:f,s:f,s:I,s:i,s:I}", "ppl", exp(acc[t].nll / (double)acc[t].preds), "nll_sum",
-                                      acc[t].nll, "predictions", (json_int_t)acc[t].preds, "docs", acc[t].docs,
-                                      "substituted", (json_int_t)acc[t].substituted));
+                            json_pack("{s:f,s:f,s:I,s:i,s:I,s:I}", "ppl", exp(acc[t].nll / (double)acc[t].preds),
+                                      "nll_sum", acc[t].nll, "predictions", (json_int_t)acc[t].preds, "docs",
+                                      acc[t].docs, "substituted", (json_int_t)acc[t].substituted, "lowbit",
+                                      (json_int_t)acc[t].lowbit));
     json_object_set_new(o, "tasks", tasks);
     json_object_set_new(o, "ppl_all_tasks", json_real(exp(nll / (double)preds)));
     json_object_set_new(o, "seconds", json_real(t1 - t0));
     json_object_set_new(o, "budget", co.budget ? json_string(co.budget) : json_null());
-    json_object_set_new(o, "miss_policy", json_string(policy == CACHE_MISS_SUBSTITUTE ? "substitute" : "exact"));
+    json_object_set_new(o, "miss_policy", json_string(policy == CACHE_MISS_SUBSTITUTE ? "substitute"
+                                                      : policy == CACHE_MISS_LOWBIT   ? "lowbit"
+                                                                                      : "exact"));
+    json_object_set_new(o, "expert_format", json_string(co.expert_format ? co.expert_format : "bf16"));
     if (policy == CACHE_MISS_SUBSTITUTE) json_object_set_new(o, "fetch_on_miss", json_boolean(fetch_on_miss));
     if (cache) {
         cache_stats cs;

@@ -23,7 +23,7 @@ static void usage(FILE *f)
             "\n"
             "  --trace FILE        routing trace (JSONL); repeatable, all of one model shape\n"
             "  --budget X%%         cache size: X%% of all (layer, expert) slots\n"
-            "  --policy P          lru | lfu | belady | predictor\n"
+            "  --policy P          lru | lfu | belady | predictor | lookahead (predictor + next-layer prefetch)\n"
             "  --order O           interleaved (default) | grouped | file\n"
             "  --per-layer         one pool of X%% of the experts per layer (default: one global pool)\n"
             "  --expert-bytes N    bytes of one expert, for bytes_loaded (default 1: counts loads)\n"
@@ -79,6 +79,9 @@ static void print_text(const pred_replay_opts *o, const pred_replay_result *r)
         printf("plan precision %.4f  recall %.4f  coverage %.4f  (plans computed %llu)\n",
                r->precision_all, r->recall_all, r->coverage_all,
                (unsigned long long)r->plans_computed);
+        if (r->lookahead_checked)
+            printf("lookahead accuracy %.4f (%llu of %llu next-layer experts predicted)\n", r->lookahead_accuracy,
+                   (unsigned long long)r->lookahead_hits, (unsigned long long)r->lookahead_checked);
         printf("layer  precision  recall  coverage\n");
         for (int l = 0; l < r->n_layers; l++)
             printf("%5d  %9.4f  %6.4f  %8.4f\n", l, r->precision[l], r->recall[l], r->coverage[l]);
@@ -101,9 +104,10 @@ static void print_json(const pred_replay_opts *o, const pred_replay_result *r)
            (unsigned long long)o->expert_bytes, (unsigned long long)r->bytes_loaded,
            o->prefill_step ? "true" : "false");
     if (r->precision) {
-        printf(", \"precision\": %.6f, \"recall\": %.6f, \"coverage\": %.6f, \"plans_computed\": %llu",
+        printf(", \"precision\": %.6f, \"recall\": %.6f, \"coverage\": %.6f, \"plans_computed\": %llu, "
+               "\"lookahead_accuracy\": %.6f, \"lookahead_checked\": %llu",
                r->precision_all, r->recall_all, r->coverage_all,
-               (unsigned long long)r->plans_computed);
+               (unsigned long long)r->plans_computed, r->lookahead_accuracy, (unsigned long long)r->lookahead_checked);
         const double *arr[3] = {r->precision, r->recall, r->coverage};
         const char *nm[3] = {"layer_precision", "layer_recall", "layer_coverage"};
         for (int a = 0; a < 3; a++) {

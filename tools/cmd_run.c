@@ -42,8 +42,12 @@ static void usage(FILE *f)
             "  --config FILE, --set S.K=V  read [model] path, [engine] and [cache] settings as `emoe serve`\n"
             "                         does; options given here win\n"
             "  --host-budget X%%|BYTES expert cache: pinned host tier (default 0)\n"
-            "  --miss-policy P        exact (load on demand, default) | substitute (use resident experts)\n"
-            "  --store FILE           expert store (default DIR/experts.emoe, built if missing)\n"
+            "  --miss-policy P        exact (load on demand, default) | substitute (use resident experts) |\n"
+            "                         lowbit (compute a miss with a resident low-bit copy while the expert loads)\n"
+            "  --expert-format F      bf16 (default) | q8 | q4: routed experts from a quantized store (without\n"
+            "                         --budget all experts resident)\n"
+            "  --lowbit-format F      q4 (default) | q8: the resident copy of the lowbit miss policy\n"
+            "  --store FILE           expert store (default DIR/experts.emoe or experts.q8/q4.emoe, built if missing)\n"
             "  --inject-read-error N  testing: the Nth expert read from the store fails with EIO\n");
 }
 
@@ -123,6 +127,8 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--host-budget")) { VAL(); if (arg_budget_norm("run", a, v, host_buf, sizeof host_buf)) return 2; co.host_budget = host_buf; }
         else if ((rcfg = tool_cfg_arg("run", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--miss-policy")) { VAL(); co.miss_policy = v; }
+        else if (!strcmp(a, "--expert-format")) { VAL(); co.expert_format = v; }
+        else if (!strcmp(a, "--lowbit-format")) { VAL(); co.lowbit_format = v; }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--inject-read-error")) { VAL(); if (arg_int("run", a, v, 1, 1 << 30, &ll)) return 2; co.fail_nth_read = (int)ll; }
         else { fprintf(stderr, "emoe run: unknown option '%s'\n", a); usage(stderr); return 2; }
@@ -130,7 +136,7 @@ int cmd_run(int argc, char **argv)
     }
     if (tool_cfg_apply("run", &tcfg, &model, &threads, &backend, backend_set, &co)) return 2;
     if (!model) { fprintf(stderr, "emoe run: -m DIR is required\n"); usage(stderr); return 2; }
-    if (!co.budget && (co.host_budget || co.miss_policy || co.store || co.fail_nth_read)) {
+    if (!co.budget && (co.host_budget || co.miss_policy || co.fail_nth_read || (co.store && !co.expert_format))) {
         fprintf(stderr, "emoe run: --host-budget, --miss-policy, --store and --inject-read-error need --budget\n");
         return 2;
     }
@@ -165,7 +171,7 @@ int cmd_run(int argc, char **argv)
     route_rec rr = {0};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     const eng_model_desc *d = eng_desc(e);
-    if (co.budget && cache_attach(e, &co, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
+    if ((co.budget || co.expert_format) && cache_attach(e, &co, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (eng_sampling_check(&sp, &err) != EMOE_OK) { fprintf(stderr, "emoe run: %s\n", err.msg); goto out; }
     if (n_ids + n_gen > eng_max_ctx(e)) {
         fprintf(stderr, "emoe run: prompt (%d) + max tokens (%lld) exceed the context length %d\n", n_ids, n_gen, eng_max_ctx(e));

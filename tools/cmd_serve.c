@@ -31,7 +31,7 @@
 #include "server/server.h"
 #include "server/text.h"
 #include "tools/cmds.h"
-#include "tools/serve_cache.h"
+#include "scheduler/prefetch.h"
 
 static void serve_usage(FILE *f)
 {
@@ -191,7 +191,7 @@ int cmd_serve(int argc, char **argv)
     eng_engine *eng = NULL;
     srv_text *text = NULL;
     sched *sc = NULL;
-    serve_cache *xc = NULL;
+    prefetch_t *xc = NULL;
     watchdog wd = {0};
     uint64_t wusec = 0;
     if (sd_watchdog_enabled(0, &wusec) > 0) wd.usec = wusec;
@@ -224,12 +224,12 @@ int cmd_serve(int argc, char **argv)
         goto stop;
     }
     if (!srv_text_available(text)) LOG_WARN("text disabled: %s", srv_text_missing_reason(text));
-    if (serve_cache_init(&cfg, eng, a.fail_nth_read, &xc, &err) != EMOE_OK) {
+    if (prefetch_init(&cfg, eng, a.fail_nth_read, &xc, &err) != EMOE_OK) {
         LOG_ERROR("expert cache: %s", err.msg);
         goto stop;
     }
     sched_opts so = {0};
-    serve_cache_hooks(xc, &so);
+    prefetch_hooks(xc, &so);
     so.limits = limits_of(&cfg);
     so.text = srv_text_ops(text);
     so.tick = on_tick;
@@ -243,7 +243,7 @@ int cmd_serve(int argc, char **argv)
         pthread_join(lp_thread, NULL);
         lp_started = 0;
     }
-    if (xc) srv_set_metrics_extra(server, serve_cache_metrics, xc);
+    if (xc) srv_set_metrics_extra(server, prefetch_metrics, xc);
     srv_attach(server, eng, sc, text);
     LOG_INFO("model %s loaded in %.2fs (%s, context %d); ready", cfg.model.path, emoe_now() - t0,
              eng_desc(eng)->model_type, eng_max_ctx(eng));
@@ -260,7 +260,8 @@ int cmd_serve(int argc, char **argv)
             sd_notify(0, "RELOADING=1");
             emoe_config next;
             emoe_err rerr = {0};
-            if (build_config(&a, &next, &rerr) != EMOE_OK || srv_reload(server, &next, &rerr) != EMOE_OK) {
+            if (build_config(&a, &next, &rerr) != EMOE_OK || prefetch_reload(xc, &next, &rerr) != EMOE_OK ||
+                srv_reload(server, &next, &rerr) != EMOE_OK) {
                 LOG_ERROR("reload failed, keeping the running configuration: %s", rerr.msg);
                 sd_notify(0, "READY=1\nSTATUS=reload failed; running configuration kept");
                 continue;
@@ -307,7 +308,7 @@ stop:
     }
     srv_free(server); /* waits for every connection thread */
     sched_free(sc);
-    serve_cache_free(xc);
+    prefetch_free(xc);
     srv_text_free(text);
     eng_free(eng);
     if (rc == 0) LOG_INFO("stopped");

@@ -27,6 +27,7 @@ static const subcmd cmds[] = {
     {"chat-template", cmd_chat_template, "render the model's chat template for a messages file"},
     {"trace", cmd_trace, "record the expert routing of a file of task-labelled prompts (JSONL trace)"},
     {"replay", cmd_replay, "replay routing traces through the expert cache under a policy (offline evaluator)"},
+    {"profile", cmd_profile, "measure per-task sensitivity to routing errors; write the task profile `emoe serve` loads"},
     {"bench", cmd_bench, "prefill/decode throughput, time to first token, device memory (any backend)"},
 };
 

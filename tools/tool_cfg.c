@@ -1,5 +1,6 @@
 /* tool_cfg.c — see tool_cfg.h. */
 #include "tools/tool_cfg.h"
+#include "engine/quant.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -57,11 +58,17 @@ int tool_cfg_apply(const char *cmd, tool_cfg *tc, const char **model, long long 
                 co->host_budget = tc->host_budget;
             }
             if (!co->miss_policy) {
-                snprintf(tc->miss, sizeof tc->miss, "%s", c->cache.miss_policy == CFG_MISS_SUBSTITUTE ? "substitute" : "exact");
+                snprintf(tc->miss, sizeof tc->miss, "%s", c->cache.miss_policy == CFG_MISS_SUBSTITUTE ? "substitute"
+                                                          : c->cache.miss_policy == CFG_MISS_LOWBIT   ? "lowbit"
+                                                                                                      : "exact");
                 co->miss_policy = tc->miss;
             }
             if (!co->store && c->cache.store_path[0]) co->store = c->cache.store_path;
         }
+    }
+    if (co) { /* quantized experts run through the cache at any budget (docs/quant.md) */
+        if (!co->expert_format && c->cache.expert_format != 0) co->expert_format = quant_format_name(c->cache.expert_format);
+        if (!co->lowbit_format && c->cache.lowbit_format == 1) co->lowbit_format = "q8";
     }
     return 0;
 }

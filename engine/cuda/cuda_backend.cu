@@ -445,6 +445,28 @@ static int cuda_seq_reserve(eng_seq *s, int n)
     return 0;
 }
 
+/* Copies src's first len positions (every layer's K and V) into dst. */
+static int cuda_seq_copy(eng_seq *dst, const eng_seq *src)
+{
+    const cu_seq *a = (const cu_seq *)src->be;
+    cu_seq *b = (cu_seq *)dst->be;
+    cu_state *S = (cu_state *)src->e->bs;
+    if (src->len == 0) return 0;
+    if (!a || !b || !a->kv || !b->kv || dst->cap < src->len) return -1;
+    const eng_model_desc *d = &src->e->d;
+    size_t kvd = (size_t)d->n_kv_heads * d->head_dim;
+    cudaError_t ce = cudaSuccess;
+    for (int m = 0; m < d->n_layers * 2 && ce == cudaSuccess; m++)
+        ce = cudaMemcpyAsync(b->kv + (size_t)m * dst->cap * kvd, a->kv + (size_t)m * src->cap * kvd,
+                             (size_t)src->len * kvd * sizeof(float), cudaMemcpyDeviceToDevice, S->st);
+    if (ce == cudaSuccess) ce = cudaStreamSynchronize(S->st);
+    if (ce != cudaSuccess) {
+        LOG_ERROR("cuda: forking a KV cache: %s", cudaGetErrorString(ce));
+        return -1;
+    }
+    return 0;
+}
+
 static void cuda_stats(const eng_engine *e, eng_backend_stats *st)
 {
     const cu_state *S = (const cu_state *)e->bs;
@@ -578,7 +600,7 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
                     goto fail;
                 }
             if (e->cb) e->cb(e->cb_user, w->row_seq[t]->tag, w->h_pos[t], l, ids, rw, k);
-            if (!allowed) continue;
+            if (!allowed || (p->substitute_seq && !p->substitute_seq(p->ctx, w->row_seq[t]->tag))) continue;
             int missing[64], nm = 0;
             for (int j = 0; j < k; j++)
                 if (!allowed[ids[j]] && nm < 64) missing[nm++] = ids[j];
@@ -592,6 +614,7 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
             for (int j = 0; j < k; j++) s2 += rw[j];
             for (int j = 0; j < k; j++) rw[j] = rw[j] / s2 * target;
             w->row_seq[t]->substituted += (uint64_t)nm;
+            if (p->substituted) p->substituted(p->ctx, w->row_seq[t]->tag, l, nm);
             changed = 1;
         }
         if (changed) CUDA_CK(cudaMemcpyAsync(w->rw, w->h_rw, sizeof(float) * (size_t)P, cudaMemcpyHostToDevice, st));
@@ -776,5 +799,5 @@ static const cache_slot_mem *cuda_slot_mem(eng_engine *e)
 
 extern "C" const eng_backend_ops eng_cuda_backend = {
     "cuda", cuda_step, cuda_init, cuda_engine_free, cuda_seq_init, cuda_seq_free, cuda_seq_reserve, cuda_stats,
-    cuda_slot_mem,
+    cuda_seq_copy, cuda_slot_mem,
 };

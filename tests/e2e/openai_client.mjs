@@ -67,7 +67,7 @@ const bad = new OpenAI({ baseURL: `${base}/v1`, apiKey: "wrong-key", maxRetries:
 try { await bad.models.list(); ok(false, "wrong key rejected"); } catch (e) { ok(e instanceof OpenAI.AuthenticationError && e.status === 401, "wrong key -> AuthenticationError 401"); }
 try { await client.completions.create({ ...params, temperature: 5 }); ok(false, "temperature 5 rejected"); } catch (e) { ok(e instanceof OpenAI.BadRequestError && e.error?.param === "temperature", "temperature 5 -> BadRequestError, param temperature"); }
 try { await client.completions.create({ ...params, model: "no-such-model" }); ok(false, "unknown model rejected"); } catch (e) { ok(e instanceof OpenAI.NotFoundError && e.code === "model_not_found", "unknown model -> NotFoundError model_not_found"); }
-try { await client.completions.create({ ...params, n: 2 }); ok(false, "n=2 rejected"); } catch (e) { ok(e instanceof OpenAI.BadRequestError, "n=2 -> BadRequestError"); }
+try { await client.completions.create({ ...params, n: 17 }); ok(false, "n=17 rejected"); } catch (e) { ok(e instanceof OpenAI.BadRequestError && e.error?.param === "n", "n=17 -> BadRequestError, param n"); }
 
 // Seeds.
 const sp = { model, prompt: "Once upon a time", max_tokens: 10, temperature: 1.0, top_k: 50, ignore_eos: true };

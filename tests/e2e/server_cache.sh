@@ -84,6 +84,14 @@ check "observed tokens == prompt + decode tokens of 32 requests ($TOK)" [ "$(val
 check "4 tasks known (a, c, b, default)" [ "$(val emoe_predictor_tasks)" = 4 ]
 check "insensitive requests counted (b: 4 of 24)" [ "$(val emoe_predictor_insensitive_requests_total)" = 4 ]
 check "no predictor errors" [ "$(val emoe_predictor_errors_total)" = 0 ]
+# issue 11: prefetch loads by source, lookahead accuracy, per-task hit rate
+for src in engine plan queue lookahead; do
+    check "prefetch loads by source: $src present" grep -q "^emoe_expert_cache_prefetch_loads_total{source=\"$src\"} [0-9]" <<<"$M"
+done
+check "lookahead loads > 0" python3 -c "import sys; sys.exit(0 if int('$(val 'emoe_expert_cache_prefetch_loads_total{source="lookahead"}')' or 0) > 0 else 1)"
+check "lookahead accuracy in (0, 1]" python3 -c "import sys; a=float('$(val emoe_predictor_lookahead_accuracy)' or -1); sys.exit(0 if 0 < a <= 1 else 1)"
+check "per-task hit rate of task a in [0, 1]" python3 -c "import sys; a=float('$(val 'emoe_expert_cache_task_hit_rate{task="a"}')' or -1); sys.exit(0 if 0 <= a <= 1 else 1)"
+check "exact mode: nothing substituted" [ "$(val emoe_expert_cache_substituted_experts_total)" = 0 ]
 stop_server || bad "predictor server exit status"
 
 # Substitute mode: requests complete and the substitutions are counted.

@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (t.n_reqs > 0 && (size_t)t.n_layers * (size_t)t.n_experts <= 4096) {
         const pred_trace *tp[1] = {&t};
-        for (int p = 0; p <= PRED_REPLAY_PREDICTOR; p++) {
+        for (int p = 0; p <= PRED_REPLAY_LOOKAHEAD; p++) {
             pred_replay_opts o;
             pred_replay_opts_default(&o);
             o.policy = (pred_replay_policy)p;

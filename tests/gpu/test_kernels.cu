@@ -874,6 +874,37 @@ static void test_batched(const char *shared, const char *name)
     eng_free(e);
 }
 
+/* eng_seq_fork copies a device KV cache: the fork and the original decode
+ * the same token to identical logits, and both match a sequence that
+ * prefilled on its own (n > 1 choices). */
+static void test_fork(const char *shared, const char *name)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL;
+    emoe_err err = {};
+    if (eng_open(dir, &og, &e, &err) != EMOE_OK) { fprintf(stderr, "  %s\n", err.msg); result(0, "fork %s: open", name); return; }
+    int V = eng_desc(e)->vocab, ok = 1;
+    int32_t toks[80];
+    for (int i = 0; i < 80; i++) toks[i] = irand(V);
+    float *a = (float *)malloc(sizeof(float) * 3 * V);
+    eng_seq *p = eng_seq_new(e, 0, &err), *f = NULL, *solo = eng_seq_new(e, 0, &err);
+    ok = p && solo && eng_forward(e, p, toks, 70, a, &err) == EMOE_OK; /* 70 > 64: the cache grew once */
+    if (ok) f = eng_seq_fork(p, 0, &err);
+    ok = ok && f && eng_seq_len(f) == 70;
+    ok = ok && eng_forward(e, p, &toks[70], 1, a, &err) == EMOE_OK && eng_forward(e, f, &toks[70], 1, a + V, &err) == EMOE_OK &&
+         eng_forward(e, solo, toks, 71, a + 2 * (size_t)V, &err) == EMOE_OK;
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    int same = ok && !memcmp(a, a + V, sizeof(float) * V);
+    double r = ok ? rel_err(a + V, a + 2 * (size_t)V, V) : 1;
+    result(ok && same && r <= 1e-2, "fork %s: forked KV decodes like the original (identical %d), vs solo rel err %.2e", name, same, r);
+    eng_seq_free(p); eng_seq_free(f); eng_seq_free(solo);
+    free(a);
+    eng_free(e);
+}
+
 #ifdef EMOE_CUDA_EMU
 /* Device allocation failures (emulator hook) become errors of the step that
  * needed the memory; no sequence advances and the engine keeps working. */
@@ -1024,6 +1055,7 @@ int main(int argc, char **argv)
              * eviction and re-upload on every layer. bf16 slots: one stored
              * expert is bf16 in every fixture. */
             test_model(sh, name, md, 3 * one, "3 slots");
+            test_fork(sh, name);
             test_batched(sh, name);
             test_device_tier(sh, name, md);
         }

@@ -252,6 +252,56 @@ START_TEST(test_prefetch_idempotent)
 }
 END_TEST
 
+/* Prefetch loads are counted by source; a prefetched slot counts as used at
+ * its first acquire only; substitutions are counted where they happen. */
+START_TEST(test_prefetch_sources)
+{
+    cache_config cfg = {.device_budget = 4 * stride()};
+    emoe_err err = {0};
+    cache_t *c;
+    ck_assert_int_eq(cache_open(path, 77, &cfg, &c, &err), EMOE_OK);
+    int a[2] = {0, 1}, b[1] = {2}, x[1] = {3};
+    cache_prefetch_from(c, CACHE_PF_QUEUE, 1, a, 2);
+    cache_prefetch_from(c, CACHE_PF_LOOKAHEAD, 1, b, 1);
+    cache_prefetch(c, 1, x, 1);
+    cache_prefetch_from(c, CACHE_PF_PLAN, 1, a, 2); /* loading or resident: nothing new */
+    cache_drain(c);
+    cache_stats s;
+    cache_get_stats(c, &s);
+    ck_assert_uint_eq(s.prefetch_by_source[CACHE_PF_QUEUE], 2);
+    ck_assert_uint_eq(s.prefetch_by_source[CACHE_PF_LOOKAHEAD], 1);
+    ck_assert_uint_eq(s.prefetch_by_source[CACHE_PF_ENGINE], 1);
+    ck_assert_uint_eq(s.prefetch_by_source[CACHE_PF_PLAN], 0);
+    ck_assert_uint_eq(s.prefetch_issued, 4);
+    acquire_ok(c, 1, 0);
+    acquire_ok(c, 1, 0);
+    acquire_ok(c, 1, 3);
+    cache_get_stats(c, &s);
+    ck_assert_uint_eq(s.prefetch_used[CACHE_PF_QUEUE], 1);
+    ck_assert_uint_eq(s.prefetch_used[CACHE_PF_ENGINE], 1);
+    ck_assert_uint_eq(s.prefetch_used[CACHE_PF_LOOKAHEAD], 0);
+    /* an acquire-loaded expert is no prefetch */
+    acquire_ok(c, 2, 5);
+    cache_get_stats(c, &s);
+    uint64_t used = 0;
+    for (int i = 0; i < CACHE_PF_SOURCES; i++) used += s.prefetch_used[i];
+    ck_assert_uint_eq(used, 2);
+    ck_assert_str_eq(cache_pf_source_names[CACHE_PF_LOOKAHEAD], "lookahead");
+    /* is_resident answers do not count as substitutions; the forward pass's reports do */
+    cache_set_miss_policy(c, CACHE_MISS_SUBSTITUTE);
+    for (int i = 0; i < E; i++) (void)cache_is_resident(c, 3, i);
+    cache_get_stats(c, &s);
+    ck_assert_uint_eq(s.substituted, 0);
+    const eng_expert_provider *p = cache_provider(c);
+    ck_assert_ptr_nonnull(p->substituted);
+    p->substituted(p->ctx, NULL, 3, 2);
+    cache_count_substituted(c, 1);
+    cache_get_stats(c, &s);
+    ck_assert_uint_eq(s.substituted, 3);
+    cache_free(c);
+}
+END_TEST
+
 static double prefer_even(void *user, int layer, int expert)
 {
     (void)user;
@@ -518,6 +568,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_pinned_exhaustion);
     tcase_add_test(tc, test_prefetch_idempotent);
     tcase_add_test(tc, test_evict_hint);
+    tcase_add_test(tc, test_prefetch_sources);
     tcase_add_test(tc, test_io_error_fails_one_acquire);
     tcase_add_test(tc, test_corrupt_extent);
     tcase_add_test(tc, test_substitute_policy);

@@ -226,6 +226,50 @@ START_TEST(replay_synth_predictor_recovers_structure)
 }
 END_TEST
 
+/* The lookahead policy is the predictor with --lookahead top_k; its accuracy
+ * counts every routed expert of layers 1..L-1 once and is a share. On the
+ * synthetic trace (layer l+1's experts follow from layer l's) the transitions
+ * predict well above chance (top_k / n_experts). */
+START_TEST(replay_lookahead_policy)
+{
+    const int L = 4, E = 16, K = 2;
+    pred_trace t;
+    make_synth(&t, 1, L, E, K);
+    const pred_trace *tp[1] = {&t};
+    pred_replay_opts o;
+    pred_replay_opts_default(&o);
+    o.policy = PRED_REPLAY_LOOKAHEAD;
+    o.order = PRED_REPLAY_ORDER_FILE;
+    o.budget = 0.25;
+    pred_replay_result a, b;
+    emoe_err err;
+    ck_assert_msg(pred_replay_run(tp, 1, &o, &a, &err) == EMOE_OK, "%s", err.msg);
+    o.policy = PRED_REPLAY_PREDICTOR;
+    o.lookahead = K;
+    ck_assert_msg(pred_replay_run(tp, 1, &o, &b, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_uint_eq(a.hits, b.hits);
+    ck_assert_uint_eq(a.prefetches, b.prefetches);
+    ck_assert_uint_gt(a.prefetches, 0);
+    ck_assert_uint_eq(a.lookahead_checked, a.tokens * (uint64_t)(L - 1) * (uint64_t)K);
+    ck_assert_uint_le(a.lookahead_hits, a.lookahead_checked);
+    fprintf(stderr, "synthetic lookahead accuracy %.3f\n", a.lookahead_accuracy);
+    ck_assert(a.lookahead_accuracy > 2.0 * K / E);
+    pred_replay_policy pp;
+    ck_assert_int_eq(pred_replay_policy_parse("lookahead", &pp), 0);
+    ck_assert_int_eq(pp, PRED_REPLAY_LOOKAHEAD);
+    ck_assert_str_eq(pred_replay_policy_name(pp), "lookahead");
+    /* no lookahead: nothing checked */
+    o.lookahead = 0;
+    pred_replay_result c;
+    ck_assert_msg(pred_replay_run(tp, 1, &o, &c, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_uint_eq(c.lookahead_checked, 0);
+    pred_replay_result_free(&a);
+    pred_replay_result_free(&b);
+    pred_replay_result_free(&c);
+    pred_trace_free(&t);
+}
+END_TEST
+
 START_TEST(replay_per_layer_and_errors)
 {
     pred_trace t;
@@ -316,6 +360,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, replay_synth_invariants);
     tcase_add_test(tc, replay_synth_predictor_recovers_structure);
     tcase_add_test(tc, replay_per_layer_and_errors);
+    tcase_add_test(tc, replay_lookahead_policy);
     tcase_add_test(tc, replay_real_traces);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);

@@ -107,6 +107,69 @@ START_TEST(test_ranges)
 }
 END_TEST
 
+/* logit_bias shifts the choice; out-of-vocabulary ids are refused. */
+START_TEST(test_logit_bias)
+{
+    eng_sampling p;
+    emoe_err err;
+    eng_sampling_default(&p);
+    eng_sampler *s = eng_sampler_new(&p, 50);
+    int32_t id = 17;
+    float b = 100.0f;
+    ck_assert_int_eq(eng_sampler_set_bias(s, &id, &b, 1, &err), EMOE_OK);
+    float l[50];
+    fill(l, 50);
+    ck_assert_int_eq(eng_sampler_sample(s, l), 17);
+    int32_t bad = 50;
+    ck_assert_int_eq(eng_sampler_set_bias(s, &bad, &b, 1, &err), EMOE_EINVAL);
+    ck_assert(strstr(err.msg, "logit_bias") != NULL);
+    b = -100.0f;
+    id = 5;
+    ck_assert_int_eq(eng_sampler_set_bias(s, &id, &b, 1, &err), EMOE_OK);
+    fill(l, 50);
+    ck_assert_int_ne(eng_sampler_sample(s, l), 5);
+    eng_sampler_free(s);
+}
+END_TEST
+
+/* Log-probabilities against a direct double-precision log-softmax; the top
+ * list is sorted, its first entry is the greedy token, masked tokens never
+ * appear and are never picked. */
+START_TEST(test_logprobs)
+{
+    float l[50];
+    fill(l, 50);
+    double mx = -1e30, sum = 0;
+    for (int i = 0; i < 50; i++) if (l[i] > mx) mx = l[i];
+    for (int i = 0; i < 50; i++) sum += exp(l[i] - mx);
+    int32_t ids[5];
+    float lp[5];
+    float x = eng_logprobs(l, 50, 12, 5, ids, lp);
+    ck_assert(fabs(x - (l[12] - mx - log(sum))) < 1e-5);
+    ck_assert_int_eq(ids[0], 5);
+    for (int j = 1; j < 5; j++) ck_assert(lp[j] <= lp[j - 1]);
+    for (int j = 0; j < 5; j++) ck_assert(lp[j] <= 0);
+    double tot = 0;
+    for (int i = 0; i < 50; i++) tot += exp(eng_logprobs(l, 50, i, 0, NULL, NULL));
+    ck_assert(fabs(tot - 1.0) < 1e-4);
+    /* masked */
+    for (int i = 0; i < 50; i++) if (i != 3 && i != 4) l[i] = -INFINITY;
+    eng_logprobs(l, 50, 3, 5, ids, lp);
+    ck_assert(ids[0] == 3 || ids[0] == 4);
+    ck_assert(isinf(lp[2]) && lp[2] < 0);
+    eng_sampling p;
+    eng_sampling_default(&p);
+    p.temperature = 1.0f;
+    p.seed = 3;
+    eng_sampler *s = eng_sampler_new(&p, 50);
+    for (int i = 0; i < 200; i++) {
+        int t = eng_sampler_pick(s, l);
+        ck_assert(t == 3 || t == 4);
+    }
+    eng_sampler_free(s);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("sampler");
@@ -116,6 +179,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_topk_topp_minp_support);
     tcase_add_test(tc, test_penalties);
     tcase_add_test(tc, test_ranges);
+    tcase_add_test(tc, test_logit_bias);
+    tcase_add_test(tc, test_logprobs);
     suite_add_tcase(s, tc);
     return s;
 }
