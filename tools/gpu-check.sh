@@ -128,13 +128,13 @@ if [ -x "$CS" ]; then
     FX=${EMOE_SHARED:-$ROOT/../shared}/fixtures/models/tiny-mixtral
     if [ -d "$FX" ]; then
         timeout 150 "$CS" --tool memcheck --error-exitcode 9 build/emoe run -m "$FX" --backend cuda --prompt-ids 1,2,3,4,5 \
-            -n 8 --budget 1 --store "$ROOT/build/gpu-check-fixture.store" >"$OUT/sanitizer-memcheck-run.log" 2>&1
+            -n 8 --budget 1B --store "$ROOT/build/gpu-check-fixture.store" >"$OUT/sanitizer-memcheck-run.log" 2>&1
         rc=$?
-        # --budget 1 is refused (below one slot) with a clear message: use one slot
+        # --budget 1B is refused (below one slot) with a clear message: use one slot
         if grep -q "holds no expert" "$OUT/sanitizer-memcheck-run.log"; then
             slot=$(grep -o "one expert slot is [0-9]*" "$OUT/sanitizer-memcheck-run.log" | grep -o "[0-9]*$")
             timeout 150 "$CS" --tool memcheck --error-exitcode 9 build/emoe run -m "$FX" --backend cuda --prompt-ids 1,2,3,4,5 \
-                -n 8 --budget "$slot" --store "$ROOT/build/gpu-check-fixture.store" >"$OUT/sanitizer-memcheck-run.log" 2>&1
+                -n 8 --budget "${slot}B" --store "$ROOT/build/gpu-check-fixture.store" >"$OUT/sanitizer-memcheck-run.log" 2>&1
             rc=$?
         fi
         if [ $rc = 0 ]; then note "compute-sanitizer memcheck: emoe run through the expert cache's GPU tier at one slot: clean"
