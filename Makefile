@@ -2,7 +2,8 @@
 # for sanitized builds). Sources are picked up by folder, so adding a file needs no
 # edit here. Knobs:
 #   SANITIZE=address|undefined|thread|address,undefined   sanitized build in build-<name>/
-#   CUDA=auto|0|1      auto: on when nvcc is found
+#   CUDA=auto|0|1      1: also build the CUDA plugin $(BUILD)/libemoe-cuda.so;
+#                      auto: on when nvcc is found AND a GPU is present
 #   CUARCH="..."       nvcc -gencode list (default sm_80 + sm_90)
 #   DEPS_PREFIX=DIR    dependency prefix (extracted .debs on a machine without a registry)
 CC      ?= cc
@@ -22,8 +23,10 @@ endif
 comma := ,
 
 ifeq ($(CUDA),auto)
+  # A GPU, not just a toolkit: nvcc alone (a CI or build box) gets the CPU build.
+  HAVE_GPU := $(if $(wildcard /dev/nvidia0),1,$(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo 1))
   ifneq ($(NVCC),)
-    CUDA_ON := 1
+    CUDA_ON := $(if $(HAVE_GPU),1,0)
   else
     CUDA_ON := 0
   endif
@@ -55,19 +58,23 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 TOOL_OBJS := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
+# The CUDA backend is a plugin (engine/cuda_plugin.h): emoe itself links no CUDA
+# library and exports its symbols (-rdynamic, whole archive) for the plugin.
+CU_OBJS  := $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+PLUGIN   := $(BUILD)/libemoe-cuda.so
 ifeq ($(CUDA_ON),1)
-  CPPFLAGS += -DEMOE_CUDA=1
-  CU_OBJS  := $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
-  LDFLAGS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64
-  LDLIBS   += -lcublas -lcudart -lstdc++
+  ALL_PLUGIN := $(PLUGIN)
 else
-  CU_OBJS  :=
+  ALL_PLUGIN :=
 endif
+# nvcc takes the same dependency prefix as cc (a GPU machine without a registry).
+NVCC_DEPS := $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include)
+NVCC_DEPS_LD := $(if $(DEPS_PREFIX),-L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Xlinker -rpath -Xlinker $(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 LIB := $(BUILD)/libemoe.a
 
 .PHONY: all clean test test-unit test-e2e test-asan test-gpu run install fuzz docs-config
-all: $(BUILD)/emoe
+all: $(BUILD)/emoe $(ALL_PLUGIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -75,14 +82,21 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 -O2 -lineinfo $(CUARCH) -I. -DEMOE_CUDA=1 -Xcompiler -Wall,-Wextra,-Werror,-fPIC -MMD -MP -c $< -o $@
+	$(NVCC) -std=c++17 -O2 -lineinfo $(CUARCH) -I. $(NVCC_DEPS) -DEMOE_CUDA=1 -Xcompiler -Wall,-Wextra,-Werror,-fPIC,-fvisibility=hidden -MMD -MP -c $< -o $@
 
-$(LIB): $(LIB_OBJS) $(CU_OBJS)
+$(LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/emoe: $(TOOL_OBJS) $(LIB)
-	$(CC) $(CFLAGS) $(LDFLAGS) $(TOOL_OBJS) $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(LDFLAGS) -rdynamic $(TOOL_OBJS) -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive $(LDLIBS) -o $@
+
+# The CUDA plugin: the kernels and the cuda backend, cudart + cuBLAS.
+$(PLUGIN): $(CU_OBJS)
+	$(NVCC) -shared -cudart shared $(CUARCH) $(CU_OBJS) -L$(CUDA_HOME)/lib64 -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 -lcublas -o $@
+
+.PHONY: plugin
+plugin: $(PLUGIN)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) tests/unit/testutil.h
 	@mkdir -p $(dir $@)
@@ -118,7 +132,7 @@ run:
 	$(BUILD)/emoe serve -m $(DEFAULT_MODEL) --host 127.0.0.1 --port 8080
 
 PREFIX ?= /usr/local
-install: $(BUILD)/emoe
+install: $(BUILD)/emoe $(ALL_PLUGIN)
 	install -D -m 0755 $(BUILD)/emoe $(DESTDIR)$(PREFIX)/bin/emoe
 
 clean:

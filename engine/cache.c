@@ -86,7 +86,7 @@ static emoe_status host_upload(void *ctx, void *dst, const void *src, size_t n, 
     memcpy(dst, src, n);
     return EMOE_OK;
 }
-static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload};
+static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload, NULL, NULL};
 const cache_slot_mem *cache_slot_mem_host(void) { return &host_mem; }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -490,6 +490,7 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
         if (loader_register_buffer(c->loader, p, c->host_arena_len, &re) != EMOE_OK)
             LOG_INFO("expert cache: host tier not registered with io_uring (%s); plain reads", re.msg);
         for (int i = 0; i < c->n_host; i++) c->host[i].mem = c->host_arena + (size_t)i * c->slot_bytes;
+        if (c->mem.host_register) c->mem.host_register(c->mem.ctx, p, c->host_arena_len);
     }
     if (cfg->lowbit_store && (st = cache_lowbit_load(c, cfg->lowbit_store, expect_fp, cfg->lowbit_format, err)))
         goto fail;
@@ -500,7 +501,7 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
     c->st.host_budget_bytes = cfg->host_budget;
     c->st.loader_mode = loader_mode(c->loader);
     c->prov = (eng_expert_provider){c, prov_acquire, prov_release, prov_is_resident, prov_substitute, prov_prefetch,
-                                   NULL, prov_substituted, 0, NULL};
+                                    NULL, prov_substituted, 0, NULL, !c->mem.host_addressable};
     LOG_INFO("expert cache: %d device slots (%" PRIu64 " of %" PRIu64 " budget bytes), %d host slots, %d experts, store %s, %s",
              c->n_dev, (uint64_t)c->n_dev * c->slot_bytes, cfg->device_budget, c->n_host, c->n_ids, store_file,
              loader_mode(c->loader));
@@ -530,6 +531,7 @@ void cache_free(cache_t *c)
         free(c->dev[i].err);
     }
     for (int i = 0; c->host && i < c->n_host; i++) free(c->host[i].err);
+    if (c->host_arena && c->mem.host_unregister) c->mem.host_unregister(c->mem.ctx, c->host_arena, c->host_arena_len);
     if (c->host_arena) munmap(c->host_arena, c->host_arena_len);
     free(c->dev);
     free(c->host);
@@ -828,6 +830,7 @@ emoe_status cache_attach(eng_engine *e, const cache_cli_opts *o, cache_t **out, 
     }
     cfg.loader.queue_depth = o->queue_depth;
     cfg.loader.fail_nth_read = o->fail_nth_read;
+    cfg.slot_mem = (const cache_slot_mem *)eng_backend_slot_mem(e); /* GPU memory on CUDA */
     if ((st = cache_open(path, fp, &cfg, out, err))) return st;
     eng_set_expert_provider(e, cache_provider(*out));
     return EMOE_OK;

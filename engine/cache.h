@@ -44,8 +44,12 @@ typedef struct cache_slot_mem {
     /* bytes is a multiple of 4096; returns NULL on failure. */
     void *(*alloc)(void *ctx, size_t bytes);
     void (*free)(void *ctx, void *p, size_t bytes);
-    /* Copies n bytes of host memory into slot memory dst. */
+    /* Copies n bytes of host memory into slot memory dst; the slot is READY
+     * (readable by the backend) when it returns. */
     emoe_status (*upload)(void *ctx, void *dst, const void *src, size_t n, emoe_err *err);
+    /* Optional: page-lock host memory for fast uploads (the host tier), and undo. */
+    void (*host_register)(void *ctx, void *p, size_t bytes);
+    void (*host_unregister)(void *ctx, void *p, size_t bytes);
 } cache_slot_mem;
 
 const cache_slot_mem *cache_slot_mem_host(void);

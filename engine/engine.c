@@ -6,9 +6,7 @@
 #include "engine/engine_internal.h"
 #include "engine/residency.h"
 
-#ifdef EMOE_CUDA
-#include "engine/cuda/device.h"
-#endif
+#include "engine/cuda_plugin.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -129,17 +127,18 @@ static emoe_status pick_backend(int kind, const eng_backend_ops **be, emoe_err *
     if (kind == ENG_BACKEND_CPU) return EMOE_OK;
     if (kind != ENG_BACKEND_AUTO && kind != ENG_BACKEND_CUDA)
         return emoe_errf(err, EMOE_EINVAL, "unknown backend %d (expected cpu, cuda or auto)", kind);
-#ifdef EMOE_CUDA
-    char why[256] = "";
-    int nd = emoe_cuda_device_count(why, sizeof why);
-    if (nd > 0) { *be = &eng_cuda_backend; return EMOE_OK; }
+    char why[1024] = "";
+    const emoe_cuda_plugin *pl = eng_cuda_plugin(why, sizeof why, NULL);
+    if (!pl) {
+        if (kind == ENG_BACKEND_CUDA) return emoe_errf(err, EMOE_EUNSUP, "backend cuda: no CUDA support: %s", why);
+        LOG_INFO("backend auto: no CUDA support (%s); using cpu", why);
+        return EMOE_OK;
+    }
+    int nd = pl->device_count(why, sizeof why);
+    if (nd > 0) { *be = pl->backend; return EMOE_OK; }
     if (kind == ENG_BACKEND_CUDA)
         return emoe_errf(err, EMOE_EUNSUP, "backend cuda: no usable CUDA device (%s)", why);
     LOG_INFO("backend auto: no usable CUDA device (%s); using cpu", why);
-#else
-    if (kind == ENG_BACKEND_CUDA)
-        return emoe_errf(err, EMOE_EUNSUP, "backend cuda: this build has no CUDA support (rebuild with make CUDA=1)");
-#endif
     return EMOE_OK;
 }
 
@@ -211,6 +210,8 @@ const char *eng_model_dir(const eng_engine *e) { return e->dir; }
 int eng_max_ctx(const eng_engine *e) { return e->max_ctx; }
 const eng_expert_provider *eng_checkpoint_provider(eng_engine *e) { return &e->ck_provider; }
 void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p) { e->prov = p ? p : &e->ck_provider; }
+
+const struct cache_slot_mem *eng_backend_slot_mem(eng_engine *e) { return e->be->slot_mem ? e->be->slot_mem(e) : NULL; }
 void eng_set_routing_cb(eng_engine *e, eng_routing_cb cb, void *user) { e->cb = cb; e->cb_user = user; }
 
 uint64_t eng_expert_bytes_one(const eng_engine *e)

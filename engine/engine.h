@@ -56,6 +56,12 @@ const eng_expert_provider *eng_checkpoint_provider(eng_engine *e);
 /* Replaces the expert provider (NULL: back to the checkpoint's). The provider
  * must outlive its use by the engine. */
 void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p);
+/* The memory an expert cache's device tier should use on this engine's
+ * backend (engine/cache.h cache_slot_mem): GPU memory on the cuda backend,
+ * NULL (host memory) on the CPU. A cache opened with it must be freed before
+ * the process exits; it may outlive the engine. */
+struct cache_slot_mem;
+const struct cache_slot_mem *eng_backend_slot_mem(eng_engine *e);
 /* Direct expert views in the checkpoint (for packers / the cache's backing reads). */
 emoe_status eng_checkpoint_expert(eng_engine *e, int layer, int expert, eng_expert_weights *w, emoe_err *err);
 /* Total bytes of all routed experts' weights as stored. */

@@ -28,6 +28,8 @@ typedef struct eng_backend_ops {
      * at least src->len by the caller); 0 or -1. NULL with seq_init set: the
      * backend cannot fork sequences (eng_seq_fork fails with EMOE_EUNSUP). */
     int (*seq_copy)(eng_seq *dst, const eng_seq *src);
+    /* Optional: memory for an expert cache's device tier (eng_backend_slot_mem). */
+    const struct cache_slot_mem *(*slot_mem)(eng_engine *e);
 } eng_backend_ops;
 
 extern const eng_backend_ops eng_cpu_backend;

@@ -51,6 +51,10 @@ typedef struct eng_expert_provider {
      * for d = 1.. in turn, rows in batch order. Routing itself is unchanged. */
     int lookahead_layers;
     void (*predicted)(void *ctx, void *tag, int pos, int layer, const int *experts, int k);
+    /* 1: acquire's views point into accelerator memory given by the backend
+     * (eng_backend_slot_mem: the expert cache's device tier on CUDA), which only
+     * that backend can read. 0: host memory. */
+    int device_views;
 } eng_expert_provider;
 
 #endif

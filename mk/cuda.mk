@@ -4,10 +4,11 @@
 GPU_TEST_BIN := $(BUILD)/tests/gpu/test_kernels
 
 ifeq ($(CUDA_ON),1)
-$(GPU_TEST_BIN): tests/gpu/test_kernels.cu $(LIB) $(wildcard engine/cuda/*.cuh) $(wildcard engine/*.h)
+# The backend is linked in (not dlopened): engine/cuda_plugin.c finds it built in.
+$(GPU_TEST_BIN): tests/gpu/test_kernels.cu $(LIB) $(CU_OBJS) $(wildcard engine/cuda/*.cuh) $(wildcard engine/*.h)
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 -O2 -lineinfo $(CUARCH) -I. -DEMOE_CUDA=1 -Xcompiler -Wall,-Wextra,-Werror,-Wno-format-truncation \
-		$< $(LIB) -L$(CUDA_HOME)/lib64 -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 \
+	$(NVCC) -std=c++17 -O2 -lineinfo $(CUARCH) -I. $(NVCC_DEPS) -DEMOE_CUDA=1 -Xcompiler -Wall,-Wextra,-Werror,-Wno-format-truncation \
+		$< $(CU_OBJS) $(LIB) $(NVCC_DEPS_LD) -L$(CUDA_HOME)/lib64 -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 \
 		-lcublas -lcudart $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
 else
 $(GPU_TEST_BIN):
@@ -44,11 +45,14 @@ $(EMU)/tests/gpu/emu/cuda_emu.o: tests/gpu/emu/cuda_emu.cc tests/gpu/emu/cuda_em
 	$(EMU_CXX) $(EMU_CXXFLAGS) -c $< -o $@
 $(EMU)/libemoe-emu.a: $(EMU_OBJS)
 	rm -f $@ && ar rcs $@ $^
+# --undefined pulls the backend (engine/cuda/plugin.cu) out of the archive: the
+# plugin loader (engine/cuda_plugin.c) then finds it built in.
+EMU_PLUGIN_LD := -Wl,--undefined=emoe_cuda_plugin_v1
 $(EMU)/emoe: $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a
-	$(EMU_CXX) $(EMU_SAN) $(LDFLAGS) $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
+	$(EMU_CXX) $(EMU_SAN) $(LDFLAGS) $(EMU_PLUGIN_LD) $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
 $(EMU)/tests/gpu/test_kernels: tests/gpu/test_kernels.cu $(EMU)/libemoe-emu.a
 	@mkdir -p $(dir $@)
-	$(EMU_CXX) $(EMU_CXXFLAGS) -x c++ $< -x none $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
+	$(EMU_CXX) $(EMU_CXXFLAGS) $(EMU_PLUGIN_LD) -x c++ $< -x none $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
 
 .PHONY: test-gpu-emu
 test-gpu-emu: $(EMU)/tests/gpu/test_kernels $(EMU)/emoe

@@ -808,7 +808,8 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     if (st != EMOE_OK) goto fail;
     /* The engine sees our provider: the cache's, with the per-task policy. */
     pf->prov = (eng_expert_provider){pf, w_acquire, w_release, w_is_resident, w_substitute, w_prefetch,
-                                     w_substitute_seq, w_substituted, 0, w_predicted};
+                                     w_substitute_seq, w_substituted, 0, w_predicted,
+                                     cache_provider(pf->cache)->device_views /* GPU slots on CUDA */};
     if (pf->profile_any_substitute) cache_set_miss_policy(pf->cache, CACHE_MISS_SUBSTITUTE);
     eng_set_expert_provider(e, &pf->prov);
     cache_stats cs;

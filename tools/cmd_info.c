@@ -5,9 +5,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#ifdef EMOE_CUDA
-#include "engine/cuda/device.h"
-#endif
+#include "engine/cuda_plugin.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -25,23 +23,25 @@ int cmd_info(int argc, char **argv)
             return 2;
         }
     }
-#ifdef EMOE_CUDA
-    char msg[256] = "";
-    int nd = emoe_cuda_device_count(msg, sizeof msg);
-    /* Without an NVIDIA driver the CUDA runtime says "CUDA driver version is
-     * insufficient for CUDA runtime version", which reads like an upgrade is
-     * due; on a machine with no GPU at all, say so (issue 14). */
-    if (!nd && access("/proc/driver/nvidia/version", F_OK) != 0 && access("/dev/nvidia0", F_OK) != 0)
-        snprintf(msg, sizeof msg, "no GPU (no NVIDIA driver or device found); the CPU backend is used");
-    printf("build: CUDA support compiled in; %d device(s)%s%s\n", nd, nd ? "" : ": ", nd ? "" : msg);
-    for (int i = 0; i < nd; i++) {
-        char line[512];
-        emoe_cuda_device_describe(i, line, sizeof line);
-        printf("  %s\n", line);
+    char msg[1024] = "";
+    const char *where = NULL;
+    const emoe_cuda_plugin *pl = eng_cuda_plugin(msg, sizeof msg, &where);
+    if (pl) {
+        int nd = pl->device_count(msg, sizeof msg);
+        /* Without an NVIDIA driver the CUDA runtime says "CUDA driver version is
+         * insufficient for CUDA runtime version", which reads like an upgrade is
+         * due; on a machine with no GPU at all, say so (issue 14). */
+        if (!nd && access("/proc/driver/nvidia/version", F_OK) != 0 && access("/dev/nvidia0", F_OK) != 0)
+            snprintf(msg, sizeof msg, "no GPU (no NVIDIA driver or device found); the CPU backend is used");
+        printf("build: CUDA support compiled in (plugin: %s); %d device(s)%s%s\n", where, nd, nd ? "" : ": ", nd ? "" : msg);
+        for (int i = 0; i < nd; i++) {
+            char line[512];
+            pl->device_describe(i, line, sizeof line);
+            printf("  %s\n", line);
+        }
+    } else {
+        printf("build: CPU only (no CUDA plugin: %s)\n", msg);
     }
-#else
-    printf("build: CPU only (no CUDA)\n");
-#endif
     if (!model) return 0;
     eng_engine *e;
     emoe_err err = {0};

@@ -364,7 +364,7 @@ int cmd_profile(int argc, char **argv)
     }
     /* 2. every layer restricted; 3. one layer at a time */
     restrict_prov rp = {e, NULL, -1, E};
-    eng_expert_provider prov = {&rp, rp_acquire, NULL, rp_resident, rp_substitute, NULL, NULL, NULL, 0, NULL};
+    eng_expert_provider prov = {&rp, rp_acquire, NULL, rp_resident, rp_substitute, NULL, NULL, NULL, 0, NULL, 0};
     eng_set_expert_provider(e, &prov);
     for (int i = 0; i < n_docs; i++) {
         ptask *t = &tasks[docs[i].task];

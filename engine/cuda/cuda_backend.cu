@@ -36,6 +36,7 @@
 #include "engine/cuda/rope.cuh"
 #include "engine/cuda/router.cuh"
 #include "engine/cuda/swiglu.cuh"
+#include "engine/cuda/slot_mem.cuh"
 
 extern "C" {
 #include "engine/engine_internal.h"
@@ -102,8 +103,10 @@ typedef struct cu_state {
     cu_layer *L;                  /* (n_layers) */
     cu_ws ws;
     eng_moe_plan plan;
-    cu_expert_cache ec;
+    cu_expert_cache ec;           /* the backend's own slots: used without a device-tier cache */
     int ec_ready;
+    uint64_t ec_slots;            /* its size (slots), to recreate it after a cache detaches */
+    cu_slot_mem *sm;              /* GPU memory of engine/cache.c's device tier, once one asked */
     uint64_t weights_bytes, kv_bytes, expert_bytes, peak_bytes;
 } cu_state;
 
@@ -294,6 +297,7 @@ static void cuda_engine_free(eng_engine *e)
     if (!S) return;
     if (S->st) cudaStreamSynchronize(S->st);
     if (S->ec_ready) cu_expert_cache_free(&S->ec);
+    cu_slot_mem_release(S->sm); /* lives on while the cache holds slots */
     eng_moe_plan_free(&S->plan);
     ws_free(&S->ws);
     if (S->L) {
@@ -361,6 +365,7 @@ static emoe_status cuda_init(eng_engine *e, const eng_open_opts *opts, emoe_err 
     if ((rc = cu_expert_cache_init(&S->ec, d->n_layers, d->n_experts, d->dim, d->expert_ffn, (int)n_slots, err)) != EMOE_OK)
         return emoe_err_prefix(err, "GPU expert cache of %llu slots", (unsigned long long)n_slots);
     S->ec_ready = 1;
+    S->ec_slots = n_slots;
     S->expert_bytes = n_slots * slot_bytes;
     /* The uploads above ran on the legacy default stream, which the
      * non-blocking compute stream does not wait for: finish them now. */
@@ -471,6 +476,12 @@ static void cuda_stats(const eng_engine *e, eng_backend_stats *st)
     st->kv_bytes = S->kv_bytes;
     st->workspace_bytes = S->ws.dev_bytes;
     st->expert_budget_bytes = S->expert_bytes;
+    if (S->sm && !S->ec_ready) {
+        uint64_t ab, ub, n;
+        cu_slot_mem_stats(S->sm, &ab, &ub, &n);
+        st->expert_budget_bytes = ab;
+        st->expert_upload_bytes = ub;
+    }
     if (S->ec_ready) {
         st->expert_slot_bytes = S->ec.slot_elems * sizeof(cu_bf16);
         st->expert_slots = S->ec.tab.n_slots;
@@ -486,6 +497,67 @@ static void cuda_stats(const eng_engine *e, eng_backend_stats *st)
 
 #define CK(x) do { if ((rc = (x)) != EMOE_OK) goto fail; } while (0)
 #define CUDA_CK(x) CUDA_TRY(rc, err, (x), fail)
+
+/* The experts of layer l straight from engine/cache.c's device tier (GPU
+ * slots, slot_mem.cuh): acquire each used expert (the cache loads only what is
+ * missing, prefetched just before), point the grouped kernels at the slots,
+ * record each slot's last-read event after the kernels that read it, release.
+ * When the layer needs more experts than the cache has slots, acquire fails
+ * with everything pinned: the experts acquired so far run as one group, are
+ * released (their slots can then be reloaded: the upload waits for the
+ * last-read event on the copy stream, no host synchronisation) and the rest
+ * follow. The group's table goes to a fresh part of the device table (offset
+ * g0), so no host buffer is rewritten while its copy may be pending. */
+static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    const eng_expert_provider *p = e->prov;
+    cu_ws *w = &S->ws;
+    cudaStream_t st = S->st;
+    int dim = d->dim, ffn = d->expert_ffn, n = S->plan.n_used;
+    size_t fd = (size_t)ffn * (size_t)dim;
+    emoe_status rc = EMOE_OK;
+    int g0 = 0;
+    while (g0 < n) {
+        int gn = 0;
+        for (int i = g0; i < n; i++) {
+            eng_expert_weights ew;
+            emoe_err e2 = {};
+            emoe_status r = p->acquire(p->ctx, l, S->plan.used[i], &ew, &e2);
+            if (r == EMOE_ENOMEM && gn > 0) break; /* slots all pinned: run this group first */
+            if (r != EMOE_OK) {
+                *err = e2;
+                rc = emoe_err_prefix(err, "layer %d expert %d", l, S->plan.used[i]);
+                goto release;
+            }
+            const cu_bf16 *base = (const cu_bf16 *)ew.gate.data;
+            cu_moe_expert *x = &w->h_ex[g0 + gn];
+            x->gate = base;
+            x->up = base + fd;
+            x->down = base + 2 * fd;
+            x->start = S->plan.start[i];
+            x->count = S->plan.count[i];
+            gn++;
+        }
+        CUDA_TRY(rc, err, cudaMemcpyAsync(w->ex + g0, w->h_ex + g0, sizeof(cu_moe_expert) * (size_t)gn,
+                                          cudaMemcpyHostToDevice, st), release);
+        if ((rc = cu_moe_gate_up(st, w->hmid, w->h, w->pair_row, w->ex + g0, gn, dim, ffn, err)) != EMOE_OK) goto release;
+        if ((rc = cu_moe_down(st, w->eo, w->hmid, w->ex + g0, gn, dim, ffn, err)) != EMOE_OK) goto release;
+    release:
+        for (int i = 0; i < gn; i++) {
+            emoe_err e3 = {};
+            /* Record the last read even on failure: the queued kernels may run. */
+            if (cu_slot_mem_mark_read(S->sm, w->h_ex[g0 + i].gate, st, &e3) != EMOE_OK) {
+                cudaStreamSynchronize(st); /* cannot order the reuse: make it safe the slow way */
+                if (rc == EMOE_OK) { *err = e3; rc = e3.code ? (emoe_status)e3.code : EMOE_EDEVICE; }
+            }
+            if (p->release) p->release(p->ctx, l, S->plan.used[g0 + i]);
+        }
+        if (rc != EMOE_OK) return rc;
+        g0 += gn;
+    }
+    return EMOE_OK;
+}
 
 /* Router, routing to the host (callback, substitute policy), grouping, experts
  * via the slot cache, grouped kernels, combine, shared expert: S->ws.moe. */
@@ -556,7 +628,16 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
     CUDA_CK(cudaMemcpyAsync(w->pair_row, w->h_pair_row, sizeof(int) * (size_t)P, cudaMemcpyHostToDevice, st));
     CUDA_CK(cudaMemcpyAsync(w->pair_of, w->h_pair_of, sizeof(int) * (size_t)P, cudaMemcpyHostToDevice, st));
     if (p->prefetch) p->prefetch(p->ctx, l, S->plan.used, S->plan.n_used);
-    {
+    if (p->device_views) {
+        CK(moe_experts_from_cache(e, S, l, err));
+    } else {
+        if (!S->ec_ready) { /* a device-tier cache was detached: own slots again */
+            const eng_model_desc *dd = &e->d;
+            CK(cu_expert_cache_init(&S->ec, dd->n_layers, dd->n_experts, dd->dim, dd->expert_ffn, (int)S->ec_slots, err));
+            S->ec_ready = 1;
+            S->expert_bytes = S->ec_slots * S->ec.slot_elems * sizeof(cu_bf16);
+            note_peak(S);
+        }
         int G = S->ec.tab.n_slots;
         for (int g0 = 0; g0 < S->plan.n_used; g0 += G) {
             int gn = S->plan.n_used - g0 < G ? S->plan.n_used - g0 : G;
@@ -686,7 +767,37 @@ fail:
     return rc;
 }
 
+/* eng_backend_slot_mem: the cache's device tier becomes the GPU's expert
+ * memory; the backend's own slots are freed (recreated if the cache detaches). */
+static const cache_slot_mem *cuda_slot_mem(eng_engine *e)
+{
+    cu_state *S = (cu_state *)e->bs;
+    if (!S) return NULL;
+    if (!S->sm) {
+        eng_expert_weights w;
+        emoe_err err = {};
+        if (e->ck_provider.acquire(e->ck_provider.ctx, 0, 0, &w, &err) != EMOE_OK) {
+            LOG_ERROR("cuda: expert dtype: %s", err.msg);
+            return NULL;
+        }
+        eng_dtype dt = w.gate.dtype;
+        if (e->ck_provider.release) e->ck_provider.release(e->ck_provider.ctx, 0, 0);
+        if (cu_slot_mem_new(e->d.dim, e->d.expert_ffn, dt, &S->sm, &err) != EMOE_OK) {
+            LOG_ERROR("cuda: expert cache slot memory: %s", err.msg);
+            return NULL;
+        }
+    }
+    if (S->ec_ready) {
+        cudaStreamSynchronize(S->st);
+        cu_expert_cache_free(&S->ec);
+        S->ec_ready = 0;
+        S->expert_bytes = 0;
+        LOG_INFO("cuda: expert slots now belong to the expert cache's device tier (GPU memory)");
+    }
+    return cu_slot_mem_ops(S->sm);
+}
+
 extern "C" const eng_backend_ops eng_cuda_backend = {
     "cuda", cuda_step, cuda_init, cuda_engine_free, cuda_seq_init, cuda_seq_free, cuda_seq_reserve, cuda_stats,
-    cuda_seq_copy,
+    cuda_seq_copy, cuda_slot_mem,
 };

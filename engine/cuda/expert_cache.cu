@@ -46,7 +46,7 @@ void cu_expert_cache_free(cu_expert_cache *c)
 }
 
 /* dst (n) bf16 from a provider tensor of any stored float dtype. */
-static void to_bf16(cu_bf16 *dst, const eng_tensor *t, size_t n)
+void cu_to_bf16(cu_bf16 *dst, const eng_tensor *t, size_t n)
 {
     if (t->dtype == ENG_DT_BF16) {
         memcpy(dst, t->data, n * sizeof(cu_bf16));
@@ -92,9 +92,9 @@ static emoe_status upload(cu_expert_cache *c, const eng_expert_provider *p, int 
         }
     }
     cu_bf16 *h = c->staging[b];
-    to_bf16(h, &w.gate, fd);
-    to_bf16(h + fd, &w.up, fd);
-    to_bf16(h + 2 * fd, &w.down, fd);
+    cu_to_bf16(h, &w.gate, fd);
+    cu_to_bf16(h + fd, &w.up, fd);
+    cu_to_bf16(h + 2 * fd, &w.down, fd);
     if (p->release) p->release(p->ctx, layer, x); /* the host copy is ours now */
     CUDA_CHECK(err, cudaMemcpyAsync(c->slots + (size_t)s * c->slot_elems, h, c->slot_elems * sizeof(cu_bf16),
                                     cudaMemcpyHostToDevice, c->copy));

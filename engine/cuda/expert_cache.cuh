@@ -55,4 +55,6 @@ void cu_expert_cache_free(cu_expert_cache *c);
  * slot is pinned. */
 emoe_status cu_expert_cache_fill(cu_expert_cache *c, const eng_expert_provider *p, int layer, const int *experts,
                                  int n, cu_moe_expert *tab, cudaStream_t compute, emoe_err *err);
+/* dst (n) bf16 from a host tensor of any stored float dtype (memcpy for bf16). */
+void cu_to_bf16(cu_bf16 *dst, const eng_tensor *t, size_t n);
 #endif

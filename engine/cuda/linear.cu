@@ -5,9 +5,11 @@
 #define LIN_WARPS 8
 #define LIN_ROWS 8
 
-/* Grid (N tiles of LIN_WARPS rows, T tiles of LIN_ROWS). VEC: K even and the
- * pointers 4/8-byte aligned, so two bf16 and two floats load at once. */
-template <bool VEC>
+/* Grid (N tiles of LIN_WARPS rows, T tiles of LIN_ROWS). VEC 2: K even and
+ * the pointers 4/8-byte aligned, so two bf16 and two floats load at once.
+ * VEC 8: K a multiple of 8 and both pointers 16-byte aligned: 8 bf16 (one
+ * 16-byte load) and two float4 per lane and step. VEC 1: scalar. */
+template <int VEC>
 __global__ static void gemv_kernel(float *y, const float *x, const cu_bf16 *W, const float *bias, int T, int N, int K)
 {
     int lane = threadIdx.x & 31;
@@ -18,7 +20,26 @@ __global__ static void gemv_kernel(float *y, const float *x, const cu_bf16 *W, c
     float acc[LIN_ROWS];
 #pragma unroll
     for (int r = 0; r < LIN_ROWS; r++) acc[r] = 0.0f;
-    if (VEC) {
+    if (VEC == 8) {
+        for (int i = lane * 8; i < K; i += 32 * 8) {
+            uint4 v = *(const uint4 *)(w + i);
+            uint32_t u[4] = {v.x, v.y, v.z, v.w};
+            float wf[8];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                wf[2 * j] = cu_bf2f((cu_bf16)(u[j] & 0xffffu));
+                wf[2 * j + 1] = cu_bf2f((cu_bf16)(u[j] >> 16));
+            }
+#pragma unroll
+            for (int r = 0; r < LIN_ROWS; r++)
+                if (r < nt) {
+                    const float4 *xv = (const float4 *)(x + (size_t)(t0 + r) * K + i);
+                    float4 a = xv[0], b = xv[1];
+                    acc[r] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] +
+                              b.z * wf[6] + b.w * wf[7];
+                }
+        }
+    } else if (VEC == 2) {
         const uint32_t *w2 = (const uint32_t *)w;
         for (int i = lane; i < K / 2; i += 32) {
             uint32_t pw = w2[i];
@@ -54,9 +75,11 @@ emoe_status cu_linear_gemv(cudaStream_t st, float *y, const float *x, const cu_b
     unsigned ty = cu_blocks((size_t)T, LIN_ROWS);
     if (ty > 65535) return emoe_errf(err, EMOE_EUNSUP, "linear: %d rows in one launch", T);
     dim3 grid(cu_blocks((size_t)N, LIN_WARPS), ty);
+    int vec8 = K % 8 == 0 && ((uintptr_t)W % 16) == 0 && ((uintptr_t)x % 16) == 0;
     int vec = K % 2 == 0 && ((uintptr_t)W % 4) == 0 && ((uintptr_t)x % 8) == 0;
-    if (vec) CU_LAUNCH(gemv_kernel<true>, grid, LIN_WARPS * 32, 0, st, y, x, W, bias, T, N, K);
-    else CU_LAUNCH(gemv_kernel<false>, grid, LIN_WARPS * 32, 0, st, y, x, W, bias, T, N, K);
+    if (vec8) CU_LAUNCH(gemv_kernel<8>, grid, LIN_WARPS * 32, 0, st, y, x, W, bias, T, N, K);
+    else if (vec) CU_LAUNCH(gemv_kernel<2>, grid, LIN_WARPS * 32, 0, st, y, x, W, bias, T, N, K);
+    else CU_LAUNCH(gemv_kernel<1>, grid, LIN_WARPS * 32, 0, st, y, x, W, bias, T, N, K);
     CU_LAUNCH_CHECK(err, "linear_gemv");
     return EMOE_OK;
 }

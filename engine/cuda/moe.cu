@@ -10,6 +10,29 @@
 
 #define MOE_WARPS 8
 
+/* 16-byte loads: 8 bf16 weights per lane and load, several rows' activations
+ * as float4. Used when the row length is a multiple of 8 and every pointer
+ * involved is 16-byte aligned (checked in the kernel: warp-uniform, the
+ * expert is the block's); otherwise 2-byte loads. */
+__device__ static inline void bf16x8(const cu_bf16 *p, float *f)
+{
+    uint4 v = *(const uint4 *)p;
+    uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        f[2 * j] = cu_bf2f((cu_bf16)(u[j] & 0xffffu));
+        f[2 * j + 1] = cu_bf2f((cu_bf16)(u[j] >> 16));
+    }
+}
+
+__device__ static inline float dot8(const float *x, const float *w)
+{
+    float4 a = ((const float4 *)x)[0], b = ((const float4 *)x)[1];
+    return a.x * w[0] + a.y * w[1] + a.z * w[2] + a.w * w[3] + b.x * w[4] + b.y * w[5] + b.z * w[6] + b.w * w[7];
+}
+
+__device__ static inline bool al16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
 __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int *pair_row, const cu_moe_expert *ex,
                                           int dim, int ffn)
 {
@@ -27,15 +50,29 @@ __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int
             ag[c] = au[c] = 0.0f;
             xr[c] = c < nc ? x + (size_t)pair_row[e.start + c0 + c] * dim : x;
         }
-        for (int i = lane; i < dim; i += 32) {
-            float wg = cu_bf2f(g[i]), wu = cu_bf2f(u[i]);
+        if (dim % 8 == 0 && al16(g) && al16(u) && al16(x)) {
+            for (int i = lane * 8; i < dim; i += 32 * 8) {
+                float wg[8], wu[8];
+                bf16x8(g + i, wg);
+                bf16x8(u + i, wu);
 #pragma unroll
-            for (int c = 0; c < CU_MOE_CHUNK; c++)
-                if (c < nc) {
-                    float xv = xr[c][i];
-                    ag[c] += xv * wg;
-                    au[c] += xv * wu;
-                }
+                for (int c = 0; c < CU_MOE_CHUNK; c++)
+                    if (c < nc) {
+                        ag[c] += dot8(xr[c] + i, wg);
+                        au[c] += dot8(xr[c] + i, wu);
+                    }
+            }
+        } else {
+            for (int i = lane; i < dim; i += 32) {
+                float wg = cu_bf2f(g[i]), wu = cu_bf2f(u[i]);
+#pragma unroll
+                for (int c = 0; c < CU_MOE_CHUNK; c++)
+                    if (c < nc) {
+                        float xv = xr[c][i];
+                        ag[c] += xv * wg;
+                        au[c] += xv * wu;
+                    }
+            }
         }
 #pragma unroll
         for (int c = 0; c < CU_MOE_CHUNK; c++)
@@ -59,11 +96,21 @@ __global__ static void moe_down_kernel(float *eo, const float *hmid, const cu_mo
 #pragma unroll
         for (int c = 0; c < CU_MOE_CHUNK; c++) acc[c] = 0.0f;
         const float *h0 = hmid + (size_t)(e.start + c0) * ffn;
-        for (int i = lane; i < ffn; i += 32) {
-            float wv = cu_bf2f(w[i]);
+        if (ffn % 8 == 0 && al16(w) && al16(hmid)) {
+            for (int i = lane * 8; i < ffn; i += 32 * 8) {
+                float wv[8];
+                bf16x8(w + i, wv);
 #pragma unroll
-            for (int c = 0; c < CU_MOE_CHUNK; c++)
-                if (c < nc) acc[c] += h0[(size_t)c * ffn + i] * wv;
+                for (int c = 0; c < CU_MOE_CHUNK; c++)
+                    if (c < nc) acc[c] += dot8(h0 + (size_t)c * ffn + i, wv);
+            }
+        } else {
+            for (int i = lane; i < ffn; i += 32) {
+                float wv = cu_bf2f(w[i]);
+#pragma unroll
+                for (int c = 0; c < CU_MOE_CHUNK; c++)
+                    if (c < nc) acc[c] += h0[(size_t)c * ffn + i] * wv;
+            }
         }
 #pragma unroll
         for (int c = 0; c < CU_MOE_CHUNK; c++)

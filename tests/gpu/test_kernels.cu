@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/cuda/add.cuh"
 #include "engine/cuda/attention.cuh"
@@ -33,7 +34,9 @@
 
 extern "C" {
 #include "engine/cuda/device.h"
+#include "engine/cache.h"
 #include "engine/engine.h"
+#include "engine/store.h"
 #include "engine/moe_plan.h"
 #include "engine/tensor.h"
 }
@@ -727,6 +730,101 @@ static void test_model(const char *shared, const char *name, json_t *md, uint64_
     eng_free(eg); eng_free(ec);
 }
 
+/* ---- one cache: engine/cache.c's device tier in GPU memory --------------------------------- */
+
+#define TIER_STEPS 8
+/* Prompt, then TIER_STEPS greedy decode steps; out: (n + TIER_STEPS) rows of logits. */
+static int run_steps(eng_engine *e, const int32_t *ids, int n, int V, float *out, uint64_t *subst, emoe_err *err)
+{
+    eng_seq *s = eng_seq_new(e, 0, err);
+    if (!s) return 0;
+    float *last = (float *)malloc(sizeof(float) * V);
+    eng_batch_item it = {s, ids, n, last, out};
+    int ok = eng_step(e, &it, 1, err) == EMOE_OK;
+    for (int i = 0; i < TIER_STEPS && ok; i++) {
+        int32_t tok = argmax(out + (size_t)(n - 1 + i) * V, V);
+        ok = eng_forward(e, s, &tok, 1, out + (size_t)(n + i) * V, err) == EMOE_OK;
+    }
+    *subst = eng_seq_substituted(s);
+    eng_seq_free(s);
+    free(last);
+    return ok;
+}
+
+/* The cuda backend with engine/cache.c as its only expert cache (GPU slots
+ * from slot_mem.cu): exact mode at 100%, 25%, 25% + a host tier and one slot
+ * (more experts per layer than slots: groups released and reloaded within the
+ * layer) must be BITWISE equal to the all-resident run of the backend's own
+ * slots; substitute at 25% must substitute and stay finite. The engine is
+ * freed before the cache, as the tools do (slot memory outlives the engine). */
+static void test_device_tier(const char *shared, const char *name, json_t *md)
+{
+    char dir[4096], store[256];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    snprintf(store, sizeof store, "/tmp/emoe-gpu-tier-%d-%s.store", (int)getpid(), name);
+    json_t *pids = json_object_get(json_array_get(json_object_get(md, "cases"), 0), "prompt_ids");
+    int n = (int)json_array_size(pids);
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(pids, i));
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL;
+    emoe_err err = {};
+    if (eng_open(dir, &og, &e, &err) != EMOE_OK) { fprintf(stderr, "  %s\n", err.msg); result(0, "device tier %s: open", name); free(ids); return; }
+    int V = eng_desc(e)->vocab;
+    size_t rows = (size_t)(n + TIER_STEPS) * V;
+    float *ref = (float *)malloc(sizeof(float) * rows), *got = (float *)malloc(sizeof(float) * rows);
+    uint64_t subst = 0;
+    store_info si;
+    int ok = run_steps(e, ids, n, V, ref, &subst, &err) && store_info_from_engine(e, &si, &err) == EMOE_OK;
+    eng_free(e);
+    if (!ok) { fprintf(stderr, "  %s\n", err.msg); result(0, "device tier %s: all-resident run", name); free(ids); free(ref); free(got); return; }
+    char one_slot[64];
+    snprintf(one_slot, sizeof one_slot, "%llu", (unsigned long long)si.extent_stride);
+    struct { const char *budget, *host, *policy; } cfg[] = {
+        {"100%", NULL, "exact"}, {"25%", NULL, "exact"}, {"25%", "50%", "exact"}, {one_slot, NULL, "exact"},
+        {"25%", NULL, "substitute"},
+    };
+    for (auto &c : cfg) {
+        int sub = !strcmp(c.policy, "substitute");
+        cache_t *cache = NULL;
+        cache_cli_opts co = {};
+        co.budget = c.budget;
+        co.host_budget = c.host;
+        co.miss_policy = c.policy;
+        co.store = store;
+        e = NULL;
+        ok = eng_open(dir, &og, &e, &err) == EMOE_OK && cache_attach(e, &co, &cache, &err) == EMOE_OK;
+        for (size_t i = 0; i < rows; i++) got[i] = NAN;
+        ok = ok && run_steps(e, ids, n, V, got, &subst, &err);
+        if (!ok) fprintf(stderr, "  %s\n", err.msg);
+        eng_backend_stats bs = {};
+        cache_stats cs = {};
+        if (e) eng_backend_stats_get(e, &bs);
+        if (cache) cache_get_stats(cache, &cs);
+        eng_free(e);
+        cache_free(cache);
+        /* The cache's GPU slots were used, not the backend's own. */
+        int tier = bs.expert_slots == 0 && bs.expert_budget_bytes > 0 && cs.loads > 0;
+        if (!sub) {
+            int same = ok && memcmp(ref, got, sizeof(float) * rows) == 0;
+            int evicting = strcmp(c.budget, "100%") ? cs.evictions > 0 : cs.evictions == 0;
+            result(same && tier && evicting, "device tier %s budget %s%s%s exact: bitwise equal to all-resident over %d positions; "
+                   "cache slots %d, loads %llu, evictions %llu, GPU slot bytes %llu",
+                   name, c.budget, c.host ? " host " : "", c.host ? c.host : "", n + TIER_STEPS, cs.device_slots,
+                   (unsigned long long)cs.loads, (unsigned long long)cs.evictions, (unsigned long long)bs.expert_budget_bytes);
+        } else {
+            int fin = ok && all_finite(got, rows);
+            double re = fin ? rel_err(got, ref, rows) : 0;
+            result(fin && tier && subst > 0 && cs.substitute_misses > 0,
+                   "device tier %s budget %s substitute: %llu experts substituted, finite logits, rel err vs exact %.2e",
+                   name, c.budget, (unsigned long long)subst, re);
+        }
+    }
+    unlink(store);
+    free(ids); free(ref); free(got);
+}
+
 /* Several sequences in one step (prefill chunks of different lengths, then
  * batched decode) must give what each gives alone on the cuda backend. */
 static void test_batched(const char *shared, const char *name)
@@ -959,6 +1057,7 @@ int main(int argc, char **argv)
             test_model(sh, name, md, 3 * one, "3 slots");
             test_fork(sh, name);
             test_batched(sh, name);
+            test_device_tier(sh, name, md);
         }
         json_decref(root);
 #ifdef EMOE_CUDA_EMU

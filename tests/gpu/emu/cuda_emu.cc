@@ -1,6 +1,11 @@
 /* cuda_emu.cc — see cuda_emu.h. */
 #include "tests/gpu/emu/cuda_emu.h"
 
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
 #include <stdio.h>
 #include <stdlib.h>
 #include <vector>
@@ -106,13 +111,54 @@ int __shfl_xor_sync(unsigned mask, int v, int o)
 
 void *emu_dyn_shared(void) { return g_dyn.data(); }
 
+/* ---- ordering: random block and thread order, poisoned shared memory ------- */
+
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
+static uint64_t g_rng;
+static std::vector<int> g_order;
+
+static uint64_t rng_next(void)
+{
+    if (!g_rng) {
+        const char *s = getenv("EMOE_EMU_SEED");
+        g_rng = s && *s ? strtoull(s, NULL, 10) * 0x9E3779B97F4A7C15ULL + 1 : 0x2545F4914F6CDD1DULL;
+        if (s && *s) fprintf(stderr, "cuda_emu: EMOE_EMU_SEED=%s\n", s);
+    }
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return g_rng;
+}
+
+static void shuffle(std::vector<int> &v, int n)
+{
+    v.resize((size_t)n);
+    for (int i = 0; i < n; i++) v[(size_t)i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rng_next() % (uint64_t)(i + 1));
+        int t = v[(size_t)i]; v[(size_t)i] = v[(size_t)j]; v[(size_t)j] = t;
+    }
+}
+
+/* Shared memory holds garbage when a block starts. (GCC's ASan adds no
+ * redzones to globals in a named section, so the section is one range.) */
+static void poison_shared(void)
+{
+    char *a = __start_emu_shared, *b = __stop_emu_shared;
+    if (a && b > a)
+        memset(a, 0xFF, (size_t)(b - a));
+    memset(g_dyn.data(), 0xFF, g_dyn.size());
+}
+
 static void run_block(int n)
 {
+    poison_shared();
     for (int t = 0; t < n; t++) thread_start(&g_thr[t]);
     int live = n;
     while (live > 0) {
         int progressed = 0;
-        for (int t = 0; t < n; t++) {
+        shuffle(g_order, n);
+        for (int i = 0; i < n; i++) {
+            int t = g_order[(size_t)i];
             if (g_thr[t].state != T_READY) continue;
             g_cur = t;
             set_idx(t);
@@ -147,14 +193,21 @@ static void run_block(int n)
     }
 }
 
-void emu_launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn)
+static bool launch_config_ok(dim3 grid, dim3 block, size_t shmem)
 {
     uint64_t nthr = (uint64_t)block.x * block.y * block.z;
     if (nthr == 0 || nthr > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u ||
         grid.y > 65535 || grid.z > 65535 || shmem > 48 * 1024) {
         g_last_err = cudaErrorInvalidConfiguration;
-        return;
+        return false;
     }
+    return true;
+}
+
+void emu_launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn)
+{
+    if (!launch_config_ok(grid, block, shmem)) return;
+    uint64_t nthr = (uint64_t)block.x * block.y * block.z;
     g_launches++;
     size_t old = g_thr.size();
     if (old < nthr) {
@@ -171,14 +224,21 @@ void emu_launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()>
     g_fn = &fn;
     emu_blockDim = block;
     emu_gridDim = grid;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                emu_blockIdx.x = x;
-                emu_blockIdx.y = y;
-                emu_blockIdx.z = z;
-                run_block(g_n);
-            }
+    /* Blocks in a random order (a kernel must not depend on it). */
+    uint64_t nb = (uint64_t)grid.x * grid.y * grid.z;
+    std::vector<uint64_t> ord(nb);
+    for (uint64_t i = 0; i < nb; i++) ord[i] = i;
+    for (uint64_t i = nb; i > 1; i--) {
+        uint64_t j = rng_next() % i, t = ord[i - 1];
+        ord[i - 1] = ord[j];
+        ord[j] = t;
+    }
+    for (uint64_t b : ord) {
+        emu_blockIdx.x = (unsigned)(b % grid.x);
+        emu_blockIdx.y = (unsigned)((b / grid.x) % grid.y);
+        emu_blockIdx.z = (unsigned)(b / ((uint64_t)grid.x * grid.y));
+        run_block(g_n);
+    }
 }
 
 uint64_t emu_launch_count(void) { return g_launches; }
@@ -245,32 +305,237 @@ cudaError_t cudaMalloc(void **p, size_t n)
     *p = q;
     return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
-cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
-cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
-cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { if (n) memmove(d, s, n); return cudaSuccess; }
-cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t) { return cudaMemcpy(d, s, n, k); }
-cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+/* ---- streams and events: deferred per-stream queues ------------------------------
+ * Work queued on a stream (launches, async copies, cuBLAS calls, event waits)
+ * runs only when the host demands it (stream/event/device synchronisation, a
+ * synchronous copy, a free) and then only as far as demanded: a consumer that
+ * forgot to wait for a producer on another stream runs before it, and a
+ * producer (a copy into a slot) runs before queued readers of the old
+ * contents unless it waits for their event. Async copies from or to pinned
+ * memory (cudaMallocHost, cudaHostRegister) read/write it when they run;
+ * from pageable memory they snapshot the source at the call (H2D) or are
+ * synchronous (D2H), as CUDA does. EMOE_EMU_SYNC=1: everything immediate. One
+ * recursive mutex serialises the emulator between host threads. */
 
-struct emu_stream { int dummy; };
-struct emu_event { int dummy; };
-cudaError_t cudaStreamCreate(cudaStream_t *s) { *s = new emu_stream(); return cudaSuccess; }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { return cudaStreamCreate(s); }
-cudaError_t cudaStreamDestroy(cudaStream_t s) { delete s; return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+struct emu_op { std::function<void()> fn; };
+struct emu_stream {
+    std::deque<emu_op> q;
+    uint64_t enq = 0, done = 0;
+    bool blocking = true;
+};
+struct emu_event {
+    emu_stream *s = nullptr;
+    uint64_t seq = 0;
+};
+
+static std::recursive_mutex g_mu;
+/* Destroyed streams stay allocated (drained) so events recorded on them stay
+ * valid, as in CUDA; freed at exit. */
+static struct emu_dead_streams {
+    std::vector<emu_stream *> v;
+    ~emu_dead_streams() { for (emu_stream *s : v) delete s; }
+} g_dead;
+static std::set<emu_stream *> g_streams;
+static std::map<uintptr_t, size_t> g_pinned;
+static int g_sync_mode = -1;
+
+static bool sync_mode(void)
+{
+    if (g_sync_mode < 0) {
+        const char *s = getenv("EMOE_EMU_SYNC");
+        g_sync_mode = s && *s == '1';
+    }
+    return g_sync_mode == 1;
+}
+
+static bool is_pinned(const void *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p;
+    auto it = g_pinned.upper_bound(a);
+    if (it == g_pinned.begin()) return false;
+    --it;
+    return a >= it->first && a + n <= it->first + it->second;
+}
+
+static void drain_to(emu_stream *s, uint64_t seq)
+{
+    while (s->done < seq && !s->q.empty()) {
+        emu_op op = std::move(s->q.front());
+        s->q.pop_front();
+        op.fn();
+        s->done++;
+    }
+}
+static void drain(emu_stream *s) { drain_to(s, s->enq); }
+static void drain_all(bool blocking_only)
+{
+    for (bool again = true; again;) {
+        again = false;
+        for (emu_stream *s : g_streams)
+            if ((!blocking_only || s->blocking) && s->done < s->enq) { drain(s); again = true; }
+    }
+}
+
+/* Queues fn on s (NULL: the legacy default stream, which waits for the
+ * blocking streams and runs now). */
+static void enqueue(emu_stream *s, std::function<void()> fn)
+{
+    if (!s || sync_mode()) {
+        if (!s) drain_all(true);
+        fn();
+        return;
+    }
+    s->q.push_back(emu_op{std::move(fn)});
+    s->enq++;
+}
+
+void emu_launch_on(cudaStream_t s, dim3 grid, dim3 block, size_t shmem, std::function<void()> fn)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!launch_config_ok(grid, block, shmem)) return;
+    enqueue(s, [grid, block, shmem, fn]() { emu_launch(grid, block, shmem, fn); });
+}
+
+cudaError_t cudaMallocHost(void **p, size_t n)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    cudaError_t e = cudaMalloc(p, n);
+    if (e == cudaSuccess) g_pinned[(uintptr_t)*p] = n ? n : 1;
+    return e;
+}
+cudaError_t cudaFree(void *p)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    drain_all(false); /* cudaFree synchronises the device */
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void *p)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    drain_all(false);
+    g_pinned.erase((uintptr_t)p);
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!p || !n) return cudaErrorInvalidValue;
+    g_pinned[(uintptr_t)p] = n;
+    return cudaSuccess;
+}
+cudaError_t cudaHostUnregister(void *p)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!p || !g_pinned.erase((uintptr_t)p)) return cudaErrorInvalidValue;
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    drain_all(true); /* the legacy default stream */
+    if (n) memmove(d, s, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!n) return cudaSuccess;
+    if (k == cudaMemcpyHostToDevice && !is_pinned(s, n)) {
+        /* pageable source: staged at the call, the caller may reuse it */
+        std::shared_ptr<std::vector<unsigned char>> snap(new std::vector<unsigned char>((const unsigned char *)s, (const unsigned char *)s + n));
+        enqueue(st, [d, snap]() { memcpy(d, snap->data(), snap->size()); });
+    } else if (k == cudaMemcpyDeviceToHost && !is_pinned(d, n)) {
+        /* pageable destination: synchronous */
+        if (st) drain(st); else drain_all(true);
+        memmove(d, s, n);
+    } else {
+        enqueue(st, [d, s, n]() { memmove(d, s, n); });
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int v, size_t n)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    drain_all(true);
+    memset(p, v, n);
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    drain_all(false);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    *s = new emu_stream();
+    g_streams.insert(*s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+    cudaError_t e = cudaStreamCreate(s);
+    if (e == cudaSuccess) (*s)->blocking = !(flags & cudaStreamNonBlocking);
+    return e;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!s) return cudaErrorInvalidValue;
+    drain(s); /* queued work completes */
+    g_streams.erase(s);
+    g_dead.v.push_back(s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (s) drain(s); else drain_all(true);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!e) return cudaErrorInvalidValue;
+    emu_stream *es = e->s;
+    uint64_t seq = e->seq; /* the record current at the call */
+    if (es) enqueue(s, [es, seq]() { drain_to(es, seq); });
+    return cudaSuccess;
+}
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { *e = new emu_event(); return cudaSuccess; }
-cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { std::lock_guard<std::recursive_mutex> lk(g_mu); delete e; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!e) return cudaErrorInvalidValue;
+    if (!s || sync_mode()) { if (!s) drain_all(true); e->s = nullptr; e->seq = 0; return cudaSuccess; }
+    e->s = s;
+    e->seq = s->enq; /* complete once s has run everything queued so far */
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!e) return cudaErrorInvalidValue;
+    if (e->s) drain_to(e->s, e->seq);
+    return cudaSuccess;
+}
 
 /* ---- cuBLAS -------------------------------------------------------------------- */
 
-struct emu_blas { int dummy; };
+struct emu_blas { cudaStream_t s = nullptr; };
 cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = new emu_blas(); return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasDestroy(cublasHandle_t h) { delete h; return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t) { return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED; }
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
+{
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    h->s = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
 
 static float ld(const void *p, cudaDataType t, size_t i)
 {
@@ -278,6 +543,9 @@ static float ld(const void *p, cudaDataType t, size_t i)
     uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
     return __uint_as_float(u);
 }
+
+static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float a, const void *A, cudaDataType at,
+                 int lda, const void *B, cudaDataType bt, int ldb, float b, void *C, int ldc);
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
@@ -288,7 +556,15 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     if (comp != CUBLAS_COMPUTE_32F || ct != CUDA_R_32F || at != bt) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (m < 0 || n < 0 || k < 0 || lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
         return CUBLAS_STATUS_INVALID_VALUE;
-    float a = *(const float *)alpha, b = *(const float *)beta;
+    float a = *(const float *)alpha, b = *(const float *)beta; /* host pointer mode: read at the call */
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    enqueue(h->s, [=]() { gemm(ta, tb, m, n, k, a, A, at, lda, B, bt, ldb, b, C, ldc); });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float a, const void *A, cudaDataType at,
+                 int lda, const void *B, cudaDataType bt, int ldb, float b, void *C, int ldc)
+{
     float *c = (float *)C;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
@@ -301,7 +577,6 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
             float *cc = c + (size_t)j * ldc + i;
             *cc = a * s + (b != 0.0f ? b * *cc : 0.0f);
         }
-    return CUBLAS_STATUS_SUCCESS;
 }
 
 const char *cublasGetStatusName(cublasStatus_t s)

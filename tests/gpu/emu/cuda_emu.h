@@ -10,8 +10,14 @@
  * x86-64 only), switched only at __syncthreads() and warp shuffles, which are
  * real barriers (block-wide / per warp of 32). A barrier that cannot complete
  * (divergent __syncthreads, shuffles with lanes elsewhere) aborts with a
- * message. __shared__ variables are static storage (blocks never overlap).
- * Streams and events are synchronous no-ops; device memory is host memory.
+ * message. __shared__ variables are static storage (blocks never overlap),
+ * poisoned (0xFF) at every block start, dynamic shared memory too. Blocks run
+ * in a random order and the threads of a block resume in a random order at
+ * every round (seed: $EMOE_EMU_SEED, default 1; printed when set), so a
+ * kernel that depends on block order or misses a __syncthreads shows.
+ * Streams are deferred queues honouring events (see cuda_emu.cc: work runs
+ * only when and as far as the host demands, so a missing event wait shows);
+ * device memory is host memory.
  * cublasGemmEx is a plain column-major GEMM with float accumulation.
  *
  * What it cannot show: timing, races between blocks, memory-model and
@@ -30,7 +36,10 @@
 #define __global__
 #define __device__
 #define __host__
-#define __shared__ static
+/* __shared__ variables are static storage in one linker section, so the
+ * emulator can poison all of them (0xFF bytes: NaN floats, -1 ints) at the
+ * start of every block: a read before the block's own write shows. */
+#define __shared__ static __attribute__((section("emu_shared"), aligned(16)))
 #define __forceinline__ inline
 
 struct emu_uint3 { unsigned x, y, z; };
@@ -39,6 +48,8 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
 
 extern emu_uint3 emu_threadIdx, emu_blockIdx;
 extern dim3 emu_blockDim, emu_gridDim;
@@ -54,10 +65,19 @@ static inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); re
 static inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 
+typedef struct emu_stream *cudaStream_t;
+/* Runs a launch now (all blocks). */
 void emu_launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()> &fn);
+/* Checks the configuration now, queues the launch on the stream. */
+void emu_launch_on(cudaStream_t s, dim3 grid, dim3 block, size_t shmem, std::function<void()> fn);
+/* The kernel's arguments are evaluated at the launch, as CUDA does. */
+template <class K, class... A> static inline std::function<void()> emu_bind_args(K k, A... a)
+{
+    return [k, a...]() { k(a...); };
+}
 void *emu_dyn_shared(void);
 #define CU_LAUNCH(kernel, grid, block, shmem, stream, ...) \
-    emu_launch(dim3(grid), dim3(block), (shmem), [&]() { kernel(__VA_ARGS__); })
+    emu_launch_on((stream), dim3(grid), dim3(block), (shmem), emu_bind_args(kernel, __VA_ARGS__))
 #define CU_DYN_SHARED(type, name) type *name = (type *)emu_dyn_shared()
 
 /* ---- runtime ---- */
@@ -68,7 +88,6 @@ typedef enum cudaError {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorNoDevice = 100,
 } cudaError_t;
-typedef struct emu_stream *cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
 enum cudaMemcpyKind {
     cudaMemcpyHostToHost = 0,
@@ -96,6 +115,9 @@ cudaError_t cudaMalloc(void **p, size_t n);
 cudaError_t cudaMallocHost(void **p, size_t n);
 cudaError_t cudaFree(void *p);
 cudaError_t cudaFreeHost(void *p);
+#define cudaHostRegisterDefault 0u
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned flags);
+cudaError_t cudaHostUnregister(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s = 0);
 cudaError_t cudaMemset(void *p, int v, size_t n);
