@@ -31,6 +31,7 @@
 #include "engine/tokenizer.h"
 #include "tools/tool_cfg.h"
 #include "tools/args.h"
+#include "tools/eval_docs.h"
 #include "tools/cmds.h"
 
 static void usage(FILE *f)
@@ -56,11 +57,7 @@ static void usage(FILE *f)
             "  --json                  print one JSON object\n");
 }
 
-typedef struct doc {
-    char task[64];
-    int32_t *ids; /* BOS + tokens + EOS, truncated */
-    int n;
-} doc;
+typedef eval_doc doc;
 
 typedef struct task_acc {
     char name[64];
@@ -71,102 +68,6 @@ typedef struct task_acc {
     uint64_t lowbit;
 } task_acc;
 
-/* Reads the documents file, tokenizes and frames each; keeps at most max_docs
- * per task (and only `only` when set). */
-static int load_docs(const char *path, const char *model_dir, const eng_model_desc *d, const char *only, int max_docs,
-                     int max_len, doc **out, int *n_out)
-{
-    tok_tokenizer *tok = NULL;
-    FILE *f = fopen(path, "r");
-    if (!f) { fprintf(stderr, "emoe perplexity: cannot open %s\n", path); return -1; }
-    doc *docs = NULL;
-    int n = 0, cap = 0, lineno = 0, rc = -1;
-    char *line = NULL;
-    size_t lcap = 0;
-    int bos = d->bos_id, eos = d->n_eos ? d->eos_ids[0] : -1;
-    while (getline(&line, &lcap, f) > 0) {
-        lineno++;
-        if (line[strspn(line, " \t\r\n")] == 0) continue;
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        const char *task = o ? json_string_value(json_object_get(o, "task")) : NULL;
-        if (!o || !task) {
-            fprintf(stderr, "emoe perplexity: %s:%d: %s\n", path, lineno, o ? "no \"task\" string" : je.text);
-            json_decref(o);
-            goto out;
-        }
-        if (only && strcmp(only, task)) { json_decref(o); continue; }
-        int have = 0;
-        for (int i = 0; i < n; i++) have += !strcmp(docs[i].task, task);
-        if (have >= max_docs) { json_decref(o); continue; }
-        json_t *ids = json_object_get(o, "ids"), *text = json_object_get(o, "text");
-        int32_t *tids = NULL;
-        size_t nt = 0;
-        if (!json_is_array(ids)) {
-            if (!json_is_string(text)) {
-                fprintf(stderr, "emoe perplexity: %s:%d: a document needs \"text\" (string) or \"ids\" (token ids)\n", path, lineno);
-                json_decref(o);
-                goto out;
-            }
-            emoe_err err = {0};
-            if (!tok && tok_load_dir(model_dir, &tok, &err) != EMOE_OK) {
-                fprintf(stderr, "emoe perplexity: %s\n", err.msg);
-                json_decref(o);
-                goto out;
-            }
-            if (tok_encode(tok, json_string_value(text), json_string_length(text), 0, &tids, &nt, &err) != EMOE_OK) {
-                fprintf(stderr, "emoe perplexity: %s:%d: %s\n", path, lineno, err.msg);
-                json_decref(o);
-                goto out;
-            }
-        } else {
-            nt = json_array_size(ids);
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            doc *nd = realloc(docs, sizeof *nd * (size_t)cap);
-            if (!nd) { free(tids); json_decref(o); goto out; }
-            docs = nd;
-        }
-        doc *dc = &docs[n];
-        memset(dc, 0, sizeof *dc);
-        snprintf(dc->task, sizeof dc->task, "%s", task);
-        dc->ids = malloc(sizeof(int32_t) * (nt + 2));
-        if (!dc->ids) { free(tids); json_decref(o); goto out; }
-        if (bos >= 0) dc->ids[dc->n++] = bos;
-        for (size_t i = 0; i < nt && tids; i++) dc->ids[dc->n++] = tids[i];
-        free(tids);
-        for (size_t i = 0; i < nt && json_is_array(ids); i++) {
-            json_t *v = json_array_get(ids, i);
-            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= d->vocab) {
-                fprintf(stderr, "emoe perplexity: %s:%d: ids[%zu] is not a token id of this model (vocab %d)\n", path,
-                        lineno, i, d->vocab);
-                free(dc->ids);
-                json_decref(o);
-                goto out;
-            }
-            dc->ids[dc->n++] = (int32_t)json_integer_value(v);
-        }
-        if (eos >= 0) dc->ids[dc->n++] = eos;
-        if (dc->n > max_len) dc->n = max_len;
-        json_decref(o);
-        if (dc->n < 2) { free(dc->ids); continue; }
-        n++;
-    }
-    rc = 0;
-out:
-    free(line);
-    fclose(f);
-    tok_free(tok);
-    if (rc) {
-        for (int i = 0; i < n; i++) free(docs[i].ids);
-        free(docs);
-        return rc;
-    }
-    *out = docs;
-    *n_out = n;
-    return 0;
-}
 
 /* Scores one document: adds its NLL and prediction count to acc. With score=0
  * it only runs it (cache warm-up). */
@@ -294,7 +195,7 @@ int cmd_perplexity(int argc, char **argv)
     memset(&total_cs, 0, sizeof total_cs);
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe perplexity: %s\n", err.msg); goto out; }
     const eng_model_desc *d = eng_desc(e);
-    if (load_docs(docs_path, model, d, task, (int)max_docs, (int)max_len, &docs, &n_docs)) goto out;
+    if (eval_docs_load("emoe perplexity", docs_path, model, d, task, (int)max_docs, (int)max_len, 2, &docs, &n_docs)) goto out;
     if (!n_docs) { fprintf(stderr, "emoe perplexity: no documents%s%s in %s\n", task ? " of task " : "", task ? task : "", docs_path); goto out; }
     acc = calloc((size_t)n_docs, sizeof *acc);
     all = malloc(sizeof(float) * (size_t)max_len * (size_t)d->vocab);
@@ -397,8 +298,7 @@ int cmd_perplexity(int argc, char **argv)
 out:
     if (e) eng_set_expert_provider(e, NULL);
     cache_free(cache);
-    for (int i = 0; i < n_docs; i++) free(docs[i].ids);
-    free(docs);
+    eval_docs_free(docs, n_docs);
     free(acc);
     free(all);
     eng_free(e);

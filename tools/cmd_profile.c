@@ -36,6 +36,7 @@
 #include "predictor/profile.h"
 #include "predictor/trace.h"
 #include "tools/args.h"
+#include "tools/eval_docs.h"
 #include "tools/cmds.h"
 
 #define PTASK_MAX 64
@@ -87,100 +88,31 @@ static int task_index(ptask *t, int *n, const char *name)
     return (*n)++;
 }
 
+/* The documents (eval_docs.c), each with the index of its task. */
 static int load_docs(const char *path, const char *model_dir, const eng_model_desc *d, int max_docs, int max_len,
                      ptask *tasks, int *n_tasks, pdoc **out, int *n_out)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) { fprintf(stderr, "emoe profile: cannot open %s\n", path); return -1; }
-    tok_tokenizer *tok = NULL;
-    pdoc *docs = NULL;
-    int n = 0, cap = 0, lineno = 0, rc = -1;
-    char *line = NULL;
-    size_t lcap = 0;
-    while (getline(&line, &lcap, f) > 0) {
-        lineno++;
-        if (line[strspn(line, " \t\r\n")] == 0) continue;
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        const char *task = o ? json_string_value(json_object_get(o, "task")) : NULL;
-        if (!o || !task) {
-            fprintf(stderr, "emoe profile: %s:%d: %s\n", path, lineno, o ? "no \"task\" string" : je.text);
-            json_decref(o);
-            goto out;
-        }
-        int ti = task_index(tasks, n_tasks, task);
+    eval_doc *ed = NULL;
+    int ne = 0;
+    if (eval_docs_load("emoe profile", path, model_dir, d, NULL, max_docs, max_len, 3, &ed, &ne)) return -1;
+    pdoc *docs = calloc(ne > 0 ? (size_t)ne : 1, sizeof *docs);
+    if (!docs) { fprintf(stderr, "emoe profile: out of memory\n"); eval_docs_free(ed, ne); return -1; }
+    for (int i = 0; i < ne; i++) {
+        int ti = task_index(tasks, n_tasks, ed[i].task);
         if (ti < 0) {
-            fprintf(stderr, "emoe profile: %s:%d: task \"%.40s\": bad name or more than %d tasks\n", path, lineno, task, PTASK_MAX);
-            json_decref(o);
-            goto out;
+            fprintf(stderr, "emoe profile: %s: task \"%.40s\": bad name or more than %d tasks\n", path, ed[i].task, PTASK_MAX);
+            for (int k = 0; k < i; k++) free(docs[k].ids);
+            free(docs);
+            eval_docs_free(ed, ne);
+            return -1;
         }
-        if (tasks[ti].docs >= max_docs) { json_decref(o); continue; }
-        json_t *ids = json_object_get(o, "ids"), *text = json_object_get(o, "text");
-        int32_t *tids = NULL;
-        size_t nt = 0;
-        emoe_err err = {0};
-        if (json_is_array(ids)) {
-            nt = json_array_size(ids);
-            tids = malloc(sizeof *tids * (nt + 1));
-            for (size_t i = 0; tids && i < nt; i++) {
-                json_t *v = json_array_get(ids, i);
-                if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= d->vocab) {
-                    fprintf(stderr, "emoe profile: %s:%d: ids[%zu] is not a token id of this model\n", path, lineno, i);
-                    free(tids);
-                    json_decref(o);
-                    goto out;
-                }
-                tids[i] = (int32_t)json_integer_value(v);
-            }
-        } else if (json_is_string(text)) {
-            if (!tok && tok_load_dir(model_dir, &tok, &err) != EMOE_OK) {
-                fprintf(stderr, "emoe profile: %s\n", err.msg);
-                json_decref(o);
-                goto out;
-            }
-            if (tok_encode(tok, json_string_value(text), json_string_length(text), 0, &tids, &nt, &err) != EMOE_OK) {
-                fprintf(stderr, "emoe profile: %s:%d: %s\n", path, lineno, err.msg);
-                json_decref(o);
-                goto out;
-            }
-        } else {
-            fprintf(stderr, "emoe profile: %s:%d: a document needs \"text\" or \"ids\"\n", path, lineno);
-            json_decref(o);
-            goto out;
-        }
-        json_decref(o);
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            pdoc *nd = realloc(docs, sizeof *nd * (size_t)cap);
-            if (!nd) { free(tids); goto out; }
-            docs = nd;
-        }
-        pdoc *dc = &docs[n];
-        dc->task = ti;
-        dc->n = 0;
-        dc->ids = malloc(sizeof(int32_t) * (nt + 2));
-        if (!dc->ids) { free(tids); goto out; }
-        if (d->bos_id >= 0) dc->ids[dc->n++] = d->bos_id;
-        for (size_t i = 0; i < nt && tids; i++) dc->ids[dc->n++] = tids[i];
-        free(tids);
-        if (d->n_eos) dc->ids[dc->n++] = d->eos_ids[0];
-        if (dc->n > max_len) dc->n = max_len;
-        if (dc->n < 3) { free(dc->ids); continue; }
+        docs[i] = (pdoc){ti, ed[i].ids, ed[i].n};
+        ed[i].ids = NULL;
         tasks[ti].docs++;
-        n++;
     }
-    rc = 0;
-out:
-    free(line);
-    fclose(f);
-    tok_free(tok);
-    if (rc) {
-        for (int i = 0; i < n; i++) free(docs[i].ids);
-        free(docs);
-        return rc;
-    }
+    eval_docs_free(ed, ne);
     *out = docs;
-    *n_out = n;
+    *n_out = ne;
     return 0;
 }
 
