@@ -4,6 +4,7 @@
  * cancellation at every stage frees the slot without disturbing others;
  * stop strings across token boundaries; the bounded queue. */
 #include "tests/unit/testutil.h"
+#include "tests/unit/fixture_cases.h"
 #include "scheduler/sched.h"
 
 #include <jansson.h>
@@ -21,24 +22,9 @@ static int load_fixture(void)
 {
     const char *sh = tu_shared_dir();
     if (!sh) return 0;
-    char mdir[8192], ref[8192];
+    char mdir[8192];
     snprintf(mdir, sizeof mdir, "%s/fixtures/models/tiny-qwen3-moe", sh);
-    snprintf(ref, sizeof ref, "%s/fixtures/reference/models.json", sh);
-    json_error_t je;
-    json_t *root = json_load_file(ref, 0, &je);
-    ck_assert_ptr_nonnull(root);
-    json_t *cases = json_object_get(json_object_get(json_object_get(root, "models"), "tiny-qwen3-moe"), "cases");
-    ck_assert(json_is_array(cases));
-    n_cases = 0;
-    for (size_t i = 0; i < json_array_size(cases) && n_cases < MAXC; i++) {
-        json_t *c = json_array_get(cases, i), *p = json_object_get(c, "prompt_ids"), *g = json_object_get(c, "greedy_16");
-        n_prompt[n_cases] = (int)json_array_size(p);
-        ck_assert_int_le(n_prompt[n_cases], 32);
-        for (int k = 0; k < n_prompt[n_cases]; k++) prompts[n_cases][k] = (int32_t)json_integer_value(json_array_get(p, (size_t)k));
-        for (int k = 0; k < 16; k++) greedy[n_cases][k] = (int32_t)json_integer_value(json_array_get(g, (size_t)k));
-        n_cases++;
-    }
-    json_decref(root);
+    n_cases = fc_load_qwen3_cases(sh, MAXC, prompts, n_prompt, greedy);
     emoe_err err = {0};
     eng_open_opts o = {.n_threads = 1, .max_ctx = 512};
     ck_assert_msg(eng_open(mdir, &o, &eng, &err) == EMOE_OK, "%s", err.msg);
