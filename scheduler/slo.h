@@ -95,6 +95,19 @@ double slo_wait_for_slot(const slo_view *v, int n, const slo_view *c, const slo_
  * memory for sorting ran out (then the plan admits nothing). */
 int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *lim, double now, slo_plan *out);
 
+/* The predicted time from now to the first token of candidate c (not in
+ * v[0..n)) given the requests already there, in the order slo_plan_step
+ * would run them: the waiting and paused requests that sort before c (least
+ * slack first, see slo.h's top) take the slots before it. Slots are handed
+ * out in that order, each to the earliest free one: free now, a running
+ * request the candidate may preempt (while paused slots last), or the
+ * predicted end of a running request or of a candidate placed earlier;
+ * c's prefill also shares its steps with the prompts of requests ahead of it
+ * still prefilling when it starts. *wait_s (may be NULL) gets the wait for
+ * c's slot. Used by admission control (sched_submit). */
+double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim, double now,
+                      double *wait_s);
+
 /* Admission control: 1 if a request with a TTFT SLO can meet it when served
  * next (nothing else ahead of it, after wait_s for a slot: slo_wait_for_slot)
  * with decode_rows running; fills *predicted_s with the predicted TTFT

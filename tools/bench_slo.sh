@@ -27,7 +27,7 @@ cleanup() { [ -n "$SP" ] && kill "$SP" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 python3 tests/e2e/lib/slo_mix.py poisson "$MODEL/eval_docs.jsonl" "$TMP/mix.jsonl" --ttft-ms 500 --tpot-ms 60 \
     --inter-share 0.5 --batch-tokens 128
-printf 'budget\tpolicy\trate\tsent\tinter_attain\tbatch_attain\tgoodput\tinter_ttft_p90_ms\trejected\thit_rate\trep\n' >"$OUT"
+printf 'budget\tpolicy\trate\tsent\tinter_attain\tbatch_attain\tgoodput\tinter_ttft_p90_ms\trejected\thit_rate\trep\tarr_rps_2h\tdone_rps_2h\tdone_rps\tdrain_s\tload1\n' >"$OUT"
 # FIFO and slo run back to back at each point, so they see similar machine load.
 for budget in ${BUDGETS:-100% 25%}; do
   for rate in $RATES; do
@@ -46,7 +46,7 @@ for budget in ${BUDGETS:-100% 25%}; do
             "$BIN" loadgen --url "http://127.0.0.1:$PORT" --mix "$TMP/mix.jsonl" --rate "$rate" --duration "$DUR" \
                 --drain 60 --seed "$rep" --quiet --json "$TMP/r.json" --label "$budget $policy $rate" >&2
             kill "$SP"; wait "$SP" 2>/dev/null || true; SP=
-            python3 - "$TMP/r.json" "$budget" "$policy" "$rate" "$rep" >>"$OUT" <<'EOF'
+            python3 - "$TMP/r.json" "$budget" "$policy" "$rate" "$rep" "$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 c = d["classes"]
@@ -56,7 +56,9 @@ hr = d["expert_cache_hit_rate"]
 print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], str(d["requests"]),
                  "%.3f" % i.get("attainment", 0), "%.3f" % b.get("attainment", 0),
                  "%.3f" % d["all"]["goodput_rps"], "-" if p90 is None else "%.0f" % p90,
-                 str(d["all"]["rejected"]), "-" if hr is None else "%.3f" % hr, sys.argv[5]]))
+                 str(d["all"]["rejected"]), "-" if hr is None else "%.3f" % hr, sys.argv[5],
+                 "%.2f" % d["throughput"]["arrival_rps_2nd_half"], "%.2f" % d["throughput"]["completion_rps_2nd_half"],
+                 "%.2f" % d["throughput"]["completed_rps"], "%.1f" % d["throughput"]["drain_s"], sys.argv[6]]))
 EOF
         done
     done
