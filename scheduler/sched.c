@@ -1172,7 +1172,7 @@ static void *sched_run_loop(void *arg)
         /* Snapshot the running set; only this thread changes it. */
         int n_run = s->n_running;
         sched_limits lim = s->limits;
-        int slo = s->slo, dec_cap = n_run, pf_budget = lim.max_batch_tokens;
+        int slo = s->slo, dec_cap = n_run, pf_budget = lim.max_batch_tokens, pf_deadline_only = 0;
         if (n_run > cap_items) {
             int nc = n_run * 2;
             step_item *ni = realloc(items, (size_t)nc * sizeof *ni);
@@ -1196,6 +1196,7 @@ static void *sched_run_loop(void *arg)
                 }
                 dec_cap = s->plan.max_decode_rows;
                 pf_budget = s->plan.prefill_budget;
+                pf_deadline_only = s->plan.deadline_prefill_only;
             } else {
                 for (int i = 0; i < n_run; i++)
                     if (!s->running[i]->paused) batch_reqs[k++] = s->running[i];
@@ -1239,6 +1240,7 @@ static void *sched_run_loop(void *arg)
         for (int i = 0; i < n_run && budget > 0; i++) {
             sched_req *r = batch_reqs[i];
             if (!r || r->n_prefilled >= r->n_prompt || fork_waiting(r)) continue;
+            if (pf_deadline_only && !(r->slo_ttft_s > 0 && !r->best_effort && r->n_gen == 0)) continue;
             int chunk = r->n_prompt - r->n_prefilled;
             if (chunk > lim.prefill_chunk) chunk = lim.prefill_chunk;
             if (chunk > budget) chunk = budget;

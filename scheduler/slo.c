@@ -109,6 +109,12 @@ static key make_key(const slo_est *e, const slo_view *v, int idx, double now, in
     if (k.slack >= SLO_INF) {
         k.band = 1L << 40;
         k.load_s = 0; /* no deadline: priority and arrival decide, not residency */
+    } else if (k.slack < 0) {
+        /* Predicted to miss its TTFT even if served now: after every request
+         * that can still meet one (serving it first would only make them
+         * miss too), before the requests without a deadline. */
+        k.band = (1L << 40) - 1;
+        k.load_s = 0;
     } else {
         double b = floor(k.slack / SLO_SIMILAR_S);
         if (b < -(double)(1L << 39)) b = -(double)(1L << 39);
@@ -226,6 +232,7 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
     out->max_decode_rows = 0;
     out->prefill_budget = 0;
     out->step_cap_s = 0;
+    out->deadline_prefill_only = 0;
     if (n <= 0) return 0;
     key *cand = malloc((size_t)n * sizeof *cand);
     key *act = malloc((size_t)n * sizeof *act);
@@ -296,11 +303,12 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
         }
     }
     /* Order of the active set for this step. */
-    int na = 0, rows = 0, slo_rows = 0;
+    int na = 0, rows = 0, slo_rows = 0, urgent = 0;
     double cap = 0;
     for (int i = 0; i < n; i++) {
         if (state[i] != 1) continue;
         act[na++] = make_key(e, &v[i], i, now, n_dec, chunk);
+        if (v[i].ttft_deadline > now && v[i].n_gen == 0 && v[i].n_prefilled < v[i].n_prompt) urgent = 1;
         if (v[i].n_prefilled >= v[i].n_prompt) {
             rows++;
             if (v[i].has_slo) slo_rows++;
@@ -325,6 +333,10 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
         out->prefill_budget = (int)pf;
     } else {
         out->prefill_budget = budget;
+    }
+    if (urgent) {
+        out->deadline_prefill_only = 1;
+        if (out->max_decode_rows > slo_rows) out->max_decode_rows = slo_rows;
     }
     if (out->prefill_budget > budget - out->max_decode_rows) out->prefill_budget = budget - out->max_decode_rows;
     if (out->prefill_budget < 0) out->prefill_budget = 0;

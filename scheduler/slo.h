@@ -16,7 +16,9 @@
  *  - order: waiting and paused requests by least slack (requests with slack
  *    within SLO_SIMILAR_S of each other form one band; inside a band, lower
  *    expected expert-load time first: task-aware batching), then priority
- *    (lower = more important), then arrival;
+ *    (lower = more important), then arrival; a request whose slack is
+ *    already negative (it will miss its TTFT even if served now) goes after
+ *    every request that can still meet its own, before those without one;
  *  - admission: free slots (max_running minus active) go in that order;
  *  - preemption: a candidate with a TTFT SLO that would miss it waiting for a
  *    slot (and can still meet it if served now) takes the slot of an active
@@ -26,7 +28,13 @@
  *  - TPOT guard: with active TPOT SLOs, decode rows and the prefill tokens of
  *    a step are capped so the predicted step time stays within the tightest
  *    TPOT (rows with an SLO always run; prefill always progresses by at least
- *    SLO_MIN_PREFILL tokens so nothing stalls).
+ *    SLO_MIN_PREFILL tokens so nothing stalls);
+ *  - first-token steps: while an active request whose TTFT deadline has not
+ *    passed is prefilling, steps carry only the prefills of requests with a
+ *    TTFT deadline and the decode rows with an SLO: best-effort prefill
+ *    chunks and decode rows (and, under a device budget, the experts they
+ *    would load) wait a step or two instead of delaying a first token
+ *    (deadline_prefill_only).
  */
 #ifndef EMOE_SLO_H
 #define EMOE_SLO_H
@@ -73,6 +81,8 @@ typedef struct slo_plan {
     int max_decode_rows;         /* TPOT guard: decode rows this step (>= rows with an SLO) */
     int prefill_budget;          /* TPOT guard: prefill tokens this step */
     double step_cap_s;           /* the tightest TPOT among active decodes (0 = none) */
+    int deadline_prefill_only;   /* a request with a TTFT deadline is prefilling: this step prefills
+                                    only requests with one, and decodes only rows with an SLO */
 } slo_plan;
 
 double slo_step_time(const slo_est *e, int decode_rows, int prefill_tokens);

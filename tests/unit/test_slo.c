@@ -90,17 +90,25 @@ START_TEST(ordering)
     slo_plan *p = plan(&b, v, 6, 6, now);
     ck_assert_int_eq(p->n_admit, 6);
     ck_assert_int_eq(p->n_pause, 0);
-    /* v5 has the least slack (negative); then the tight band, resident first
-     * (v4 before v2 although v2 is older); then the loose SLO; then best
-     * effort by priority (v3 before the older v0). */
-    int want[6] = {5, 4, 2, 1, 3, 0};
+    /* The tight band first, resident first (v4 before v2 although v2 is
+     * older); then the loose SLO; then v5, whose slack is negative (it will
+     * miss even if served now: it must not make the others miss too), ahead
+     * of the best-effort requests, by priority (v3 before the older v0). */
+    int want[6] = {4, 2, 1, 5, 3, 0};
     for (int i = 0; i < 6; i++) ck_assert_int_eq(p->admit[i], want[i]);
     for (int i = 0; i < 6; i++) ck_assert_int_eq(p->order[i], want[i]);
-    /* Only 2 slots: the two tightest get them; nothing to preempt. */
+    /* Only 2 slots: the two tightest that can still make it get them;
+     * nothing to preempt. */
     p = plan(&b, v, 6, 2, now);
     ck_assert_int_eq(p->n_admit, 2);
-    ck_assert_int_eq(p->admit[0], 5);
-    ck_assert_int_eq(p->admit[1], 4);
+    ck_assert_int_eq(p->admit[0], 4);
+    ck_assert_int_eq(p->admit[1], 2);
+    /* Two doomed requests keep their least-slack order between themselves. */
+    slo_view d[3] = {waiting(99.0, 0.3, 0, 8, 8), waiting(99.5, 0.3, 0, 8, 8), waiting(98.0, 0, 0, 8, 8)};
+    p = plan(&b, d, 3, 3, now);
+    ck_assert_int_eq(p->admit[0], 0);
+    ck_assert_int_eq(p->admit[1], 1);
+    ck_assert_int_eq(p->admit[2], 2);
     /* Equal keys fall back to arrival. */
     slo_view w[2] = {waiting(5.0, 0, 0, 8, 8), waiting(4.0, 0, 0, 8, 8)};
     p = plan(&b, w, 2, 1, 6.0);
@@ -204,6 +212,38 @@ START_TEST(tpot_guard)
     for (int i = 0; i < 8; i++) { v[i].tpot_s = 0.004; v[i].has_slo = 1; }
     p = plan(&b, v, 8, 8, 2.0);
     ck_assert_int_eq(p->max_decode_rows, 8);
+}
+END_TEST
+
+/* While a request with a live TTFT deadline prefills, the step carries only
+ * deadline prefills and SLO decode rows. */
+START_TEST(first_token_steps)
+{
+    planbuf b;
+    slo_view v[4];
+    v[0] = running(1.0, 0, 0, 10, 256);  /* best effort, decoding */
+    v[1] = running(2.0, 0, 0, 10, 256);
+    v[2] = running(3.0, 0, 1, 3, 16);    /* an SLO row, decoding */
+    v[3] = waiting(9.9, 0.5, 0, 30, 16); /* interactive: admitted into the free slot, prefilling */
+    slo_plan *p = plan(&b, v, 4, 4, 10.0);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->deadline_prefill_only, 1);
+    ck_assert_int_eq(p->max_decode_rows, 1); /* only the SLO row */
+    /* Once it is part-way through its prompt the rule still holds. */
+    v[3].active = 1;
+    v[3].n_prefilled = 16;
+    p = plan(&b, v, 4, 4, 10.1);
+    ck_assert_int_eq(p->deadline_prefill_only, 1);
+    /* Past its deadline (it has missed anyway), or with its first token out
+     * (the view's deadline is then 0): ordinary steps. */
+    p = plan(&b, v, 4, 4, 10.5);
+    ck_assert_int_eq(p->deadline_prefill_only, 0);
+    ck_assert_int_eq(p->max_decode_rows, 3);
+    v[3].ttft_deadline = 0;
+    p = plan(&b, v, 4, 4, 10.1);
+    ck_assert_int_eq(p->deadline_prefill_only, 0);
+    ck_assert_int_eq(p->max_decode_rows, 3);
+    ck_assert_int_eq(p->prefill_budget, 512 - 3);
 }
 END_TEST
 
@@ -380,6 +420,7 @@ static double simulate(simreq *rq, int n, int max_running, int fifo, double t_en
                 if (vv[k].active) pl.order[pl.n_order++] = k;
             pl.max_decode_rows = m;
             pl.prefill_budget = 512;
+            pl.deadline_prefill_only = 0;
         } else {
             ck_assert_int_eq(slo_plan_step(vv, m, &EST, &lim, now, &pl), 0);
             for (int k = 0; k < pl.n_pause; k++) { vv[pl.pause[k]].active = 0; vv[pl.pause[k]].paused = 1; }
@@ -399,6 +440,7 @@ static double simulate(simreq *rq, int n, int max_running, int fifo, double t_en
         for (int k = 0; k < pl.n_order && budget > 0; k++) {
             simreq *r = &rq[idx[pl.order[k]]];
             if (r->v.n_prefilled >= r->v.n_prompt) continue;
+            if (pl.deadline_prefill_only && r->v.ttft_deadline <= 0) continue;
             int c = r->v.n_prompt - r->v.n_prefilled;
             if (c > 64) c = 64;
             if (c > budget) c = budget;
@@ -839,6 +881,7 @@ static Suite *slo_suite(void)
     tcase_add_test(tc, ordering);
     tcase_add_test(tc, preemption);
     tcase_add_test(tc, tpot_guard);
+    tcase_add_test(tc, first_token_steps);
     tcase_add_test(tc, admission);
     tcase_add_test(tc, admission_counts_queue_ahead);
     tcase_add_test(tc, sim_slo_beats_fifo_and_nothing_starves);
