@@ -8,7 +8,7 @@
 #    fifo (the contrast) fewer than half do. /metrics counts preemptions and
 #    emoe_slo_requests_total{task,slo,outcome}; the request log carries the
 #    predicted and actual TTFT;
-#  * admission: a TTFT SLO that cannot be met even if served next gets 429
+#  * admission: a TTFT SLO that cannot be met behind the queue gets 429
 #    "slo_unattainable" with Retry-After; with on_unattainable=best_effort it
 #    is served; emoe_requests_rejected_total{reason} counts it;
 #  * the fields: slo / priority in the body and X-Emoe-SLO-* / X-Emoe-Priority
