@@ -64,28 +64,34 @@ EOF
     done
   done
 done
-# markdown table (means over the repetitions)
+# markdown table (means over the repetitions; the slo columns also give the
+# worst seed: its interactive attainment, and its goodput over FIFO's on the
+# same seed)
 python3 - "$OUT" "$TMP" <<'EOF'
 import sys, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
 acc = collections.OrderedDict()
 for r in rows:
     k = (r[0], r[1], r[2])
-    a = acc.setdefault(k, {"ia": [], "ba": [], "gp": [], "p90": [], "rej": 0, "n": 0, "sent": 0})
+    a = acc.setdefault(k, {"ia": [], "ba": [], "gp": [], "p90": [], "rej": 0, "n": 0, "sent": 0, "seed": {}, "thr": []})
     a["ia"].append(float(r[4])); a["ba"].append(float(r[5])); a["gp"].append(float(r[6]))
     if r[7] != "-": a["p90"].append(float(r[7]))
     a["rej"] += int(r[8]); a["n"] += 1; a["sent"] += int(r[3])
+    a["seed"][r[10]] = (float(r[4]), float(r[6]))
+    if len(r) > 14: a["thr"].append(float(r[13]))
 mean = lambda v: sum(v) / len(v) if v else float("nan")
-print("| budget | rate (req/s) | runs | FIFO interactive | slo interactive | FIFO batch | slo batch | FIFO goodput | slo goodput | slo/FIFO goodput | slo 429s | interactive TTFT p90 ms FIFO / slo |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| budget | rate (req/s) | runs | FIFO completed req/s | FIFO interactive | slo interactive (worst seed) | FIFO batch | slo batch | FIFO goodput | slo goodput | slo/FIFO goodput (worst seed) | slo 429s | interactive TTFT p90 ms FIFO / slo |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for (bud, pol, rate), f in acc.items():
     if pol != "fifo" or (bud, "slo", rate) not in acc:
         continue
     s = acc[(bud, "slo", rate)]
     pct = lambda v: "%.0f%%" % (100 * mean(v))
-    print("| %s | %s | %d | %s | %s | %s | %s | %.2f | %.2f | %.2fx | %d | %.0f / %.0f |" % (bud, rate, f["n"], pct(f["ia"]),
-          pct(s["ia"]), pct(f["ba"]), pct(s["ba"]), mean(f["gp"]), mean(s["gp"]), mean(s["gp"]) / mean(f["gp"]),
-          s["rej"], mean(f["p90"]), mean(s["p90"])))
+    pairs = [(s["seed"][k][1] / f["seed"][k][1]) for k in s["seed"] if k in f["seed"] and f["seed"][k][1] > 0]
+    print("| %s | %s | %d | %.2f | %s | %s (%.0f%%) | %s | %s | %.2f | %.2f | %.2fx (%.2fx) | %d | %.0f / %.0f |" % (bud, rate, f["n"],
+          mean(f["thr"]), pct(f["ia"]), pct(s["ia"]), 100 * min(s["ia"]), pct(f["ba"]), pct(s["ba"]), mean(f["gp"]),
+          mean(s["gp"]), mean(s["gp"]) / mean(f["gp"]), min(pairs) if pairs else float("nan"), s["rej"],
+          mean(f["p90"]), mean(s["p90"])))
 for (bud, pol, rate), a in acc.items():
     with open("%s/%s-%s.dat" % (sys.argv[2], bud.rstrip("%"), pol), "a") as f:
         f.write("%s %.2f %.3f\n" % (rate, 100 * mean(a["ia"]), mean(a["gp"])))
