@@ -37,6 +37,7 @@ __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int
                                           int dim, int ffn)
 {
     cu_moe_expert e = ex[blockIdx.y];
+    if (e.count <= 0) return; /* an empty entry of a device-built table: no pointers */
     int lane = threadIdx.x & 31;
     int f = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5);
     if (f >= ffn) return; /* whole warp leaves together: no block-wide sync below */
@@ -86,6 +87,7 @@ __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int
 __global__ static void moe_down_kernel(float *eo, const float *hmid, const cu_moe_expert *ex, int dim, int ffn)
 {
     cu_moe_expert e = ex[blockIdx.y];
+    if (e.count <= 0) return;
     int lane = threadIdx.x & 31;
     int d = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5);
     if (d >= dim) return;
