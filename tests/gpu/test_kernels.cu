@@ -909,7 +909,16 @@ static void test_device_tier(const char *shared, const char *name, json_t *md)
             free(all);
         }
         for (size_t i = 0; i < rows; i++) got[i] = NAN;
+#ifdef EMOE_CUDA_EMU
+        uint64_t pg0 = emu_pageable_h2d_bytes();
+#endif
         ok = ok && run_steps(e, ids, n, V, got, &subst, &err);
+        /* Store reads (no host tier) land in pinned read buffers: no upload
+         * from pageable memory (the slow path copies nothing else from it). */
+        int pinned_reads = 1;
+#ifdef EMOE_CUDA_EMU
+        if (!c.host && !c.preload && strcmp(c.budget, "100%")) pinned_reads = emu_pageable_h2d_bytes() == pg0;
+#endif
         if (!ok) fprintf(stderr, "  %s\n", err.msg);
         eng_backend_stats bs = {};
         cache_stats cs = {};
@@ -926,7 +935,7 @@ static void test_device_tier(const char *shared, const char *name, json_t *md)
              * every step. Preloaded: device routing and graphs every step. */
             int path = c.preload ? bs.steps_device_routed == 1 + TIER_STEPS && bs.graph_launches == want_graphs
                                  : strcmp(c.budget, "100%") ? bs.steps_device_routed == 0 : 1;
-            result(same && tier && evicting && path, "device tier %s budget %s%s%s%s exact: bitwise equal to all-resident over %d positions; "
+            result(same && tier && evicting && path && pinned_reads, "device tier %s budget %s%s%s%s exact: bitwise equal to all-resident over %d positions; "
                    "cache slots %d, loads %llu, evictions %llu, GPU slot bytes %llu, device-routed steps %llu, graph replays %llu",
                    name, c.budget, c.host ? " host " : "", c.host ? c.host : "", c.preload ? " preloaded" : "", n + TIER_STEPS,
                    cs.device_slots, (unsigned long long)cs.loads, (unsigned long long)cs.evictions,

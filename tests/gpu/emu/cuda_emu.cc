@@ -333,6 +333,8 @@ struct emu_stream {
 };
 struct emu_graph { std::vector<std::function<void()>> ops; };
 static uint64_t g_graph_launches;
+static uint64_t g_pageable_h2d; /* bytes of async H2D copies from pageable memory (an extra staging copy in CUDA) */
+uint64_t emu_pageable_h2d_bytes(void) { return g_pageable_h2d; }
 struct emu_event {
     emu_stream *s = nullptr;
     uint64_t seq = 0;
@@ -467,6 +469,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, 
     }
     if (k == cudaMemcpyHostToDevice && !is_pinned(s, n)) {
         /* pageable source: staged at the call, the caller may reuse it */
+        g_pageable_h2d += n;
         std::shared_ptr<std::vector<unsigned char>> snap(new std::vector<unsigned char>((const unsigned char *)s, (const unsigned char *)s + n));
         enqueue(st, [d, snap]() { memcpy(d, snap->data(), snap->size()); });
     } else if (k == cudaMemcpyDeviceToHost && !is_pinned(d, n)) {

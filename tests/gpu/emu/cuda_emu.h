@@ -156,6 +156,9 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
 cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x);
+/* Test hook: bytes of cudaMemcpyAsync host->device from pageable memory so far
+ * (CUDA stages those through a pinned buffer of its own: a second copy). */
+uint64_t emu_pageable_h2d_bytes(void);
 /* Test hook: graph launches so far. */
 uint64_t emu_graph_launch_count(void);
 
