@@ -35,6 +35,7 @@
 #include "engine/cuda/moe_route.cuh"
 #include "engine/cuda/rmsnorm.cuh"
 #include "engine/cuda/rope.cuh"
+#include "engine/cuda/qk_rope_kv.cuh"
 #include "engine/cuda/router.cuh"
 #include "engine/cuda/swiglu.cuh"
 #include "engine/cuda/slot_mem.cuh"
@@ -643,8 +644,9 @@ static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emo
     return EMOE_OK;
 }
 
-/* After the routed experts: weighted combine into S->ws.moe, shared expert
- * with its sigmoid gate added. */
+/* After the routed experts: the shared expert (its SwiGLU output and gate
+ * logit), then one fused launch adds the weighted combine of the routed
+ * experts and the gated shared expert to the residual stream x. */
 static emoe_status moe_tail(eng_engine *e, cu_state *S, int l, int T, emoe_err *err)
 {
     const eng_model_desc *d = &e->d;
@@ -653,16 +655,19 @@ static emoe_status moe_tail(eng_engine *e, cu_state *S, int l, int T, emoe_err *
     cudaStream_t st = S->st;
     int dim = d->dim;
     emoe_status rc = EMOE_OK;
-    CK(cu_moe_combine(st, w->moe, w->eo, w->pair_of, w->rw, T, d->top_k, dim, err));
-    if (d->shared_ffn > 0) {
+    int shared = d->shared_ffn > 0;
+    const float *next_norm = l + 1 < d->n_layers ? S->L[l + 1].attn_norm : NULL;
+    if (shared) {
         int sf = d->shared_ffn;
         CK(cu_linear(&S->lin, st, w->sg, w->h, L->sh_gate, NULL, T, sf, dim, err));
         CK(cu_linear(&S->lin, st, w->su, w->h, L->sh_up, NULL, T, sf, dim, err));
         CK(cu_swiglu(st, w->sg, w->su, (size_t)T * sf, err));
         CK(cu_linear(&S->lin, st, w->tmp, w->sg, L->sh_down, NULL, T, dim, sf, err));
         CK(cu_linear_gemv(st, w->gl, w->h, L->sh_eg, NULL, T, 1, dim, err));
-        CK(cu_gate_add(st, w->moe, w->tmp, w->gl, T, dim, err));
     }
+    /* ... and the next layer's attention RMSNorm into w->h (not after the last layer) */
+    CK(cu_moe_combine_residual(st, w->x, w->eo, w->pair_of, w->rw, shared ? w->tmp : NULL, shared ? w->gl : NULL, w->h, next_norm,
+                               d->eps, T, d->top_k, dim, err));
 fail:
     return rc;
 }
@@ -891,31 +896,28 @@ static emoe_status run_layers(eng_engine *e, cu_state *S, int T, int fast, emoe_
     int splits = cu_att_splits(T, d->n_heads);
     if (fast) CUDA_CK(cudaMemcpyAsync(w->flags, w->h_zero, sizeof(int) * 2, cudaMemcpyHostToDevice, st));
     CK(cu_embed(st, w->x, S->embed, w->tok, T, dim, d->vocab, err));
+    CK(cu_rmsnorm(st, w->h, w->x, NULL, S->L[0].attn_norm, T, dim, d->eps, err));
     for (int l = 0; l < d->n_layers; l++) {
         const cu_layer *L = &S->L[l];
-        CK(cu_rmsnorm(st, w->h, w->x, NULL, L->attn_norm, T, dim, d->eps, err));
+        /* w->h = RMSNorm(x) * attn_norm: layer 0 above, the others from the
+         * previous layer's fused combine (moe_tail) */
         CK(cu_linear(&S->lin, st, w->q, w->h, L->wq, L->bq, T, qd, dim, err));
         CK(cu_linear(&S->lin, st, w->k, w->h, L->wk, L->bk, T, kvd, dim, err));
         CK(cu_linear(&S->lin, st, w->v, w->h, L->wv, L->bv, T, kvd, dim, err));
-        if (d->qk_norm == ENG_QKNORM_FULL) {
-            CK(cu_rmsnorm(st, w->q, w->q, NULL, L->q_norm, T, qd, d->eps, err));
-            CK(cu_rmsnorm(st, w->k, w->k, NULL, L->k_norm, T, kvd, d->eps, err));
-        } else if (d->qk_norm == ENG_QKNORM_PER_HEAD) {
-            CK(cu_rmsnorm(st, w->q, w->q, NULL, L->q_norm, T * d->n_heads, hd, d->eps, err));
-            CK(cu_rmsnorm(st, w->k, w->k, NULL, L->k_norm, T * d->n_kv_heads, hd, d->eps, err));
+        /* q/k norm + RoPE + KV write: one fused launch (qk_rope_kv.cuh) */
+        {
+            int nm = d->qk_norm == ENG_QKNORM_PER_HEAD ? 1 : d->qk_norm == ENG_QKNORM_FULL ? 2 : 0;
+            CK(cu_qk_rope_kv(st, w->q, w->k, w->v, T, d->n_heads, d->n_kv_heads, hd, nm, L->q_norm, L->k_norm, d->eps, w->pos,
+                             S->inv_freq, w->rows, l, S->kv_bf16, err));
         }
-        CK(cu_rope(st, w->q, T, d->n_heads, hd, qd, w->pos, S->inv_freq, err));
-        CK(cu_rope(st, w->k, T, d->n_kv_heads, hd, kvd, w->pos, S->inv_freq, err));
-        CK(cu_kv_store(st, w->rows, T, l, w->k, w->v, kvd, S->kv_bf16, err));
         CK(cu_attention(st, w->att, w->q, w->rows, T, l, d->n_heads, d->n_kv_heads, hd, S->kv_bf16, splits, w->att_part, err));
         CK(cu_linear(&S->lin, st, w->tmp, w->att, L->wo, NULL, T, dim, qd, err));
-        CK(cu_add(st, w->x, w->tmp, (size_t)T * dim, err));
-        CK(cu_rmsnorm(st, w->h, w->x, NULL, L->ffn_norm, T, dim, d->eps, err));
+        CK(cu_add_rmsnorm(st, w->x, w->tmp, w->h, L->ffn_norm, T, dim, d->eps, err)); /* residual + ffn norm, fused */
+        /* the MoE block adds its output to x itself (moe_tail) */
         if ((rc = fast ? moe_layer_fast(e, S, l, T, err) : moe_layer(e, S, l, T, err)) != EMOE_OK) {
             emoe_err_prefix(err, "layer %d", l);
             goto fail;
         }
-        CK(cu_add(st, w->x, w->moe, (size_t)T * dim, err));
     }
     if (fast) CUDA_CK(cudaMemcpyAsync(w->h_flags, w->flags, sizeof(int) * 2, cudaMemcpyDeviceToHost, st));
 fail:

@@ -30,6 +30,7 @@
 #include "engine/cuda/moe_route.cuh"
 #include "engine/cuda/rmsnorm.cuh"
 #include "engine/cuda/rope.cuh"
+#include "engine/cuda/qk_rope_kv.cuh"
 #include "engine/cuda/router.cuh"
 #include "engine/cuda/swiglu.cuh"
 
@@ -206,6 +207,34 @@ static void test_rmsnorm(int rows, int n, int use_map, int in_place)
     free(x); free(w); free(map); free(ref); free(out);
 }
 
+/* Fused residual add + RMSNorm: x and out bitwise what cu_add then cu_rmsnorm
+ * give (which test_elementwise / test_rmsnorm check against the reference). */
+static int all_finite_f(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+static void test_add_rmsnorm(int rows, int n)
+{
+    float *x = (float *)malloc(sizeof(float) * rows * n), *a = (float *)malloc(sizeof(float) * rows * n), *w = (float *)malloc(sizeof(float) * n);
+    fill(x, (size_t)rows * n, 1.0); fill(a, (size_t)rows * n, 1.0); fill(w, n, 1.0);
+    gbuf gx1 = galloc(sizeof(float) * rows * n, x), gx2 = galloc(sizeof(float) * rows * n, x), ga = galloc(sizeof(float) * rows * n, a);
+    gbuf gw = galloc(sizeof(float) * n, w), go1 = galloc(sizeof(float) * rows * n, NULL), go2 = galloc(sizeof(float) * rows * n, NULL);
+    emoe_err err = {};
+    float *x1 = (float *)malloc(sizeof(float) * rows * n), *x2 = (float *)malloc(sizeof(float) * rows * n);
+    float *o1 = (float *)malloc(sizeof(float) * rows * n), *o2 = (float *)malloc(sizeof(float) * rows * n);
+    int ok = st_ok(cu_add_rmsnorm(g_st, (float *)gx1.p, (float *)ga.p, (float *)go1.p, (float *)gw.p, rows, n, 1e-6f, &err), &err) &&
+             st_ok(cu_add(g_st, (float *)gx2.p, (float *)ga.p, (size_t)rows * n, &err), &err) &&
+             st_ok(cu_rmsnorm(g_st, (float *)go2.p, (float *)gx2.p, NULL, (float *)gw.p, rows, n, 1e-6f, &err), &err) &&
+             gfetch(&gx1, x1, "add_rmsnorm x") && gfetch(&gx2, x2, "add x") && gfetch(&go1, o1, "add_rmsnorm out") &&
+             gfetch(&go2, o2, "rmsnorm out");
+    ok = ok && !memcmp(x1, x2, sizeof(float) * rows * n) && !memcmp(o1, o2, sizeof(float) * rows * n) && all_finite_f(o1, (size_t)rows * n);
+    result(ok, "add_rmsnorm rows=%d n=%d: bitwise = add then rmsnorm", rows, n);
+    gfree(&gx1); gfree(&gx2); gfree(&ga); gfree(&gw); gfree(&go1); gfree(&go2);
+    free(x); free(a); free(w); free(x1); free(x2); free(o1); free(o2);
+}
+
 static void test_rope(int T, int heads, int hd, int extra)
 {
     int stride = heads * hd + extra; /* rows may be wider than the heads roped */
@@ -379,6 +408,92 @@ static void test_router(int T, int E, int k, int renorm, int ties)
     result(ok, "router_topk T=%d E=%d k=%d renorm=%d ties=%d", T, E, k, renorm, ties);
     gfree(&gp); gfree(&gi); gfree(&gw);
     free(lg); free(probs); free(rid); free(rw); free(rp); free(oid); free(ow); free(op);
+}
+
+/* Fused q/k norm + RoPE + KV write against a double reference of the three
+ * steps: q rewritten, K (normed, roped) and V stored at each row's position
+ * (other positions untouched: NaN stays NaN), f32 or bf16 KV. */
+static void test_qk_rope_kv(int T, int heads, int kvh, int hd, int norm, int kv_bf16)
+{
+    int qd = heads * hd, kvd = kvh * hd, half = hd / 2, cap = 41, layers = 2, layer = 1;
+    float eps = 1e-6f;
+    float *q = (float *)malloc(sizeof(float) * T * qd), *k = (float *)malloc(sizeof(float) * T * kvd), *v = (float *)malloc(sizeof(float) * T * kvd);
+    fill(q, (size_t)T * qd, 2.0); fill(k, (size_t)T * kvd, 2.0); fill(v, (size_t)T * kvd, 1.0);
+    int nq = norm == 1 ? hd : qd, nk = norm == 1 ? hd : kvd;
+    float *wq = (float *)malloc(sizeof(float) * nq), *wk = (float *)malloc(sizeof(float) * nk);
+    for (int i = 0; i < nq; i++) wq[i] = (float)(1.0 + 0.5 * urand());
+    for (int i = 0; i < nk; i++) wk[i] = (float)(1.0 + 0.5 * urand());
+    /* rows share one KV buffer at distinct positions (cap prime, T <= cap) */
+    int *pos = (int *)malloc(sizeof(int) * T);
+    for (int t = 0; t < T; t++) pos[t] = (t * 7 + 3) % cap;
+    float *invf = (float *)malloc(sizeof(float) * half);
+    for (int i = 0; i < half; i++) invf[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)hd);
+    double *rq = (double *)malloc(sizeof(double) * T * qd), *rk = (double *)malloc(sizeof(double) * T * kvd);
+    for (int t = 0; t < T; t++)
+        for (int which = 0; which < 2; which++) {
+            const float *x = which ? k + (size_t)t * kvd : q + (size_t)t * qd;
+            double *o = which ? rk + (size_t)t * kvd : rq + (size_t)t * qd;
+            const float *w = which ? wk : wq;
+            int nh = which ? kvh : heads, n = nh * hd;
+            double *xn = (double *)malloc(sizeof(double) * n);
+            for (int h = 0; h < nh; h++) {
+                double ss = 0;
+                int lo = norm == 1 ? h * hd : 0, cnt = norm == 1 ? hd : n;
+                for (int i = 0; i < cnt; i++) ss += (double)x[lo + i] * x[lo + i];
+                double r = 1.0 / sqrt(ss / cnt + eps);
+                for (int i = 0; i < hd; i++) {
+                    int at = h * hd + i;
+                    xn[at] = norm == 0 ? x[at] : (double)w[norm == 1 ? i : at] * (x[at] * r);
+                }
+            }
+            for (int h = 0; h < nh; h++)
+                for (int i = 0; i < half; i++) {
+                    float ang = (float)pos[t] * invf[i];
+                    double c = (float)cos((double)ang), sn = (float)sin((double)ang);
+                    double x1 = xn[h * hd + i], x2 = xn[h * hd + i + half];
+                    o[h * hd + i] = x1 * c - x2 * sn;
+                    o[h * hd + i + half] = x2 * c + x1 * sn;
+                }
+            free(xn);
+        }
+    size_t es = kv_bf16 ? 2 : 4, sz = (size_t)layers * 2 * cap * kvd;
+    unsigned char *kv0 = (unsigned char *)malloc(es * sz);
+    memset(kv0, 0xFF, es * sz); /* NaN in both element types */
+    gbuf gq = galloc(sizeof(float) * T * qd, q), gk = galloc(sizeof(float) * T * kvd, k), gv = galloc(sizeof(float) * T * kvd, v);
+    gbuf gwq = galloc(sizeof(float) * nq, wq), gwk = galloc(sizeof(float) * nk, wk), gp = galloc(sizeof(int) * T, pos);
+    gbuf gf = galloc(sizeof(float) * half, invf), gkv = galloc(es * sz, kv0);
+    cu_att_row *rows = (cu_att_row *)malloc(sizeof(cu_att_row) * T);
+    for (int t = 0; t < T; t++) rows[t] = (cu_att_row){gkv.p, cap, pos[t]};
+    gbuf gr = galloc(sizeof(cu_att_row) * T, rows);
+    emoe_err err = {};
+    int ok = st_ok(cu_qk_rope_kv(g_st, (float *)gq.p, (float *)gk.p, (float *)gv.p, T, heads, kvh, hd, norm,
+                                 norm ? (float *)gwq.p : NULL, norm ? (float *)gwk.p : NULL, eps, (int *)gp.p, (float *)gf.p,
+                                 (cu_att_row *)gr.p, layer, kv_bf16, &err), &err);
+    float *oq = (float *)malloc(sizeof(float) * T * qd);
+    unsigned char *okv = (unsigned char *)malloc(es * sz);
+    ok = ok && gfetch(&gq, oq, "qk_rope_kv q") && gfetch(&gkv, okv, "qk_rope_kv kv") &&
+         compare("qk_rope_kv q", oq, rq, (size_t)T * qd, NULL, 1e-5, 1e-5);
+    /* the cache: K/V at each row's position of layer 1; everything else untouched */
+    double kt = kv_bf16 ? 8e-3 : 1e-5;
+    for (size_t e = 0; ok && e < sz; e++) {
+        size_t m = e / ((size_t)cap * kvd), p = (e / kvd) % cap, i = e % kvd;
+        int t = -1;
+        for (int r = 0; r < T; r++) if (pos[r] == (int)p) t = r;
+        float got = kv_bf16 ? eng_bf16_to_f32(((cu_bf16 *)okv)[e]) : ((float *)okv)[e];
+        if ((int)m / 2 != layer || t < 0) {
+            if (!isnan(got)) { fprintf(stderr, "  kv [%zu] written outside the rows' positions\n", e); ok = 0; }
+            continue;
+        }
+        double want = m % 2 == 0 ? rk[(size_t)t * kvd + i] : (double)v[(size_t)t * kvd + i];
+        if (kv_bf16 && m % 2 == 1) ok = ((cu_bf16 *)okv)[e] == eng_f32_to_bf16(v[(size_t)t * kvd + i]);
+        else ok = fabs(got - want) <= kt * (1.0 + fabs(want));
+        if (!ok) fprintf(stderr, "  kv [%zu] (%s row %d) = %g, want %g\n", e, m % 2 ? "V" : "K", t, got, want);
+    }
+    result(ok, "qk_rope_kv T=%d heads=%d kv_heads=%d hd=%d norm=%s kv=%s", T, heads, kvh, hd,
+           norm == 0 ? "none" : norm == 1 ? "per-head" : "full", kv_bf16 ? "bf16" : "f32");
+    free(oq); free(okv);
+    gfree(&gq); gfree(&gk); gfree(&gv); gfree(&gwq); gfree(&gwk); gfree(&gp); gfree(&gf); gfree(&gkv); gfree(&gr);
+    free(q); free(k); free(v); free(wq); free(wk); free(pos); free(invf); free(rq); free(rk); free(kv0); free(rows);
 }
 
 /* ---- attention ----------------------------------------------------------------------- */
@@ -565,7 +680,39 @@ static void test_moe(int T, int E, int k, int dim, int ffn, int groups)
     float *out = (float *)malloc(sizeof(float) * T * dim);
     ok = ok && gfetch(&gh, NULL, "moe hmid") && gfetch(&geo, NULL, "moe eo") && gfetch(&go, out, "moe out") &&
          compare("moe", out, ref, (size_t)T * dim, tol, 0, 0);
-    result(ok, "moe_grouped T=%d E=%d k=%d dim=%d ffn=%d used=%d launches/matrix=%d", T, E, k, dim, ffn, plan.n_used, groups);
+    /* The fused combine + shared gate + residual: x0 + routed + sigmoid(g) * sh. */
+    {
+        float *x0 = (float *)malloc(sizeof(float) * T * dim), *sh = (float *)malloc(sizeof(float) * T * dim);
+        float *g = (float *)malloc(sizeof(float) * T), *got = (float *)malloc(sizeof(float) * T * dim);
+        fill(x0, (size_t)T * dim, 1.0); fill(sh, (size_t)T * dim, 1.0); fill(g, T, 2.0);
+        double *r2 = (double *)malloc(sizeof(double) * T * dim), *t2 = (double *)malloc(sizeof(double) * T * dim);
+        for (int t = 0; t < T; t++)
+            for (int d = 0; d < dim; d++) {
+                size_t at = (size_t)t * dim + d;
+                double gt = groups % 2 ? 1.0 / (1.0 + exp(-(double)g[t])) : 0.0; /* odd groups: with a shared expert */
+                r2[at] = x0[at] + ref[at] + gt * sh[at];
+                t2[at] = tol[at] + 1e-6 * (fabs(x0[at]) + fabs(gt * sh[at]));
+            }
+        gbuf gx0 = galloc(sizeof(float) * T * dim, x0), gsh = galloc(sizeof(float) * T * dim, sh), gg = galloc(sizeof(float) * T, g);
+        int with_sh = groups % 2;
+        /* and the next RMSNorm of the new x, bitwise as cu_rmsnorm computes it from that x */
+        float *nw = (float *)malloc(sizeof(float) * dim), *hg = (float *)malloc(sizeof(float) * T * dim), *hr = (float *)malloc(sizeof(float) * T * dim);
+        for (int i = 0; i < dim; i++) nw[i] = (float)(1.0 + 0.5 * urand());
+        gbuf gnw = galloc(sizeof(float) * dim, nw), gh2 = galloc(sizeof(float) * T * dim, NULL), gh3 = galloc(sizeof(float) * T * dim, NULL);
+        ok = ok && st_ok(cu_moe_combine_residual(g_st, (float *)gx0.p, (float *)geo.p, (int *)gpo.p, (float *)grw.p,
+                                                 with_sh ? (float *)gsh.p : NULL, with_sh ? (float *)gg.p : NULL, (float *)gh2.p,
+                                                 (float *)gnw.p, 1e-5f, T, k, dim, &err), &err) &&
+             gfetch(&gx0, got, "moe combine+residual") && compare("moe combine+residual", got, r2, (size_t)T * dim, t2, 0, 0) &&
+             st_ok(cu_rmsnorm(g_st, (float *)gh3.p, (float *)gx0.p, NULL, (float *)gnw.p, T, dim, 1e-5f, &err), &err) &&
+             gfetch(&gh2, hg, "fused norm") && gfetch(&gh3, hr, "norm");
+        if (ok && memcmp(hg, hr, sizeof(float) * T * dim)) { fprintf(stderr, "  fused next-layer norm differs from cu_rmsnorm\n"); ok = 0; }
+        gfree(&gnw); gfree(&gh2); gfree(&gh3);
+        free(nw); free(hg); free(hr);
+        gfree(&gx0); gfree(&gsh); gfree(&gg);
+        free(x0); free(sh); free(g); free(got); free(r2); free(t2);
+    }
+    result(ok, "moe_grouped T=%d E=%d k=%d dim=%d ffn=%d used=%d launches/matrix=%d (+ fused combine/residual%s)", T, E, k, dim, ffn,
+           plan.n_used, groups, groups % 2 ? " with shared expert" : "");
     gfree(&gw); gfree(&gx); gfree(&gpr); gfree(&gpo); gfree(&grw); gfree(&gtab); gfree(&gh); gfree(&geo); gfree(&go);
     eng_moe_plan_free(&plan);
     free(ids); free(rw); free(x); free(wts); free(tab); free(ref); free(tol); free(hm); free(out);
@@ -1231,8 +1378,14 @@ int main(int argc, char **argv)
     for (auto &s : emb) test_embed(s[0], s[1], s[2]);
     int rms[][4] = {{1, 19, 0, 0}, {7, 128, 0, 0}, {64, 257, 0, 1}, {5, 2048, 1, 0}, {64 * 8, 64, 0, 1}, {3, 4096, 0, 0}};
     for (auto &s : rms) test_rmsnorm(s[0], s[1], s[2], s[3]);
+    test_add_rmsnorm(1, 19);
+    test_add_rmsnorm(7, 300);
+    test_add_rmsnorm(3, 2048);
     int rp[][4] = {{1, 1, 8, 0}, {5, 4, 64, 0}, {64, 3, 128, 32}, {9, 2, 256, 0}, {17, 8, 40, 6}};
     for (auto &s : rp) test_rope(s[0], s[1], s[2], s[3]);
+    int qrk[][6] = {{1, 4, 2, 64, 0, 0}, {3, 4, 2, 64, 1, 0}, {5, 16, 4, 128, 2, 0}, {7, 8, 8, 40, 1, 1}, {2, 6, 3, 16, 2, 1},
+                    {33, 2, 1, 8, 1, 0}};
+    for (auto &c : qrk) test_qk_rope_kv(c[0], c[1], c[2], c[3], c[4], c[5]);
     test_elementwise(1, 19);
     test_elementwise(7, 300);
     test_elementwise(64, 1024);
