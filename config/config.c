@@ -63,7 +63,9 @@ static const cfg_entry table[] = {
     {"engine", "backend", CFG_T_ENUM, OFF(engine.backend), 0, 0, 0, "cpu|auto|cuda", "cpu", 0,
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
     {"engine", "kv_dtype", CFG_T_ENUM, OFF(engine.kv_dtype), 0, 0, 0, "f32|f16|bf16", "f32", 0,
-     "Element type of the CPU backend's KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay)."},
+     "Element type of the KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay). The cuda backend takes f32 or bf16."},
+    {"engine", "cuda_graphs", CFG_T_BOOL, OFF(engine.cuda_graphs), 0, 0, 1, NULL, "true", 0,
+     "CUDA: run decode steps (up to 32 rows) as CUDA graph replays when every expert is resident in GPU memory (docs/cuda.md). false: always launch kernel by kernel."},
     /* [scheduler] */
     {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo|slo", "slo", 0,
      "Queue order. `slo`: least TTFT slack first, then priority, then arrival; preemption, TPOT guard, admission control (docs/api.md). `fifo`: first come, first served."},
