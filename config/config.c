@@ -80,7 +80,7 @@ static const cfg_entry table[] = {
     {"scheduler", "max_tokens_default", CFG_T_INT, OFF(scheduler.max_tokens_default), 0, 0, 1 << 24, NULL, "0", 1,
      "Output tokens when a request sets no max_tokens; 0 = up to the context length."},
     {"scheduler", "on_unattainable", CFG_T_ENUM, OFF(scheduler.on_unattainable), 0, 0, 0, "reject|best_effort", "reject", 0,
-     "policy = slo, a TTFT SLO that cannot be met even if served next: `reject` = 429 `slo_unattainable` + Retry-After; `best_effort` = serve without a deadline."},
+     "policy = slo, a TTFT SLO that cannot be met behind the requests the policy serves first: `reject` = 429 `slo_unattainable` + Retry-After; `best_effort` = serve without a deadline."},
     /* [cache] */
     {"cache", "device_budget", CFG_T_BUDGET, OFF(cache.device_budget), 0, 0, 64 * TiB, NULL, "100%", 0,
      "Accelerator memory for routed experts: bytes (20GiB) or a percentage of all experts' bytes (25%). Below 100% the server runs through the tiered expert cache."},
