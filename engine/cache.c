@@ -66,6 +66,8 @@ struct cache_t {
     eng_expert_provider prov;
     cache_stats st;
     double stall_cur;
+    int waiters;      /* acquires waiting for a load */
+    double busy_t0;   /* when inflight went from 0 to 1 */
     /* lowbit miss policy: every expert's low-bit extent, lb_stride apart */
     uint8_t *lb_mem;
     size_t lb_stride;
@@ -252,8 +254,11 @@ static void load_finish(load_job *j, emoe_status st, const emoe_err *e)
         if (st == EMOE_OK) { c->st.hits[2]++; c->st.bytes_read += c->slot_bytes; }
         else c->st.misses[2]++;
     }
-    record_latency(c, emoe_now() - j->t0);
+    double now = emoe_now();
+    record_latency(c, now - j->t0);
+    if (c->waiters > 0 && st == EMOE_OK) c->st.stall_bytes += c->slot_bytes;
     c->inflight--;
+    if (c->inflight == 0) c->st.busy_seconds += now - c->busy_t0;
     update_resident(c);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -358,7 +363,10 @@ static load_job *start_load(cache_t *c, int id, int v, emoe_status *st, emoe_err
     d->state = SLOT_LOADING;
     d->stamp = ++c->clock;
     c->map_dev[id] = v;
+    c->st.inflight_sum += (uint64_t)c->inflight;
+    if (c->inflight == 0) c->busy_t0 = j->t0;
     c->inflight++;
+    if ((uint64_t)c->inflight > c->st.inflight_max) c->st.inflight_max = (uint64_t)c->inflight;
     update_resident(c);
     return j;
 }
@@ -597,7 +605,9 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
             prefetch_note_used(c, &c->dev[d]);
             double t = emoe_now();
             c->dev[d].pins++;
+            c->waiters++;
             while (c->dev[d].state == SLOT_LOADING) pthread_cond_wait(&c->cv, &c->mu);
+            c->waiters--;
             c->dev[d].pins--;
             waited += emoe_now() - t;
             continue;
@@ -614,7 +624,9 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
         if (v < 0) {
             if (c->inflight > 0) { /* slots busy loading (prefetch): wait for one */
                 double t = emoe_now();
+                c->waiters++;
                 pthread_cond_wait(&c->cv, &c->mu);
+                c->waiters--;
                 waited += emoe_now() - t;
                 continue;
             }
@@ -741,6 +753,7 @@ void cache_get_stats(cache_t *c, cache_stats *out)
     pthread_mutex_lock(&c->mu);
     *out = c->st;
     out->stall_seconds += c->stall_cur;
+    if (c->inflight > 0) out->busy_seconds += emoe_now() - c->busy_t0;
     out->miss_policy = (int)c->cfg.miss_policy;
     pthread_mutex_unlock(&c->mu);
 }

@@ -139,6 +139,8 @@ struct prefetch_t {
     eng_expert_provider prov;
     /* live traces */
     FILE *trace_f;
+    FILE *acq_f;           /* [predictor] acquire_log (diagnostic) */
+    int acq_any;           /* something written in the current step */
     /* per-task figures */
     task_stat tstats[TASK_STATS_MAX + 1];
     _Atomic int n_tstats;
@@ -649,6 +651,7 @@ static void on_step_end(void *user)
     prefetch_t *pf = user;
     flush_routing(pf);
     cache_step_end(pf->cache);
+    if (pf->acq_f && pf->acq_any) { fputc('\n', pf->acq_f); pf->acq_any = 0; }
     pf->step_no++;
     pf->la_layer = -2;
     if (pf->la_cap) {
@@ -661,7 +664,12 @@ static void on_step_end(void *user)
 
 static emoe_status w_acquire(void *ctx, int layer, int expert, eng_expert_weights *w, emoe_err *err)
 {
-    return cache_acquire(((prefetch_t *)ctx)->cache, layer, expert, w, err);
+    prefetch_t *pf = ctx;
+    if (pf->acq_f) {
+        fprintf(pf->acq_f, "%s%d:%d", pf->acq_any ? " " : "", layer, expert);
+        pf->acq_any = 1;
+    }
+    return cache_acquire(pf->cache, layer, expert, w, err);
 }
 static void w_release(void *ctx, int layer, int expert) { cache_release(((prefetch_t *)ctx)->cache, layer, expert); }
 static int w_is_resident(void *ctx, int layer, int expert)
@@ -788,6 +796,11 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
             goto fail;
         }
         if (!cfg->predictor.enabled) LOG_WARN("[predictor] trace_path needs [predictor] enabled: nothing will be recorded");
+    }
+    if (cfg->predictor.acquire_log[0] && !(pf->acq_f = fopen(cfg->predictor.acquire_log, "w"))) {
+        st = emoe_errf(err, EMOE_EIO, "[predictor] acquire_log %s: cannot open for writing: %s",
+                       cfg->predictor.acquire_log, strerror(errno));
+        goto fail;
     }
     char budget[64], host[64];
     format_budget(db, budget, sizeof budget);
@@ -943,6 +956,7 @@ void prefetch_free(prefetch_t *pf)
     free(pf->profile);
     free(pf->pending);
     if (pf->trace_f) fclose(pf->trace_f);
+    if (pf->acq_f) fclose(pf->acq_f);
     pthread_mutex_destroy(&pf->pend_mu);
     pthread_mutex_destroy(&pf->lb_mu);
     free(pf);
@@ -1112,6 +1126,16 @@ void prefetch_metrics(void *user, FILE *f)
             s.stall_seconds);
     gauge(f, "emoe_expert_cache_stall_max_step_seconds", "Longest wait for expert loads in one engine step.",
           s.stall_max_step);
+    counter(f, "emoe_expert_cache_steps_total", "Engine steps (for loads and bytes per step).", s.steps);
+    gauge(f, "emoe_expert_cache_inflight_max", "Most expert loads in flight at once (queue depth reached).",
+          (double)s.inflight_max);
+    gauge(f, "emoe_expert_cache_inflight_mean", "Loads already in flight when a load started, on average.",
+          s.loads + s.load_errors ? (double)s.inflight_sum / (double)(s.loads + s.load_errors) : 0.0);
+    fprintf(f, "# HELP emoe_expert_cache_busy_seconds_total Time with at least one expert load in flight.\n"
+               "# TYPE emoe_expert_cache_busy_seconds_total counter\nemoe_expert_cache_busy_seconds_total %.9f\n",
+            s.busy_seconds);
+    counter(f, "emoe_expert_cache_stall_bytes_total", "Bytes of expert loads that completed while the engine waited.",
+            s.stall_bytes);
     gauge(f, "emoe_expert_cache_resident_bytes", "Device tier: bytes of slots holding an expert.",
           (double)s.resident_bytes);
     gauge(f, "emoe_expert_cache_peak_resident_bytes", "Device tier: most bytes resident at once.",
