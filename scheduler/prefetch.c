@@ -49,7 +49,9 @@
 #include "predictor/trace.h"
 
 #define TASK_MAX 64
-#define TASK_STATS_MAX 64 /* per-task metric series; later tasks share "other" */
+#define TASK_STATS_MAX 64
+#define STEP_USE_ALPHA 0.25f   /* rate of the per-step use EWMA (next-step lookahead) */
+#define NEXT_STEP_MIN_USE 0.05f /* below this EWMA an expert is not prefetched for the next step */ /* per-task metric series; later tasks share "other" */
 
 typedef struct obs_rec {
     uint64_t rid;
@@ -114,6 +116,8 @@ struct prefetch_t {
     int cur_layer;         /* the layer being served (last routed) */
     uint64_t step_no;
     uint64_t *used_step;   /* (L*E) step_no when routed (protects the layer being served) */
+    float *step_use;       /* (L*E) EWMA over engine steps of "routed in the step" (next-step lookahead) */
+    int *chain_e;          /* (n_experts) scratch */
     uint64_t *la_step;     /* (L*E) step_no when prefetched by lookahead/engine this step (dedupe) */
     uint64_t *la_count_step; /* (L) step of la_count */
     int *la_count;         /* (L) lookahead prefetches of a layer in this step */
@@ -651,6 +655,25 @@ static void on_step_end(void *user)
     prefetch_t *pf = user;
     flush_routing(pf);
     cache_step_end(pf->cache);
+    for (size_t i = 0, n = (size_t)pf->L * (size_t)pf->E; i < n; i++)
+        pf->step_use[i] = pf->step_use[i] * (1.0f - STEP_USE_ALPHA) + (pf->used_step[i] == pf->step_no ? STEP_USE_ALPHA : 0.0f);
+    if (pf->pred && pf->lookahead > 0) {
+        /* The lookahead wraps around the step: the first lookahead_layers
+         * layers of the next step, no router to apply yet, get the experts
+         * recent steps used most (at most the layer's share of the slots,
+         * counted in the next step's lookahead bound). */
+        int m = pf->la_cap_layer < pf->E ? pf->la_cap_layer : pf->E;
+        pf->step_no++;
+        for (int l = 0; l < pf->lookahead && l < pf->L; l++) {
+            const float *u = pf->step_use + (size_t)l * (size_t)pf->E;
+            top_m(u, pf->E, m, pf->chain_e);
+            int ns = 0;
+            for (int j = 0; j < m; j++)
+                if (pf->chain_e[j] >= 0 && u[pf->chain_e[j]] >= NEXT_STEP_MIN_USE) pf->chain_e[ns++] = pf->chain_e[j];
+            atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, l, pf->chain_e, ns));
+        }
+        pf->step_no--;
+    }
     if (pf->acq_f && pf->acq_any) { fputc('\n', pf->acq_f); pf->acq_any = 0; }
     pf->step_no++;
     pf->la_layer = -2;
@@ -847,13 +870,15 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     pf->scores_le = malloc(le * sizeof *pf->scores_le);
     pf->chain = malloc((size_t)pf->K * sizeof *pf->chain);
     pf->used_step = calloc(le, sizeof *pf->used_step);
+    pf->step_use = calloc(le, sizeof *pf->step_use);
+    pf->chain_e = malloc((size_t)pf->E * sizeof *pf->chain_e);
     pf->la_step = calloc(le, sizeof *pf->la_step);
     pf->la_count_step = calloc((size_t)pf->L, sizeof *pf->la_count_step);
     pf->la_count = calloc((size_t)pf->L, sizeof *pf->la_count);
     /* a layer's fair share of the slots: more lookahead loads for one layer
      * only evict each other (prefill steps predict most of a layer) */
     pf->la_cap_layer = cs.device_slots / pf->L > pf->K ? cs.device_slots / pf->L : pf->K;
-    if (!pf->ids || !pf->tok || !pf->seen || !pf->scores || !pf->scores_le || !pf->chain || !pf->used_step || !pf->la_step ||
+    if (!pf->ids || !pf->tok || !pf->seen || !pf->scores || !pf->scores_le || !pf->chain || !pf->used_step || !pf->la_step || !pf->step_use || !pf->chain_e ||
         !pf->la_count_step || !pf->la_count) {
         st = emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
         goto fail;
@@ -948,6 +973,8 @@ void prefetch_free(prefetch_t *pf)
     free(pf->scores_le);
     free(pf->chain);
     free(pf->used_step);
+    free(pf->step_use);
+    free(pf->chain_e);
     free(pf->la_step);
     free(pf->la_count_step);
     free(pf->la_count);
