@@ -88,7 +88,7 @@ static emoe_status host_upload(void *ctx, void *dst, const void *src, size_t n, 
     memcpy(dst, src, n);
     return EMOE_OK;
 }
-static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload, NULL, NULL};
+static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload, NULL, NULL, NULL, NULL};
 const cache_slot_mem *cache_slot_mem_host(void) { return &host_mem; }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -262,7 +262,8 @@ static void load_finish(load_job *j, emoe_status st, const emoe_err *e)
     update_resident(c);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    free(j->staging);
+    if (j->staging && c->mem.staging_free) c->mem.staging_free(c->mem.ctx, j->staging, c->slot_bytes);
+    else free(j->staging);
     free(j);
 }
 
@@ -345,7 +346,10 @@ static load_job *start_load(cache_t *c, int id, int v, emoe_status *st, emoe_err
         }
         if (!dst && c->mem.host_addressable) dst = d->mem;
         if (!dst) {
-            dst = j->staging = aligned_alloc(4096, c->slot_bytes);
+            /* Pinned where the slot memory offers it (CUDA): the read lands
+             * where the upload's DMA reads it, no second copy. */
+            dst = j->staging = c->mem.staging_alloc ? c->mem.staging_alloc(c->mem.ctx, c->slot_bytes)
+                                                    : aligned_alloc(4096, c->slot_bytes);
             if (!dst) {
                 free(j);
                 *st = emoe_errf(err, EMOE_ENOMEM, "expert cache: out of memory for a staging buffer");

@@ -50,6 +50,11 @@ typedef struct cache_slot_mem {
     /* Optional: page-lock host memory for fast uploads (the host tier), and undo. */
     void (*host_register)(void *ctx, void *p, size_t bytes);
     void (*host_unregister)(void *ctx, void *p, size_t bytes);
+    /* Optional: a page-aligned read buffer of `bytes` for store reads that
+     * have no host-tier slot to land in (pinned on CUDA), and its release.
+     * NULL: aligned_alloc/free. */
+    void *(*staging_alloc)(void *ctx, size_t bytes);
+    void (*staging_free)(void *ctx, void *p, size_t bytes);
 } cache_slot_mem;
 
 const cache_slot_mem *cache_slot_mem_host(void);

@@ -34,4 +34,13 @@ emoe_status cu_moe_down(cudaStream_t st, float *eo, const float *hmid, const cu_
 /* out (T, dim) = sum_j w[t*k+j] * eo[pair_of[t*k+j]] (overwrites out). */
 emoe_status cu_moe_combine(cudaStream_t st, float *out, const float *eo, const int *pair_of, const float *w, int T,
                            int k, int dim, emoe_err *err);
+/* Fused weighted combine + shared expert gate + residual (+ the next RMSNorm)
+ * (issue 12): x (T, dim) += m, m = sum_j w[t*k+j] * eo[pair_of[t*k+j]] +
+ * (sh ? sigmoid(g[t]) * sh[t] : 0), with exactly the arithmetic of
+ * cu_moe_combine, cu_gate_add, cu_add in turn; then, when nw is given,
+ * h = RMSNorm(x) * nw bitwise as cu_rmsnorm computes it (the next layer's
+ * attention norm). */
+emoe_status cu_moe_combine_residual(cudaStream_t st, float *x, const float *eo, const int *pair_of, const float *w,
+                                    const float *sh, const float *g, float *h, const float *nw, float eps, int T, int k,
+                                    int dim, emoe_err *err);
 #endif
