@@ -34,6 +34,7 @@ typedef struct cslot {
     uint64_t stamp;   /* last use, for LRU */
     emoe_err *err;    /* ERROR state: the message (owned) */
     int pf_src;       /* device tier: cache_pf_source of the prefetch that filled it, until first acquired; -1 none */
+    loader_read *rd;  /* device tier, LOADING from the store: its read (an acquire that waits promotes it) */
 } cslot;
 
 typedef struct load_job {
@@ -212,6 +213,7 @@ static void slot_clear(cslot *s, int *map, uint64_t *evictions)
     s->owner = -1;
     s->state = SLOT_EMPTY;
     s->pf_src = -1;
+    s->rd = NULL;
     free(s->err);
     s->err = NULL;
 }
@@ -232,6 +234,7 @@ static void load_finish(load_job *j, emoe_status st, const emoe_err *e)
     cache_t *c = j->c;
     pthread_mutex_lock(&c->mu);
     cslot *d = &c->dev[j->dev];
+    d->rd = NULL;
     if (st == EMOE_OK) {
         d->state = SLOT_READY;
         c->st.loads++;
@@ -362,6 +365,7 @@ static load_job *start_load(cache_t *c, int id, int v, emoe_status *st, emoe_err
         j->rd.buf = dst;
         j->rd.done = on_read_done;
         j->rd.user = j;
+        d->rd = &j->rd;
     }
     d->owner = id;
     d->state = SLOT_LOADING;
@@ -607,6 +611,7 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
         }
         if (d >= 0 && c->dev[d].state == SLOT_LOADING) {
             prefetch_note_used(c, &c->dev[d]);
+            if (c->dev[d].rd) loader_promote(c->loader, c->dev[d].rd); /* needed now: ahead of the prefetches */
             double t = emoe_now();
             c->dev[d].pins++;
             c->waiters++;
@@ -648,7 +653,7 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
             pthread_mutex_lock(&c->mu);
         } else {
             loader_read *r = &j->rd;
-            loader_submit(c->loader, &r, 1);
+            loader_submit_urgent(c->loader, &r, 1);
         }
     }
     c->stall_cur += waited;
@@ -719,7 +724,10 @@ void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *
         if (j->from_host) copies[nc++] = j;
         else reads[nr++] = &j->rd;
     }
-    if (nr) loader_submit(c->loader, reads, nr);
+    /* The forward pass's own prefetch is what it acquires next: ahead of the
+     * speculative ones. */
+    if (nr && src == CACHE_PF_ENGINE) loader_submit_urgent(c->loader, reads, nr);
+    else if (nr) loader_submit(c->loader, reads, nr);
     pthread_mutex_unlock(&c->mu);
     for (int i = 0; i < nc; i++) run_copy(copies[i]);
     free(reads);
