@@ -281,6 +281,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
      * group early; the next group starts with the expert it refused. */
     eng_expert_weights w[MOE_GROUP_MAX];
     eng_mm_job jobs[2 * MOE_GROUP_MAX + 1];
+    quant_mm_job qjobs[2 * MOE_GROUP_MAX]; /* quantized expert views (engine/quant.h): their own region */
     int shared_done = 0;
     for (int u0 = 0; u0 < nu;) {
         int ng = 0;
@@ -293,28 +294,31 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
             for (int i = 0; i < ng; i++) if (p->release) p->release(p->ctx, l, b->used[u0 + i]);
             return emoe_err_prefix(err, "layer %d expert %d", l, x);
         }
-        int nj = 0;
+        int nj = 0, nq = 0;
         for (int i = 0; i < ng; i++) {
             int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
-            if (w[i].qfmt) { /* quantized expert views (engine/quant.h): their own kernels */
-                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn);
-                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn);
+            if (w[i].qfmt) {
+                const float *xe = b->xe + (size_t)s0 * dim;
+                qjobs[nq++] = (quant_mm_job){xe, (size_t)dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn, (size_t)ffn};
+                qjobs[nq++] = (quant_mm_job){xe, (size_t)dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn, (size_t)ffn};
                 continue;
             }
             jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
             jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
         }
+        if (nq) quant_mm_run(e->pool, qjobs, nq);
         eng_mm_run(e->pool, jobs, nj);
         int xa = b->used[u0], xb = b->used[u0 + ng - 1];
         size_t pa = (size_t)b->ex_start[xa], pb = (size_t)b->ex_start[xb] + (size_t)b->ex_count[xb];
         for (size_t i = pa * ffn; i < pb * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
-        nj = 0;
+        nj = nq = 0;
         for (int i = 0; i < ng; i++) {
             int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
             if (w[i].lowbit) /* served by the low-bit copy (miss_policy lowbit): counted per sequence */
                 for (int r = 0; r < c; r++) b->row_seq[b->ex_rows[s0 + r]]->lowbit++;
             if (w[i].qfmt) {
-                quant_matmul(e->pool, b->g + (size_t)s0 * ffn, c, ffn, w[i].down.data, dim, w[i].qfmt, b->eo + (size_t)s0 * dim);
+                qjobs[nq++] = (quant_mm_job){b->g + (size_t)s0 * ffn, (size_t)ffn, c, ffn, w[i].down.data, dim, w[i].qfmt,
+                                             b->eo + (size_t)s0 * dim, (size_t)dim};
                 continue;
             }
             jobs[nj++] = mm_job(b->g + (size_t)s0 * ffn, c, ffn, &w[i].down, NULL, b->eo + (size_t)s0 * dim);
@@ -323,6 +327,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
             jobs[nj++] = mm_job(b->sg, T, sf, &L->sh_down, NULL, b->sho);
             shared_done = 1;
         }
+        if (nq) quant_mm_run(e->pool, qjobs, nq);
         eng_mm_run(e->pool, jobs, nj);
         if (p->release)
             for (int i = 0; i < ng; i++) p->release(p->ctx, l, b->used[u0 + i]);
