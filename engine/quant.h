@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include "engine/pool.h"
+#include "engine/tensor.h"
 
 #define QUANT_BLOCK 32
 
@@ -53,6 +54,13 @@ uint16_t quant_f32_to_f16(float f);
 
 /* Quantizes k floats into one row of fmt (quant_row_bytes(fmt, k) bytes). */
 void quant_row_quantize(int fmt, const float *x, int64_t k, void *dst);
+/* Quantizes every row of a 2-D tensor t (any dtype) into dst, rows back to
+ * back, on the pool's threads (p may be NULL). 0, or -1 on a bad format/shape
+ * or out of memory. The bytes equal quant_row_quantize's row by row. */
+int quant_tensor_quantize(eng_pool *p, int fmt, const eng_tensor *t, void *dst);
+/* q4's scale search: the vectorised search (default, AVX2) or the scalar one
+ * (0). Both give the same bytes (tests/unit/test_quant.c); for tests. */
+void quant_q4_search_fast(int on);
 /* Dequantizes one row back into k floats (the reference). */
 void quant_row_dequantize(int fmt, const void *src, int64_t k, float *out);
 /* Quantizes k activations into quant_blocks(k) q8a blocks (the tail zero-padded). */

@@ -315,6 +315,58 @@ START_TEST(test_tiles_batched)
 }
 END_TEST
 
+/* The vectorised q4 scale search gives the bytes of the scalar one (the
+ * search the format was defined with), on many blocks of different shapes;
+ * quant_tensor_quantize on a pool gives the bytes of row-by-row quantization. */
+START_TEST(test_q4_search_and_tensor_bytes)
+{
+    enum { K = 1000, ROWS = 64 };
+    static float w[ROWS * K];
+    static uint16_t wb[ROWS * K];
+    static uint8_t a[ROWS * 32 * 18], b[ROWS * 32 * 18];
+    size_t rb = quant_row_bytes(QUANT_Q4, K);
+    for (int rep = 0; rep < 6; rep++) {
+        for (int i = 0; i < ROWS * K; i++) {
+            float v = grand();
+            switch (rep) {
+            case 0: break;
+            case 1: v *= 1e-3f; break;                                /* small */
+            case 2: v *= (i % 97 == 0) ? 40.0f : 0.01f; break;        /* outliers */
+            case 3: v = (i % 5) ? 0.0f : v; break;                    /* mostly zeros */
+            case 4: v *= 1e-6f; break;                                /* f16 subnormal scales */
+            default: v = (float)((i * 7) % 16 - 8) * 0.125f; break;  /* exactly representable, ties */
+            }
+            w[i] = v;
+        }
+        quant_q4_search_fast(0);
+        for (int r = 0; r < ROWS; r++) quant_row_quantize(QUANT_Q4, w + r * K, K, a + r * rb);
+        quant_q4_search_fast(1);
+        for (int r = 0; r < ROWS; r++) quant_row_quantize(QUANT_Q4, w + r * K, K, b + r * rb);
+        ck_assert_msg(memcmp(a, b, ROWS * rb) == 0, "q4 fast search differs from the scalar one (case %d)", rep);
+    }
+    /* a bf16 tensor quantized on 3 threads == row by row */
+    eng_pool *p = eng_pool_new(3);
+    ck_assert_ptr_nonnull(p);
+    eng_f32_store(ENG_DT_BF16, w, ROWS * K, wb);
+    eng_tensor t = {wb, ENG_DT_BF16, 2, {ROWS, K}};
+    for (int f = QUANT_Q8; f <= QUANT_Q4; f++) {
+        size_t rf = quant_row_bytes(f, K);
+        static uint8_t c[ROWS * 32 * 34], d[ROWS * 32 * 34 + 64];
+        float row[K];
+        for (int r = 0; r < ROWS; r++) {
+            eng_tensor_read_f32(&t, (int64_t)r * K, K, row);
+            quant_row_quantize(f, row, K, c + r * rf);
+        }
+        memset(d, 0xee, sizeof d);
+        ck_assert_int_eq(quant_tensor_quantize(p, f, &t, d), 0);
+        ck_assert_msg(memcmp(c, d, ROWS * rf) == 0, "%s: tensor quantization differs", quant_format_name(f));
+        ck_assert_int_eq(d[ROWS * rf], 0xee); /* nothing written past the rows */
+    }
+    ck_assert_int_eq(quant_tensor_quantize(p, QUANT_NONE, &t, b), -1);
+    eng_pool_free(p);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("quant");
@@ -327,6 +379,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_variants_agree);
     tcase_add_test(tc, test_matmul);
     tcase_add_test(tc, test_tiles_batched);
+    tcase_add_test(tc, test_q4_search_and_tensor_bytes);
     suite_add_tcase(s, tc);
     return s;
 }
