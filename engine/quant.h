@@ -37,9 +37,14 @@ typedef struct quant_block_q8 { uint16_t d; int8_t qs[QUANT_BLOCK]; } quant_bloc
 typedef struct quant_block_q4 { uint16_t d; uint8_t qs[QUANT_BLOCK / 2]; } quant_block_q4;
 typedef struct quant_block_q8a { float d; int8_t qs[QUANT_BLOCK]; } quant_block_q8a;
 
-_Static_assert(sizeof(quant_block_q8) == 34, "q8 block is 34 bytes");
-_Static_assert(sizeof(quant_block_q4) == 18, "q4 block is 18 bytes");
-_Static_assert(sizeof(quant_block_q8a) == 36, "q8a block is 36 bytes");
+#ifdef __cplusplus /* the CUDA tests include this header */
+#define QUANT_STATIC_ASSERT static_assert
+#else
+#define QUANT_STATIC_ASSERT _Static_assert
+#endif
+QUANT_STATIC_ASSERT(sizeof(quant_block_q8) == 34, "q8 block is 34 bytes");
+QUANT_STATIC_ASSERT(sizeof(quant_block_q4) == 18, "q4 block is 18 bytes");
+QUANT_STATIC_ASSERT(sizeof(quant_block_q8a) == 36, "q8a block is 36 bytes");
 
 /* "bf16" (also "none", "dense") -> QUANT_NONE, "q8", "q4". -1 on anything else. */
 int quant_format_parse(const char *s, quant_format *out);
