@@ -10,8 +10,8 @@
 /* Grid (N / QK_WARPS, max rows / QK_TOK, groups). FMT 1 = q8, 2 = q4. One
  * matrix: Wg == NULL, W1 its rows, all T rows of x. */
 template <int FMT>
-__global__ static void quant_gemv_kernel(float *y, const float *x, const uint8_t *const *Wg, const uint8_t *W1,
-                                         const int *row0, const int *rows, int T, int N, int K)
+__global__ static void quant_gemv_kernel(float *y, const float *x, const int *x_rows, const uint8_t *const *Wg,
+                                         const uint8_t *W1, const int *row0, const int *rows, int T, int N, int K)
 {
     const int BS = FMT == 1 ? QK_Q8_BYTES : QK_Q4_BYTES;
     __shared__ uint4 sh[QK_WARPS][QK_CHUNK * QK_Q8_BYTES / 16];
@@ -26,7 +26,9 @@ __global__ static void quant_gemv_kernel(float *y, const float *x, const uint8_t
     size_t rb = (size_t)nb * BS;
     int vec = rb % 16 == 0 && ((uintptr_t)W % 16) == 0; /* 16-byte loads: rows and chunks aligned */
     const uint8_t *wr = W + (size_t)(n < N ? n : 0) * rb;
-    const float *xr = x + (size_t)(r0 + t0) * K;
+    int xrow[QK_TOK]; /* the x row of each output row (a gather for grouped expert pairs) */
+#pragma unroll
+    for (int t = 0; t < QK_TOK; t++) xrow[t] = t < nt ? (x_rows ? x_rows[r0 + t0 + t] : r0 + t0 + t) : 0;
     unsigned char *shb = (unsigned char *)sh[warp];
     float acc[QK_TOK];
 #pragma unroll
@@ -55,7 +57,7 @@ __global__ static void quant_gemv_kernel(float *y, const float *x, const uint8_t
 #pragma unroll
             for (int t = 0; t < QK_TOK; t++)
                 if (t < nt) {
-                    const float *xb = xr + (size_t)t * K + k0;
+                    const float *xb = x + (size_t)xrow[t] * K + k0;
                     float s = 0.0f;
                     if (kn == 32) {
 #pragma unroll
@@ -94,14 +96,15 @@ emoe_status cu_quant_gemv(cudaStream_t st, float *y, const float *x, const void 
     dim3 grid(cu_blocks((size_t)N, QK_WARPS), ty, 1);
     const uint8_t *const *none = NULL;
     const int *nil = NULL;
-    if (fmt == 1) CU_LAUNCH(quant_gemv_kernel<1>, grid, QK_WARPS * 32, 0, st, y, x, none, (const uint8_t *)W, nil, nil, T, N, K);
-    else CU_LAUNCH(quant_gemv_kernel<2>, grid, QK_WARPS * 32, 0, st, y, x, none, (const uint8_t *)W, nil, nil, T, N, K);
+    if (fmt == 1) CU_LAUNCH(quant_gemv_kernel<1>, grid, QK_WARPS * 32, 0, st, y, x, nil, none, (const uint8_t *)W, nil, nil, T, N, K);
+    else CU_LAUNCH(quant_gemv_kernel<2>, grid, QK_WARPS * 32, 0, st, y, x, nil, none, (const uint8_t *)W, nil, nil, T, N, K);
     CU_LAUNCH_CHECK(err, "quant_gemv");
     return EMOE_OK;
 }
 
-emoe_status cu_quant_grouped(cudaStream_t st, float *y, const float *x, const void *const *W, const int *row0,
-                             const int *rows, int n_groups, int max_rows, int fmt, int N, int K, emoe_err *err)
+emoe_status cu_quant_grouped(cudaStream_t st, float *y, const float *x, const int *x_rows, const void *const *W,
+                             const int *row0, const int *rows, int n_groups, int max_rows, int fmt, int N, int K,
+                             emoe_err *err)
 {
     if (n_groups <= 0 || max_rows <= 0) return EMOE_OK;
     unsigned ty = cu_blocks((size_t)max_rows, QK_TOK);
@@ -110,8 +113,8 @@ emoe_status cu_quant_grouped(cudaStream_t st, float *y, const float *x, const vo
     dim3 grid(cu_blocks((size_t)N, QK_WARPS), ty, (unsigned)n_groups);
     const uint8_t *const *wg = (const uint8_t *const *)W;
     const uint8_t *one = NULL;
-    if (fmt == 1) CU_LAUNCH(quant_gemv_kernel<1>, grid, QK_WARPS * 32, 0, st, y, x, wg, one, row0, rows, 0, N, K);
-    else CU_LAUNCH(quant_gemv_kernel<2>, grid, QK_WARPS * 32, 0, st, y, x, wg, one, row0, rows, 0, N, K);
+    if (fmt == 1) CU_LAUNCH(quant_gemv_kernel<1>, grid, QK_WARPS * 32, 0, st, y, x, x_rows, wg, one, row0, rows, 0, N, K);
+    else CU_LAUNCH(quant_gemv_kernel<2>, grid, QK_WARPS * 32, 0, st, y, x, x_rows, wg, one, row0, rows, 0, N, K);
     CU_LAUNCH_CHECK(err, "quant_grouped");
     return EMOE_OK;
 }

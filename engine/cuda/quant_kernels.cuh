@@ -13,8 +13,9 @@
  * integer operations (exactly, as engine/tensor.h does on the host).
  *
  * Two launchers: cu_quant_gemv (one matrix) and cu_quant_grouped (several
- * experts in one launch: group g multiplies rows [row0[g], row0[g] + rows[g])
- * of x by its own W[g], writing the same rows of y). Tested against the CPU
+ * experts in one launch: group g computes rows [row0[g], row0[g] + rows[g])
+ * of y with its own W[g], from the same rows of x or, through x_rows, from
+ * gathered ones). Tested against the CPU
  * reference (quant_row_dequantize + a double dot) under the emulator
  * (tests/gpu/test_quant_kernels.cu).
  */
@@ -28,9 +29,12 @@ emoe_status cu_quant_gemv(cudaStream_t st, float *y, const float *x, const void 
 
 /* n_groups groups, all with the same N, K and fmt; W, row0 and rows are DEVICE
  * arrays of n_groups entries; max_rows >= every rows[g] (sizes the grid). x and
- * y have K and N columns. */
-emoe_status cu_quant_grouped(cudaStream_t st, float *y, const float *x, const void *const *W, const int *row0,
-                             const int *rows, int n_groups, int max_rows, int fmt, int N, int K, emoe_err *err);
+ * y have K and N columns. Output row p of group g (row0[g] <= p < row0[g] +
+ * rows[g]) reads x row x_rows[p] (a device array; NULL: row p), as the
+ * backend's grouped (token, pick) pairs read their token's row. */
+emoe_status cu_quant_grouped(cudaStream_t st, float *y, const float *x, const int *x_rows, const void *const *W,
+                             const int *row0, const int *rows, int n_groups, int max_rows, int fmt, int N, int K,
+                             emoe_err *err);
 
 /* Host/device f16 -> float32 (exact; NaN/Inf kept). */
 __host__ __device__ static inline float cu_f16_to_f32(uint16_t h)

@@ -142,10 +142,11 @@ static void test_gemv(int fmt, int T, int N, int K, size_t wshift)
 /* Groups of an expert batch: group g owns rows [row0[g], row0[g] + rows[g]) of
  * x and y (an expert's tokens, contiguous as forward.c groups them); rows of
  * no group (a gap) stay NaN. */
-static void test_grouped(int fmt, int N, int K, int G, const int *rows)
+static void test_grouped(int fmt, int N, int K, int G, const int *rows, int gather)
 {
     char what[128];
-    snprintf(what, sizeof what, "quant grouped %s N=%d K=%d groups=%d", quant_format_name(fmt), N, K, G);
+    snprintf(what, sizeof what, "quant grouped %s N=%d K=%d groups=%d%s", quant_format_name(fmt), N, K, G,
+             gather ? " (gathered x rows)" : "");
     size_t rb = quant_row_bytes(fmt, K);
     int row0[16], T = 0, maxr = 0;
     for (int g = 0; g < G; g++) {
@@ -157,17 +158,25 @@ static void test_grouped(int fmt, int N, int K, int G, const int *rows)
     for (int g = 0; g < G; g++) make_weights(fmt, N, K, Wq + rb * N * g);
     float *x = (float *)malloc(sizeof(float) * T * K), *y = (float *)malloc(sizeof(float) * T * N);
     for (size_t i = 0; i < (size_t)T * K; i++) x[i] = (float)(urand() * 2.0);
+    /* gather: output row p reads x row (p * 5 + 2) % T (rows repeat, as a token's picks do) */
+    int *xr = (int *)malloc(sizeof(int) * T);
+    float *xg = (float *)malloc(sizeof(float) * T * K); /* x as the kernel should see it, row by output row */
+    for (int p = 0; p < T; p++) {
+        xr[p] = gather ? (p * 5 + 2) % T : p;
+        memcpy(xg + (size_t)p * K, x + (size_t)xr[p] * K, sizeof(float) * K);
+    }
     gbuf gw = galloc(rb * N * G, Wq, 0), gx = galloc(sizeof(float) * T * K, x, 0), gy = galloc(sizeof(float) * T * N, NULL, 0);
+    gbuf gxr = galloc(sizeof(int) * T, xr, 0);
     const void *wp[16];
     for (int g = 0; g < G; g++) wp[g] = (const uint8_t *)gw.p + rb * N * g;
     gbuf gp = galloc(sizeof wp, wp, 0), g0 = galloc(sizeof(int) * G, row0, 0), gr = galloc(sizeof(int) * G, rows, 0);
     emoe_err err = {};
-    emoe_status rc = cu_quant_grouped(0, (float *)gy.p, (const float *)gx.p, (const void *const *)gp.p, (const int *)g0.p,
-                                      (const int *)gr.p, G, maxr, fmt, N, K, &err);
+    emoe_status rc = cu_quant_grouped(0, (float *)gy.p, (const float *)gx.p, gather ? (const int *)gxr.p : NULL,
+                                      (const void *const *)gp.p, (const int *)g0.p, (const int *)gr.p, G, maxr, fmt, N, K, &err);
     if (rc) fprintf(stderr, "  launcher failed: %s\n", err.msg);
     int ok = rc == EMOE_OK && gfetch(&gy, y, 0, what);
     for (int g = 0; ok && g < G; g++)
-        ok = check_rows(what, fmt, Wq + rb * N * g, x, y, row0[g], rows[g], N, K);
+        ok = check_rows(what, fmt, Wq + rb * N * g, xg, y, row0[g], rows[g], N, K);
     if (ok && G > 1) /* the unowned row after group 1 */
         for (int n = 0; n < N; n++)
             if (!isnan(y[(size_t)(row0[1] + rows[1]) * N + n])) {
@@ -177,7 +186,8 @@ static void test_grouped(int fmt, int N, int K, int G, const int *rows)
             }
     result(ok, what);
     cudaFree(gw.base); cudaFree(gx.base); cudaFree(gy.base); cudaFree(gp.base); cudaFree(g0.base); cudaFree(gr.base);
-    free(Wq); free(x); free(y);
+    cudaFree(gxr.base);
+    free(Wq); free(x); free(y); free(xr); free(xg);
 }
 
 static void test_bad_args(void)
@@ -205,8 +215,9 @@ int main(void)
             test_gemv(fmt, shapes[s][0], shapes[s][1], shapes[s][2], 0);
         test_gemv(fmt, 3, 9, 2048, 2); /* byte loads on an aligned width */
         static const int rows_a[] = {3, 0, 1, 9, 2}, rows_b[] = {1, 1, 1};
-        test_grouped(fmt, 21, 288, 5, rows_a);
-        test_grouped(fmt, 8, 1024, 3, rows_b);
+        test_grouped(fmt, 21, 288, 5, rows_a, 0);
+        test_grouped(fmt, 21, 288, 5, rows_a, 1);
+        test_grouped(fmt, 8, 1024, 3, rows_b, 1);
     }
     test_bad_args();
     printf("%d passed, %d failed, 0 skipped\n", g_pass, g_fail);
