@@ -100,6 +100,8 @@ int cmd_bench(int argc, char **argv)
     /* [model] path, [engine] threads and backend (the [cache] budgets are the
      * expert cache's, which bench does not use: see --budget). */
     if (tool_cfg_apply("bench", &tcfg, &model, &threads, &backend, backend_set, NULL)) return 2;
+    int kv_dtype = -1;
+    tool_cfg_kv_dtype(&tcfg, &kv_dtype);
     if (!model) { fprintf(stderr, "emoe bench: -m DIR is required\n"); usage(stderr); return 2; }
 
     int32_t *fixed = NULL;
@@ -127,7 +129,7 @@ int cmd_bench(int argc, char **argv)
         budget_bytes = (uint64_t)(all * budget_pct / 100.0);
         eng_free(probe);
     }
-    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = budget_bytes};
+    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = budget_bytes, .kv_dtype = kv_dtype};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
     if (budget_pct > 0 && !strcmp(eng_backend_name(e), "cpu")) {
         /* It used to be ignored silently here (issue 14). */
@@ -203,6 +205,7 @@ int cmd_bench(int argc, char **argv)
         json_t *o = json_object(), *m = json_object(), *c = json_object();
         json_object_set_new(o, "model", json_string(model));
         json_object_set_new(o, "backend", json_string(eng_backend_name(e)));
+        json_object_set_new(o, "kv_dtype", json_string(tool_cfg_kv_dtype_name(eng_kv_dtype(e))));
         json_object_set_new(o, "batch", json_integer(N));
         json_object_set_new(o, "prompt_len", json_integer(P));
         json_object_set_new(o, "gen", json_integer(G));
