@@ -64,6 +64,8 @@ static const cfg_entry table[] = {
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
     {"engine", "kv_dtype", CFG_T_ENUM, OFF(engine.kv_dtype), 0, 0, 0, "f32|f16|bf16", "f32", 0,
      "Element type of the KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay). The cuda backend takes f32 or bf16."},
+    {"engine", "dense_format", CFG_T_ENUM, OFF(engine.dense_format), 0, 0, 0, "native|q8", "native", 0,
+     "Dense matmul weights (attention q/k/v/o, shared expert, lm_head) on the cpu backend: `native` (the checkpoint's dtype, the reference) or `q8` (quantized at start to q8 blocks, ~0.53x their bf16 bytes, integer kernels; embeddings, norms and router stay native). docs/quant.md."},
     {"engine", "cuda_graphs", CFG_T_BOOL, OFF(engine.cuda_graphs), 0, 0, 1, NULL, "true", 0,
      "CUDA: run decode steps (up to 32 rows) as CUDA graph replays when every expert is resident in GPU memory (docs/cuda.md). false: always launch kernel by kernel."},
     /* [scheduler] */

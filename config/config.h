@@ -74,6 +74,7 @@ typedef struct emoe_config {
         int threads;                      /* 0 = physical cores */
         int backend;                      /* eng_backend_kind: 0 cpu, 1 auto, 2 cuda */
         int kv_dtype;                     /* eng_dtype: 0 f32, 1 f16, 2 bf16 */
+        int dense_format;                 /* engine/dense_quant.h: 0 native, 1 q8 */
         int cuda_graphs;                  /* CUDA: decode steps as graph replays */
     } engine;
     struct {

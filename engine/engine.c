@@ -4,6 +4,7 @@
  * caches grown in chunks as they fill).
  */
 #include "engine/engine_internal.h"
+#include "engine/dense_quant.h"
 #include "engine/residency.h"
 
 #include "engine/cuda_plugin.h"
@@ -181,6 +182,10 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
     const eng_backend_ops *be;
     if ((rc = pick_backend(opts ? opts->backend : ENG_BACKEND_CPU, &be, err)) != EMOE_OK) goto fail;
     e->be = be;
+    if (opts && opts->dense_format != DENSE_NATIVE) { /* engine/dense_quant.c */
+        if (be != &eng_cpu_backend) { rc = emoe_errf(err, EMOE_EUNSUP, "dense_format %s: only the cpu backend, not %s", dense_format_name(opts->dense_format), be->name); goto fail; }
+        if ((rc = dense_quant_build(e->pool, &e->w, &e->d, opts->dense_format, &e->dq, err)) != EMOE_OK) goto fail;
+    }
     if (be->init && (rc = be->init(e, opts, err)) != EMOE_OK) {
         emoe_err_prefix(err, "backend %s", be->name);
         goto fail;
@@ -197,6 +202,7 @@ void eng_free(eng_engine *e)
     if (!e) return;
     if (e->be && e->be->engine_free) e->be->engine_free(e);
     eng_pool_free(e->pool);
+    dense_quant_free(e->dq);
     ckpt_close(e->ck);
     free(e->w.layers);
     free(e->inv_freq);
@@ -209,6 +215,7 @@ const eng_model_desc *eng_desc(const eng_engine *e) { return &e->d; }
 const char *eng_model_dir(const eng_engine *e) { return e->dir; }
 int eng_max_ctx(const eng_engine *e) { return e->max_ctx; }
 int eng_kv_dtype(const eng_engine *e) { return (int)e->kv_dtype; }
+int eng_dense_format(const eng_engine *e) { return e->dq ? DENSE_Q8 : DENSE_NATIVE; }
 const eng_expert_provider *eng_checkpoint_provider(eng_engine *e) { return &e->ck_provider; }
 void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p) { e->prov = p ? p : &e->ck_provider; }
 

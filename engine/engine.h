@@ -29,6 +29,7 @@ typedef struct eng_open_opts {
     uint64_t gpu_expert_budget;  /* CUDA: bytes of device expert slots; 0 = as many as fit */
     int kv_dtype;    /* CPU backend's KV cache: an eng_dtype; ENG_DT_F32 (the zero value) is the reference */
     int cuda_no_graphs;          /* CUDA: 1 = never run decode steps as CUDA graphs ([engine] cuda_graphs = false) */
+    int dense_format;            /* CPU: dense matmul weights; DENSE_NATIVE (0, the checkpoint's) or DENSE_Q8 (engine/dense_quant.h) */
 } eng_open_opts;
 
 typedef enum eng_backend_kind {
@@ -53,6 +54,8 @@ const char *eng_model_dir(const eng_engine *e);
 int eng_max_ctx(const eng_engine *e);
 /* The CPU backend's KV cache dtype (an eng_dtype) this engine was opened with. */
 int eng_kv_dtype(const eng_engine *e);
+/* [engine] dense_format this engine was opened with: DENSE_NATIVE or DENSE_Q8 (engine/dense_quant.c). */
+int eng_dense_format(const eng_engine *e);
 
 /* The checkpoint's own (mmapped) expert provider: always resident. */
 const eng_expert_provider *eng_checkpoint_provider(eng_engine *e);

@@ -53,6 +53,7 @@ struct eng_engine {
     void *bs;                 /* backend state (be->init), NULL on the CPU backend */
     eng_dtype kv_dtype;       /* of eng_seq k/v (CPU backend) */
     unsigned char *ck_touched; /* (n_layers*n_experts) checkpoint experts used once (page-cache advice given) */
+    struct dense_quant *dq;   /* [engine] dense_format q8: quantized dense weights (engine/dense_quant.h); NULL = native */
 };
 
 struct eng_seq {

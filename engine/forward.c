@@ -17,6 +17,7 @@
  * where the family does it), SwiGLU experts, sigmoid-gated shared expert.
  */
 #include "engine/engine_internal.h"
+#include "engine/dense_quant.h"
 #include "engine/matmul.h"
 #include "engine/moe_plan.h"
 #include "engine/quant.h"
@@ -252,7 +253,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
         pre[np++] = mm_job(b->h, T, dim, &L->sh_up, NULL, b->su);
         pre[np++] = mm_job(b->h, T, dim, &L->sh_expert_gate, NULL, b->sgl);
     }
-    eng_mm_run(e->pool, pre, np);
+    dense_mm_run(e->dq, e->pool, pre, np); /* router stays native; shared gate/up q8 with dense_format q8 */
     if (sf > 0)
         for (size_t i = 0; i < (size_t)T * sf; i++) b->sg[i] = silu(b->sg[i]) * b->su[i];
     route_rows(e, l, T, b);
@@ -349,7 +350,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
             shared_done = 1;
         }
         if (nq) quant_mm_run(e->pool, qjobs, nq);
-        eng_mm_run(e->pool, jobs, nj);
+        dense_mm_run(e->dq, e->pool, jobs, nj); /* the shared expert's down: q8 with dense_format q8 */
         if (p->release)
             for (int i = 0; i < ng; i++) p->release(p->ctx, l, ord[u0 + i]);
         u0 += ng;
@@ -367,7 +368,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
         }
     }
     if (sf > 0) {
-        if (!shared_done) matmul(e->pool, b->sg, T, sf, &L->sh_down, NULL, b->sho);
+        if (!shared_done) dense_mm(e->dq, e->pool, b->sg, T, sf, &L->sh_down, NULL, b->sho);
         for (int t = 0; t < T; t++) {
             float gate = 1.0f / (1.0f + expf(-b->sgl[t]));
             for (int i = 0; i < dim; i++) b->moe[(size_t)t * dim + i] += gate * b->sho[(size_t)t * dim + i];
@@ -398,7 +399,7 @@ static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, 
         for (int t = 0; t < T; t++) rmsnorm(b.h + (size_t)t * dim, b.x + (size_t)t * dim, &L->attn_norm, dim, d->eps, b.wbuf);
         eng_mm_job qkv[3] = {mm_job(b.h, T, dim, &L->wq, &L->bq, b.q), mm_job(b.h, T, dim, &L->wk, &L->bk, b.k),
                              mm_job(b.h, T, dim, &L->wv, &L->bv, b.v)};
-        eng_mm_run(e->pool, qkv, 3);
+        dense_mm_run(e->dq, e->pool, qkv, 3); /* engine/dense_quant.h: eng_mm_run unless dense_format q8 */
         for (int t = 0; t < T; t++) {
             float *q = b.q + (size_t)t * qd, *k = b.k + (size_t)t * kvd;
             if (d->qk_norm == ENG_QKNORM_FULL) {
@@ -417,7 +418,7 @@ static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, 
         }
         att_ctx ac = {d, l, b.q, b.att, b.row_seq, b.row_pos, max_len, e->kv_dtype};
         eng_pool_run(e->pool, (int64_t)T * d->n_heads, 1, att_task, &ac);
-        matmul(e->pool, b.att, T, qd, &L->wo, NULL, b.tmp);
+        dense_mm(e->dq, e->pool, b.att, T, qd, &L->wo, NULL, b.tmp);
         for (size_t i = 0; i < (size_t)T * dim; i++) b.x[i] += b.tmp[i];
         for (int t = 0; t < T; t++) rmsnorm(b.h + (size_t)t * dim, b.x + (size_t)t * dim, &L->ffn_norm, dim, d->eps, b.wbuf);
         if ((rc = moe_layer(e, l, T, &b, err)) != EMOE_OK) goto out;
@@ -433,7 +434,7 @@ static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, 
             for (int j = 0; j < cnt; j++)
                 rmsnorm(b.h + (size_t)j * dim, b.x + (size_t)(r + first + j) * dim, &e->w.final_norm, dim, d->eps, b.wbuf);
             float *dst = it->all_logits ? it->all_logits : it->logits;
-            matmul(e->pool, b.h, cnt, dim, &e->w.lm_head, NULL, dst);
+            dense_mm(e->dq, e->pool, b.h, cnt, dim, &e->w.lm_head, NULL, dst);
             if (it->all_logits && it->logits)
                 memcpy(it->logits, it->all_logits + (size_t)(cnt - 1) * d->vocab, sizeof(float) * (size_t)d->vocab);
         }

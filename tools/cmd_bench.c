@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "engine/dense_quant.h"
 #include "engine/engine.h"
 #include "engine/cache.h"
 #include "tools/tool_cfg.h"
@@ -36,6 +37,8 @@ static void usage(FILE *f)
             "  --threads N         CPU worker threads (default: physical cores)\n"
             "  --expert-format F   bf16 | q8 | q4: CPU, routed experts from a store of that format, all resident\n"
             "                      (loaded before timing; default: bf16 straight from the checkpoint)\n"
+            "  --dense-format F    native (default; bf16 is a synonym) | q8: CPU, attention, shared expert and\n"
+            "                      lm_head weights quantized to q8 at open; else [engine] dense_format\n"
             "  --warmup N          untimed warm-up steps before measuring (default 1)\n"
             "  --seed S            prompt token seed (default 1)\n"
             "  --prompt-ids LIST   use this prompt for every sequence (its length replaces --prompt-len)\n"
@@ -65,6 +68,7 @@ int cmd_bench(int argc, char **argv)
     int json = 0;
     const char *expert_format = NULL, *budget_arg = NULL, *store = NULL;
     int no_graphs = 0;
+    int dense_format = -1; /* unset: [engine] dense_format, else native */
     cache_t *cache = NULL;
     eng_backend_kind backend = ENG_BACKEND_AUTO;
     int backend_set = 0, rcfg;
@@ -90,6 +94,10 @@ int cmd_bench(int argc, char **argv)
             if (arg_float("bench", a, buf, 1e-9, 100, &budget_pct)) return 2;
             budget_arg = v;
         }
+        else if (!strcmp(a, "--dense-format")) {
+            VAL();
+            if (dense_format_parse(v, &dense_format)) { fprintf(stderr, "emoe bench: --dense-format: expected native (or bf16) or q8, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "--store")) { VAL(); store = v; }
         else if (!strcmp(a, "--cuda-graphs")) {
             VAL();
@@ -113,6 +121,7 @@ int cmd_bench(int argc, char **argv)
     if (tool_cfg_apply("bench", &tcfg, &model, &threads, &backend, backend_set, NULL)) return 2;
     int kv_dtype = -1;
     tool_cfg_kv_dtype(&tcfg, &kv_dtype);
+    tool_cfg_dense_format(&tcfg, &dense_format);
     if (!model) { fprintf(stderr, "emoe bench: -m DIR is required\n"); usage(stderr); return 2; }
 
     int32_t *fixed = NULL;
@@ -133,7 +142,8 @@ int cmd_bench(int argc, char **argv)
     /* --budget on CUDA sizes the expert cache's device tier: its GPU slots
      * are the only expert memory (engine/cuda/slot_mem.cu), not a pool of
      * the backend's own. */
-    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .cuda_no_graphs = no_graphs, .kv_dtype = kv_dtype};
+    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .cuda_no_graphs = no_graphs, .kv_dtype = kv_dtype,
+                        .dense_format = dense_format};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
     if (budget_pct > 0 && !strcmp(eng_backend_name(e), "cpu")) {
         /* It used to be ignored silently here (issue 14). */
@@ -213,6 +223,7 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(o, "model", json_string(model));
         json_object_set_new(o, "backend", json_string(eng_backend_name(e)));
         json_object_set_new(o, "kv_dtype", json_string(tool_cfg_kv_dtype_name(eng_kv_dtype(e))));
+        json_object_set_new(o, "dense_format", json_string(dense_format_name(eng_dense_format(e))));
         json_object_set_new(o, "batch", json_integer(N));
         json_object_set_new(o, "prompt_len", json_integer(P));
         json_object_set_new(o, "gen", json_integer(G));

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "engine/cache.h"
+#include "engine/dense_quant.h"
 #include "engine/engine.h"
 #include "engine/quant.h"
 #include "engine/tokenizer.h"
@@ -49,6 +50,7 @@ static void usage(FILE *f)
             "  --miss-policy P         exact | substitute | lowbit (substitute, lowbit: warm per task, then score\n"
             "                          token by token; lowbit: a miss's load completes before the next token)\n"
             "  --expert-format F       bf16 (default) | q8 | q4 (without --budget: all experts resident)\n"
+            "  --dense-format F        native (default; bf16 is a synonym) | q8: attention, shared expert, lm_head in q8\n"
             "  --quant-act A           q8 (default) | f32: activations of quantized experts' dot products\n"
             "  --lowbit-format F       q4 (default) | q8: the resident copy of the lowbit policy\n"
             "  --store FILE            expert store (default DIR/experts.emoe or experts.q8/q4.emoe, built if missing)\n"
@@ -136,6 +138,7 @@ int cmd_perplexity(int argc, char **argv)
     const char *model = NULL, *docs_path = NULL, *task = NULL;
     long long max_docs = 12, max_len = 257, threads = 0;
     int json = 0, fetch_on_miss = 1;
+    int dense_format = -1; /* unset: [engine] dense_format, else native */
     cache_cli_opts co = {0};
     char budget_buf[64], host_buf[64];
     static tool_cfg tcfg;
@@ -162,6 +165,10 @@ int cmd_perplexity(int argc, char **argv)
             else if (!strcmp(v, "f32")) quant_act_mode_set(QUANT_ACT_F32);
             else { fprintf(stderr, "emoe perplexity: --quant-act: expected q8 or f32, got '%s'\n", v); return 2; }
         }
+        else if (!strcmp(a, "--dense-format")) {
+            VAL();
+            if (dense_format_parse(v, &dense_format)) { fprintf(stderr, "emoe perplexity: --dense-format: expected native (or bf16) or q8, got '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "--store")) { VAL(); co.store = v; }
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--fetch-on-miss")) {
@@ -175,6 +182,7 @@ int cmd_perplexity(int argc, char **argv)
     if (tool_cfg_apply("perplexity", &tcfg, &model, &threads, NULL, 0, &co)) return 2;
     int kv_dtype = -1;
     tool_cfg_kv_dtype(&tcfg, &kv_dtype);
+    tool_cfg_dense_format(&tcfg, &dense_format);
     if (!model || !docs_path) { fprintf(stderr, "emoe perplexity: -m DIR and --docs FILE are required\n"); usage(stderr); return 2; }
     if (!co.budget && (co.host_budget || co.miss_policy || (co.store && !co.expert_format))) {
         fprintf(stderr, "emoe perplexity: --host-budget, --miss-policy and --store need --budget\n");
@@ -187,7 +195,7 @@ int cmd_perplexity(int argc, char **argv)
     }
     emoe_err err = {0};
     eng_engine *e = NULL;
-    eng_open_opts oo = {.n_threads = (int)threads, .kv_dtype = kv_dtype};
+    eng_open_opts oo = {.n_threads = (int)threads, .kv_dtype = kv_dtype, .dense_format = dense_format};
     doc *docs = NULL;
     int n_docs = 0, rc = 1, n_tasks = 0;
     task_acc *acc = NULL;
@@ -281,6 +289,7 @@ int cmd_perplexity(int argc, char **argv)
                                                                                       : "exact"));
     json_object_set_new(o, "expert_format", json_string(co.expert_format ? co.expert_format : "bf16"));
     json_object_set_new(o, "kv_dtype", json_string(tool_cfg_kv_dtype_name(eng_kv_dtype(e))));
+    json_object_set_new(o, "dense_format", json_string(dense_format_name(eng_dense_format(e))));
     if (policy == CACHE_MISS_SUBSTITUTE) json_object_set_new(o, "fetch_on_miss", json_boolean(fetch_on_miss));
     if (cache) {
         cache_stats cs;

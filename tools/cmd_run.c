@@ -17,6 +17,7 @@
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "tools/tool_cfg.h"
+#include "engine/dense_quant.h"
 #include "tools/args.h"
 #include "tools/cmds.h"
 
@@ -34,6 +35,8 @@ static void usage(FILE *f)
             "  --ignore-eos           do not stop at the model's EOS tokens\n"
             "  --threads N            worker threads (default: physical cores)\n"
             "  --kv-dtype T           KV cache element type: f32 (default), f16, bf16; else [engine] kv_dtype\n"
+            "  --dense-format F       native (default; bf16 is a synonym) | q8: attention, shared expert and lm_head\n"
+            "                         weights quantized to q8 at open (cpu); else [engine] dense_format\n"
             "  --backend B            cpu | cuda | auto (default cpu)\n"
             "  --gpu-budget MB        CUDA: device memory for expert slots (default: as much as fits)\n"
             "  --cuda-graphs on|off   CUDA: decode steps as CUDA graph replays when every expert is resident (default on)\n"
@@ -88,6 +91,7 @@ int cmd_run(int argc, char **argv)
     eng_backend_kind backend = ENG_BACKEND_CPU;
     long long gpu_budget_mb = 0;
     int kv_dtype = -1, no_graphs = 0; /* kv_dtype unset: [engine] kv_dtype, else f32 */
+    int dense_format = -1;            /* unset: [engine] dense_format, else native */
     int backend_set = 0;
     eng_sampling sp;
     eng_sampling_default(&sp);
@@ -127,6 +131,10 @@ int cmd_run(int argc, char **argv)
             else if (!strcmp(v, "bf16")) kv_dtype = ENG_DT_BF16;
             else { fprintf(stderr, "emoe run: --kv-dtype: expected f32, f16 or bf16, got '%s'\n", v); return 2; }
         }
+        else if (!strcmp(a, "--dense-format")) {
+            VAL();
+            if (dense_format_parse(v, &dense_format)) { fprintf(stderr, "emoe %s: --dense-format: expected native (or bf16) or q8, got '%s'\n", "run", v); return 2; }
+        }
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--budget")) { VAL(); if (arg_budget_norm("run", a, v, budget_buf, sizeof budget_buf)) return 2; co.budget = budget_buf; }
@@ -142,6 +150,7 @@ int cmd_run(int argc, char **argv)
     }
     if (tool_cfg_apply("run", &tcfg, &model, &threads, &backend, backend_set, &co)) return 2;
     tool_cfg_kv_dtype(&tcfg, &kv_dtype);
+    tool_cfg_dense_format(&tcfg, &dense_format);
     if (!model) { fprintf(stderr, "emoe run: -m DIR is required\n"); usage(stderr); return 2; }
     if (!co.budget && (co.host_budget || co.miss_policy || co.fail_nth_read || (co.store && !co.expert_format))) {
         fprintf(stderr, "emoe run: --host-budget, --miss-policy, --store and --inject-read-error need --budget\n");
@@ -169,7 +178,7 @@ int cmd_run(int argc, char **argv)
     emoe_err err = {0};
     eng_engine *e = NULL;
     eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = (uint64_t)gpu_budget_mb << 20,
-                        .kv_dtype = kv_dtype, .cuda_no_graphs = no_graphs};
+                        .kv_dtype = kv_dtype, .cuda_no_graphs = no_graphs, .dense_format = dense_format};
     int rc = 1;
     eng_seq *seq = NULL;
     eng_sampler *smp = NULL;
@@ -247,6 +256,7 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(tm, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
         json_object_set_new(tm, "cpu_kernels", json_string(eng_mm_isa_name(eng_mm_isa_active())));
         json_object_set_new(o, "kv_dtype", json_string(tool_cfg_kv_dtype_name(eng_kv_dtype(e))));
+        json_object_set_new(o, "dense_format", json_string(dense_format_name(eng_dense_format(e))));
         json_object_set_new(o, "timing", tm);
         if (cache) {
             cache_stats cs;

@@ -84,3 +84,10 @@ const char *tool_cfg_kv_dtype_name(int kv_dtype)
 {
     return kv_dtype == ENG_DT_F16 ? "f16" : kv_dtype == ENG_DT_BF16 ? "bf16" : kv_dtype == ENG_DT_F32 ? "f32" : "?";
 }
+
+void tool_cfg_dense_format(const tool_cfg *tc, int *dense_format)
+{
+    if (*dense_format >= 0) return;
+    /* the config's enum "native|q8" is indexed as DENSE_NATIVE / DENSE_Q8 */
+    *dense_format = tc && tc->loaded ? tc->c.engine.dense_format : 0;
+}

@@ -36,5 +36,8 @@ int tool_cfg_apply(const char *cmd, tool_cfg *tc, const char **model, long long 
 void tool_cfg_kv_dtype(const tool_cfg *tc, int *kv_dtype);
 /* An eng_dtype as [engine] kv_dtype spells it: "f32", "f16", "bf16". */
 const char *tool_cfg_kv_dtype_name(int kv_dtype);
+/* [engine] dense_format (DENSE_NATIVE / DENSE_Q8) into *dense_format when the
+ * command line left it unset (< 0); native when no configuration was loaded. */
+void tool_cfg_dense_format(const tool_cfg *tc, int *dense_format);
 
 #endif
