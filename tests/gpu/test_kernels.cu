@@ -1358,6 +1358,37 @@ static void test_fork(const char *shared, const char *name)
 }
 
 #ifdef EMOE_CUDA_EMU
+/* Kernel launches of one eager device-routed decode step of one row on
+ * tiny-mixtral (no shared expert, split-KV attention at 1 row): embed + the
+ * first norm, 14 per layer (3 q/k/v GEMVs, fused norm/RoPE/KV, attention +
+ * merge, o-proj, fused add+norm, router GEMV, top-k, route plan, gate/up,
+ * down, fused combine+residual+norm), final norm + lm_head: docs/cuda.md's
+ * count, checked. */
+static void test_launch_count(const char *shared)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/tiny-mixtral", shared);
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    og.cuda_no_graphs = 1;
+    eng_engine *e = NULL;
+    emoe_err err = {};
+    if (eng_open(dir, &og, &e, &err) != EMOE_OK) { fprintf(stderr, "  %s\n", err.msg); result(0, "launch count: open"); return; }
+    int L = eng_desc(e)->n_layers, V = eng_desc(e)->vocab;
+    float *lg = (float *)malloc(sizeof(float) * V);
+    eng_seq *s = eng_seq_new(e, 0, &err);
+    int32_t t0 = 5, t1 = 9;
+    int ok = s && eng_forward(e, s, &t0, 1, lg, &err) == EMOE_OK; /* loads every expert, enters device routing */
+    uint64_t n0 = emu_launch_count();
+    ok = ok && eng_forward(e, s, &t1, 1, lg, &err) == EMOE_OK;
+    uint64_t n = emu_launch_count() - n0;
+    result(ok && n == (uint64_t)(14 * L + 4), "launch count: one decode step of tiny-mixtral (%d layers): %llu launches (%.1f per layer + 4)", L,
+           (unsigned long long)n, ((double)n - 4) / L);
+    eng_seq_free(s);
+    free(lg);
+    eng_free(e);
+}
+
 /* Device allocation failures (emulator hook) become errors of the step that
  * needed the memory; no sequence advances and the engine keeps working. */
 static void test_device_oom(const char *shared)
@@ -1534,6 +1565,7 @@ int main(int argc, char **argv)
         }
         json_decref(root);
 #ifdef EMOE_CUDA_EMU
+        test_launch_count(sh);
         test_device_oom(sh);
 #endif
     }
