@@ -1167,6 +1167,46 @@ static void test_graphs(const char *shared, const char *name)
     free(out[0]); free(out[1]);
 }
 
+/* The backend's own slots short of all experts (3/4 of them): a step tries
+ * the device-routed path against what the slots hold and is re-run on the
+ * host path when it needed a missing expert. Over prompt + decode steps some
+ * steps must succeed device-routed and some be re-run, and every logit must be
+ * bitwise the all-resident run's. */
+static void test_partial_own(const char *shared, const char *name, json_t *md)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    json_t *pids = json_object_get(json_array_get(json_object_get(md, "cases"), 0), "prompt_ids");
+    int n = (int)json_array_size(pids);
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(pids, i));
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL, *p = NULL;
+    emoe_err err = {};
+    int ok = eng_open(dir, &og, &e, &err) == EMOE_OK;
+    int V = ok ? eng_desc(e)->vocab : 0;
+    size_t rows = (size_t)(n + TIER_STEPS) * V;
+    float *ref = (float *)malloc(sizeof(float) * (rows ? rows : 1)), *got = (float *)malloc(sizeof(float) * (rows ? rows : 1));
+    uint64_t subst = 0;
+    ok = ok && run_steps(e, ids, n, V, ref, &subst, &err);
+    if (ok) {
+        const eng_model_desc *d = eng_desc(e);
+        og.gpu_expert_budget = (uint64_t)3 * d->expert_ffn * d->dim * sizeof(cu_bf16) * (uint64_t)(d->n_layers * d->n_experts * 3 / 4);
+        ok = eng_open(dir, &og, &p, &err) == EMOE_OK && run_steps(p, ids, n, V, got, &subst, &err);
+    }
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    eng_backend_stats bs = {};
+    if (p) eng_backend_stats_get(p, &bs);
+    int same = ok && !memcmp(ref, got, sizeof(float) * rows);
+    uint64_t steps = 1 + TIER_STEPS;
+    result(same && bs.steps_device_routed > 0 && bs.steps_device_routed < steps,
+           "own slots 3/4 %s: %d slots, %llu of %llu steps device-routed (the rest re-run or host-routed), bitwise = all-resident", name,
+           bs.expert_slots, (unsigned long long)bs.steps_device_routed, (unsigned long long)steps);
+    eng_free(e); eng_free(p);
+    free(ids); free(ref); free(got);
+}
+
 /* One engine through provider changes: device-routed on its own slots, then
  * an expert cache attached (preloaded: device-routed from the cache's GPU
  * slots, every expert pinned by the backend), then the cache detached and
@@ -1561,6 +1601,7 @@ int main(int argc, char **argv)
             test_device_tier(sh, name, md);
             test_graphs(sh, name);
             test_provider_switch(sh, name);
+            test_partial_own(sh, name, md);
             test_kv_bf16(sh, name);
         }
         json_decref(root);
