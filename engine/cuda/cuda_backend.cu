@@ -1065,12 +1065,9 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
     }
     CUDA_CK(cudaStreamSynchronize(st));
     if (fast) {
-        S->fast_steps++;
-        if (w->h_flags[0] & CU_ROUTE_BAD_ID) {
-            rc = emoe_errf(err, EMOE_EDEVICE, "the router produced no valid expert (non-finite router logits?)");
-            goto fail;
-        }
         if ((w->h_flags[0] & CU_ROUTE_MISSING) && fast == 2) {
+            /* (checked first: after a skipped expert later layers may see
+             * garbage, even non-finite router logits) */
             /* An optimistic step needed an expert its slots lack: re-run it
              * on the host path, which loads what is missing (this step's KV
              * rows are rewritten; nothing was reported). Host path until a
@@ -1079,11 +1076,16 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
             S->opt_redos++;
             return cuda_step(e, items, n, T, err);
         }
+        if (w->h_flags[0] & CU_ROUTE_BAD_ID) {
+            rc = emoe_errf(err, EMOE_EDEVICE, "the router produced no valid expert (non-finite router logits?)");
+            goto fail;
+        }
         if (w->h_flags[0] & CU_ROUTE_MISSING) { /* cannot happen while the pins/slots hold: a bug */
             fast_drop(e, S);
             rc = emoe_errf(err, EMOE_EDEVICE, "device expert table incomplete (an expert without a slot)");
             goto fail;
         }
+        S->fast_steps++; /* a step that ran device-routed to the end */
         if (fast == 2) { /* the slots' LRU sees the experts this step used */
             const int *ids = w->h_rids;
             for (int l = 0; l < d->n_layers; l++)
