@@ -298,6 +298,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
      * group early; the next group starts with the expert it refused. */
     eng_expert_weights w[MOE_GROUP_MAX];
     eng_mm_job jobs[2 * MOE_GROUP_MAX + 1];
+    quant_mm_job qjobs[2 * MOE_GROUP_MAX]; /* quantized expert views (engine/quant.h): their own region */
     int shared_done = 0;
     for (int u0 = 0; u0 < nu;) {
         int ng = 0;
@@ -312,30 +313,33 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
             free(ord_buf);
             return emoe_err_prefix(err, "layer %d expert %d", l, x);
         }
-        int nj = 0;
+        int nj = 0, nq = 0;
         for (int i = 0; i < ng; i++) {
             int x = ord[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
             if (w[i].qfmt) { /* quantized expert views (engine/quant.h): their own kernels */
-                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn);
-                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn);
+                const float *xe = b->xe + (size_t)s0 * dim;
+                qjobs[nq++] = (quant_mm_job){xe, (size_t)dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn, (size_t)ffn};
+                qjobs[nq++] = (quant_mm_job){xe, (size_t)dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn, (size_t)ffn};
                 continue;
             }
             jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
             jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
         }
+        if (nq) quant_mm_run(e->pool, qjobs, nq);
         eng_mm_run(e->pool, jobs, nj);
         for (int i = 0; i < ng; i++) {
             int x = ord[u0 + i];
             size_t pa = (size_t)b->ex_start[x], pb = pa + (size_t)b->ex_count[x];
             for (size_t q = pa * ffn; q < pb * ffn; q++) b->g[q] = silu(b->g[q]) * b->u[q];
         }
-        nj = 0;
+        nj = nq = 0;
         for (int i = 0; i < ng; i++) {
             int x = ord[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
             if (w[i].lowbit) /* served by the low-bit copy (miss_policy lowbit): counted per sequence */
                 for (int r = 0; r < c; r++) b->row_seq[b->ex_rows[s0 + r]]->lowbit++;
             if (w[i].qfmt) {
-                quant_matmul(e->pool, b->g + (size_t)s0 * ffn, c, ffn, w[i].down.data, dim, w[i].qfmt, b->eo + (size_t)s0 * dim);
+                qjobs[nq++] = (quant_mm_job){b->g + (size_t)s0 * ffn, (size_t)ffn, c, ffn, w[i].down.data, dim, w[i].qfmt,
+                                             b->eo + (size_t)s0 * dim, (size_t)dim};
                 continue;
             }
             jobs[nj++] = mm_job(b->g + (size_t)s0 * ffn, c, ffn, &w[i].down, NULL, b->eo + (size_t)s0 * dim);
@@ -344,6 +348,7 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
             jobs[nj++] = mm_job(b->sg, T, sf, &L->sh_down, NULL, b->sho);
             shared_done = 1;
         }
+        if (nq) quant_mm_run(e->pool, qjobs, nq);
         eng_mm_run(e->pool, jobs, nj);
         if (p->release)
             for (int i = 0; i < ng; i++) p->release(p->ctx, l, ord[u0 + i]);

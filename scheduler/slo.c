@@ -334,10 +334,7 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
     } else {
         out->prefill_budget = budget;
     }
-    if (urgent) {
-        out->deadline_prefill_only = 1;
-        if (out->max_decode_rows > slo_rows) out->max_decode_rows = slo_rows;
-    }
+    out->deadline_prefill_only = urgent;
     if (out->prefill_budget > budget - out->max_decode_rows) out->prefill_budget = budget - out->max_decode_rows;
     if (out->prefill_budget < 0) out->prefill_budget = 0;
     free(cand);

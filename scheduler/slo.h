@@ -30,11 +30,10 @@
  *    TPOT (rows with an SLO always run; prefill always progresses by at least
  *    SLO_MIN_PREFILL tokens so nothing stalls);
  *  - first-token steps: while an active request whose TTFT deadline has not
- *    passed is prefilling, steps carry only the prefills of requests with a
- *    TTFT deadline and the decode rows with an SLO: best-effort prefill
- *    chunks and decode rows (and, under a device budget, the experts they
- *    would load) wait a step or two instead of delaying a first token
- *    (deadline_prefill_only).
+ *    passed is prefilling, steps prefill only requests with a TTFT deadline:
+ *    best-effort prompt chunks (and, under a device budget, the experts they
+ *    would load) wait a step or two instead of delaying a first token; decode
+ *    rows still run (deadline_prefill_only).
  */
 #ifndef EMOE_SLO_H
 #define EMOE_SLO_H
@@ -82,7 +81,7 @@ typedef struct slo_plan {
     int prefill_budget;          /* TPOT guard: prefill tokens this step */
     double step_cap_s;           /* the tightest TPOT among active decodes (0 = none) */
     int deadline_prefill_only;   /* a request with a TTFT deadline is prefilling: this step prefills
-                                    only requests with one, and decodes only rows with an SLO */
+                                    only requests with one */
 } slo_plan;
 
 double slo_step_time(const slo_est *e, int decode_rows, int prefill_tokens);

@@ -9,6 +9,8 @@
 #   tools/bench_slo.sh [RATES] [DURATION_S]      e.g. tools/bench_slo.sh "1 2 4 6 8" 10
 #   (env: REPS=3 runs per point with seeds 1..REPS, BUDGETS="100% 25%", POLICIES="fifo slo",
 #    OUT=docs/perf-slo.tsv, PNG=docs/perf-slo.png). The table and plot show the mean over the runs.
+#   REPLOT=1 tools/bench_slo.sh: no runs; the table and plot from the rows already in $OUT (e.g.
+#   the TSVs of separate runs per budget concatenated).
 #
 # Needs build/emoe (make CUDA=0) and ../shared/models/tiny-moe-7task.
 set -eu
@@ -25,6 +27,7 @@ TMP=$(mktemp -d /tmp/emoe_bench_slo.XXXXXX)
 SP=
 cleanup() { [ -n "$SP" ] && kill "$SP" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
+if [ -z "${REPLOT:-}" ]; then
 python3 tests/e2e/lib/slo_mix.py poisson "$MODEL/eval_docs.jsonl" "$TMP/mix.jsonl" --ttft-ms 500 --tpot-ms 60 \
     --inter-share 0.5 --batch-tokens 128
 printf 'budget\tpolicy\trate\tsent\tinter_attain\tbatch_attain\tgoodput\tinter_ttft_p90_ms\trejected\thit_rate\trep\tarr_rps_2h\tdone_rps_2h\tdone_rps\tdrain_s\tload1\n' >"$OUT"
@@ -64,6 +67,7 @@ EOF
     done
   done
 done
+fi
 # markdown table (means over the repetitions; the slo columns also give the
 # worst seed: its interactive attainment, and its goodput over FIFO's on the
 # same seed)
@@ -92,6 +96,15 @@ for (bud, pol, rate), f in acc.items():
           mean(f["thr"]), pct(f["ia"]), pct(s["ia"]), 100 * min(s["ia"]), pct(f["ba"]), pct(s["ba"]), mean(f["gp"]),
           mean(s["gp"]), mean(s["gp"]) / mean(f["gp"]), min(pairs) if pairs else float("nan"), s["rej"],
           mean(f["p90"]), mean(s["p90"])))
+# FIFO's saturation rate = its capacity: the mean completed requests per
+# second (first send to last completion) of its runs that were backlogged, i.e.
+# still draining a queue more than 5 s after the last arrival
+# (docs/performance.md, "FIFO's saturation rate").
+for bud in sorted({k[0] for k in acc}, reverse=True):
+    caps = [float(r[13]) for r in rows if r[0] == bud and r[1] == "fifo" and len(r) > 14 and float(r[14]) > 5]
+    if caps:
+        c = mean(caps)
+        print("\n%s: FIFO capacity (saturation rate) %.2f req/s from %d overloaded runs; 1.5x = %.2f, 2x = %.2f req/s" % (bud, c, len(caps), 1.5 * c, 2 * c))
 for (bud, pol, rate), a in acc.items():
     with open("%s/%s-%s.dat" % (sys.argv[2], bud.rstrip("%"), pol), "a") as f:
         f.write("%s %.2f %.3f\n" % (rate, 100 * mean(a["ia"]), mean(a["gp"])))
@@ -101,7 +114,7 @@ if command -v gnuplot >/dev/null; then
     gnuplot <<EOF
 set terminal pngcairo size 1000,420 font ",10" noenhanced
 set output "$PNG"
-set multiplot layout 1,2 title "tiny-moe-7task, max_running=4, 1 engine thread, shared 2-vCPU VM (noisy); mean of $REPS runs"
+set multiplot layout 1,2 title "tiny-moe-7task, max_running=4, 1 engine thread, shared 2-vCPU VM (noisy); mean of the runs per point"
 set xlabel "arrival rate (req/s)"
 set key bottom left
 set grid

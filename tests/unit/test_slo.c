@@ -215,8 +215,8 @@ START_TEST(tpot_guard)
 }
 END_TEST
 
-/* While a request with a live TTFT deadline prefills, the step carries only
- * deadline prefills and SLO decode rows. */
+/* While a request with a live TTFT deadline prefills, the step prefills only
+ * requests with a deadline (decode rows still run). */
 START_TEST(first_token_steps)
 {
     planbuf b;
@@ -228,7 +228,7 @@ START_TEST(first_token_steps)
     slo_plan *p = plan(&b, v, 4, 4, 10.0);
     ck_assert_int_eq(p->n_admit, 1);
     ck_assert_int_eq(p->deadline_prefill_only, 1);
-    ck_assert_int_eq(p->max_decode_rows, 1); /* only the SLO row */
+    ck_assert_int_eq(p->max_decode_rows, 3); /* every decode row still runs */
     /* Once it is part-way through its prompt the rule still holds. */
     v[3].active = 1;
     v[3].n_prefilled = 16;
