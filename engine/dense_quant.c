@@ -87,6 +87,7 @@ emoe_status dense_quant_build(eng_pool *p, const eng_weights *w, const eng_model
     }
     if (rc == EMOE_OK) rc = add(p, q, &w->lm_head, "lm_head", -1, err);
     if (rc != EMOE_OK) { dense_quant_free(q); return rc; }
+    LOG_INFO("dense_format q8: %d dense weights quantized (%.1f MiB)", q->n, (double)q->bytes / (1 << 20));
     *out = q;
     return EMOE_OK;
 }
