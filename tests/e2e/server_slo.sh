@@ -38,6 +38,10 @@ echo "slo: interactive met $MET/$SENT, batch completed $BDONE/8"
 check "slo: 16 interactive requests sent" [ "$SENT" = 16 ]
 check "slo: >= 90% of interactive requests meet TTFT 600 ms" [ "$((MET * 10))" -ge "$((SENT * 9))" ]
 check "slo: every best-effort request completes" [ "$BDONE" = 8 ]
+check "loadgen JSON: throughput = completed / wall, drain >= 0" python3 -c "
+import json,sys; d=json.load(open(sys.argv[1])); t=d['throughput']
+ok = abs(t['completed_rps'] - d['all']['completed'] / d['wall_s']) < 1e-3 and t['drain_s'] >= 0 and d['send_s'] > 0
+sys.exit(0 if ok else 1)" "$TMPD/slo.json"
 GEN=$(metric emoe_generation_tokens_total)
 check "slo: the batch requests generated their tokens (>= 8 x 250; got $GEN)" [ "${GEN:-0}" -ge 2000 ]
 PRE=$(metric emoe_requests_preempted_total)
