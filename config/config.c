@@ -115,6 +115,8 @@ static const cfg_entry table[] = {
      "Task profile written by `emoe profile` (per-task miss policy, insensitive tasks, expected output length); re-read on SIGHUP (a bad file keeps the old one). Empty = none."},
     {"predictor", "trace_path", CFG_T_STRING, OFF(predictor.trace_path), SZ(predictor.trace_path), 0, 0, NULL, "", 0,
      "Append the routing of every served request to this file in the trace format, for `emoe replay`. Empty = off."},
+    {"predictor", "acquire_log", CFG_T_STRING, OFF(predictor.acquire_log), SZ(predictor.acquire_log), 0, 0, NULL, "", 0,
+     "Diagnostic: append every expert the engine acquires, one line per engine step (`layer:expert ...` in acquire order), for tools/step_bound.py (the fewest loads any eviction order could do). Empty = off."},
     /* [log] */
     {"log", "level", CFG_T_ENUM, OFF(log.level), 0, 0, 0, "error|warn|info|debug", "info", 1,
      "Log level."},

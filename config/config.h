@@ -104,6 +104,7 @@ typedef struct emoe_config {
         int lookahead_layers;             /* prefetch the predicted experts of the next d layers */
         char task_profile[CFG_STR_MAX];   /* `emoe profile` output; "" = none */
         char trace_path[CFG_STR_MAX];     /* record served routing here; "" = off */
+        char acquire_log[CFG_STR_MAX];    /* diagnostic: every acquire, per step; "" = off */
     } predictor;
     struct {
         int level;                        /* emoe_log_level */

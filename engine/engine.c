@@ -208,6 +208,7 @@ void eng_free(eng_engine *e)
 const eng_model_desc *eng_desc(const eng_engine *e) { return &e->d; }
 const char *eng_model_dir(const eng_engine *e) { return e->dir; }
 int eng_max_ctx(const eng_engine *e) { return e->max_ctx; }
+int eng_kv_dtype(const eng_engine *e) { return (int)e->kv_dtype; }
 const eng_expert_provider *eng_checkpoint_provider(eng_engine *e) { return &e->ck_provider; }
 void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p) { e->prov = p ? p : &e->ck_provider; }
 

@@ -51,6 +51,8 @@ const eng_model_desc *eng_desc(const eng_engine *e);
 const char *eng_backend_name(const eng_engine *e);
 const char *eng_model_dir(const eng_engine *e);
 int eng_max_ctx(const eng_engine *e);
+/* The CPU backend's KV cache dtype (an eng_dtype) this engine was opened with. */
+int eng_kv_dtype(const eng_engine *e);
 
 /* The checkpoint's own (mmapped) expert provider: always resident. */
 const eng_expert_provider *eng_checkpoint_provider(eng_engine *e);

@@ -106,7 +106,7 @@ static int x86_has(int want512)
 }
 #endif
 
-static int cpu_runs(eng_mm_isa isa)
+static int cpu_runs_detect(eng_mm_isa isa)
 {
     switch (isa) {
     case ENG_MM_SCALAR: return 1;
@@ -119,6 +119,21 @@ static int cpu_runs(eng_mm_isa isa)
 #endif
     default: return 0;
     }
+}
+
+/* cpuid traps to the hypervisor in a VM (microseconds each), and the driver
+ * asks for the active kernels once per chunk: detect once, keep the answer. */
+static _Atomic int isa_runs[ENG_MM_ISA_COUNT]; /* 0 unknown, 1 runs, 2 does not */
+
+static int cpu_runs(eng_mm_isa isa)
+{
+    if ((unsigned)isa >= ENG_MM_ISA_COUNT) return 0;
+    int v = atomic_load_explicit(&isa_runs[isa], memory_order_relaxed);
+    if (!v) {
+        v = cpu_runs_detect(isa) ? 1 : 2;
+        atomic_store_explicit(&isa_runs[isa], v, memory_order_relaxed);
+    }
+    return v == 1;
 }
 
 const eng_mm_kernels *eng_mm_kernels_for(eng_mm_isa isa)

@@ -111,6 +111,8 @@ int cmd_bench(int argc, char **argv)
     /* [model] path, [engine] threads and backend (the [cache] budgets are the
      * expert cache's, which bench does not use: see --budget). */
     if (tool_cfg_apply("bench", &tcfg, &model, &threads, &backend, backend_set, NULL)) return 2;
+    int kv_dtype = -1;
+    tool_cfg_kv_dtype(&tcfg, &kv_dtype);
     if (!model) { fprintf(stderr, "emoe bench: -m DIR is required\n"); usage(stderr); return 2; }
 
     int32_t *fixed = NULL;
@@ -131,7 +133,7 @@ int cmd_bench(int argc, char **argv)
     /* --budget on CUDA sizes the expert cache's device tier: its GPU slots
      * are the only expert memory (engine/cuda/slot_mem.cu), not a pool of
      * the backend's own. */
-    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .cuda_no_graphs = no_graphs};
+    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .cuda_no_graphs = no_graphs, .kv_dtype = kv_dtype};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
     if (budget_pct > 0 && !strcmp(eng_backend_name(e), "cpu")) {
         /* It used to be ignored silently here (issue 14). */
@@ -210,6 +212,7 @@ int cmd_bench(int argc, char **argv)
         json_t *o = json_object(), *m = json_object(), *c = json_object();
         json_object_set_new(o, "model", json_string(model));
         json_object_set_new(o, "backend", json_string(eng_backend_name(e)));
+        json_object_set_new(o, "kv_dtype", json_string(tool_cfg_kv_dtype_name(eng_kv_dtype(e))));
         json_object_set_new(o, "batch", json_integer(N));
         json_object_set_new(o, "prompt_len", json_integer(P));
         json_object_set_new(o, "gen", json_integer(G));

@@ -44,7 +44,7 @@ static void usage(FILE *f)
             "  --max-docs N            documents per task (default 12)\n"
             "  --max-len N             tokens per document incl. BOS (default 257)\n"
             "  --budget B               expert cache device budget: 25%% or a size such as 512MiB (default: all resident)\n"
-            "  --config FILE, --set S.K=V  [model] path, [engine] threads and [cache] settings as `emoe serve`\n"
+            "  --config FILE, --set S.K=V  [model] path, [engine] threads, kv_dtype and [cache] settings as `emoe serve`\n"
             "  --host-budget X%%|BYTES  pinned host tier\n"
             "  --miss-policy P         exact | substitute | lowbit (substitute, lowbit: warm per task, then score\n"
             "                          token by token; lowbit: a miss's load completes before the next token)\n"
@@ -173,6 +173,8 @@ int cmd_perplexity(int argc, char **argv)
 #undef VAL
     }
     if (tool_cfg_apply("perplexity", &tcfg, &model, &threads, NULL, 0, &co)) return 2;
+    int kv_dtype = -1;
+    tool_cfg_kv_dtype(&tcfg, &kv_dtype);
     if (!model || !docs_path) { fprintf(stderr, "emoe perplexity: -m DIR and --docs FILE are required\n"); usage(stderr); return 2; }
     if (!co.budget && (co.host_budget || co.miss_policy || (co.store && !co.expert_format))) {
         fprintf(stderr, "emoe perplexity: --host-budget, --miss-policy and --store need --budget\n");
@@ -185,7 +187,7 @@ int cmd_perplexity(int argc, char **argv)
     }
     emoe_err err = {0};
     eng_engine *e = NULL;
-    eng_open_opts oo = {.n_threads = (int)threads};
+    eng_open_opts oo = {.n_threads = (int)threads, .kv_dtype = kv_dtype};
     doc *docs = NULL;
     int n_docs = 0, rc = 1, n_tasks = 0;
     task_acc *acc = NULL;
@@ -278,6 +280,7 @@ int cmd_perplexity(int argc, char **argv)
                                                       : policy == CACHE_MISS_LOWBIT   ? "lowbit"
                                                                                       : "exact"));
     json_object_set_new(o, "expert_format", json_string(co.expert_format ? co.expert_format : "bf16"));
+    json_object_set_new(o, "kv_dtype", json_string(tool_cfg_kv_dtype_name(eng_kv_dtype(e))));
     if (policy == CACHE_MISS_SUBSTITUTE) json_object_set_new(o, "fetch_on_miss", json_boolean(fetch_on_miss));
     if (cache) {
         cache_stats cs;

@@ -33,7 +33,7 @@ static void usage(FILE *f)
             "  --presence-penalty X  --frequency-penalty X\n"
             "  --ignore-eos           do not stop at the model's EOS tokens\n"
             "  --threads N            worker threads (default: physical cores)\n"
-            "  --kv-dtype T           KV cache element type: f32 (default), f16, bf16\n"
+            "  --kv-dtype T           KV cache element type: f32 (default), f16, bf16; else [engine] kv_dtype\n"
             "  --backend B            cpu | cuda | auto (default cpu)\n"
             "  --gpu-budget MB        CUDA: device memory for expert slots (default: as much as fits)\n"
             "  --cuda-graphs on|off   CUDA: decode steps as CUDA graph replays when every expert is resident (default on)\n"
@@ -87,7 +87,7 @@ int cmd_run(int argc, char **argv)
     int json = 0, ignore_eos = 0;
     eng_backend_kind backend = ENG_BACKEND_CPU;
     long long gpu_budget_mb = 0;
-    int kv_dtype = ENG_DT_F32, no_graphs = 0;
+    int kv_dtype = -1, no_graphs = 0; /* kv_dtype unset: [engine] kv_dtype, else f32 */
     int backend_set = 0;
     eng_sampling sp;
     eng_sampling_default(&sp);
@@ -141,6 +141,7 @@ int cmd_run(int argc, char **argv)
 #undef VAL
     }
     if (tool_cfg_apply("run", &tcfg, &model, &threads, &backend, backend_set, &co)) return 2;
+    tool_cfg_kv_dtype(&tcfg, &kv_dtype);
     if (!model) { fprintf(stderr, "emoe run: -m DIR is required\n"); usage(stderr); return 2; }
     if (!co.budget && (co.host_budget || co.miss_policy || co.fail_nth_read || (co.store && !co.expert_format))) {
         fprintf(stderr, "emoe run: --host-budget, --miss-policy, --store and --inject-read-error need --budget\n");
@@ -245,6 +246,7 @@ int cmd_run(int argc, char **argv)
         getrusage(RUSAGE_SELF, &ru);
         json_object_set_new(tm, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
         json_object_set_new(tm, "cpu_kernels", json_string(eng_mm_isa_name(eng_mm_isa_active())));
+        json_object_set_new(o, "kv_dtype", json_string(tool_cfg_kv_dtype_name(eng_kv_dtype(e))));
         json_object_set_new(o, "timing", tm);
         if (cache) {
             cache_stats cs;

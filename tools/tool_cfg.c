@@ -72,3 +72,15 @@ int tool_cfg_apply(const char *cmd, tool_cfg *tc, const char **model, long long 
     }
     return 0;
 }
+
+void tool_cfg_kv_dtype(const tool_cfg *tc, int *kv_dtype)
+{
+    if (*kv_dtype >= 0) return;
+    /* the config's enum "f32|f16|bf16" is indexed as eng_dtype */
+    *kv_dtype = tc && tc->loaded ? tc->c.engine.kv_dtype : ENG_DT_F32;
+}
+
+const char *tool_cfg_kv_dtype_name(int kv_dtype)
+{
+    return kv_dtype == ENG_DT_F16 ? "f16" : kv_dtype == ENG_DT_BF16 ? "bf16" : kv_dtype == ENG_DT_F32 ? "f32" : "?";
+}

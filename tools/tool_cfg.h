@@ -1,7 +1,7 @@
 /* tool_cfg.h — `--config FILE` and `--set section.key=value` for every command
  * that runs a model (issue 14), read with the same check as `emoe serve`
  * (tools/config_check.c). Options given on the command line win; the file and
- * --set fill what they leave unset: [model] path, [engine] threads and
+ * --set fill what they leave unset: [model] path, [engine] threads, kv_dtype and
  * backend, and the [cache] budgets, miss policy and store. */
 #ifndef EMOE_TOOLS_TOOL_CFG_H
 #define EMOE_TOOLS_TOOL_CFG_H
@@ -30,5 +30,11 @@ int tool_cfg_arg(const char *cmd, int argc, char **argv, int *i, tool_cfg *tc);
  * written when still unset (NULL / 0 / ENG_BACKEND_CPU with backend_set 0). */
 int tool_cfg_apply(const char *cmd, tool_cfg *tc, const char **model, long long *threads, eng_backend_kind *backend,
                    int backend_set, cache_cli_opts *co);
+/* [engine] kv_dtype (an eng_dtype) into *kv_dtype when the command line left it
+ * unset (< 0); float32 when no configuration was loaded either. Call after
+ * tool_cfg_apply. */
+void tool_cfg_kv_dtype(const tool_cfg *tc, int *kv_dtype);
+/* An eng_dtype as [engine] kv_dtype spells it: "f32", "f16", "bf16". */
+const char *tool_cfg_kv_dtype_name(int kv_dtype);
 
 #endif

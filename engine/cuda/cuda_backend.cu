@@ -5,20 +5,22 @@
  *
  * Placement: non-expert weights are uploaded once at open (matrices as bf16,
  * norms/biases/rotary frequencies as float32); routed experts come through the
- * engine's eng_expert_provider into the GPU slot cache (expert_cache.cuh);
- * each sequence owns one device KV allocation (float32, grown by doubling);
- * activations live in a per-engine workspace grown to the largest step.
+ * engine's eng_expert_provider into the backend's GPU slots (expert_cache.cuh)
+ * or live in engine/cache.c's device tier (slot_mem.cuh); each sequence owns
+ * one device KV allocation (float32 or bf16, grown by doubling); activations
+ * live in a per-engine workspace grown to the largest step.
  *
  * One step: upload token ids / positions / per-row KV descriptors; embed;
- * per layer: RMSNorm, q/k/v projections (+bias), q/k norm, RoPE, KV store,
- * attention, o projection, residual; RMSNorm, router logits (float32 GEMV),
- * softmax+top-k on the device, copy of the routing to the host (the routing
- * callback, the substitute policy and the expert grouping need it; this is
- * the one host synchronisation per layer), experts resident in slots (groups
- * of at most n_slots experts when the budget is smaller than a layer's set),
- * grouped gate/up and down kernels, weighted combine, shared expert with its
- * sigmoid gate, residual; then final norm and lm_head for the rows whose
- * logits are wanted, copied back to the caller's buffers.
+ * per layer: RMSNorm, q/k/v projections (+bias), fused q/k norm + RoPE + KV
+ * write, attention (split-KV for small steps), o projection, fused residual +
+ * RMSNorm, router logits (float32 GEMV), softmax+top-k on the device, the
+ * routed experts, shared expert, fused combine + residual + next RMSNorm; then
+ * final norm and lm_head for the rows whose logits are wanted, copied back.
+ * Routed experts: with every expert resident the routing stays on the device
+ * (moe_route.cuh, a device expert -> slot table; the routing reaches the host
+ * once per step through a pinned ring) and decode steps replay a CUDA graph
+ * per row bucket; otherwise the routing goes to the host every layer
+ * (callback, substitute policy, grouping, loading only what is missing).
  *
  * Errors: every CUDA/cuBLAS call is checked; a failure drains the stream,
  * unpins the slots and returns the status to eng_step (no sequence advances).
@@ -126,6 +128,7 @@ typedef struct cu_state {
     void *fast_ctx;
     int fast_gen, ec_gen;         /* ec_gen: bumped whenever the own slots are freed or recreated */
     int tier_pins;                /* fast path on the device-tier cache: every expert acquired (pinned) */
+    uint64_t miss_hint;           /* the expert (layer*E + x) last found not resident: checked first */
     /* CUDA graphs of decode steps, by row count (buckets 1..8, 16, 32). */
     int graphs;                   /* 0: never */
     cudaGraphExec_t gx[GRAPH_MAX_T + 1];
@@ -816,9 +819,10 @@ static emoe_status fast_check(eng_engine *e, cu_state *S, int *fast, emoe_err *e
     }
     if (p->device_views) {
         if (!S->sm || !p->is_resident) return EMOE_OK;
-        for (int l = 0; l < L; l++)
-            for (int x = 0; x < E; x++)
-                if (!p->is_resident(p->ctx, l, x)) return EMOE_OK;
+        uint64_t nk = (uint64_t)L * (uint64_t)E, h = S->miss_hint < nk ? S->miss_hint : 0;
+        if (!p->is_resident(p->ctx, (int)(h / E), (int)(h % E))) return EMOE_OK; /* usually still missing: O(1) */
+        for (uint64_t i = 0; i < nk; i++)
+            if (!p->is_resident(p->ctx, (int)(i / E), (int)(i % E))) { S->miss_hint = i; return EMOE_OK; }
         for (int l = 0; l < L; l++)
             for (int x = 0; x < E; x++) {
                 eng_expert_weights ew;

@@ -6,7 +6,9 @@
  * layer costs two launches (gate+up fused with SiLU, then down) plus one for
  * the weighted combine, not one cuBLAS call per expert per matrix.
  *
- * The pairs are grouped per expert on the host (engine/moe_plan.h): pairs
+ * The pairs are grouped per expert on the host (engine/moe_plan.h), or on
+ * the device in the same order (moe_route.cuh, with an entry of count 0 for
+ * every unused table slot: such blocks return at once): pairs
  * [start, start+count) belong to one expert; pair_row gives each pair's token
  * row. Within an expert, tokens are processed in chunks of CU_MOE_CHUNK so a
  * weight row is read once per chunk (decode: once).

@@ -1167,6 +1167,69 @@ static void test_graphs(const char *shared, const char *name)
     free(out[0]); free(out[1]);
 }
 
+/* One engine through provider changes: device-routed on its own slots, then
+ * an expert cache attached (preloaded: device-routed from the cache's GPU
+ * slots, every expert pinned by the backend), then the cache detached and
+ * freed (its pins must be forgotten, not released: ASan sees a release on a
+ * freed cache), then its own slots again. Every step's logits are bitwise
+ * those of a fresh engine decoding the same tokens. */
+static void test_provider_switch(const char *shared, const char *name)
+{
+    char dir[4096], store[256];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    snprintf(store, sizeof store, "/tmp/emoe-gpu-switch-%d-%s.store", (int)getpid(), name);
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL, *f = NULL;
+    emoe_err err = {};
+    int ok = eng_open(dir, &og, &e, &err) == EMOE_OK && eng_open(dir, &og, &f, &err) == EMOE_OK;
+    if (!ok) { fprintf(stderr, "  %s\n", err.msg); result(0, "provider switch %s: open", name); eng_free(e); return; }
+    const eng_model_desc *d = eng_desc(e);
+    int V = d->vocab, STEPS = 9;
+    float *a = (float *)malloc(sizeof(float) * V * STEPS), *b = (float *)malloc(sizeof(float) * V * STEPS);
+    eng_seq *sa = eng_seq_new(e, 0, &err), *sb = eng_seq_new(f, 0, &err);
+    cache_t *cache = NULL;
+    uint64_t routed[3] = {};
+    for (int i = 0; i < STEPS && ok; i++) {
+        if (i == 3) { /* attach, preload every expert */
+            cache_cli_opts co = {};
+            co.budget = "100%";
+            co.store = store;
+            ok = cache_attach(e, &co, &cache, &err) == EMOE_OK;
+            int *all = (int *)malloc(sizeof(int) * d->n_experts);
+            for (int x = 0; ok && x < d->n_experts; x++) all[x] = x;
+            for (int l = 0; ok && l < d->n_layers; l++) cache_prefetch(cache, l, all, d->n_experts);
+            if (ok) cache_drain(cache);
+            free(all);
+        }
+        if (i == 6) { /* detach and free the cache while the backend holds its pins */
+            eng_set_expert_provider(e, NULL);
+            cache_free(cache);
+            cache = NULL;
+        }
+        int32_t tok = (int32_t)((11 * i + 3) % V);
+        ok = ok && eng_forward(e, sa, &tok, 1, a + (size_t)i * V, &err) == EMOE_OK &&
+             eng_forward(f, sb, &tok, 1, b + (size_t)i * V, &err) == EMOE_OK;
+        if (i % 3 == 2) {
+            eng_backend_stats bs = {};
+            eng_backend_stats_get(e, &bs);
+            routed[i / 3] = bs.steps_device_routed;
+        }
+    }
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    int same = ok && !memcmp(a, b, sizeof(float) * V * STEPS);
+    /* every step device-routed: own slots, the cache's, own slots again */
+    int fast = routed[0] == 3 && routed[1] == 6 && routed[2] == 9;
+    result(same && fast, "provider switch %s: own slots -> expert cache (preloaded) -> detached: bitwise = a fresh engine over %d steps, "
+           "device-routed steps %llu/%llu/%llu", name, STEPS, (unsigned long long)routed[0], (unsigned long long)routed[1],
+           (unsigned long long)routed[2]);
+    eng_seq_free(sa); eng_seq_free(sb);
+    eng_free(e); eng_free(f);
+    cache_free(cache);
+    unlink(store);
+    free(a); free(b);
+}
+
 /* [engine] kv_dtype = bf16 on the cuda backend: half the KV bytes, and the
  * logits of a prompt + 4 greedy steps close to the CPU backend with the same
  * bf16 KV cache (and to the f32 run), greedy tokens equal. */
@@ -1466,6 +1529,7 @@ int main(int argc, char **argv)
             test_batched(sh, name);
             test_device_tier(sh, name, md);
             test_graphs(sh, name);
+            test_provider_switch(sh, name);
             test_kv_bf16(sh, name);
         }
         json_decref(root);
