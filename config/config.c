@@ -94,8 +94,8 @@ static const cfg_entry table[] = {
      "Routed experts as in the checkpoint (`bf16`) or quantized `q8` / `q4` (docs/quant.md, CPU only), from DIR/experts.q8.emoe etc. built on first use; budget % stay % of bf16 bytes."},
     {"cache", "lowbit_format", CFG_T_ENUM, OFF(cache.lowbit_format), 0, 0, 0, "q4|q8", "q4", 0,
      "Format of the resident low-bit copy of every expert used by miss_policy = lowbit."},
-    {"cache", "io_queue_depth", CFG_T_INT, OFF(cache.io_queue_depth), 0, 1, 4096, NULL, "64", 0,
-     "io_uring submission queue depth for expert reads."},
+    {"cache", "io_queue_depth", CFG_T_INT, OFF(cache.io_queue_depth), 0, 1, 4096, NULL, "16", 0,
+     "Expert reads handed to the kernel at once (io_uring queue depth); more wait in the loader's queue, where reads the engine waits for go first. Near the disk's knee is best (docs/performance.md: 16 on the development VM's virtio disk)."},
     /* [predictor] */
     {"predictor", "enabled", CFG_T_BOOL, OFF(predictor.enabled), 0, 0, 1, NULL, "true", 0,
      "Prefetch each request's experts as predicted from past requests of its task, before its prefill. Only with a [cache] device_budget below 100%."},

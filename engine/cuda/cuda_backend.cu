@@ -129,6 +129,8 @@ typedef struct cu_state {
     int fast_gen, ec_gen;         /* ec_gen: bumped whenever the own slots are freed or recreated */
     int tier_pins;                /* fast path on the device-tier cache: every expert acquired (pinned) */
     uint64_t miss_hint;           /* the expert (layer*E + x) last found not resident: checked first */
+    int opt_skip;                 /* own slots short of all experts: 1 = do not try a step device-routed */
+    uint64_t opt_redos;           /* optimistic device-routed steps re-run on the host path (a miss) */
     /* CUDA graphs of decode steps, by row count (buckets 1..8, 16, 32). */
     int graphs;                   /* 0: never */
     cudaGraphExec_t gx[GRAPH_MAX_T + 1];
@@ -836,7 +838,20 @@ static emoe_status fast_check(eng_engine *e, cu_state *S, int *fast, emoe_err *e
         S->tier_pins = 1;
     } else {
         if ((rc = own_slots_ensure(e, S, err)) != EMOE_OK) return rc;
-        if ((uint64_t)S->ec.tab.n_slots < (uint64_t)L * (uint64_t)E) return EMOE_OK;
+        if ((uint64_t)S->ec.tab.n_slots < (uint64_t)L * (uint64_t)E) {
+            /* Optimistic: the table of what the slots hold now (only this
+             * thread evicts them, between steps); a step that needs a
+             * missing expert sees the flag and is re-run on the host path. */
+            if (S->opt_skip || (p->substitute && p->substitute(p->ctx))) return EMOE_OK;
+            size_t fd3 = S->ec.slot_elems;
+            for (int key = 0; key < L * E; key++) {
+                int sl = eng_slot_table_peek(&S->ec.tab, key);
+                S->h_tab[key] = sl >= 0 ? S->ec.slots + (size_t)sl * fd3 : NULL;
+            }
+            CUDA_CHECK(err, cudaMemcpyAsync(S->d_tab, S->h_tab, sizeof *S->h_tab * (size_t)L * E, cudaMemcpyHostToDevice, S->st));
+            *fast = 2;
+            return EMOE_OK;
+        }
         /* Load every expert once (the slots hold them all: nothing is ever
          * evicted afterwards). */
         for (int l = 0; l < L; l++) {
@@ -970,6 +985,7 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
     cudaStream_t st = S->st;
     emoe_status rc = EMOE_OK;
     int R = 0, fast = 0, decode = 1;
+    uint64_t up0 = 0;
     CUDA_CK(cudaSetDevice(S->dev));
     CK(ws_ensure(S, d, T, err));
     {
@@ -987,6 +1003,7 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
             }
         }
     }
+    up0 = S->ec_ready ? S->ec.upload_bytes : 0;
     CK(fast_check(e, S, &fast, err));
     /* Which rows want logits, and where they go. */
     for (int i = 0, r = 0; i < n; i++) {
@@ -1002,7 +1019,8 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
     }
     {
         int B = graph_bucket(T);
-        int use_graph = fast && S->graphs && decode && T <= GRAPH_MAX_T && !S->gx_failed[B];
+        /* optimistic steps: no padding rows (their experts could miss) */
+        int use_graph = fast && S->graphs && decode && T <= GRAPH_MAX_T && !S->gx_failed[B] && (fast == 1 || B == T);
         int rows = use_graph ? B : T;
         if (use_graph)
             for (int r = T; r < B; r++) { /* padding rows: token 0 at position 0 of a scratch KV */
@@ -1047,7 +1065,17 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
     }
     CUDA_CK(cudaStreamSynchronize(st));
     if (fast) {
-        S->fast_steps++;
+        if ((w->h_flags[0] & CU_ROUTE_MISSING) && fast == 2) {
+            /* (checked first: after a skipped expert later layers may see
+             * garbage, even non-finite router logits) */
+            /* An optimistic step needed an expert its slots lack: re-run it
+             * on the host path, which loads what is missing (this step's KV
+             * rows are rewritten; nothing was reported). Host path until a
+             * step needs no load. */
+            S->opt_skip = 1;
+            S->opt_redos++;
+            return cuda_step(e, items, n, T, err);
+        }
         if (w->h_flags[0] & CU_ROUTE_BAD_ID) {
             rc = emoe_errf(err, EMOE_EDEVICE, "the router produced no valid expert (non-finite router logits?)");
             goto fail;
@@ -1056,6 +1084,17 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
             fast_drop(e, S);
             rc = emoe_errf(err, EMOE_EDEVICE, "device expert table incomplete (an expert without a slot)");
             goto fail;
+        }
+        S->fast_steps++; /* a step that ran device-routed to the end */
+        if (fast == 2) { /* the slots' LRU sees the experts this step used */
+            const int *ids = w->h_rids;
+            for (int l = 0; l < d->n_layers; l++)
+                for (int t = 0; t < T; t++)
+                    for (int j = 0; j < d->top_k; j++) {
+                        int key = l * d->n_experts + ids[((size_t)l * (size_t)w->T + (size_t)t) * (size_t)d->top_k + j], miss, ev;
+                        if (eng_slot_table_peek(&S->ec.tab, key) >= 0) eng_slot_table_get(&S->ec.tab, key, &miss, &ev);
+                    }
+            eng_slot_table_unpin_all(&S->ec.tab);
         }
         /* The routing of the step, once, in the CPU's order (layer, row). */
         if (e->cb)
@@ -1066,6 +1105,11 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
                 }
     } else {
         S->slow_steps++;
+        /* own slots short of all experts: try device routing again once a
+         * host-routed step needed no upload */
+        if (!e->prov->device_views && S->ec_ready) {
+            if (S->ec.upload_bytes == up0) S->opt_skip = 0;
+        }
     }
     for (int i = 0; i < n; i++) {
         eng_batch_item *it = &items[i];

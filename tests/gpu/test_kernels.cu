@@ -1167,6 +1167,53 @@ static void test_graphs(const char *shared, const char *name)
     free(out[0]); free(out[1]);
 }
 
+/* The backend's own slots short of all experts (all but one): a step tries
+ * the device-routed path against what the slots hold and is re-run on the
+ * host path when it needed a missing expert. Over prompt + decode steps some
+ * steps must succeed device-routed and some be re-run, and every logit must be
+ * bitwise the all-resident run's. */
+static void test_partial_own(const char *shared, const char *name, json_t *md)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    json_t *pids = json_object_get(json_array_get(json_object_get(md, "cases"), 0), "prompt_ids");
+    int n = (int)json_array_size(pids), STEPS = 30;
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(pids, i));
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e[2] = {};
+    emoe_err err = {};
+    int ok = eng_open(dir, &og, &e[0], &err) == EMOE_OK;
+    if (ok) {
+        const eng_model_desc *d = eng_desc(e[0]);
+        og.gpu_expert_budget = (uint64_t)3 * d->expert_ffn * d->dim * sizeof(cu_bf16) * (uint64_t)(d->n_layers * d->n_experts - 1);
+        ok = eng_open(dir, &og, &e[1], &err) == EMOE_OK;
+    }
+    int V = ok ? eng_desc(e[0])->vocab : 1;
+    float *out[2];
+    for (int k = 0; k < 2; k++) out[k] = (float *)malloc(sizeof(float) * V * (STEPS + 1));
+    for (int k = 0; k < 2 && ok; k++) { /* prompt, then STEPS greedy steps */
+        eng_seq *s = eng_seq_new(e[k], 0, &err);
+        ok = s && eng_forward(e[k], s, ids, n, out[k], &err) == EMOE_OK;
+        for (int i = 0; i < STEPS && ok; i++) {
+            int32_t tok = argmax(out[k] + (size_t)i * V, V);
+            ok = eng_forward(e[k], s, &tok, 1, out[k] + (size_t)(i + 1) * V, &err) == EMOE_OK;
+        }
+        eng_seq_free(s);
+    }
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    eng_backend_stats bs = {};
+    if (e[1]) eng_backend_stats_get(e[1], &bs);
+    int same = ok && !memcmp(out[0], out[1], sizeof(float) * V * (STEPS + 1));
+    uint64_t steps = 1 + STEPS;
+    result(same && bs.steps_device_routed > 0 && bs.steps_device_routed < steps,
+           "own slots all but one %s: %d slots, %llu of %llu steps device-routed (the rest re-run or host-routed), bitwise = all-resident",
+           name, bs.expert_slots, (unsigned long long)bs.steps_device_routed, (unsigned long long)steps);
+    eng_free(e[0]); eng_free(e[1]);
+    free(ids); free(out[0]); free(out[1]);
+}
+
 /* One engine through provider changes: device-routed on its own slots, then
  * an expert cache attached (preloaded: device-routed from the cache's GPU
  * slots, every expert pinned by the backend), then the cache detached and
@@ -1358,6 +1405,37 @@ static void test_fork(const char *shared, const char *name)
 }
 
 #ifdef EMOE_CUDA_EMU
+/* Kernel launches of one eager device-routed decode step of one row on
+ * tiny-mixtral (no shared expert, split-KV attention at 1 row): embed + the
+ * first norm, 14 per layer (3 q/k/v GEMVs, fused norm/RoPE/KV, attention +
+ * merge, o-proj, fused add+norm, router GEMV, top-k, route plan, gate/up,
+ * down, fused combine+residual+norm), final norm + lm_head: docs/cuda.md's
+ * count, checked. */
+static void test_launch_count(const char *shared)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/tiny-mixtral", shared);
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    og.cuda_no_graphs = 1;
+    eng_engine *e = NULL;
+    emoe_err err = {};
+    if (eng_open(dir, &og, &e, &err) != EMOE_OK) { fprintf(stderr, "  %s\n", err.msg); result(0, "launch count: open"); return; }
+    int L = eng_desc(e)->n_layers, V = eng_desc(e)->vocab;
+    float *lg = (float *)malloc(sizeof(float) * V);
+    eng_seq *s = eng_seq_new(e, 0, &err);
+    int32_t t0 = 5, t1 = 9;
+    int ok = s && eng_forward(e, s, &t0, 1, lg, &err) == EMOE_OK; /* loads every expert, enters device routing */
+    uint64_t n0 = emu_launch_count();
+    ok = ok && eng_forward(e, s, &t1, 1, lg, &err) == EMOE_OK;
+    uint64_t n = emu_launch_count() - n0;
+    result(ok && n == (uint64_t)(14 * L + 4), "launch count: one decode step of tiny-mixtral (%d layers): %llu launches (%.1f per layer + 4)", L,
+           (unsigned long long)n, ((double)n - 4) / L);
+    eng_seq_free(s);
+    free(lg);
+    eng_free(e);
+}
+
 /* Device allocation failures (emulator hook) become errors of the step that
  * needed the memory; no sequence advances and the engine keeps working. */
 static void test_device_oom(const char *shared)
@@ -1530,10 +1608,12 @@ int main(int argc, char **argv)
             test_device_tier(sh, name, md);
             test_graphs(sh, name);
             test_provider_switch(sh, name);
+            test_partial_own(sh, name, md);
             test_kv_bf16(sh, name);
         }
         json_decref(root);
 #ifdef EMOE_CUDA_EMU
+        test_launch_count(sh);
         test_device_oom(sh);
 #endif
     }
