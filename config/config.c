@@ -63,7 +63,9 @@ static const cfg_entry table[] = {
     {"engine", "backend", CFG_T_ENUM, OFF(engine.backend), 0, 0, 0, "cpu|auto|cuda", "cpu", 0,
      "Compute backend: `cpu` (float32 reference), `cuda` (fails at start without a device), `auto` (CUDA if present). Default cpu until make test-gpu passes on a GPU."},
     {"engine", "kv_dtype", CFG_T_ENUM, OFF(engine.kv_dtype), 0, 0, 0, "f32|f16|bf16", "f32", 0,
-     "Element type of the CPU backend's KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay)."},
+     "Element type of the KV cache: `f32` (the reference), or `f16`/`bf16` (half the memory, rounded; not yet measured to pay). The cuda backend takes f32 or bf16."},
+    {"engine", "cuda_graphs", CFG_T_BOOL, OFF(engine.cuda_graphs), 0, 0, 1, NULL, "true", 0,
+     "CUDA: run decode steps (up to 32 rows) as CUDA graph replays when every expert is resident in GPU memory (docs/cuda.md). false: always launch kernel by kernel."},
     /* [scheduler] */
     {"scheduler", "policy", CFG_T_ENUM, OFF(scheduler.policy), 0, 0, 0, "fifo|slo", "slo", 0,
      "Queue order. `slo`: least TTFT slack first, then priority, then arrival; preemption, TPOT guard, admission control (docs/api.md). `fifo`: first come, first served."},
@@ -78,7 +80,7 @@ static const cfg_entry table[] = {
     {"scheduler", "max_tokens_default", CFG_T_INT, OFF(scheduler.max_tokens_default), 0, 0, 1 << 24, NULL, "0", 1,
      "Output tokens when a request sets no max_tokens; 0 = up to the context length."},
     {"scheduler", "on_unattainable", CFG_T_ENUM, OFF(scheduler.on_unattainable), 0, 0, 0, "reject|best_effort", "reject", 0,
-     "policy = slo, a TTFT SLO that cannot be met even if served next: `reject` = 429 `slo_unattainable` + Retry-After; `best_effort` = serve without a deadline."},
+     "policy = slo, a TTFT SLO that cannot be met behind the requests the policy serves first: `reject` = 429 `slo_unattainable` + Retry-After; `best_effort` = serve without a deadline."},
     /* [cache] */
     {"cache", "device_budget", CFG_T_BUDGET, OFF(cache.device_budget), 0, 0, 64 * TiB, NULL, "100%", 0,
      "Accelerator memory for routed experts: bytes (20GiB) or a percentage of all experts' bytes (25%). Below 100% the server runs through the tiered expert cache."},
@@ -92,8 +94,8 @@ static const cfg_entry table[] = {
      "Routed experts as in the checkpoint (`bf16`) or quantized `q8` / `q4` (docs/quant.md, CPU only), from DIR/experts.q8.emoe etc. built on first use; budget % stay % of bf16 bytes."},
     {"cache", "lowbit_format", CFG_T_ENUM, OFF(cache.lowbit_format), 0, 0, 0, "q4|q8", "q4", 0,
      "Format of the resident low-bit copy of every expert used by miss_policy = lowbit."},
-    {"cache", "io_queue_depth", CFG_T_INT, OFF(cache.io_queue_depth), 0, 1, 4096, NULL, "64", 0,
-     "io_uring submission queue depth for expert reads."},
+    {"cache", "io_queue_depth", CFG_T_INT, OFF(cache.io_queue_depth), 0, 1, 4096, NULL, "16", 0,
+     "Expert reads handed to the kernel at once (io_uring queue depth); more wait in the loader's queue, where reads the engine waits for go first. Near the disk's knee is best (docs/performance.md: 16 on the development VM's virtio disk)."},
     /* [predictor] */
     {"predictor", "enabled", CFG_T_BOOL, OFF(predictor.enabled), 0, 0, 1, NULL, "true", 0,
      "Prefetch each request's experts as predicted from past requests of its task, before its prefill. Only with a [cache] device_budget below 100%."},
@@ -113,6 +115,8 @@ static const cfg_entry table[] = {
      "Task profile written by `emoe profile` (per-task miss policy, insensitive tasks, expected output length); re-read on SIGHUP (a bad file keeps the old one). Empty = none."},
     {"predictor", "trace_path", CFG_T_STRING, OFF(predictor.trace_path), SZ(predictor.trace_path), 0, 0, NULL, "", 0,
      "Append the routing of every served request to this file in the trace format, for `emoe replay`. Empty = off."},
+    {"predictor", "acquire_log", CFG_T_STRING, OFF(predictor.acquire_log), SZ(predictor.acquire_log), 0, 0, NULL, "", 0,
+     "Diagnostic: append every expert the engine acquires, one line per engine step (`layer:expert ...` in acquire order), for tools/step_bound.py (the fewest loads any eviction order could do). Empty = off."},
     /* [log] */
     {"log", "level", CFG_T_ENUM, OFF(log.level), 0, 0, 0, "error|warn|info|debug", "info", 1,
      "Log level."},

@@ -74,6 +74,7 @@ typedef struct emoe_config {
         int threads;                      /* 0 = physical cores */
         int backend;                      /* eng_backend_kind: 0 cpu, 1 auto, 2 cuda */
         int kv_dtype;                     /* eng_dtype: 0 f32, 1 f16, 2 bf16 */
+        int cuda_graphs;                  /* CUDA: decode steps as graph replays */
     } engine;
     struct {
         int policy;                       /* cfg_sched_policy */
@@ -103,6 +104,7 @@ typedef struct emoe_config {
         int lookahead_layers;             /* prefetch the predicted experts of the next d layers */
         char task_profile[CFG_STR_MAX];   /* `emoe profile` output; "" = none */
         char trace_path[CFG_STR_MAX];     /* record served routing here; "" = off */
+        char acquire_log[CFG_STR_MAX];    /* diagnostic: every acquire, per step; "" = off */
     } predictor;
     struct {
         int level;                        /* emoe_log_level */

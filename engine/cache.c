@@ -34,6 +34,7 @@ typedef struct cslot {
     uint64_t stamp;   /* last use, for LRU */
     emoe_err *err;    /* ERROR state: the message (owned) */
     int pf_src;       /* device tier: cache_pf_source of the prefetch that filled it, until first acquired; -1 none */
+    loader_read *rd;  /* device tier, LOADING from the store: its read (an acquire that waits promotes it) */
 } cslot;
 
 typedef struct load_job {
@@ -66,6 +67,8 @@ struct cache_t {
     eng_expert_provider prov;
     cache_stats st;
     double stall_cur;
+    int waiters;      /* acquires waiting for a load */
+    double busy_t0;   /* when inflight went from 0 to 1 */
     /* lowbit miss policy: every expert's low-bit extent, lb_stride apart */
     uint8_t *lb_mem;
     size_t lb_stride;
@@ -86,7 +89,7 @@ static emoe_status host_upload(void *ctx, void *dst, const void *src, size_t n, 
     memcpy(dst, src, n);
     return EMOE_OK;
 }
-static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload, NULL, NULL};
+static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload, NULL, NULL, NULL, NULL};
 const cache_slot_mem *cache_slot_mem_host(void) { return &host_mem; }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -210,6 +213,7 @@ static void slot_clear(cslot *s, int *map, uint64_t *evictions)
     s->owner = -1;
     s->state = SLOT_EMPTY;
     s->pf_src = -1;
+    s->rd = NULL;
     free(s->err);
     s->err = NULL;
 }
@@ -230,6 +234,7 @@ static void load_finish(load_job *j, emoe_status st, const emoe_err *e)
     cache_t *c = j->c;
     pthread_mutex_lock(&c->mu);
     cslot *d = &c->dev[j->dev];
+    d->rd = NULL;
     if (st == EMOE_OK) {
         d->state = SLOT_READY;
         c->st.loads++;
@@ -252,12 +257,16 @@ static void load_finish(load_job *j, emoe_status st, const emoe_err *e)
         if (st == EMOE_OK) { c->st.hits[2]++; c->st.bytes_read += c->slot_bytes; }
         else c->st.misses[2]++;
     }
-    record_latency(c, emoe_now() - j->t0);
+    double now = emoe_now();
+    record_latency(c, now - j->t0);
+    if (c->waiters > 0 && st == EMOE_OK) c->st.stall_bytes += c->slot_bytes;
     c->inflight--;
+    if (c->inflight == 0) c->st.busy_seconds += now - c->busy_t0;
     update_resident(c);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    free(j->staging);
+    if (j->staging && c->mem.staging_free) c->mem.staging_free(c->mem.ctx, j->staging, c->slot_bytes);
+    else free(j->staging);
     free(j);
 }
 
@@ -340,7 +349,10 @@ static load_job *start_load(cache_t *c, int id, int v, emoe_status *st, emoe_err
         }
         if (!dst && c->mem.host_addressable) dst = d->mem;
         if (!dst) {
-            dst = j->staging = aligned_alloc(4096, c->slot_bytes);
+            /* Pinned where the slot memory offers it (CUDA): the read lands
+             * where the upload's DMA reads it, no second copy. */
+            dst = j->staging = c->mem.staging_alloc ? c->mem.staging_alloc(c->mem.ctx, c->slot_bytes)
+                                                    : aligned_alloc(4096, c->slot_bytes);
             if (!dst) {
                 free(j);
                 *st = emoe_errf(err, EMOE_ENOMEM, "expert cache: out of memory for a staging buffer");
@@ -353,12 +365,16 @@ static load_job *start_load(cache_t *c, int id, int v, emoe_status *st, emoe_err
         j->rd.buf = dst;
         j->rd.done = on_read_done;
         j->rd.user = j;
+        d->rd = &j->rd;
     }
     d->owner = id;
     d->state = SLOT_LOADING;
     d->stamp = ++c->clock;
     c->map_dev[id] = v;
+    c->st.inflight_sum += (uint64_t)c->inflight;
+    if (c->inflight == 0) c->busy_t0 = j->t0;
     c->inflight++;
+    if ((uint64_t)c->inflight > c->st.inflight_max) c->st.inflight_max = (uint64_t)c->inflight;
     update_resident(c);
     return j;
 }
@@ -595,9 +611,12 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
         }
         if (d >= 0 && c->dev[d].state == SLOT_LOADING) {
             prefetch_note_used(c, &c->dev[d]);
+            if (c->dev[d].rd) loader_promote(c->loader, c->dev[d].rd); /* needed now: ahead of the prefetches */
             double t = emoe_now();
             c->dev[d].pins++;
+            c->waiters++;
             while (c->dev[d].state == SLOT_LOADING) pthread_cond_wait(&c->cv, &c->mu);
+            c->waiters--;
             c->dev[d].pins--;
             waited += emoe_now() - t;
             continue;
@@ -614,7 +633,9 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
         if (v < 0) {
             if (c->inflight > 0) { /* slots busy loading (prefetch): wait for one */
                 double t = emoe_now();
+                c->waiters++;
                 pthread_cond_wait(&c->cv, &c->mu);
+                c->waiters--;
                 waited += emoe_now() - t;
                 continue;
             }
@@ -632,7 +653,7 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
             pthread_mutex_lock(&c->mu);
         } else {
             loader_read *r = &j->rd;
-            loader_submit(c->loader, &r, 1);
+            loader_submit_urgent(c->loader, &r, 1);
         }
     }
     c->stall_cur += waited;
@@ -703,7 +724,10 @@ void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *
         if (j->from_host) copies[nc++] = j;
         else reads[nr++] = &j->rd;
     }
-    if (nr) loader_submit(c->loader, reads, nr);
+    /* The forward pass's own prefetch is what it acquires next: ahead of the
+     * speculative ones. */
+    if (nr && src == CACHE_PF_ENGINE) loader_submit_urgent(c->loader, reads, nr);
+    else if (nr) loader_submit(c->loader, reads, nr);
     pthread_mutex_unlock(&c->mu);
     for (int i = 0; i < nc; i++) run_copy(copies[i]);
     free(reads);
@@ -741,6 +765,7 @@ void cache_get_stats(cache_t *c, cache_stats *out)
     pthread_mutex_lock(&c->mu);
     *out = c->st;
     out->stall_seconds += c->stall_cur;
+    if (c->inflight > 0) out->busy_seconds += emoe_now() - c->busy_t0;
     out->miss_policy = (int)c->cfg.miss_policy;
     pthread_mutex_unlock(&c->mu);
 }

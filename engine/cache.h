@@ -50,6 +50,11 @@ typedef struct cache_slot_mem {
     /* Optional: page-lock host memory for fast uploads (the host tier), and undo. */
     void (*host_register)(void *ctx, void *p, size_t bytes);
     void (*host_unregister)(void *ctx, void *p, size_t bytes);
+    /* Optional: a page-aligned read buffer of `bytes` for store reads that
+     * have no host-tier slot to land in (pinned on CUDA), and its release.
+     * NULL: aligned_alloc/free. */
+    void *(*staging_alloc)(void *ctx, size_t bytes);
+    void (*staging_free)(void *ctx, void *p, size_t bytes);
 } cache_slot_mem;
 
 const cache_slot_mem *cache_slot_mem_host(void);
@@ -93,6 +98,12 @@ typedef struct cache_stats {
     uint64_t steps;
     double stall_seconds;         /* time acquire() waited, all steps */
     double stall_last_step, stall_max_step;
+    /* load queue (issue 11 measurements): loads in flight, time with at least
+     * one in flight (disk busy), bytes that completed while an acquire waited */
+    uint64_t inflight_max;        /* most loads in flight at once */
+    uint64_t inflight_sum;        /* sum over load starts of the loads already in flight */
+    double busy_seconds;          /* time with >= 1 load in flight */
+    uint64_t stall_bytes;         /* bytes of loads that completed while an acquire was waiting */
     uint64_t slot_bytes;
     int device_slots, host_slots;
     uint64_t budget_bytes, host_budget_bytes;

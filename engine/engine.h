@@ -28,6 +28,7 @@ typedef struct eng_open_opts {
     int backend;                 /* eng_backend_kind */
     uint64_t gpu_expert_budget;  /* CUDA: bytes of device expert slots; 0 = as many as fit */
     int kv_dtype;    /* CPU backend's KV cache: an eng_dtype; ENG_DT_F32 (the zero value) is the reference */
+    int cuda_no_graphs;          /* CUDA: 1 = never run decode steps as CUDA graphs ([engine] cuda_graphs = false) */
 } eng_open_opts;
 
 typedef enum eng_backend_kind {
@@ -128,6 +129,8 @@ typedef struct eng_backend_stats {
     uint64_t expert_upload_bytes;
     double expert_stall_s;        /* host time blocked loading experts into slots */
     uint64_t peak_bytes;          /* high-water mark of the sum of the four categories */
+    uint64_t steps_device_routed; /* CUDA: steps whose routing stayed on the device (every expert resident) */
+    uint64_t graph_launches;      /* CUDA: steps run as a CUDA graph replay */
 } eng_backend_stats;
 
 /* Fills st (zeroed first). */

@@ -275,46 +275,71 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
     int nu = 0;
     for (int x = 0; x < E; x++) if (b->ex_count[x]) b->used[nu++] = x;
     if (p->prefetch) p->prefetch(p->ctx, l, b->used, nu);
+    /* Order of computation (exact and lowbit modes, a provider that can tell
+     * what is resident): the experts already resident first, then the others,
+     * a group closing at the first expert still loading once it holds one, so
+     * the resident experts compute while the rest load. Each expert writes
+     * only its own rows of g/u/eo and the combine below runs in expert order,
+     * so the result is bitwise that of any order. */
+    int *ord = b->used, *ord_buf = NULL;
+    int reorder = p->is_resident && nu > 1 && !(p->substitute && p->substitute(p->ctx)) &&
+                  (ord_buf = malloc(sizeof(int) * 2 * (size_t)nu)) != NULL;
+    if (reorder) {
+        int *res = ord_buf + nu, nr = 0; /* one answer per expert: a load may complete meanwhile */
+        for (int u = 0; u < nu; u++)
+            if ((res[u] = p->is_resident(p->ctx, l, b->used[u]) != 0)) ord_buf[nr++] = b->used[u];
+        for (int u = 0; u < nu; u++)
+            if (!res[u]) ord_buf[nr++] = b->used[u];
+        ord = ord_buf;
+    }
     /* Groups of experts: acquire them all, every gate and up projection in one
      * region, SwiGLU, every down projection (and the shared expert's) in a
      * second, release. A provider out of slots (ENOMEM with some held) ends the
      * group early; the next group starts with the expert it refused. */
     eng_expert_weights w[MOE_GROUP_MAX];
     eng_mm_job jobs[2 * MOE_GROUP_MAX + 1];
+    quant_mm_job qjobs[2 * MOE_GROUP_MAX]; /* quantized expert views (engine/quant.h): their own region */
     int shared_done = 0;
     for (int u0 = 0; u0 < nu;) {
         int ng = 0;
         while (u0 + ng < nu && ng < MOE_GROUP_MAX) {
-            int x = b->used[u0 + ng];
+            int x = ord[u0 + ng];
+            if (reorder && ng > 0 && !p->is_resident(p->ctx, l, x)) break; /* compute what is ready first */
             memset(&w[ng], 0, sizeof w[ng]);
             emoe_status rc = p->acquire(p->ctx, l, x, &w[ng], err);
             if (rc == EMOE_OK) { ng++; continue; }
             if (rc == EMOE_ENOMEM && ng > 0) break;
-            for (int i = 0; i < ng; i++) if (p->release) p->release(p->ctx, l, b->used[u0 + i]);
+            for (int i = 0; i < ng; i++) if (p->release) p->release(p->ctx, l, ord[u0 + i]);
+            free(ord_buf);
             return emoe_err_prefix(err, "layer %d expert %d", l, x);
         }
-        int nj = 0;
+        int nj = 0, nq = 0;
         for (int i = 0; i < ng; i++) {
-            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            int x = ord[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
             if (w[i].qfmt) { /* quantized expert views (engine/quant.h): their own kernels */
-                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn);
-                quant_matmul(e->pool, b->xe + (size_t)s0 * dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn);
+                const float *xe = b->xe + (size_t)s0 * dim;
+                qjobs[nq++] = (quant_mm_job){xe, (size_t)dim, c, dim, w[i].gate.data, ffn, w[i].qfmt, b->g + (size_t)s0 * ffn, (size_t)ffn};
+                qjobs[nq++] = (quant_mm_job){xe, (size_t)dim, c, dim, w[i].up.data, ffn, w[i].qfmt, b->u + (size_t)s0 * ffn, (size_t)ffn};
                 continue;
             }
             jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].gate, NULL, b->g + (size_t)s0 * ffn);
             jobs[nj++] = mm_job(b->xe + (size_t)s0 * dim, c, dim, &w[i].up, NULL, b->u + (size_t)s0 * ffn);
         }
+        if (nq) quant_mm_run(e->pool, qjobs, nq);
         eng_mm_run(e->pool, jobs, nj);
-        int xa = b->used[u0], xb = b->used[u0 + ng - 1];
-        size_t pa = (size_t)b->ex_start[xa], pb = (size_t)b->ex_start[xb] + (size_t)b->ex_count[xb];
-        for (size_t i = pa * ffn; i < pb * ffn; i++) b->g[i] = silu(b->g[i]) * b->u[i];
-        nj = 0;
         for (int i = 0; i < ng; i++) {
-            int x = b->used[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
+            int x = ord[u0 + i];
+            size_t pa = (size_t)b->ex_start[x], pb = pa + (size_t)b->ex_count[x];
+            for (size_t q = pa * ffn; q < pb * ffn; q++) b->g[q] = silu(b->g[q]) * b->u[q];
+        }
+        nj = nq = 0;
+        for (int i = 0; i < ng; i++) {
+            int x = ord[u0 + i], s0 = b->ex_start[x], c = b->ex_count[x];
             if (w[i].lowbit) /* served by the low-bit copy (miss_policy lowbit): counted per sequence */
                 for (int r = 0; r < c; r++) b->row_seq[b->ex_rows[s0 + r]]->lowbit++;
             if (w[i].qfmt) {
-                quant_matmul(e->pool, b->g + (size_t)s0 * ffn, c, ffn, w[i].down.data, dim, w[i].qfmt, b->eo + (size_t)s0 * dim);
+                qjobs[nq++] = (quant_mm_job){b->g + (size_t)s0 * ffn, (size_t)ffn, c, ffn, w[i].down.data, dim, w[i].qfmt,
+                                             b->eo + (size_t)s0 * dim, (size_t)dim};
                 continue;
             }
             jobs[nj++] = mm_job(b->g + (size_t)s0 * ffn, c, ffn, &w[i].down, NULL, b->eo + (size_t)s0 * dim);
@@ -323,11 +348,13 @@ static emoe_status moe_layer(eng_engine *e, int l, int T, step_buf *b, emoe_err 
             jobs[nj++] = mm_job(b->sg, T, sf, &L->sh_down, NULL, b->sho);
             shared_done = 1;
         }
+        if (nq) quant_mm_run(e->pool, qjobs, nq);
         eng_mm_run(e->pool, jobs, nj);
         if (p->release)
-            for (int i = 0; i < ng; i++) p->release(p->ctx, l, b->used[u0 + i]);
+            for (int i = 0; i < ng; i++) p->release(p->ctx, l, ord[u0 + i]);
         u0 += ng;
     }
+    free(ord_buf);
     /* Combine in expert order (the order of the reference). */
     for (int u = 0; u < nu; u++) {
         int x = b->used[u];

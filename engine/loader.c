@@ -280,6 +280,38 @@ void loader_submit(loader_t *l, loader_read **reads, int n)
     pthread_mutex_unlock(&l->mu);
 }
 
+void loader_submit_urgent(loader_t *l, loader_read **reads, int n)
+{
+    pthread_mutex_lock(&l->mu);
+    for (int i = n - 1; i >= 0; i--) { /* the batch keeps its order, ahead of the queue */
+        reads[i]->got = 0;
+        reads[i]->retries = 0;
+        push_front(l, reads[i]);
+    }
+    if (l->uring) pump(l);
+    else pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+int loader_promote(loader_t *l, loader_read *r)
+{
+    int moved = 0;
+    pthread_mutex_lock(&l->mu);
+    for (loader_read *p = NULL, *q = l->head; q; p = q, q = q->next) {
+        if (q != r) continue;
+        if (p) { /* unlink, then to the front */
+            p->next = q->next;
+            if (l->tail == q) l->tail = p;
+            push_front(l, q);
+        }
+        moved = 1;
+        break;
+    }
+    if (moved && l->uring) pump(l);
+    pthread_mutex_unlock(&l->mu);
+    return moved;
+}
+
 const char *loader_mode(const loader_t *l)
 {
     if (l->uring) return l->direct ? "io_uring+O_DIRECT" : "io_uring";

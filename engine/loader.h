@@ -64,6 +64,13 @@ emoe_status loader_register_buffer(loader_t *l, void *base, size_t len, emoe_err
 /* Queues n reads; submits up to queue_depth at once, in one batch. Never blocks
  * on I/O. Each read completes exactly once through its done callback. */
 void loader_submit(loader_t *l, loader_read **reads, int n);
+/* The same, ahead of every read not yet handed to the kernel (reads the
+ * caller is waiting for; queue_depth bounds what is already in flight). */
+void loader_submit_urgent(loader_t *l, loader_read **reads, int n);
+/* Moves r, if it is still queued (not yet handed to the kernel), to the front
+ * of the queue. Returns 1 if r was queued. r must be a submitted read whose
+ * done callback has not run. */
+int loader_promote(loader_t *l, loader_read *r);
 /* "io_uring+O_DIRECT", "io_uring", "pread+O_DIRECT" or "pread". */
 const char *loader_mode(const loader_t *l);
 int loader_is_direct(const loader_t *l);

@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include "engine/pool.h"
+#include "engine/tensor.h"
 
 #define QUANT_BLOCK 32
 
@@ -36,9 +37,14 @@ typedef struct quant_block_q8 { uint16_t d; int8_t qs[QUANT_BLOCK]; } quant_bloc
 typedef struct quant_block_q4 { uint16_t d; uint8_t qs[QUANT_BLOCK / 2]; } quant_block_q4;
 typedef struct quant_block_q8a { float d; int8_t qs[QUANT_BLOCK]; } quant_block_q8a;
 
-_Static_assert(sizeof(quant_block_q8) == 34, "q8 block is 34 bytes");
-_Static_assert(sizeof(quant_block_q4) == 18, "q4 block is 18 bytes");
-_Static_assert(sizeof(quant_block_q8a) == 36, "q8a block is 36 bytes");
+#ifdef __cplusplus /* the CUDA tests include this header */
+#define QUANT_STATIC_ASSERT static_assert
+#else
+#define QUANT_STATIC_ASSERT _Static_assert
+#endif
+QUANT_STATIC_ASSERT(sizeof(quant_block_q8) == 34, "q8 block is 34 bytes");
+QUANT_STATIC_ASSERT(sizeof(quant_block_q4) == 18, "q4 block is 18 bytes");
+QUANT_STATIC_ASSERT(sizeof(quant_block_q8a) == 36, "q8a block is 36 bytes");
 
 /* "bf16" (also "none", "dense") -> QUANT_NONE, "q8", "q4". -1 on anything else. */
 int quant_format_parse(const char *s, quant_format *out);
@@ -53,6 +59,13 @@ uint16_t quant_f32_to_f16(float f);
 
 /* Quantizes k floats into one row of fmt (quant_row_bytes(fmt, k) bytes). */
 void quant_row_quantize(int fmt, const float *x, int64_t k, void *dst);
+/* Quantizes every row of a 2-D tensor t (any dtype) into dst, rows back to
+ * back, on the pool's threads (p may be NULL). 0, or -1 on a bad format/shape
+ * or out of memory. The bytes equal quant_row_quantize's row by row. */
+int quant_tensor_quantize(eng_pool *p, int fmt, const eng_tensor *t, void *dst);
+/* q4's scale search: the vectorised search (default, AVX2) or the scalar one
+ * (0). Both give the same bytes (tests/unit/test_quant.c); for tests. */
+void quant_q4_search_fast(int on);
 /* Dequantizes one row back into k floats (the reference). */
 void quant_row_dequantize(int fmt, const void *src, int64_t k, float *out);
 /* Quantizes k activations into quant_blocks(k) q8a blocks (the tail zero-padded). */
@@ -62,16 +75,26 @@ void quant_act_quantize(const float *x, int64_t k, quant_block_q8a *dst);
  * dot_q8a: a quantized row against q8a-quantized activations (nb blocks). */
 typedef float (*quant_dot_f32_fn)(const void *w, const float *x, int k);
 typedef float (*quant_dot_q8a_fn)(const void *w, const quant_block_q8a *x, int nb);
+/* tile: y[t*ldy + r] = row r of w (rows rb bytes apart) . activations of token
+ * t (xq + t*ldxq, nb blocks), for t < T, r < R; register-blocked
+ * (quant_tile.h); each result is bitwise the variant's dot_q8a of that row. */
+typedef void (*quant_tile_fn)(const quant_block_q8a *xq, size_t ldxq, int T, const void *w, size_t rb, int R, int nb,
+                              float *y, size_t ldy);
 typedef struct quant_kernels {
-    const char *name;  /* "scalar", "avx2" */
+    const char *name;  /* "scalar", "avx2", "vnni", "avx2-dot" */
     quant_dot_f32_fn dot_f32[QUANT_N_FORMATS];  /* [QUANT_Q8], [QUANT_Q4] */
     quant_dot_q8a_fn dot_q8a[QUANT_N_FORMATS];
+    quant_tile_fn tile_q8a[QUANT_N_FORMATS];    /* NULL: row by row with dot_q8a */
 } quant_kernels;
 
-enum { QUANT_ISA_SCALAR = 0, QUANT_ISA_AVX2 = 1, QUANT_N_ISA = 2 };
+/* scalar: portable C, the reference order. avx2: AVX2+FMA+F16C tiles (maddubs).
+ * vnni: the same tiles with AVX-512 VNNI's dpbusd (256-bit, AVX512VL), bitwise
+ * equal to avx2. avx2-dot: the earlier per-row AVX2 dots (two accumulator
+ * chains, no tile), kept for measurement. */
+enum { QUANT_ISA_SCALAR = 0, QUANT_ISA_AVX2 = 1, QUANT_ISA_VNNI = 2, QUANT_ISA_AVX2_DOT = 3, QUANT_N_ISA = 4 };
 /* The kernels of one variant; NULL when this CPU lacks it. */
 const quant_kernels *quant_kernels_isa(int isa);
-/* The best variant this CPU runs (AVX2+FMA+F16C where present, else scalar). */
+/* The best variant this CPU runs (vnni, else avx2, else scalar). */
 const quant_kernels *quant_kernels_best(void);
 
 /* Activation handling of quant_matmul: QUANT_ACT_Q8 (default) quantizes each
@@ -81,6 +104,25 @@ const quant_kernels *quant_kernels_best(void);
 enum { QUANT_ACT_Q8 = 0, QUANT_ACT_F32 = 1 };
 int quant_act_mode(void);
 void quant_act_mode_set(int act);
+
+/* One matmul of a batch: y (T, N) (row stride ldy) = x (T, K) (row stride
+ * ldx) @ W^T, W (N, K) quantized in fmt (rows of quant_row_bytes(fmt, K)). */
+typedef struct quant_mm_job {
+    const float *x;
+    size_t ldx;
+    int T, K;
+    const void *W;
+    int N, fmt;
+    float *y;
+    size_t ldy;
+} quant_mm_job;
+/* Runs all jobs as one parallel region (like eng_mm_run) with the best
+ * kernels and the process-wide activation mode. Activations are quantized once
+ * per job, or once for consecutive jobs with the same x, T and K (an expert's
+ * gate and up). Results do not depend on the number of threads. */
+void quant_mm_run(eng_pool *p, const quant_mm_job *jobs, int n_jobs);
+/* The same with given kernels (NULL = best) and activation mode (QUANT_ACT_*). */
+void quant_mm_run_with(eng_pool *p, const quant_kernels *kern, int act, const quant_mm_job *jobs, int n_jobs);
 
 /* y (T, N) = x (T, K) @ W^T with W (N, K) quantized in fmt (rows of
  * quant_row_bytes(fmt, K) bytes). act: QUANT_ACT_*; kern NULL = best. */

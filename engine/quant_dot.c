@@ -88,6 +88,7 @@ static const quant_kernels k_scalar = {
     "scalar",
     {NULL, s_dot_q8_f32, s_dot_q4_f32},
     {NULL, s_dot_q8_q8a, s_dot_q4_q8a},
+    {NULL, NULL, NULL},
 };
 
 /* ---- AVX2 + FMA + F16C ------------------------------------------------------ */
@@ -208,16 +209,53 @@ AVX2_FN static float v_dot_q4_q8a(const void *wv, const quant_block_q8a *x, int 
     return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
+/* The register-blocked tiles (quant_tile.h): AVX2 (maddubs + madd) and VNNI
+ * (AVX-512 VNNI's dpbusd on 256-bit vectors, with AVX512VL). Both compute the
+ * same integer sums, so their results are bitwise equal. */
+#define QKNAME(x) qavx2_##x
+#define QT_ATTR AVX2_FN
+#define QDOT(acc, u, s) _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1)))
+#include "engine/quant_tile.h"
+#undef QKNAME
+#undef QT_ATTR
+#undef QDOT
+
+#define QKNAME(x) qvnni_##x
+#define QT_ATTR __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define QDOT(acc, u, s) _mm256_dpbusd_epi32((acc), (u), (s))
+#include "engine/quant_tile.h"
+#undef QKNAME
+#undef QT_ATTR
+#undef QDOT
+
+/* The per-row dots above (two accumulator chains) stay for tests and
+ * measurement as "avx2-dot"; the engine's variants use the tiles, whose
+ * single-row dot is bitwise the tile's result for that row. */
 static const quant_kernels k_avx2 = {
     "avx2",
     {NULL, v_dot_q8_f32, v_dot_q4_f32},
+    {NULL, qavx2_dot_q8, qavx2_dot_q4},
+    {NULL, qavx2_tile_q8, qavx2_tile_q4},
+};
+
+static const quant_kernels k_vnni = {
+    "vnni",
+    {NULL, v_dot_q8_f32, v_dot_q4_f32},
+    {NULL, qvnni_dot_q8, qvnni_dot_q4},
+    {NULL, qvnni_tile_q8, qvnni_tile_q4},
+};
+
+static const quant_kernels k_avx2_dot = {
+    "avx2-dot",
+    {NULL, v_dot_q8_f32, v_dot_q4_f32},
     {NULL, v_dot_q8_q8a, v_dot_q4_q8a},
+    {NULL, NULL, NULL},
 };
 #endif
 
 /* ---- dispatch ---------------------------------------------------------------- */
 
-static int have_avx2 = -1;
+static int have_avx2 = -1, have_vnni = -1;
 static int act_mode = QUANT_ACT_Q8;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -226,8 +264,10 @@ static void detect(void)
 #if defined(__x86_64__)
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    have_vnni = have_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                __builtin_cpu_supports("avx512vnni");
 #else
-    have_avx2 = 0;
+    have_avx2 = have_vnni = 0;
 #endif
 }
 
@@ -237,13 +277,16 @@ const quant_kernels *quant_kernels_isa(int isa)
     if (isa == QUANT_ISA_SCALAR) return &k_scalar;
 #if defined(__x86_64__)
     if (isa == QUANT_ISA_AVX2 && have_avx2) return &k_avx2;
+    if (isa == QUANT_ISA_VNNI && have_vnni) return &k_vnni;
+    if (isa == QUANT_ISA_AVX2_DOT && have_avx2) return &k_avx2_dot;
 #endif
     return NULL;
 }
 
 const quant_kernels *quant_kernels_best(void)
 {
-    const quant_kernels *k = quant_kernels_isa(QUANT_ISA_AVX2);
+    const quant_kernels *k = quant_kernels_isa(QUANT_ISA_VNNI);
+    if (!k) k = quant_kernels_isa(QUANT_ISA_AVX2);
     return k ? k : &k_scalar;
 }
 
@@ -259,55 +302,132 @@ void quant_act_mode_set(int act)
 
 /* ---- matmul ------------------------------------------------------------------- */
 
-typedef struct qmm_ctx {
+/* Work is claimed in units of QMM_UNIT rows, so the tiles' 4-row blocks stay
+ * whole (and a row's result never depends on the split). */
+#define QMM_UNIT 4
+#define QMM_STACK 64
+
+typedef struct qmm_run {
     const quant_kernels *k;
-    const float *x;
-    const quant_block_q8a *xq; /* (T, nb) when activations are quantized */
-    int T, K, N, nb, fmt;
-    const uint8_t *W;
-    size_t row_bytes;
-    float *y;
-} qmm_ctx;
+    const quant_mm_job *jobs;
+    int n_jobs;
+    const quant_block_q8a *const *xq; /* per job: its quantized activations (T, nb), or NULL (float) */
+    const int64_t *start;              /* (n_jobs + 1) first unit of each job */
+} qmm_run;
+
+static void qmm_rows(const qmm_run *c, const quant_mm_job *j, const quant_block_q8a *xq, int64_t r0, int64_t r1)
+{
+    int nb = (int)quant_blocks(j->K);
+    size_t rb = quant_row_bytes(j->fmt, j->K);
+    const uint8_t *W = (const uint8_t *)j->W + (size_t)r0 * rb;
+    if (xq && c->k->tile_q8a[j->fmt]) {
+        c->k->tile_q8a[j->fmt](xq, (size_t)nb, j->T, W, rb, (int)(r1 - r0), nb, j->y + r0, j->ldy);
+        return;
+    }
+    for (int64_t n = r0; n < r1; n++, W += rb)
+        for (int t = 0; t < j->T; t++)
+            j->y[(size_t)t * j->ldy + (size_t)n] = xq ? c->k->dot_q8a[j->fmt](W, xq + (size_t)t * nb, nb)
+                                                       : c->k->dot_f32[j->fmt](W, j->x + (size_t)t * j->ldx, j->K);
+}
 
 static void qmm_task(void *arg, int64_t b, int64_t e)
 {
-    qmm_ctx *c = arg;
-    for (int64_t n = b; n < e; n++) {
-        const void *w = c->W + (size_t)n * c->row_bytes;
-        if (c->xq) {
-            quant_dot_q8a_fn f = c->k->dot_q8a[c->fmt];
-            for (int t = 0; t < c->T; t++) c->y[(size_t)t * c->N + n] = f(w, c->xq + (size_t)t * c->nb, c->nb);
-        } else {
-            quant_dot_f32_fn f = c->k->dot_f32[c->fmt];
-            for (int t = 0; t < c->T; t++) c->y[(size_t)t * c->N + n] = f(w, c->x + (size_t)t * c->K, c->K);
-        }
+    const qmm_run *c = arg;
+    int lo = 0, hi = c->n_jobs - 1; /* last job whose start <= b */
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (c->start[mid] <= b) lo = mid;
+        else hi = mid - 1;
     }
+    for (int j = lo; j < c->n_jobs && c->start[j] < e; j++) {
+        int64_t ub = b > c->start[j] ? b : c->start[j], ue = e < c->start[j + 1] ? e : c->start[j + 1];
+        if (ub >= ue) continue;
+        int64_t n = c->jobs[j].N, r0 = (ub - c->start[j]) * QMM_UNIT, r1 = (ue - c->start[j]) * QMM_UNIT;
+        qmm_rows(c, &c->jobs[j], c->xq[j], r0, r1 < n ? r1 : n);
+    }
+}
+
+static void poison(const quant_mm_job *j)
+{
+    for (int t = 0; t < j->T; t++)
+        for (int n = 0; n < j->N; n++) j->y[(size_t)t * j->ldy + (size_t)n] = NAN;
+}
+
+static int job_valid(const quant_mm_job *j) { return j->fmt == QUANT_Q8 || j->fmt == QUANT_Q4; }
+
+/* Job j reads the same activations as job j - 1 (valid too): reuse its q8a copy. */
+static int shares_x(const quant_mm_job *jobs, int j)
+{
+    return j > 0 && job_valid(&jobs[j - 1]) && jobs[j].x == jobs[j - 1].x && jobs[j].ldx == jobs[j - 1].ldx &&
+           jobs[j].T == jobs[j - 1].T && jobs[j].K == jobs[j - 1].K;
+}
+
+void quant_mm_run_with(eng_pool *p, const quant_kernels *kern, int act, const quant_mm_job *jobs, int n_jobs)
+{
+    if (n_jobs <= 0) return;
+    if (!kern) kern = quant_kernels_best();
+    int64_t s_start[QMM_STACK + 1];
+    const quant_block_q8a *s_xq[QMM_STACK];
+    int64_t *start = s_start;
+    const quant_block_q8a **xq = s_xq;
+    quant_block_q8a *buf = NULL;
+    if (n_jobs > QMM_STACK) {
+        start = malloc(sizeof *start * ((size_t)n_jobs + 1));
+        xq = malloc(sizeof *xq * (size_t)n_jobs);
+        if (!start || !xq) goto oom;
+    }
+    /* Activations: quantized once per distinct input (gate and up share x). */
+    size_t need = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        xq[j] = NULL;
+        if (act == QUANT_ACT_Q8 && job_valid(&jobs[j]) && !shares_x(jobs, j))
+            need += (size_t)jobs[j].T * (size_t)quant_blocks(jobs[j].K);
+    }
+    if (need && !(buf = malloc(sizeof *buf * need))) goto oom;
+    int64_t units = 0, macs = 0;
+    size_t at = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        const quant_mm_job *jb = &jobs[j];
+        start[j] = units;
+        if (!job_valid(jb)) { poison(jb); continue; }
+        units += jb->T > 0 ? (jb->N + QMM_UNIT - 1) / QMM_UNIT : 0;
+        macs += (int64_t)jb->N * jb->T * jb->K;
+        if (act != QUANT_ACT_Q8) continue;
+        if (shares_x(jobs, j)) {
+            xq[j] = xq[j - 1];
+            continue;
+        }
+        int64_t nb = quant_blocks(jb->K);
+        for (int t = 0; t < jb->T; t++) quant_act_quantize(jb->x + (size_t)t * jb->ldx, jb->K, buf + at + (size_t)t * nb);
+        xq[j] = buf + at;
+        at += (size_t)jb->T * (size_t)nb;
+    }
+    start[n_jobs] = units;
+    if (units > 0) {
+        int64_t per_unit = macs / units + 1, min_chunk = 65536 / per_unit + 1;
+        qmm_run c = {kern, jobs, n_jobs, xq, start};
+        if (p) eng_pool_run(p, units, min_chunk, qmm_task, &c);
+        else qmm_task(&c, 0, units);
+    }
+    goto done;
+oom: /* out of memory: poison, as the dense matmul does */
+    for (int j = 0; j < n_jobs; j++) poison(&jobs[j]);
+done:
+    free(buf);
+    if (start != s_start) free(start);
+    if (xq != s_xq) free(xq);
+}
+
+void quant_mm_run(eng_pool *p, const quant_mm_job *jobs, int n_jobs)
+{
+    quant_mm_run_with(p, NULL, quant_act_mode(), jobs, n_jobs);
 }
 
 void quant_matmul_with(eng_pool *p, const quant_kernels *kern, int act, const float *x, int T, int K,
                        const void *W, int N, int fmt, float *y)
 {
-    if (!kern) kern = quant_kernels_best();
-    if (fmt != QUANT_Q8 && fmt != QUANT_Q4) {
-        for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN;
-        return;
-    }
-    int nb = (int)quant_blocks(K);
-    qmm_ctx c = {kern, x, NULL, T, K, N, nb, fmt, W, quant_row_bytes(fmt, K), y};
-    quant_block_q8a *xq = NULL;
-    if (act == QUANT_ACT_Q8) {
-        xq = malloc(sizeof *xq * (size_t)T * (size_t)nb);
-        if (!xq) { /* out of memory: poison, as the dense matmul does */
-            for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN;
-            return;
-        }
-        for (int t = 0; t < T; t++) quant_act_quantize(x + (size_t)t * K, K, xq + (size_t)t * nb);
-        c.xq = xq;
-    }
-    int64_t work = (int64_t)T * K;
-    int64_t min_rows = work >= 65536 ? 1 : (65536 / (work ? work : 1)) + 1;
-    eng_pool_run(p, N, min_rows, qmm_task, &c);
-    free(xq);
+    quant_mm_job j = {x, (size_t)K, T, K, W, N, fmt, y, (size_t)N};
+    quant_mm_run_with(p, kern, act, &j, 1);
 }
 
 void quant_matmul(eng_pool *p, const float *x, int T, int K, const void *W, int N, int fmt, float *y)

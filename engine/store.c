@@ -485,7 +485,7 @@ emoe_status store_info_from_engine_format(eng_engine *e, int fmt, store_info *in
 typedef struct fill_ctx {
     eng_engine *e;
     int fmt;
-    float *row; /* max(dim, expert_ffn) floats (quantized formats) */
+    eng_pool *pool; /* quantized formats: threads for quant_tensor_quantize (NULL: this one) */
 } fill_ctx;
 
 /* Copies the three tensors of (layer, expert) into dst back to back (dense),
@@ -503,17 +503,13 @@ static emoe_status fill_format(void *user, int layer, int expert, void *dst, emo
         (st = check_tensor(&w.up, "up", d->expert_ffn, d->dim, dt, layer, expert, err)) ||
         (st = check_tensor(&w.down, "down", d->dim, d->expert_ffn, dt, layer, expert, err)))
         return st;
-    if (fc->fmt != QUANT_NONE) {
+    if (fc->fmt != QUANT_NONE) { /* row by row, on the pool's threads (engine/quant.c) */
         const eng_tensor *t[3] = {&w.gate, &w.up, &w.down};
         uint8_t *o = dst;
         for (int i = 0; i < 3; i++) {
-            int64_t rows = t[i]->shape[0], cols = t[i]->shape[1];
-            size_t rb = quant_row_bytes(fc->fmt, cols);
-            for (int64_t r = 0; r < rows; r++) {
-                eng_tensor_read_f32(t[i], r * cols, cols, fc->row);
-                quant_row_quantize(fc->fmt, fc->row, cols, o);
-                o += rb;
-            }
+            if (quant_tensor_quantize(fc->pool, fc->fmt, t[i], o))
+                return emoe_errf(err, EMOE_ENOMEM, "quantizing layer %d expert %d: out of memory", layer, expert);
+            o += (size_t)t[i]->shape[0] * quant_row_bytes(fc->fmt, t[i]->shape[1]);
         }
         return EMOE_OK;
     }
@@ -568,12 +564,9 @@ emoe_status store_pack_engine_format(eng_engine *e, const char *path, int fmt, i
     emoe_status st = store_info_from_engine_format(e, fmt, &info, err);
     if (st) return st;
     if ((st = store_model_fingerprint(e, &info.fingerprint, err))) return st;
-    fill_ctx fc = {e, fmt, NULL};
-    int wmax = info.dim > info.expert_ffn ? info.dim : info.expert_ffn;
-    if (fmt != QUANT_NONE && !(fc.row = malloc(sizeof(float) * (size_t)wmax)))
-        return emoe_errf(err, EMOE_ENOMEM, "packing %s: out of memory", path);
+    fill_ctx fc = {e, fmt, fmt != QUANT_NONE ? eng_pool_new(0) : NULL};
     st = store_write(path, &info, fill_format, &fc, progress, err);
-    free(fc.row);
+    if (fc.pool) eng_pool_free(fc.pool);
     return st;
 }
 

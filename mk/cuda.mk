@@ -58,5 +58,6 @@ $(EMU)/tests/gpu/test_kernels: tests/gpu/test_kernels.cu $(EMU)/libemoe-emu.a
 test-gpu-emu: $(EMU)/tests/gpu/test_kernels $(EMU)/emoe
 	EMOE_SHARED=$${EMOE_SHARED:-$(CURDIR)/../shared} $(EMU)/tests/gpu/test_kernels
 	EMOE_SHARED=$${EMOE_SHARED:-$(CURDIR)/../shared} EMOE_BIN=$(EMU)/emoe EMOE_BENCH_BACKEND=cuda EMOE_BENCH_MODELS="tiny-mixtral tiny-qwen2-moe tiny-olmoe" bash tests/e2e/bench.sh
+	EMOE_SHARED=$${EMOE_SHARED:-$(CURDIR)/../shared} EMOE_BIN=$(EMU)/emoe bash tests/gpu/bench_budget.sh
 
 -include $(EMU_OBJS:.o=.d) $(EMU_TOOL_OBJS:.o=.d)

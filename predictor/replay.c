@@ -514,6 +514,11 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                     }
                     la_valid = 1;
                     la_layer = l + 1;
+                    if (o->la_blend > 0)
+                        for (int e = 0; e < E; e++) la_scores[e] += (float)(o->la_blend * pred_tracker_score(&trk, l + 1, e));
+                    if (o->la_new)
+                        for (int e = 0; e < E; e++)
+                            if (m.resident[(l + 1) * E + e]) la_scores[e] = -1.0f;
                     for (int n = 0; n < la_m && n < E; n++) {
                         int best = -1;
                         for (int e = 0; e < E; e++)

@@ -70,6 +70,8 @@ typedef struct pred_replay_opts {
     double pin_frac;        /* share of the capacity the plan selects (prefetched; pinned in PIN_LRU) */
     int no_prior;           /* ablation: ignore the plan (no prefetch, tracker seeded with zeros) */
     int lookahead;          /* prefetch the top-M predicted experts of layer l+1 (0 = off) */
+    double la_blend;        /* lookahead ranks by transition P + la_blend * the tracker's keep-score at l+1 */
+    int la_new;             /* 1: the M prefetched are the best-ranked experts not already resident */
 } pred_replay_opts;
 
 /* Defaults: LRU, interleaved, budget 0.5, global pool, expert_bytes 1, both

@@ -49,7 +49,9 @@
 #include "predictor/trace.h"
 
 #define TASK_MAX 64
-#define TASK_STATS_MAX 64 /* per-task metric series; later tasks share "other" */
+#define TASK_STATS_MAX 64
+#define STEP_USE_ALPHA 0.25f   /* rate of the per-step use EWMA (next-step lookahead) */
+#define NEXT_STEP_MIN_USE 0.05f /* below this EWMA an expert is not prefetched for the next step */ /* per-task metric series; later tasks share "other" */
 
 typedef struct obs_rec {
     uint64_t rid;
@@ -114,6 +116,8 @@ struct prefetch_t {
     int cur_layer;         /* the layer being served (last routed) */
     uint64_t step_no;
     uint64_t *used_step;   /* (L*E) step_no when routed (protects the layer being served) */
+    float *step_use;       /* (L*E) EWMA over engine steps of "routed in the step" (next-step lookahead) */
+    int *chain_e;          /* (n_experts) scratch */
     uint64_t *la_step;     /* (L*E) step_no when prefetched by lookahead/engine this step (dedupe) */
     uint64_t *la_count_step; /* (L) step of la_count */
     int *la_count;         /* (L) lookahead prefetches of a layer in this step */
@@ -139,6 +143,8 @@ struct prefetch_t {
     eng_expert_provider prov;
     /* live traces */
     FILE *trace_f;
+    FILE *acq_f;           /* [predictor] acquire_log (diagnostic) */
+    int acq_any;           /* something written in the current step */
     /* per-task figures */
     task_stat tstats[TASK_STATS_MAX + 1];
     _Atomic int n_tstats;
@@ -649,6 +655,26 @@ static void on_step_end(void *user)
     prefetch_t *pf = user;
     flush_routing(pf);
     cache_step_end(pf->cache);
+    for (size_t i = 0, n = (size_t)pf->L * (size_t)pf->E; i < n; i++)
+        pf->step_use[i] = pf->step_use[i] * (1.0f - STEP_USE_ALPHA) + (pf->used_step[i] == pf->step_no ? STEP_USE_ALPHA : 0.0f);
+    if (pf->pred && pf->lookahead > 0) {
+        /* The lookahead wraps around the step: the first lookahead_layers
+         * layers of the next step, no router to apply yet, get the experts
+         * recent steps used most (at most the layer's share of the slots,
+         * counted in the next step's lookahead bound). */
+        int m = pf->la_cap_layer < pf->E ? pf->la_cap_layer : pf->E;
+        pf->step_no++;
+        for (int l = 0; l < pf->lookahead && l < pf->L; l++) {
+            const float *u = pf->step_use + (size_t)l * (size_t)pf->E;
+            top_m(u, pf->E, m, pf->chain_e);
+            int ns = 0;
+            for (int j = 0; j < m; j++)
+                if (pf->chain_e[j] >= 0 && u[pf->chain_e[j]] >= NEXT_STEP_MIN_USE) pf->chain_e[ns++] = pf->chain_e[j];
+            atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, l, pf->chain_e, ns));
+        }
+        pf->step_no--;
+    }
+    if (pf->acq_f && pf->acq_any) { fputc('\n', pf->acq_f); pf->acq_any = 0; }
     pf->step_no++;
     pf->la_layer = -2;
     if (pf->la_cap) {
@@ -661,7 +687,12 @@ static void on_step_end(void *user)
 
 static emoe_status w_acquire(void *ctx, int layer, int expert, eng_expert_weights *w, emoe_err *err)
 {
-    return cache_acquire(((prefetch_t *)ctx)->cache, layer, expert, w, err);
+    prefetch_t *pf = ctx;
+    if (pf->acq_f) {
+        fprintf(pf->acq_f, "%s%d:%d", pf->acq_any ? " " : "", layer, expert);
+        pf->acq_any = 1;
+    }
+    return cache_acquire(pf->cache, layer, expert, w, err);
 }
 static void w_release(void *ctx, int layer, int expert) { cache_release(((prefetch_t *)ctx)->cache, layer, expert); }
 static int w_is_resident(void *ctx, int layer, int expert)
@@ -789,6 +820,11 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
         }
         if (!cfg->predictor.enabled) LOG_WARN("[predictor] trace_path needs [predictor] enabled: nothing will be recorded");
     }
+    if (cfg->predictor.acquire_log[0] && !(pf->acq_f = fopen(cfg->predictor.acquire_log, "w"))) {
+        st = emoe_errf(err, EMOE_EIO, "[predictor] acquire_log %s: cannot open for writing: %s",
+                       cfg->predictor.acquire_log, strerror(errno));
+        goto fail;
+    }
     char budget[64], host[64];
     format_budget(db, budget, sizeof budget);
     format_budget(&cfg->cache.host_budget, host, sizeof host);
@@ -834,13 +870,15 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     pf->scores_le = malloc(le * sizeof *pf->scores_le);
     pf->chain = malloc((size_t)pf->K * sizeof *pf->chain);
     pf->used_step = calloc(le, sizeof *pf->used_step);
+    pf->step_use = calloc(le, sizeof *pf->step_use);
+    pf->chain_e = malloc((size_t)pf->E * sizeof *pf->chain_e);
     pf->la_step = calloc(le, sizeof *pf->la_step);
     pf->la_count_step = calloc((size_t)pf->L, sizeof *pf->la_count_step);
     pf->la_count = calloc((size_t)pf->L, sizeof *pf->la_count);
     /* a layer's fair share of the slots: more lookahead loads for one layer
      * only evict each other (prefill steps predict most of a layer) */
     pf->la_cap_layer = cs.device_slots / pf->L > pf->K ? cs.device_slots / pf->L : pf->K;
-    if (!pf->ids || !pf->tok || !pf->seen || !pf->scores || !pf->scores_le || !pf->chain || !pf->used_step || !pf->la_step ||
+    if (!pf->ids || !pf->tok || !pf->seen || !pf->scores || !pf->scores_le || !pf->chain || !pf->used_step || !pf->la_step || !pf->step_use || !pf->chain_e ||
         !pf->la_count_step || !pf->la_count) {
         st = emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
         goto fail;
@@ -935,6 +973,8 @@ void prefetch_free(prefetch_t *pf)
     free(pf->scores_le);
     free(pf->chain);
     free(pf->used_step);
+    free(pf->step_use);
+    free(pf->chain_e);
     free(pf->la_step);
     free(pf->la_count_step);
     free(pf->la_count);
@@ -943,6 +983,7 @@ void prefetch_free(prefetch_t *pf)
     free(pf->profile);
     free(pf->pending);
     if (pf->trace_f) fclose(pf->trace_f);
+    if (pf->acq_f) fclose(pf->acq_f);
     pthread_mutex_destroy(&pf->pend_mu);
     pthread_mutex_destroy(&pf->lb_mu);
     free(pf);
@@ -1112,6 +1153,16 @@ void prefetch_metrics(void *user, FILE *f)
             s.stall_seconds);
     gauge(f, "emoe_expert_cache_stall_max_step_seconds", "Longest wait for expert loads in one engine step.",
           s.stall_max_step);
+    counter(f, "emoe_expert_cache_steps_total", "Engine steps (for loads and bytes per step).", s.steps);
+    gauge(f, "emoe_expert_cache_inflight_max", "Most expert loads in flight at once (queue depth reached).",
+          (double)s.inflight_max);
+    gauge(f, "emoe_expert_cache_inflight_mean", "Loads already in flight when a load started, on average.",
+          s.loads + s.load_errors ? (double)s.inflight_sum / (double)(s.loads + s.load_errors) : 0.0);
+    fprintf(f, "# HELP emoe_expert_cache_busy_seconds_total Time with at least one expert load in flight.\n"
+               "# TYPE emoe_expert_cache_busy_seconds_total counter\nemoe_expert_cache_busy_seconds_total %.9f\n",
+            s.busy_seconds);
+    counter(f, "emoe_expert_cache_stall_bytes_total", "Bytes of expert loads that completed while the engine waited.",
+            s.stall_bytes);
     gauge(f, "emoe_expert_cache_resident_bytes", "Device tier: bytes of slots holding an expert.",
           (double)s.resident_bytes);
     gauge(f, "emoe_expert_cache_peak_resident_bytes", "Device tier: most bytes resident at once.",

@@ -192,6 +192,16 @@ static sched_slo_task *slo_task_locked(sched *s, const char *task)
     return t;
 }
 
+/* A request that ends without its SLOs measured (rejected at submit,
+ * cancelled or failed before finishing) missed every SLO it had that is not
+ * counted yet: the TTFT one before its first token, the TPOT one always
+ * (counted only when a request finishes normally). Caller holds s->mu. */
+static void slo_missed_locked(sched *s, const sched_req *r)
+{
+    if (r->slo_ttft_s > 0 && r->n_gen == 0) slo_task_locked(s, r->task)->ttft_missed++;
+    if (r->slo_tpot_s > 0) slo_task_locked(s, r->task)->tpot_missed++;
+}
+
 static void hist_add(sched_hist *h, double v)
 {
     int b = 0;
@@ -266,6 +276,8 @@ static int finish_locked(sched *s, sched_req *r, sched_finish f, emoe_status st,
         if (req_unref_locked(parent)) req_free(parent); /* req_free takes no lock */
     }
     if (f != SCHED_FINISH_CANCELLED && r->t_submit > 0) hist_add(&s->stats.e2e, emoe_now() - r->t_submit);
+    if (f == SCHED_FINISH_CANCELLED || f == SCHED_FINISH_ERROR) slo_missed_locked(s, r);
+    else if (r->slo_ttft_s > 0 && r->n_gen == 0) slo_task_locked(s, r->task)->ttft_missed++; /* expired before a token */
     if ((f == SCHED_FINISH_STOP || f == SCHED_FINISH_LENGTH) && r->n_gen > 0) {
         sched_est_finished(&s->stats.est, r->task, r->n_gen);
         if (r->slo_tpot_s > 0 && r->n_gen >= 2) {
@@ -444,6 +456,7 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
 
     pthread_mutex_lock(&s->mu);
     if (s->draining || s->stop) {
+        slo_missed_locked(s, r);
         pthread_mutex_unlock(&s->mu);
         req_free(r);
         if (p->reject) p->reject->reason = SCHED_REJECT_DRAINING;
@@ -452,6 +465,7 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
     if (s->n_waiting >= s->limits.max_queued && s->n_running - s->n_paused >= s->limits.max_running) {
         s->stats.requests_rejected++;
         s->stats.rejected_by[SCHED_REJECT_QUEUE_FULL]++;
+        slo_missed_locked(s, r);
         int q = s->n_waiting;
         pthread_mutex_unlock(&s->mu);
         req_free(r);
@@ -462,31 +476,43 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
     s->stats.load_s_sum += r->load_s;
     s->stats.load_n++;
     {
-        /* Admission control: the TTFT if served next, sharing steps with the
-         * running decodes. */
+        /* Admission control: the TTFT in the order the policy will run the
+         * queue (the requests it would serve first, then this one), sharing
+         * steps with the running decodes. */
         slo_est est;
         sched_est_get(&s->stats.est, &est);
         int rows = s->n_running - s->n_paused;
         if (rows > s->limits.max_running) rows = s->limits.max_running;
         slo_view v = {0};
+        v.arrival = r->t_submit;
         v.n_prompt = r->n_prompt;
+        v.pred_out = r->pred_out;
+        v.max_out = r->max_tokens;
         v.load_s = r->load_s;
         v.ttft_deadline = r->slo_ttft_s > 0 ? r->t_submit + r->slo_ttft_s : 0;
         v.has_slo = r->slo_ttft_s > 0 || r->slo_tpot_s > 0;
         v.priority = r->priority;
         double wait = 0, pred = 0;
-        if (s->slo && v.ttft_deadline > 0 && !views_reserve(s, s->n_running)) {
-            for (int i = 0; i < s->n_running; i++) view_of(s->running[i], &s->views[i]);
+        int nq = s->n_running + s->n_waiting;
+        slo_view *qv = s->slo && v.ttft_deadline > 0 ? malloc((size_t)(nq > 0 ? nq : 1) * sizeof *qv) : NULL;
+        int queued = qv != NULL;
+        if (qv) {
+            for (int i = 0; i < s->n_running; i++) view_of(s->running[i], &qv[i]);
+            for (int i = 0; i < s->n_waiting; i++) view_of(s->waiting[i], &qv[s->n_running + i]);
             slo_limits lim = {s->limits.max_running, s->limits.max_running, s->limits.prefill_chunk,
                               s->limits.max_batch_tokens};
-            wait = slo_wait_for_slot(s->views, s->n_running, &v, &est, &lim);
+            pred = slo_queue_ttft(qv, nq, &v, &est, &lim, r->t_submit, &wait);
+            free(qv);
         }
-        int ok = slo_attainable(&est, &v, r->t_submit, wait, rows, s->limits.prefill_chunk, &pred);
+        int ok = queued ? r->t_submit + pred <= v.ttft_deadline
+                    : slo_attainable(&est, &v, r->t_submit, wait, rows, s->limits.prefill_chunk, &pred);
         r->predicted_ttft = pred;
         if (!ok && s->slo) {
             if (s->opts.on_unattainable == SCHED_UNATTAINABLE_REJECT) {
                 s->stats.requests_rejected++;
                 s->stats.rejected_by[SCHED_REJECT_SLO]++;
+                slo_missed_locked(s, r);
+                int n_queued = s->n_waiting + s->n_paused;
                 pthread_mutex_unlock(&s->mu);
                 double ttft_ms = r->slo_ttft_s * 1e3;
                 req_free(r);
@@ -496,9 +522,9 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
                 }
                 return emoe_errf(err, EMOE_EBUSY,
                                  "the time-to-first-token SLO of %g ms cannot be met: the predicted time to first "
-                                 "token is %.0f ms even if served next (%.0f ms until a slot is free, %d prompt "
-                                 "tokens, %d running)",
-                                 ttft_ms, pred * 1e3, wait * 1e3, p->n_prompt, rows);
+                                 "token is %.0f ms (%.0f ms until a slot is free, %d prompt tokens, %d running, "
+                                 "%d queued)",
+                                 ttft_ms, pred * 1e3, wait * 1e3, p->n_prompt, rows, n_queued);
             }
             r->best_effort = 1;
         }
@@ -1146,7 +1172,7 @@ static void *sched_run_loop(void *arg)
         /* Snapshot the running set; only this thread changes it. */
         int n_run = s->n_running;
         sched_limits lim = s->limits;
-        int slo = s->slo, dec_cap = n_run, pf_budget = lim.max_batch_tokens;
+        int slo = s->slo, dec_cap = n_run, pf_budget = lim.max_batch_tokens, pf_deadline_only = 0;
         if (n_run > cap_items) {
             int nc = n_run * 2;
             step_item *ni = realloc(items, (size_t)nc * sizeof *ni);
@@ -1170,6 +1196,7 @@ static void *sched_run_loop(void *arg)
                 }
                 dec_cap = s->plan.max_decode_rows;
                 pf_budget = s->plan.prefill_budget;
+                pf_deadline_only = s->plan.deadline_prefill_only;
             } else {
                 for (int i = 0; i < n_run; i++)
                     if (!s->running[i]->paused) batch_reqs[k++] = s->running[i];
@@ -1213,6 +1240,7 @@ static void *sched_run_loop(void *arg)
         for (int i = 0; i < n_run && budget > 0; i++) {
             sched_req *r = batch_reqs[i];
             if (!r || r->n_prefilled >= r->n_prompt || fork_waiting(r)) continue;
+            if (pf_deadline_only && !(r->slo_ttft_s > 0 && !r->best_effort && r->n_gen == 0)) continue;
             int chunk = r->n_prompt - r->n_prefilled;
             if (chunk > lim.prefill_chunk) chunk = lim.prefill_chunk;
             if (chunk > budget) chunk = budget;

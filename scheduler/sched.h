@@ -93,8 +93,8 @@ double sched_req_slo_tpot(const sched_req *r);    /* seconds; 0 = none */
  * the cache can be read without racing the engine. */
 void sched_req_set_load_s_locked(sched_req *r, double load_s);
 
-/* What the SLO policy does with a request whose TTFT SLO cannot be met even
- * if it is served next. */
+/* What the SLO policy does with a request whose TTFT SLO cannot be met behind
+ * the requests it would serve first (slo_queue_ttft). */
 typedef enum sched_unattainable {
     SCHED_UNATTAINABLE_REJECT = 0,      /* EMOE_EBUSY, reason SCHED_REJECT_SLO */
     SCHED_UNATTAINABLE_BEST_EFFORT = 1, /* accept it without a deadline */
@@ -241,7 +241,7 @@ typedef struct sched_update {
     int n_prompt, n_gen;     /* usage so far */
     int started;             /* 1 once admitted (left the queue) */
     double ttft_s;           /* measured time to first token (0 = none yet) */
-    double predicted_ttft_s; /* predicted at submit (time to first token if served next) */
+    double predicted_ttft_s; /* predicted at submit (time to first token behind the queue the policy serves first) */
     int preempted;           /* times the request was paused */
 } sched_update;
 

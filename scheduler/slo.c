@@ -109,6 +109,12 @@ static key make_key(const slo_est *e, const slo_view *v, int idx, double now, in
     if (k.slack >= SLO_INF) {
         k.band = 1L << 40;
         k.load_s = 0; /* no deadline: priority and arrival decide, not residency */
+    } else if (k.slack < 0) {
+        /* Predicted to miss its TTFT even if served now: after every request
+         * that can still meet one (serving it first would only make them
+         * miss too), before the requests without a deadline. */
+        k.band = (1L << 40) - 1;
+        k.load_s = 0;
     } else {
         double b = floor(k.slack / SLO_SIMILAR_S);
         if (b < -(double)(1L << 39)) b = -(double)(1L << 39);
@@ -123,12 +129,110 @@ static key make_key(const slo_est *e, const slo_view *v, int idx, double now, in
 }
 
 
+/* Who may preempt whom while placing candidates in slo_queue_ttft: the
+ * running request slo_plan_step would pause for candidate x. */
+static int pick_victim(const slo_view *v, const int *occ, int ns, const slo_view *x)
+{
+    int best = -1;
+    for (int j = 0; j < ns; j++) {
+        int i = occ[j];
+        if (i < 0 || !preemptible(&v[i], x)) continue;
+        int b = best < 0 ? -1 : occ[best];
+        if (b < 0 || v[i].priority > v[b].priority ||
+            (v[i].priority == v[b].priority &&
+             (v[i].has_slo < v[b].has_slo || (v[i].has_slo == v[b].has_slo && v[i].arrival > v[b].arrival))))
+            best = j;
+    }
+    return best;
+}
+
+double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim, double now,
+                      double *wait_s)
+{
+    int chunk = lim->prefill_chunk > 0 ? lim->prefill_chunk : 1;
+    int n_active = 0, n_paused = 0, n_dec = 0;
+    for (int i = 0; i < n; i++) {
+        if (v[i].active) {
+            n_active++;
+            if (v[i].n_prefilled >= v[i].n_prompt) n_dec++;
+        } else if (v[i].paused) {
+            n_paused++;
+        }
+    }
+    int ns = lim->max_running > n_active ? lim->max_running : n_active;
+    key *ahead = malloc((size_t)(n > 0 ? n : 1) * sizeof *ahead);
+    double *t = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *t);
+    double *start = malloc((size_t)(n > 0 ? n : 1) * sizeof *start);
+    int *occ = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *occ);
+    double own = slo_predict_ttft(e, c, n_dec, chunk);
+    if (!ahead || !t || !start || !occ) {
+        free(ahead); free(t); free(start); free(occ);
+        double w = slo_wait_for_slot(v, n, c, e, lim);
+        if (wait_s) *wait_s = w;
+        return w + own;
+    }
+    /* The order: c goes after every candidate whose key sorts before its own
+     * (c arrives last, so it loses every tie). */
+    key kc = make_key(e, c, n, now, n_dec, chunk);
+    int na = 0;
+    for (int i = 0; i < n; i++) {
+        if (v[i].active) continue;
+        key k = make_key(e, &v[i], i, now, n_dec, chunk);
+        if (key_cmp(&k, &kc) < 0) ahead[na++] = k;
+    }
+    qsort(ahead, (size_t)na, sizeof *ahead, key_cmp);
+    /* The slots: free ones now, running requests until their predicted end. */
+    int k = 0;
+    double slot_free = SLO_INF; /* as slo_plan_step sees it: the first running request to end */
+    for (int i = 0; i < n; i++)
+        if (v[i].active) {
+            t[k] = slo_predict_remaining(e, &v[i], n_dec, chunk);
+            if (t[k] < slot_free) slot_free = t[k];
+            occ[k++] = i;
+        }
+    for (; k < ns; k++) { t[k] = 0; occ[k] = -1; }
+    int preempt_left = lim->max_paused - n_paused;
+    double w = 0;
+    for (int a = 0; a <= na; a++) {
+        const slo_view *x = a < na ? &v[ahead[a].idx] : c;
+        double slack = a < na ? ahead[a].slack : kc.slack;
+        int j = 0;
+        for (int s = 1; s < ns; s++)
+            if (t[s] < t[j]) j = s;
+        double st = ns > 0 ? t[j] : SLO_INF;
+        /* slo_plan_step preempts for a candidate without a free slot that
+         * would miss its TTFT waiting for the first running request to end
+         * and can still meet it if served now (the queue ahead is planned
+         * in the same pass, so slots they free later do not count). */
+        if (st > 0 && slack < SLO_INF && slack >= 0 && slack < slot_free && preempt_left > 0) {
+            int vj = pick_victim(v, occ, ns, x);
+            if (vj >= 0) { j = vj; st = 0; preempt_left--; }
+        }
+        if (a == na) { w = st; break; }
+        start[a] = st;
+        t[j] = st + slo_predict_remaining(e, x, n_dec, chunk);
+        occ[j] = -1;
+    }
+    /* Prompts ahead of c still prefilling when it starts share its steps. */
+    double extra = 0;
+    for (int a = 0; a < na; a++) {
+        const slo_view *x = &v[ahead[a].idx];
+        int left = x->n_prompt - x->n_prefilled;
+        if (left <= 0 || start[a] > w || start[a] + slo_predict_ttft(e, x, n_dec, chunk) <= w) continue;
+        extra += e->tok_s * (double)left;
+    }
+    free(ahead); free(t); free(start); free(occ);
+    if (wait_s) *wait_s = w;
+    return w + own + extra;
+}
+
 int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *lim, double now, slo_plan *out)
 {
     out->n_admit = out->n_pause = out->n_order = 0;
     out->max_decode_rows = 0;
     out->prefill_budget = 0;
     out->step_cap_s = 0;
+    out->deadline_prefill_only = 0;
     if (n <= 0) return 0;
     key *cand = malloc((size_t)n * sizeof *cand);
     key *act = malloc((size_t)n * sizeof *act);
@@ -199,11 +303,12 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
         }
     }
     /* Order of the active set for this step. */
-    int na = 0, rows = 0, slo_rows = 0;
+    int na = 0, rows = 0, slo_rows = 0, urgent = 0;
     double cap = 0;
     for (int i = 0; i < n; i++) {
         if (state[i] != 1) continue;
         act[na++] = make_key(e, &v[i], i, now, n_dec, chunk);
+        if (v[i].ttft_deadline > now && v[i].n_gen == 0 && v[i].n_prefilled < v[i].n_prompt) urgent = 1;
         if (v[i].n_prefilled >= v[i].n_prompt) {
             rows++;
             if (v[i].has_slo) slo_rows++;
@@ -229,6 +334,7 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
     } else {
         out->prefill_budget = budget;
     }
+    out->deadline_prefill_only = urgent;
     if (out->prefill_budget > budget - out->max_decode_rows) out->prefill_budget = budget - out->max_decode_rows;
     if (out->prefill_budget < 0) out->prefill_budget = 0;
     free(cand);

@@ -16,7 +16,9 @@
  *  - order: waiting and paused requests by least slack (requests with slack
  *    within SLO_SIMILAR_S of each other form one band; inside a band, lower
  *    expected expert-load time first: task-aware batching), then priority
- *    (lower = more important), then arrival;
+ *    (lower = more important), then arrival; a request whose slack is
+ *    already negative (it will miss its TTFT even if served now) goes after
+ *    every request that can still meet its own, before those without one;
  *  - admission: free slots (max_running minus active) go in that order;
  *  - preemption: a candidate with a TTFT SLO that would miss it waiting for a
  *    slot (and can still meet it if served now) takes the slot of an active
@@ -26,7 +28,12 @@
  *  - TPOT guard: with active TPOT SLOs, decode rows and the prefill tokens of
  *    a step are capped so the predicted step time stays within the tightest
  *    TPOT (rows with an SLO always run; prefill always progresses by at least
- *    SLO_MIN_PREFILL tokens so nothing stalls).
+ *    SLO_MIN_PREFILL tokens so nothing stalls);
+ *  - first-token steps: while an active request whose TTFT deadline has not
+ *    passed is prefilling, steps prefill only requests with a TTFT deadline:
+ *    best-effort prompt chunks (and, under a device budget, the experts they
+ *    would load) wait a step or two instead of delaying a first token; decode
+ *    rows still run (deadline_prefill_only).
  */
 #ifndef EMOE_SLO_H
 #define EMOE_SLO_H
@@ -73,6 +80,8 @@ typedef struct slo_plan {
     int max_decode_rows;         /* TPOT guard: decode rows this step (>= rows with an SLO) */
     int prefill_budget;          /* TPOT guard: prefill tokens this step */
     double step_cap_s;           /* the tightest TPOT among active decodes (0 = none) */
+    int deadline_prefill_only;   /* a request with a TTFT deadline is prefilling: this step prefills
+                                    only requests with one */
 } slo_plan;
 
 double slo_step_time(const slo_est *e, int decode_rows, int prefill_tokens);
@@ -94,6 +103,19 @@ double slo_wait_for_slot(const slo_view *v, int n, const slo_view *c, const slo_
 /* Computes the plan for views v[0..n) at clock time now. Returns 0, or -1 if
  * memory for sorting ran out (then the plan admits nothing). */
 int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *lim, double now, slo_plan *out);
+
+/* The predicted time from now to the first token of candidate c (not in
+ * v[0..n)) given the requests already there, in the order slo_plan_step
+ * would run them: the waiting and paused requests that sort before c (least
+ * slack first, see slo.h's top) take the slots before it. Slots are handed
+ * out in that order, each to the earliest free one: free now, a running
+ * request the candidate may preempt (while paused slots last), or the
+ * predicted end of a running request or of a candidate placed earlier;
+ * c's prefill also shares its steps with the prompts of requests ahead of it
+ * still prefilling when it starts. *wait_s (may be NULL) gets the wait for
+ * c's slot. Used by admission control (sched_submit). */
+double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim, double now,
+                      double *wait_s);
 
 /* Admission control: 1 if a request with a TTFT SLO can meet it when served
  * next (nothing else ahead of it, after wait_s for a slot: slo_wait_for_slot)

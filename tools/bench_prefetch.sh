@@ -80,6 +80,12 @@ if h is not None:
     line += "  prefetch " + " ".join("%s=%d/%d" % (s, m.get('emoe_expert_cache_prefetch_loads_total{source="%s"}' % s, 0),
                                                    m.get('emoe_expert_cache_prefetch_used_total{source="%s"}' % s, 0)) for s in src)
     line += "  loads %d mean lat %.0f us" % (m.get("emoe_expert_cache_loads_total", 0), 1e6 * m.get("emoe_expert_cache_load_latency_seconds_sum", 0) / max(1, m.get("emoe_expert_cache_load_latency_seconds_count", 1)))
+    steps = max(1.0, m.get("emoe_expert_cache_steps_total", 0)); by = m.get("emoe_expert_cache_bytes_loaded_total", 0)
+    busy = m.get("emoe_expert_cache_busy_seconds_total", 0); sb = m.get("emoe_expert_cache_stall_bytes_total", 0)
+    line += "\n           steps %d  loads/step %.1f  MB/step %.2f  MB read %.0f  in flight max %d mean %.1f  disk busy %.2f s (%.0f MB/s)  during stalls %.0f MB/s" % (
+        steps, m.get("emoe_expert_cache_loads_total", 0) / steps, by / steps / 1e6, by / 1e6,
+        m.get("emoe_expert_cache_inflight_max", 0), m.get("emoe_expert_cache_inflight_mean", 0),
+        busy, by / 1e6 / max(1e-9, busy), sb / 1e6 / max(1e-9, stall))
     if "emoe_predictor_lookahead_accuracy" in m:
         line += "  lookahead acc %.3f" % m["emoe_predictor_lookahead_accuracy"]
 print(line, flush=True)

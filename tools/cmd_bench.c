@@ -29,7 +29,10 @@ static void usage(FILE *f)
             "  --gen G             tokens generated per sequence (default 32)\n"
             "  --backend B         cpu | cuda | auto (default auto)\n"
             "  --config FILE, --set S.K=V  [model] path and [engine] settings as `emoe serve` reads them\n"
-            "  --budget X%%         CUDA: expert slots for X%% of all experts (default: as many as fit)\n"
+            "  --budget X%%         CUDA: the expert cache's GPU slots (its device tier) hold X%% of all experts;\n"
+            "                      100%%: every expert loaded before timing (default: the backend's own slots, as many as fit)\n"
+            "  --store FILE        with --budget: the expert store (default: beside the model, built if missing)\n"
+            "  --cuda-graphs on|off  CUDA: decode steps as CUDA graph replays when every expert is resident (default on)\n"
             "  --threads N         CPU worker threads (default: physical cores)\n"
             "  --expert-format F   bf16 | q8 | q4: CPU, routed experts from a store of that format, all resident\n"
             "                      (loaded before timing; default: bf16 straight from the checkpoint)\n"
@@ -60,7 +63,8 @@ int cmd_bench(int argc, char **argv)
     long long batch = 1, plen = 128, gen = 32, threads = 0, warmup = 1, seed = 1;
     double budget_pct = 0;
     int json = 0;
-    const char *expert_format = NULL;
+    const char *expert_format = NULL, *budget_arg = NULL, *store = NULL;
+    int no_graphs = 0;
     cache_t *cache = NULL;
     eng_backend_kind backend = ENG_BACKEND_AUTO;
     int backend_set = 0, rcfg;
@@ -84,6 +88,13 @@ int cmd_bench(int argc, char **argv)
             size_t n = strlen(buf);
             if (n && buf[n - 1] == '%') buf[n - 1] = 0;
             if (arg_float("bench", a, buf, 1e-9, 100, &budget_pct)) return 2;
+            budget_arg = v;
+        }
+        else if (!strcmp(a, "--store")) { VAL(); store = v; }
+        else if (!strcmp(a, "--cuda-graphs")) {
+            VAL();
+            if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "emoe bench: --cuda-graphs: expected on or off, got '%s'\n", v); return 2; }
+            no_graphs = !strcmp(v, "off");
         }
         else if ((rcfg = tool_cfg_arg("bench", argc, argv, &i, &tcfg)) != 0) { if (rcfg < 0) return 2; }
         else if (!strcmp(a, "--backend")) {
@@ -119,17 +130,10 @@ int cmd_bench(int argc, char **argv)
     int32_t *prompts = NULL, *next = NULL;
     float *logits = NULL;
     double *step_s = NULL;
-    uint64_t budget_bytes = 0;
-    if (budget_pct > 0) {
-        /* Experts as bf16 slots: a probe open reads the sizes without loading weights. */
-        eng_engine *probe = NULL;
-        if (eng_open(model, NULL, &probe, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); free(fixed); return 1; }
-        const eng_model_desc *pd = eng_desc(probe);
-        double all = 3.0 * pd->expert_ffn * (double)pd->dim * 2.0 * pd->n_layers * pd->n_experts;
-        budget_bytes = (uint64_t)(all * budget_pct / 100.0);
-        eng_free(probe);
-    }
-    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = budget_bytes, .kv_dtype = kv_dtype};
+    /* --budget on CUDA sizes the expert cache's device tier: its GPU slots
+     * are the only expert memory (engine/cuda/slot_mem.cu), not a pool of
+     * the backend's own. */
+    eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .cuda_no_graphs = no_graphs, .kv_dtype = kv_dtype};
     if (eng_open(model, &oo, &e, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
     if (budget_pct > 0 && !strcmp(eng_backend_name(e), "cpu")) {
         /* It used to be ignored silently here (issue 14). */
@@ -138,15 +142,18 @@ int cmd_bench(int argc, char **argv)
         goto out;
     }
     const eng_model_desc *d = eng_desc(e);
-    if (expert_format) {
-        cache_cli_opts co = {.expert_format = expert_format};
+    if (expert_format || budget_arg) {
+        cache_cli_opts co = {.expert_format = expert_format, .budget = budget_arg, .store = store};
         if (cache_attach(e, &co, &cache, &err) != EMOE_OK) { fprintf(stderr, "emoe bench: %s\n", err.msg); goto out; }
-        /* every expert resident before timing */
-        int *all = malloc(sizeof(int) * (size_t)d->n_experts);
-        for (int x = 0; all && x < d->n_experts; x++) all[x] = x;
-        for (int l = 0; all && l < d->n_layers; l++) cache_prefetch(cache, l, all, d->n_experts);
-        free(all);
-        cache_drain(cache);
+        /* every expert resident before timing (a budget below 100% measures
+         * the cache's miss regime from a cold start instead) */
+        if (!budget_arg || budget_pct >= 100) {
+            int *all = malloc(sizeof(int) * (size_t)d->n_experts);
+            for (int x = 0; all && x < d->n_experts; x++) all[x] = x;
+            for (int l = 0; all && l < d->n_layers; l++) cache_prefetch(cache, l, all, d->n_experts);
+            free(all);
+            cache_drain(cache);
+        }
     }
     if ((long long)P + G > eng_max_ctx(e)) {
         fprintf(stderr, "emoe bench: prompt (%d) + generated (%d) tokens exceed the context length %d\n", P, G, eng_max_ctx(e));
@@ -240,6 +247,14 @@ int cmd_bench(int argc, char **argv)
             json_object_set_new(c, "upload_bytes", json_integer((json_int_t)bs.expert_upload_bytes));
             json_object_set_new(c, "stall_s", json_real(bs.expert_stall_s));
             json_object_set_new(o, "expert_cache", c);
+            json_object_set_new(o, "steps_device_routed", json_integer((json_int_t)bs.steps_device_routed));
+            json_object_set_new(o, "graph_launches", json_integer((json_int_t)bs.graph_launches));
+            if (cache) { /* the expert cache's device tier is the GPU expert memory (--budget) */
+                cache_stats cst;
+                cache_get_stats(cache, &cst);
+                json_t *cj = cache_stats_json(&cst);
+                if (cj) json_object_set_new(o, "cache", cj);
+            }
         } else {
             json_decref(m);
             json_decref(c);
@@ -260,6 +275,8 @@ int cmd_bench(int argc, char **argv)
             printf("expert cache: %d slots of %.2f MiB, %llu hits, %llu misses, %.1f MiB uploaded, stall %.4f s\n",
                    bs.expert_slots, bs.expert_slot_bytes / 1048576.0, (unsigned long long)bs.expert_hits,
                    (unsigned long long)bs.expert_misses, bs.expert_upload_bytes / 1048576.0, bs.expert_stall_s);
+            printf("steps with the routing on the device: %llu; as CUDA graph replays: %llu\n",
+                   (unsigned long long)bs.steps_device_routed, (unsigned long long)bs.graph_launches);
         } else {
             printf("no device memory: the %s backend keeps everything in host memory (experts read from the checkpoint mapping)\n",
                    eng_backend_name(e));

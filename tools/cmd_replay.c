@@ -39,7 +39,9 @@ static void usage(FILE *f)
             "  --alpha A           per-token EWMA rate of the keep-score, (0, 1] (default 0.06)\n"
             "  --prior-w W         weight of the plan's score in the keep-score (default 0.1)\n"
             "  --no-prior          ablation: ignore the task statistics (no plan, no prefetch)\n"
-            "  --lookahead M       prefetch the top-M predicted experts of the next layer (default 0)\n");
+            "  --lookahead M       prefetch the top-M predicted experts of the next layer (default 0)\n"
+            "  --la-blend W        lookahead ranks by transition P + W x the keep-score of the next layer (default 0)\n"
+            "  --la-new            lookahead prefetches the M best-ranked experts not already resident\n");
 }
 
 static int parse_double(const char *s, double *out)
@@ -143,6 +145,9 @@ int cmd_replay(int argc, char **argv)
         } else if (!strcmp(a, "--no-prior")) {
             o.no_prior = 1;
             continue;
+        } else if (!strcmp(a, "--la-new")) {
+            o.la_new = 1;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "emoe replay: unknown option or missing value: %s\n", a);
@@ -236,6 +241,12 @@ int cmd_replay(int argc, char **argv)
                 return 2;
             }
             o.lookahead = (int)n;
+        } else if (!strcmp(a, "--la-blend")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d <= 100.0)) {
+                fprintf(stderr, "emoe replay: --la-blend '%s': want a number in [0, 100]\n", v);
+                return 2;
+            }
+            o.la_blend = d;
         } else {
             fprintf(stderr, "emoe replay: unknown option %s\n", a);
             usage(stderr);

@@ -36,6 +36,7 @@ static void usage(FILE *f)
             "  --kv-dtype T           KV cache element type: f32 (default), f16, bf16; else [engine] kv_dtype\n"
             "  --backend B            cpu | cuda | auto (default cpu)\n"
             "  --gpu-budget MB        CUDA: device memory for expert slots (default: as much as fits)\n"
+            "  --cuda-graphs on|off   CUDA: decode steps as CUDA graph replays when every expert is resident (default on)\n"
             "  --json                 print one JSON object (ids, last logits, routing, timing)\n"
             "  --budget B             expert cache: device budget, 25%% of all experts or a size such as 512MiB\n"
             "                         (a bare number is an error; default: all experts resident, no cache)\n"
@@ -86,7 +87,7 @@ int cmd_run(int argc, char **argv)
     int json = 0, ignore_eos = 0;
     eng_backend_kind backend = ENG_BACKEND_CPU;
     long long gpu_budget_mb = 0;
-    int kv_dtype = -1; /* unset: [engine] kv_dtype, else f32 */
+    int kv_dtype = -1, no_graphs = 0; /* kv_dtype unset: [engine] kv_dtype, else f32 */
     int backend_set = 0;
     eng_sampling sp;
     eng_sampling_default(&sp);
@@ -114,6 +115,11 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--threads")) { VAL(); if (arg_int("run", a, v, 0, 256, &threads)) return 2; }
         else if (!strcmp(a, "--backend")) { VAL(); backend_set = 1; if (eng_backend_parse(v, &backend)) { fprintf(stderr, "emoe run: --backend: expected cpu, cuda or auto, got '%s'\n", v); return 2; } }
         else if (!strcmp(a, "--gpu-budget")) { VAL(); if (arg_int("run", a, v, 1, 1LL << 30, &gpu_budget_mb)) return 2; }
+        else if (!strcmp(a, "--cuda-graphs")) {
+            VAL();
+            if (strcmp(v, "on") && strcmp(v, "off")) { fprintf(stderr, "emoe run: --cuda-graphs: expected on or off, got '%s'\n", v); return 2; }
+            no_graphs = !strcmp(v, "off");
+        }
         else if (!strcmp(a, "--kv-dtype")) {
             VAL();
             if (!strcmp(v, "f32")) kv_dtype = ENG_DT_F32;
@@ -163,7 +169,7 @@ int cmd_run(int argc, char **argv)
     emoe_err err = {0};
     eng_engine *e = NULL;
     eng_open_opts oo = {.n_threads = (int)threads, .backend = backend, .gpu_expert_budget = (uint64_t)gpu_budget_mb << 20,
-                        .kv_dtype = kv_dtype};
+                        .kv_dtype = kv_dtype, .cuda_no_graphs = no_graphs};
     int rc = 1;
     eng_seq *seq = NULL;
     eng_sampler *smp = NULL;

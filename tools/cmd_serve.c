@@ -213,7 +213,7 @@ int cmd_serve(int argc, char **argv)
     /* [engine] kv_dtype is the enum "f32|f16|bf16": its index is the eng_dtype. */
     _Static_assert(ENG_DT_F32 == 0 && ENG_DT_F16 == 1 && ENG_DT_BF16 == 2, "config enum order");
     eng_open_opts eo = {.n_threads = cfg.engine.threads, .max_ctx = cfg.model.context_length, .backend = cfg.engine.backend,
-                        .kv_dtype = cfg.engine.kv_dtype};
+                        .kv_dtype = cfg.engine.kv_dtype, .cuda_no_graphs = !cfg.engine.cuda_graphs};
     if (eng_open(cfg.model.path, &eo, &eng, &err) != EMOE_OK) {
         LOG_ERROR("loading the model: %s", err.msg);
         sd_notifyf(0, "STATUS=failed to load the model: %s", err.msg);

@@ -9,12 +9,19 @@
 #      architecture only, and the GPU test harness;
 #   3. make test-gpu (kernels vs the CPU reference, the fixture models end to
 #      end, the expert cache's device tier bitwise vs all-resident);
-#   4. compute-sanitizer memcheck, racecheck, synccheck on the kernel tests;
+#   4. compute-sanitizer memcheck, racecheck, synccheck on the kernel tests
+#      (route plan, fused q/k-norm+RoPE+KV, split-KV attention, fused
+#      combine/residual/norm among them), memcheck on emoe run through the
+#      device-routed graph path and through the expert cache at one slot;
 #   5. an OLMoE-1B-7B-shaped model (emoe mkmodel, random weights, ~14 GB;
 #      EMOE_GPU_CHECK_LAYERS=N for fewer layers), then a bitwise differential:
-#      greedy tokens and last logits, all experts resident vs the expert cache's
-#      device tier at 25% vs the backend's own slots at a few experts;
-#   6. emoe bench at batch 1/8/32, all experts resident and 25% budget;
+#      greedy tokens and last logits, all experts resident (device routing,
+#      CUDA graphs) = the same with graphs off = the expert cache's device
+#      tier at 25% (per-layer host routing) = the backend's own slots at 3
+#      experts;
+#   6. emoe bench at batch 1/8/32: all experts resident in the backend's
+#      slots, in the expert cache's device tier (--budget 100%), at 25%
+#      (--budget 25%), and batch 1 with graphs off;
 #   7. a summary with decode tok/s as % of the HBM floor (bytes each decode
 #      step must read / memory bandwidth: EMOE_HBM_GBPS, or known from the GPU
 #      name).
@@ -139,6 +146,12 @@ if [ -x "$CS" ]; then
         fi
         if [ $rc = 0 ]; then note "compute-sanitizer memcheck: emoe run through the expert cache's GPU tier at one slot: clean"
         else fail "compute-sanitizer memcheck on emoe run (one slot): rc $rc (see sanitizer-memcheck-run.log)"; fi
+        # all experts resident: device-side routing and CUDA graph replays
+        timeout 150 "$CS" --tool memcheck --error-exitcode 9 build/emoe run -m "$FX" --backend cuda --prompt-ids 1,2,3,4,5 \
+            -n 8 >"$OUT/sanitizer-memcheck-graphs.log" 2>&1
+        rc=$?
+        if [ $rc = 0 ]; then note "compute-sanitizer memcheck: emoe run all-resident (device routing, graphs): clean"
+        else fail "compute-sanitizer memcheck on emoe run all-resident (graphs): rc $rc (see sanitizer-memcheck-graphs.log)"; fi
     fi
 else
     fail "compute-sanitizer not found"
@@ -172,15 +185,15 @@ EOF
 )
     IDS=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16
     run() { timeout 120 build/emoe run -m "$M" --backend cuda --prompt-ids $IDS -n 16 --json "$@" 2>>"$OUT/differential.log"; }
-    A=$(run); B=$(run --budget 25% --store "$ROOT/build/olmoe-check.store")
+    A=$(run); D=$(run --cuda-graphs off); B=$(run --budget 25% --store "$ROOT/build/olmoe-check.store")
     # the backend's own slots: 3 experts (--gpu-budget is MiB)
     C=$(run --gpu-budget $(((3 * EXP_ONE + 1048575) / 1048576)))
     key() { jq -c '[.generated_ids, .last_logits]' 2>/dev/null <<<"$1" | md5sum | cut -c1-12; }
-    ka=$(key "$A"); kb=$(key "$B"); kc=$(key "$C")
-    if [ -n "$A" ] && [ "$ka" = "$kb" ] && [ "$ka" = "$kc" ]; then
-        note "differential: all-resident = device tier 25% = 3 own slots, bitwise (ids + last logits, digest $ka)"
+    ka=$(key "$A"); kb=$(key "$B"); kc=$(key "$C"); kd=$(key "$D")
+    if [ -n "$A" ] && [ "$ka" = "$kb" ] && [ "$ka" = "$kc" ] && [ "$ka" = "$kd" ]; then
+        note "differential: all-resident (graphs) = graphs off = device tier 25% = 3 own slots, bitwise (ids + last logits, digest $ka)"
     else
-        fail "differential: all-resident $ka, device tier 25% $kb, 3 slots $kc (see differential.log)"
+        fail "differential: all-resident $ka, graphs off $kd, device tier 25% $kb, 3 slots $kc (see differential.log)"
     fi
 fi
 
@@ -193,21 +206,29 @@ if [ -n "$M" ]; then
     esac; fi
     STEP_BYTES=$((W_ALL - EXP_ALL - VOCAB * DIM * 2 + LAYERS * K * EXP_ONE))
     note "decode floor: $((STEP_BYTES / 1000000)) MB per batch-1 step; bandwidth ${BW:-unknown} GB/s"
-    printf '%-8s %-6s %12s %12s %10s\n' budget batch "decode tok/s" "prefill t/s" "% floor" | tee "$OUT/bench.txt"
-    for budget in 100 25; do
+    printf '%-10s %-6s %12s %12s %10s %8s\n' experts batch "decode tok/s" "prefill t/s" "% floor" graphs | tee "$OUT/bench.txt"
+    # own: the backend's own slots, all resident; tier100/tier25: the expert
+    # cache's device tier (--budget; 100% preloaded); nograph: own, graphs off
+    for cfg in own tier100 tier25 nograph; do
         for b in 1 8 32; do
-            bud=()
-            [ $budget = 100 ] || bud=(--budget "${budget}%")
-            j=$(timeout 90 build/emoe bench -m "$M" --backend cuda --batch $b --prompt-len 128 --gen 32 \
-                "${bud[@]}" --json 2>>"$OUT/bench.log")
+            [ $cfg = nograph ] && [ $b != 1 ] && continue
+            opt=()
+            case $cfg in
+                tier100) opt=(--budget 100% --store "$ROOT/build/olmoe-check.store") ;;
+                tier25) opt=(--budget 25% --store "$ROOT/build/olmoe-check.store") ;;
+                nograph) opt=(--cuda-graphs off) ;;
+            esac
+            j=$(timeout 120 build/emoe bench -m "$M" --backend cuda --batch $b --prompt-len 128 --gen 32 \
+                "${opt[@]}" --json 2>>"$OUT/bench.log")
             echo "$j" >>"$OUT/bench.jsonl"
             dec=$(jq -r '.decode_tokens_per_s // empty' <<<"$j" 2>/dev/null)
             pre=$(jq -r '.prefill_tokens_per_s // empty' <<<"$j" 2>/dev/null)
-            if [ -z "$dec" ]; then fail "bench budget $budget% batch $b (see bench.log)"; continue; fi
+            gl=$(jq -r '"\(.graph_launches // 0)/\(.decode_steps // 0)"' <<<"$j" 2>/dev/null)
+            if [ -z "$dec" ]; then fail "bench $cfg batch $b (see bench.log)"; continue; fi
             pct=-
             # batch-1 floor only (larger batches read more experts per step)
             [ -n "$BW" ] && [ $b = 1 ] && pct=$(python3 -c "print(f'{100*$dec/($BW*1e9/$STEP_BYTES):.1f}')")
-            printf '%-8s %-6s %12.1f %12.1f %10s\n' "$budget%" "$b" "$dec" "$pre" "$pct" | tee -a "$OUT/bench.txt"
+            printf '%-10s %-6s %12.1f %12.1f %10s %8s\n' "$cfg" "$b" "$dec" "$pre" "$pct" "$gl" | tee -a "$OUT/bench.txt"
         done
     done
     note "bench: $(awk 'NR>1' "$OUT/bench.txt" | tr -s ' ' | paste -sd ';' -)"

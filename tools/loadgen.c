@@ -237,6 +237,7 @@ static void xfer_finish(CURLM *mh, xfer *x, CURLcode cc, int aborted)
     long code = 0;
     curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
     r->http = cc == CURLE_OK ? (int)code : 0;
+    r->t_done = emoe_now();
     if (aborted) {
         snprintf(r->reason, sizeof r->reason, "timeout");
     } else if (cc != CURLE_OK) {
@@ -442,6 +443,8 @@ int lg_run_load(const lg_mix *m, const lg_opts *o, lg_run *out, char *err, size_
     }
     if (o->progress) fprintf(stderr, "\n");
     out->n = sent;
+    out->t0 = t0;
+    out->send_s = (sent > 0 ? out->res[sent - 1].t_send : t0) - t0;
     out->wall = last_done - t0;
     if (out->wall <= 0) out->wall = emoe_now() - t0;
     cache_ctr c1 = read_cache_metrics(o);
@@ -511,6 +514,26 @@ void lg_summarize(const lg_run *r, int cls, lg_summary *s)
     free(tp);
 }
 
+void lg_throughput_of(const lg_run *r, lg_throughput *t)
+{
+    memset(t, 0, sizeof *t);
+    int completed = 0, arr = 0, comp = 0;
+    double a = r->t0 + r->send_s / 2, b = r->t0 + r->send_s, last = r->t0;
+    for (int i = 0; i < r->n; i++) {
+        const lg_result *x = &r->res[i];
+        if (x->t_send >= a && x->t_send < b) arr++;
+        if (x->http != 200 || x->reason[0]) continue;
+        completed++;
+        if (x->t_done >= a && x->t_done < b) comp++;
+        if (x->t_done > last) last = x->t_done;
+    }
+    double h = r->send_s / 2;
+    t->arrival_rps = h > 0 ? arr / h : 0;
+    t->completion_rps = h > 0 ? comp / h : 0;
+    t->overall_rps = r->wall > 0 ? completed / r->wall : 0;
+    t->drain_s = completed ? last - b : 0;
+}
+
 static void ms3(FILE *f, const double v[3])
 {
     for (int k = 0; k < 3; k++) {
@@ -524,6 +547,10 @@ void lg_report(const lg_mix *m, const lg_opts *o, const lg_run *r, FILE *f)
     fprintf(f, "%s, %d requests in %.1fs", m->schedule ? "schedule" : "Poisson", r->n, r->wall);
     if (!m->schedule) fprintf(f, " at %.2f req/s", o->rate);
     if (r->hit_rate >= 0) fprintf(f, ", device expert-cache hit rate %.1f%%", r->hit_rate * 100);
+    lg_throughput tp;
+    lg_throughput_of(r, &tp);
+    fprintf(f, "\nthroughput: %.2f completed req/s overall; 2nd half of the arrival window: %.2f arrived, %.2f "
+            "completed req/s; drain %.1fs", tp.overall_rps, tp.arrival_rps, tp.completion_rps, tp.drain_s);
     fprintf(f, "\n%-14s %5s %5s %5s %5s %7s %8s %24s %24s  %s\n", "class", "sent", "done", "met", "err", "attain",
             "goodput", "TTFT ms p50/p90/p99", "TPOT ms p50/p90/p99", "429s");
     for (int c = -1; c < m->n_classes; c++) {
@@ -569,10 +596,15 @@ int lg_report_json(const lg_mix *m, const lg_opts *o, const lg_run *r, const cha
     }
     lg_summary all;
     lg_summarize(r, -1, &all);
-    json_t *root = json_pack("{s:s, s:s, s:f, s:i, s:f, s:o, s:o, s:o}", "label", label ? label : "", "arrivals",
-                             m->schedule ? "schedule" : "poisson", "rate", o->rate, "requests", r->n, "wall_s", r->wall,
-                             "expert_cache_hit_rate", r->hit_rate >= 0 ? json_real(r->hit_rate) : json_null(), "classes",
-                             classes, "all", summary_json(&all));
+    lg_throughput tp;
+    lg_throughput_of(r, &tp);
+    json_t *thr = json_pack("{s:f, s:f, s:f, s:f}", "arrival_rps_2nd_half", tp.arrival_rps, "completion_rps_2nd_half",
+                            tp.completion_rps, "completed_rps", tp.overall_rps, "drain_s", tp.drain_s);
+    json_t *root = json_pack("{s:s, s:s, s:f, s:i, s:f, s:f, s:o, s:o, s:o, s:o}", "label", label ? label : "",
+                             "arrivals", m->schedule ? "schedule" : "poisson", "rate", o->rate, "requests", r->n,
+                             "wall_s", r->wall, "send_s", r->send_s, "throughput", thr, "expert_cache_hit_rate",
+                             r->hit_rate >= 0 ? json_real(r->hit_rate) : json_null(), "classes", classes, "all",
+                             summary_json(&all));
     int rc = root ? json_dump_file(root, path, JSON_INDENT(2)) : -1;
     json_decref(root);
     return rc;

@@ -59,6 +59,7 @@ typedef struct lg_result {
     int http;              /* 0 = transport error */
     char reason[32];       /* 429 error code, "error", "timeout", "" = ok */
     double t_send, ttft, tpot; /* seconds; ttft < 0 = no token */
+    double t_done;         /* clock time the transfer ended (0 = never sent) */
     int n_tokens;
     int met_ttft, met_tpot, met;   /* met: completed and every SLO it had was met */
 } lg_result;
@@ -67,6 +68,8 @@ typedef struct lg_run {
     lg_result *res;
     int n;
     double wall;           /* first send to last completion */
+    double t0;             /* clock time of the start (first send is at or after it) */
+    double send_s;         /* seconds the arrival window lasted (start to last send) */
     double hit_rate;       /* device expert-cache hit rate over the run; < 0 = unknown */
 } lg_run;
 
@@ -86,6 +89,19 @@ typedef struct lg_summary {
 } lg_summary;
 
 void lg_summarize(const lg_run *r, int cls, lg_summary *s);
+
+/* Whether the server kept up with the offered load: arrivals and
+ * completions (status 200) per second in the second half of the arrival
+ * window [send_s/2, send_s), where a server below saturation completes
+ * requests as fast as they arrive and one above it falls behind; and the
+ * completed requests per second of the whole run (first send to last
+ * completion). */
+typedef struct lg_throughput {
+    double arrival_rps, completion_rps;   /* second half of the arrival window */
+    double overall_rps;                   /* completed / wall */
+    double drain_s;                       /* last completion - end of the arrival window */
+} lg_throughput;
+void lg_throughput_of(const lg_run *r, lg_throughput *t);
 /* The report: a per-class table on f; lg_report_json writes the same as JSON
  * to path (0 or -1). */
 void lg_report(const lg_mix *m, const lg_opts *o, const lg_run *r, FILE *f);

@@ -5,20 +5,22 @@
  *
  * Placement: non-expert weights are uploaded once at open (matrices as bf16,
  * norms/biases/rotary frequencies as float32); routed experts come through the
- * engine's eng_expert_provider into the GPU slot cache (expert_cache.cuh);
- * each sequence owns one device KV allocation (float32, grown by doubling);
- * activations live in a per-engine workspace grown to the largest step.
+ * engine's eng_expert_provider into the backend's GPU slots (expert_cache.cuh)
+ * or live in engine/cache.c's device tier (slot_mem.cuh); each sequence owns
+ * one device KV allocation (float32 or bf16, grown by doubling); activations
+ * live in a per-engine workspace grown to the largest step.
  *
  * One step: upload token ids / positions / per-row KV descriptors; embed;
- * per layer: RMSNorm, q/k/v projections (+bias), q/k norm, RoPE, KV store,
- * attention, o projection, residual; RMSNorm, router logits (float32 GEMV),
- * softmax+top-k on the device, copy of the routing to the host (the routing
- * callback, the substitute policy and the expert grouping need it; this is
- * the one host synchronisation per layer), experts resident in slots (groups
- * of at most n_slots experts when the budget is smaller than a layer's set),
- * grouped gate/up and down kernels, weighted combine, shared expert with its
- * sigmoid gate, residual; then final norm and lm_head for the rows whose
- * logits are wanted, copied back to the caller's buffers.
+ * per layer: RMSNorm, q/k/v projections (+bias), fused q/k norm + RoPE + KV
+ * write, attention (split-KV for small steps), o projection, fused residual +
+ * RMSNorm, router logits (float32 GEMV), softmax+top-k on the device, the
+ * routed experts, shared expert, fused combine + residual + next RMSNorm; then
+ * final norm and lm_head for the rows whose logits are wanted, copied back.
+ * Routed experts: with every expert resident the routing stays on the device
+ * (moe_route.cuh, a device expert -> slot table; the routing reaches the host
+ * once per step through a pinned ring) and decode steps replay a CUDA graph
+ * per row bucket; otherwise the routing goes to the host every layer
+ * (callback, substitute policy, grouping, loading only what is missing).
  *
  * Errors: every CUDA/cuBLAS call is checked; a failure drains the stream,
  * unpins the slots and returns the status to eng_step (no sequence advances).
@@ -32,8 +34,10 @@
 #include "engine/cuda/expert_cache.cuh"
 #include "engine/cuda/linear.cuh"
 #include "engine/cuda/moe.cuh"
+#include "engine/cuda/moe_route.cuh"
 #include "engine/cuda/rmsnorm.cuh"
 #include "engine/cuda/rope.cuh"
+#include "engine/cuda/qk_rope_kv.cuh"
 #include "engine/cuda/router.cuh"
 #include "engine/cuda/swiglu.cuh"
 #include "engine/cuda/slot_mem.cuh"
@@ -46,7 +50,8 @@ extern "C" {
 #include <stdio.h>
 #include <stdlib.h>
 
-#define LOGIT_ROWS 16      /* lm_head rows per chunk (bounds the logits buffer) */
+#define LOGIT_ROWS 32      /* lm_head rows per chunk (bounds the logits buffer); >= GRAPH_MAX_T */
+#define GRAPH_MAX_T 32     /* decode steps of up to this many rows may run as a CUDA graph */
 #define GEMV_MAX_ROWS 8    /* T <= this: float32 GEMV instead of cuBLAS */
 
 typedef struct cu_layer {
@@ -88,6 +93,11 @@ typedef struct cu_ws {
     float *h_rw, *h_probs;
     cu_att_row *h_rows;
     cu_moe_expert *h_ex;
+    float *att_part;              /* split-KV attention partials (min(T, 32) rows) */
+    int *flags;                   /* (2) device route-plan flags (moe_route.cuh) */
+    int *h_flags, *h_zero;        /* pinned: the flags read back once per step; a zero to clear them */
+    int *h_rids;                  /* pinned routing ring: (n_layers, T, k) ids of the step */
+    float *h_rws;                 /* (n_layers, T, k) their weights */
     eng_seq **row_seq;            /* (T) plain host */
     float **dest;                 /* (T) plain host: logits destination per wanted row */
 } cu_ws;
@@ -107,11 +117,31 @@ typedef struct cu_state {
     int ec_ready;
     uint64_t ec_slots;            /* its size (slots), to recreate it after a cache detaches */
     cu_slot_mem *sm;              /* GPU memory of engine/cache.c's device tier, once one asked */
+    int kv_bf16;                  /* [engine] kv_dtype = bf16: the KV cache is bf16 on the device */
+    size_t kv_es;                 /* bytes per KV element */
+    /* Device-side routing (fast path): a complete expert -> slot table. */
+    const cu_bf16 **d_tab;        /* device (n_layers * n_experts) slot bases */
+    const cu_bf16 **h_tab;        /* host mirror */
+    int *all_ids;                 /* 0..n_experts-1 */
+    int fast;                     /* d_tab is complete for fast_prov / fast_gen */
+    const eng_expert_provider *fast_prov;
+    void *fast_ctx;
+    int fast_gen, ec_gen;         /* ec_gen: bumped whenever the own slots are freed or recreated */
+    int tier_pins;                /* fast path on the device-tier cache: every expert acquired (pinned) */
+    uint64_t miss_hint;           /* the expert (layer*E + x) last found not resident: checked first */
+    int opt_skip;                 /* own slots short of all experts: 1 = do not try a step device-routed */
+    uint64_t opt_redos;           /* optimistic device-routed steps re-run on the host path (a miss) */
+    /* CUDA graphs of decode steps, by row count (buckets 1..8, 16, 32). */
+    int graphs;                   /* 0: never */
+    cudaGraphExec_t gx[GRAPH_MAX_T + 1];
+    int gx_failed[GRAPH_MAX_T + 1];
+    void *pad_kv;                 /* KV of the padding rows of a graph bucket (capacity 1) */
+    uint64_t graph_launches, fast_steps, slow_steps;
     uint64_t weights_bytes, kv_bytes, expert_bytes, peak_bytes;
 } cu_state;
 
 typedef struct cu_seq {
-    float *kv;                    /* (n_layers, 2, cap, kvd) */
+    void *kv;                     /* (n_layers, 2, cap, kvd) of the engine's KV dtype (f32 or bf16) */
     size_t bytes;
 } cu_seq;
 
@@ -248,6 +278,11 @@ static size_t ws_layout(cu_ws *w, void *dev, void *host, const eng_model_desc *d
     D(tok, t, int32_t); D(pos, t, int); D(rowmap, t, int);
     D(ids, t * k, int); D(pair_row, t * k, int); D(pair_of, t * k, int); D(rw, t * k, float);
     D(rows, t, cu_att_row); D(ex, E, cu_moe_expert); D(xb, t * kmax, cu_bf16);
+    {
+        int ts = t < 32 ? (int)t : 32;
+        D(att_part, cu_att_part_floats(ts, d->n_heads, d->head_dim, CU_ATT_MAX_SPLITS), float);
+    }
+    D(flags, 2, int);
 #undef D
     w->xb_cap = t * kmax;
     size_t ho = 0;
@@ -255,17 +290,31 @@ static size_t ws_layout(cu_ws *w, void *dev, void *host, const eng_model_desc *d
     H(h_tok, t, int32_t); H(h_pos, t, int); H(h_rowmap, t, int); H(h_ids, t * k, int);
     H(h_pair_row, t * k, int); H(h_pair_of, t * k, int); H(h_rw, t * k, float); H(h_probs, t * E, float);
     H(h_rows, t, cu_att_row); H(h_ex, E, cu_moe_expert);
+    H(h_flags, 2, int); H(h_zero, 2, int);
+    H(h_rids, (size_t)d->n_layers * t * k, int); H(h_rws, (size_t)d->n_layers * t * k, float);
 #undef H
     *host_bytes = ho;
     return o;
+}
+
+/* The graphs hold the workspace's pointers: dropped when it moves. */
+static void graphs_drop(cu_state *S)
+{
+    for (int b = 0; b <= GRAPH_MAX_T; b++) {
+        if (S->gx[b]) cudaGraphExecDestroy(S->gx[b]);
+        S->gx[b] = NULL;
+        S->gx_failed[b] = 0;
+    }
 }
 
 static emoe_status ws_ensure(cu_state *S, const eng_model_desc *d, int T, emoe_err *err)
 {
     cu_ws *w = &S->ws;
     if (T <= w->T) return EMOE_OK;
-    int cap = 16;
+    int cap = GRAPH_MAX_T;
     while (cap < T) cap = cap > INT32_MAX / 2 ? T : cap * 2;
+    if (S->st) cudaStreamSynchronize(S->st);
+    graphs_drop(S);
     ws_free(w);
     S->lin.xb = NULL;
     S->lin.xb_cap = 0;
@@ -277,6 +326,7 @@ static emoe_status ws_ensure(cu_state *S, const eng_model_desc *d, int T, emoe_e
     w->dest = (float **)calloc((size_t)cap, sizeof *w->dest);
     if (!w->row_seq || !w->dest) { rc = emoe_errf(err, EMOE_ENOMEM, "out of host memory for a step"); goto fail; }
     ws_layout(w, w->dev, w->host, d, cap, &hb);
+    w->h_zero[0] = w->h_zero[1] = 0;
     w->T = cap;
     w->dev_bytes = db;
     S->lin.xb = w->xb;
@@ -291,11 +341,31 @@ fail:
 
 /* ---- engine hooks --------------------------------------------------------------- */
 
+/* Leaves the fast path. The device-tier cache's pins are released only if
+ * its provider is still the engine's (a detached cache may be gone: its pins
+ * are then forgotten, never touched). The caller has synchronised the stream. */
+static void fast_drop(eng_engine *e, cu_state *S)
+{
+    if (S->tier_pins && e->prov == S->fast_prov && e->prov->ctx == S->fast_ctx && e->prov->release)
+        for (int l = 0; l < e->d.n_layers; l++)
+            for (int x = 0; x < e->d.n_experts; x++) e->prov->release(e->prov->ctx, l, x);
+    S->tier_pins = 0;
+    S->fast = 0;
+    S->fast_prov = NULL;
+    S->fast_ctx = NULL;
+}
+
 static void cuda_engine_free(eng_engine *e)
 {
     cu_state *S = (cu_state *)e->bs;
     if (!S) return;
     if (S->st) cudaStreamSynchronize(S->st);
+    fast_drop(e, S);
+    graphs_drop(S);
+    cudaFree(S->d_tab);
+    free(S->h_tab);
+    free(S->all_ids);
+    cudaFree(S->pad_kv);
     if (S->ec_ready) cu_expert_cache_free(&S->ec);
     cu_slot_mem_release(S->sm); /* lives on while the cache holds slots */
     eng_moe_plan_free(&S->plan);
@@ -344,6 +414,24 @@ static emoe_status cuda_init(eng_engine *e, const eng_open_opts *opts, emoe_err 
     S->lin.blas = S->blas;
     S->lin.gemv_max_rows = GEMV_MAX_ROWS;
     if ((rc = upload_weights(e, S, err)) != EMOE_OK) return emoe_err_prefix(err, "uploading weights");
+    if (e->kv_dtype != ENG_DT_F32 && e->kv_dtype != ENG_DT_BF16)
+        return emoe_errf(err, EMOE_EUNSUP, "kv_dtype %s: the cuda backend keeps its KV cache in f32 or bf16",
+                         eng_dtype_name(e->kv_dtype));
+    S->kv_bf16 = e->kv_dtype == ENG_DT_BF16;
+    S->kv_es = S->kv_bf16 ? sizeof(cu_bf16) : sizeof(float);
+    {
+        size_t nk = (size_t)d->n_layers * (size_t)d->n_experts;
+        S->h_tab = (const cu_bf16 **)calloc(nk, sizeof *S->h_tab);
+        S->all_ids = (int *)malloc(sizeof(int) * (size_t)d->n_experts);
+        if (!S->h_tab || !S->all_ids) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
+        for (int x = 0; x < d->n_experts; x++) S->all_ids[x] = x;
+        CUDA_CHECK(err, cudaMalloc((void **)&S->d_tab, nk * sizeof *S->d_tab));
+        size_t pad = (size_t)d->n_layers * 2 * (size_t)d->n_kv_heads * (size_t)d->head_dim * S->kv_es;
+        CUDA_CHECK(err, cudaMalloc(&S->pad_kv, pad));
+        CUDA_CHECK(err, cudaMemset(S->pad_kv, 0, pad));
+        S->weights_bytes += nk * sizeof *S->d_tab + pad;
+    }
+    S->graphs = !(opts && opts->cuda_no_graphs); /* [engine] cuda_graphs, --cuda-graphs off */
     /* Expert slots: the budget (bytes) rounded down to whole slots. */
     size_t slot_bytes = (size_t)3 * (size_t)d->expert_ffn * (size_t)d->dim * sizeof(cu_bf16);
     uint64_t n_keys = (uint64_t)d->n_layers * (uint64_t)d->n_experts;
@@ -416,8 +504,8 @@ static int cuda_seq_reserve(eng_seq *s, int n)
     while (cap < n) cap = cap > INT32_MAX / 2 ? n : cap * 2;
     if (cap > s->max_len) cap = s->max_len;
     size_t kvd = (size_t)d->n_kv_heads * d->head_dim, per = (size_t)cap * kvd;
-    size_t bytes = (size_t)d->n_layers * 2 * per * sizeof(float);
-    float *kv = NULL;
+    size_t es = S->kv_es, bytes = (size_t)d->n_layers * 2 * per * es;
+    char *kv = NULL;
     cudaError_t ce = cudaMalloc((void **)&kv, bytes);
     if (ce != cudaSuccess) {
         LOG_ERROR("cuda: KV cache of %d positions (%zu bytes): %s", cap, bytes, cudaGetErrorString(ce));
@@ -426,7 +514,7 @@ static int cuda_seq_reserve(eng_seq *s, int n)
     if (q->kv) {
         size_t old_per = (size_t)s->cap * kvd;
         for (int m = 0; m < d->n_layers * 2 && ce == cudaSuccess; m++)
-            ce = cudaMemcpyAsync(kv + (size_t)m * per, q->kv + (size_t)m * old_per, old_per * sizeof(float),
+            ce = cudaMemcpyAsync(kv + (size_t)m * per * es, (char *)q->kv + (size_t)m * old_per * es, old_per * es,
                                  cudaMemcpyDeviceToDevice, S->st);
         if (ce == cudaSuccess) ce = cudaStreamSynchronize(S->st);
         if (ce != cudaSuccess) {
@@ -454,11 +542,11 @@ static int cuda_seq_copy(eng_seq *dst, const eng_seq *src)
     if (src->len == 0) return 0;
     if (!a || !b || !a->kv || !b->kv || dst->cap < src->len) return -1;
     const eng_model_desc *d = &src->e->d;
-    size_t kvd = (size_t)d->n_kv_heads * d->head_dim;
+    size_t kvd = (size_t)d->n_kv_heads * d->head_dim, es = S->kv_es;
     cudaError_t ce = cudaSuccess;
     for (int m = 0; m < d->n_layers * 2 && ce == cudaSuccess; m++)
-        ce = cudaMemcpyAsync(b->kv + (size_t)m * dst->cap * kvd, a->kv + (size_t)m * src->cap * kvd,
-                             (size_t)src->len * kvd * sizeof(float), cudaMemcpyDeviceToDevice, S->st);
+        ce = cudaMemcpyAsync((char *)b->kv + (size_t)m * dst->cap * kvd * es, (const char *)a->kv + (size_t)m * src->cap * kvd * es,
+                             (size_t)src->len * kvd * es, cudaMemcpyDeviceToDevice, S->st);
     if (ce == cudaSuccess) ce = cudaStreamSynchronize(S->st);
     if (ce != cudaSuccess) {
         LOG_ERROR("cuda: forking a KV cache: %s", cudaGetErrorString(ce));
@@ -491,6 +579,8 @@ static void cuda_stats(const eng_engine *e, eng_backend_stats *st)
         st->expert_stall_s = S->ec.stall_s;
     }
     st->peak_bytes = S->peak_bytes;
+    st->steps_device_routed = S->fast_steps;
+    st->graph_launches = S->graph_launches;
 }
 
 /* ---- the step --------------------------------------------------------------- */
@@ -558,6 +648,36 @@ static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emo
     }
     return EMOE_OK;
 }
+
+/* After the routed experts: the shared expert (its SwiGLU output and gate
+ * logit), then one fused launch adds the weighted combine of the routed
+ * experts and the gated shared expert to the residual stream x. */
+static emoe_status moe_tail(eng_engine *e, cu_state *S, int l, int T, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    const cu_layer *L = &S->L[l];
+    cu_ws *w = &S->ws;
+    cudaStream_t st = S->st;
+    int dim = d->dim;
+    emoe_status rc = EMOE_OK;
+    int shared = d->shared_ffn > 0;
+    const float *next_norm = l + 1 < d->n_layers ? S->L[l + 1].attn_norm : NULL;
+    if (shared) {
+        int sf = d->shared_ffn;
+        CK(cu_linear(&S->lin, st, w->sg, w->h, L->sh_gate, NULL, T, sf, dim, err));
+        CK(cu_linear(&S->lin, st, w->su, w->h, L->sh_up, NULL, T, sf, dim, err));
+        CK(cu_swiglu(st, w->sg, w->su, (size_t)T * sf, err));
+        CK(cu_linear(&S->lin, st, w->tmp, w->sg, L->sh_down, NULL, T, dim, sf, err));
+        CK(cu_linear_gemv(st, w->gl, w->h, L->sh_eg, NULL, T, 1, dim, err));
+    }
+    /* ... and the next layer's attention RMSNorm into w->h (not after the last layer) */
+    CK(cu_moe_combine_residual(st, w->x, w->eo, w->pair_of, w->rw, shared ? w->tmp : NULL, shared ? w->gl : NULL, w->h, next_norm,
+                               d->eps, T, d->top_k, dim, err));
+fail:
+    return rc;
+}
+
+static emoe_status own_slots_ensure(eng_engine *e, cu_state *S, emoe_err *err);
 
 /* Router, routing to the host (callback, substitute policy), grouping, experts
  * via the slot cache, grouped kernels, combine, shared expert: S->ws.moe. */
@@ -631,13 +751,7 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
     if (p->device_views) {
         CK(moe_experts_from_cache(e, S, l, err));
     } else {
-        if (!S->ec_ready) { /* a device-tier cache was detached: own slots again */
-            const eng_model_desc *dd = &e->d;
-            CK(cu_expert_cache_init(&S->ec, dd->n_layers, dd->n_experts, dd->dim, dd->expert_ffn, (int)S->ec_slots, err));
-            S->ec_ready = 1;
-            S->expert_bytes = S->ec_slots * S->ec.slot_elems * sizeof(cu_bf16);
-            note_peak(S);
-        }
+        CK(own_slots_ensure(e, S, err)); /* a device-tier cache was detached: own slots again */
         int G = S->ec.tab.n_slots;
         for (int g0 = 0; g0 < S->plan.n_used; g0 += G) {
             int gn = S->plan.n_used - g0 < G ? S->plan.n_used - g0 : G;
@@ -655,18 +769,211 @@ static emoe_status moe_layer(eng_engine *e, cu_state *S, int l, int T, emoe_err 
             CK(cu_moe_down(st, w->eo, w->hmid, w->ex, gn, dim, ffn, err));
         }
     }
-    CK(cu_moe_combine(st, w->moe, w->eo, w->pair_of, w->rw, T, k, dim, err));
-    if (d->shared_ffn > 0) {
-        int sf = d->shared_ffn;
-        CK(cu_linear(&S->lin, st, w->sg, w->h, L->sh_gate, NULL, T, sf, dim, err));
-        CK(cu_linear(&S->lin, st, w->su, w->h, L->sh_up, NULL, T, sf, dim, err));
-        CK(cu_swiglu(st, w->sg, w->su, (size_t)T * sf, err));
-        CK(cu_linear(&S->lin, st, w->tmp, w->sg, L->sh_down, NULL, T, dim, sf, err));
-        CK(cu_linear_gemv(st, w->gl, w->h, L->sh_eg, NULL, T, 1, dim, err));
-        CK(cu_gate_add(st, w->moe, w->tmp, w->gl, T, dim, err));
-    }
+    CK(moe_tail(e, S, l, T, err));
 fail:
     free(allowed);
+    return rc;
+}
+
+/* ---- device-side routing (the fast path) ---------------------------------------
+ * When every expert of the model is resident (the backend's own slots hold
+ * them all, or engine/cache.c's device tier holds them all and the backend
+ * has pinned them), d_tab (layer, expert) -> slot is complete: top-k ids stay
+ * on the device, cu_moe_route_plan groups them and points the grouped kernels
+ * at the slots, and no layer synchronises with the host. The routing reaches
+ * the host once per step, through the pinned ring h_rids/h_rws (routing
+ * callback: the predictor, traces, metrics). Anything else (a miss possible,
+ * substitute decisions to take) runs moe_layer above: routing to the host per
+ * layer, loading only what is missing. */
+
+/* Own slots again after a device-tier cache was detached. */
+static emoe_status own_slots_ensure(eng_engine *e, cu_state *S, emoe_err *err)
+{
+    if (S->ec_ready) return EMOE_OK;
+    const eng_model_desc *d = &e->d;
+    emoe_status rc = cu_expert_cache_init(&S->ec, d->n_layers, d->n_experts, d->dim, d->expert_ffn, (int)S->ec_slots, err);
+    if (rc) return rc;
+    S->ec_ready = 1;
+    S->ec_gen++;
+    S->expert_bytes = S->ec_slots * S->ec.slot_elems * sizeof(cu_bf16);
+    note_peak(S);
+    return EMOE_OK;
+}
+
+/* *fast = 1 when d_tab is complete for the current provider (building it if
+ * every expert is resident now). A failure of the own slots' fill is the
+ * step's error; anything the device tier refuses just means the slow path. */
+static emoe_status fast_check(eng_engine *e, cu_state *S, int *fast, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    const eng_expert_provider *p = e->prov;
+    cu_ws *w = &S->ws;
+    int L = d->n_layers, E = d->n_experts;
+    emoe_status rc = EMOE_OK;
+    *fast = 0;
+    if (S->fast && S->fast_prov == p && S->fast_ctx == p->ctx && (p->device_views || S->fast_gen == S->ec_gen)) {
+        *fast = 1;
+        return EMOE_OK;
+    }
+    if (S->fast) {
+        CUDA_CHECK(err, cudaStreamSynchronize(S->st));
+        fast_drop(e, S);
+    }
+    if (p->device_views) {
+        if (!S->sm || !p->is_resident) return EMOE_OK;
+        uint64_t nk = (uint64_t)L * (uint64_t)E, h = S->miss_hint < nk ? S->miss_hint : 0;
+        if (!p->is_resident(p->ctx, (int)(h / E), (int)(h % E))) return EMOE_OK; /* usually still missing: O(1) */
+        for (uint64_t i = 0; i < nk; i++)
+            if (!p->is_resident(p->ctx, (int)(i / E), (int)(i % E))) { S->miss_hint = i; return EMOE_OK; }
+        for (int l = 0; l < L; l++)
+            for (int x = 0; x < E; x++) {
+                eng_expert_weights ew;
+                emoe_err e2 = {};
+                if (p->acquire(p->ctx, l, x, &ew, &e2) != EMOE_OK) { /* evicted meanwhile: stay slow */
+                    for (int i = l * E + x - 1; i >= 0 && p->release; i--) p->release(p->ctx, i / E, i % E);
+                    return EMOE_OK;
+                }
+                S->h_tab[(size_t)l * E + x] = (const cu_bf16 *)ew.gate.data;
+            }
+        S->tier_pins = 1;
+    } else {
+        if ((rc = own_slots_ensure(e, S, err)) != EMOE_OK) return rc;
+        if ((uint64_t)S->ec.tab.n_slots < (uint64_t)L * (uint64_t)E) {
+            /* Optimistic: the table of what the slots hold now (only this
+             * thread evicts them, between steps); a step that needs a
+             * missing expert sees the flag and is re-run on the host path. */
+            if (S->opt_skip || (p->substitute && p->substitute(p->ctx))) return EMOE_OK;
+            size_t fd3 = S->ec.slot_elems;
+            for (int key = 0; key < L * E; key++) {
+                int sl = eng_slot_table_peek(&S->ec.tab, key);
+                S->h_tab[key] = sl >= 0 ? S->ec.slots + (size_t)sl * fd3 : NULL;
+            }
+            CUDA_CHECK(err, cudaMemcpyAsync(S->d_tab, S->h_tab, sizeof *S->h_tab * (size_t)L * E, cudaMemcpyHostToDevice, S->st));
+            *fast = 2;
+            return EMOE_OK;
+        }
+        /* Load every expert once (the slots hold them all: nothing is ever
+         * evicted afterwards). */
+        for (int l = 0; l < L; l++) {
+            eng_slot_table_unpin_all(&S->ec.tab);
+            if ((rc = cu_expert_cache_fill(&S->ec, p, l, S->all_ids, E, w->h_ex, S->st, err)) != EMOE_OK) {
+                eng_slot_table_unpin_all(&S->ec.tab);
+                return emoe_err_prefix(err, "layer %d: loading every expert", l);
+            }
+            for (int x = 0; x < E; x++) S->h_tab[(size_t)l * E + x] = w->h_ex[x].gate;
+        }
+        eng_slot_table_unpin_all(&S->ec.tab);
+    }
+    /* Pageable source: staged at the call (the host table may change later). */
+    CUDA_CHECK(err, cudaMemcpyAsync(S->d_tab, S->h_tab, sizeof *S->h_tab * (size_t)L * E, cudaMemcpyHostToDevice, S->st));
+    S->fast = 1;
+    S->fast_prov = p;
+    S->fast_ctx = p->ctx;
+    S->fast_gen = S->ec_gen;
+    *fast = 1;
+    LOG_INFO("cuda: every expert resident (%s): routing stays on the device, no per-layer host synchronisation",
+             p->device_views ? "expert cache device tier" : "backend slots");
+    return EMOE_OK;
+}
+
+/* The MoE block of layer l for T rows with the routing on the device. Safe to
+ * capture in a CUDA graph (no host synchronisation, pinned copies only). */
+static emoe_status moe_layer_fast(eng_engine *e, cu_state *S, int l, int T, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    const cu_layer *Ly = &S->L[l];
+    cu_ws *w = &S->ws;
+    cudaStream_t st = S->st;
+    int E = d->n_experts, k = d->top_k, dim = d->dim, ffn = d->expert_ffn, P = T * k;
+    int ex_cap = E < P ? E : P;
+    emoe_status rc = EMOE_OK;
+    CK(cu_linear_gemv(st, w->probs, w->h, Ly->router, NULL, T, E, dim, err));
+    CK(cu_router_topk(st, w->probs, w->ids, w->rw, T, E, k, d->norm_topk, err));
+    CK(cu_moe_route_plan(st, w->ex, ex_cap, w->pair_row, w->pair_of, w->ids, T, k, E, S->d_tab + (size_t)l * E, dim, ffn,
+                         w->flags, err));
+    {
+        size_t at = (size_t)l * (size_t)w->T * (size_t)k;
+        CUDA_CK(cudaMemcpyAsync(w->h_rids + at, w->ids, sizeof(int) * (size_t)P, cudaMemcpyDeviceToHost, st));
+        CUDA_CK(cudaMemcpyAsync(w->h_rws + at, w->rw, sizeof(float) * (size_t)P, cudaMemcpyDeviceToHost, st));
+    }
+    CK(cu_moe_gate_up(st, w->hmid, w->h, w->pair_row, w->ex, ex_cap, dim, ffn, err));
+    CK(cu_moe_down(st, w->eo, w->hmid, w->ex, ex_cap, dim, ffn, err));
+    CK(moe_tail(e, S, l, T, err));
+fail:
+    return rc;
+}
+
+/* Embedding and every layer for the T rows uploaded to the workspace; fast:
+ * device-side routing (capturable), else per-layer host routing. */
+static emoe_status run_layers(eng_engine *e, cu_state *S, int T, int fast, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    cu_ws *w = &S->ws;
+    cudaStream_t st = S->st;
+    emoe_status rc = EMOE_OK;
+    int dim = d->dim, hd = d->head_dim, qd = d->n_heads * hd, kvd = d->n_kv_heads * hd;
+    int splits = cu_att_splits(T, d->n_heads);
+    if (fast) CUDA_CK(cudaMemcpyAsync(w->flags, w->h_zero, sizeof(int) * 2, cudaMemcpyHostToDevice, st));
+    CK(cu_embed(st, w->x, S->embed, w->tok, T, dim, d->vocab, err));
+    CK(cu_rmsnorm(st, w->h, w->x, NULL, S->L[0].attn_norm, T, dim, d->eps, err));
+    for (int l = 0; l < d->n_layers; l++) {
+        const cu_layer *L = &S->L[l];
+        /* w->h = RMSNorm(x) * attn_norm: layer 0 above, the others from the
+         * previous layer's fused combine (moe_tail) */
+        CK(cu_linear(&S->lin, st, w->q, w->h, L->wq, L->bq, T, qd, dim, err));
+        CK(cu_linear(&S->lin, st, w->k, w->h, L->wk, L->bk, T, kvd, dim, err));
+        CK(cu_linear(&S->lin, st, w->v, w->h, L->wv, L->bv, T, kvd, dim, err));
+        /* q/k norm + RoPE + KV write: one fused launch (qk_rope_kv.cuh) */
+        {
+            int nm = d->qk_norm == ENG_QKNORM_PER_HEAD ? 1 : d->qk_norm == ENG_QKNORM_FULL ? 2 : 0;
+            CK(cu_qk_rope_kv(st, w->q, w->k, w->v, T, d->n_heads, d->n_kv_heads, hd, nm, L->q_norm, L->k_norm, d->eps, w->pos,
+                             S->inv_freq, w->rows, l, S->kv_bf16, err));
+        }
+        CK(cu_attention(st, w->att, w->q, w->rows, T, l, d->n_heads, d->n_kv_heads, hd, S->kv_bf16, splits, w->att_part, err));
+        CK(cu_linear(&S->lin, st, w->tmp, w->att, L->wo, NULL, T, dim, qd, err));
+        CK(cu_add_rmsnorm(st, w->x, w->tmp, w->h, L->ffn_norm, T, dim, d->eps, err)); /* residual + ffn norm, fused */
+        /* the MoE block adds its output to x itself (moe_tail) */
+        if ((rc = fast ? moe_layer_fast(e, S, l, T, err) : moe_layer(e, S, l, T, err)) != EMOE_OK) {
+            emoe_err_prefix(err, "layer %d", l);
+            goto fail;
+        }
+    }
+    if (fast) CUDA_CK(cudaMemcpyAsync(w->h_flags, w->flags, sizeof(int) * 2, cudaMemcpyDeviceToHost, st));
+fail:
+    return rc;
+}
+
+/* Final norm + lm_head of cnt rows (rowmap: device row indices) into w->logits. */
+static emoe_status run_head(eng_engine *e, cu_state *S, const int *rowmap, int cnt, emoe_err *err)
+{
+    const eng_model_desc *d = &e->d;
+    cu_ws *w = &S->ws;
+    emoe_status rc = EMOE_OK;
+    CK(cu_rmsnorm(S->st, w->h, w->x, rowmap, S->final_norm, cnt, d->dim, d->eps, err));
+    CK(cu_linear(&S->lin, S->st, w->logits, w->h, S->lm_head, NULL, cnt, d->vocab, d->dim, err));
+fail:
+    return rc;
+}
+
+/* Rows of the graph for a decode step of T rows: T up to 8 (the GEMV path
+ * takes them one by one), else 16 or 32 (padding rows computed and dropped). */
+static int graph_bucket(int T) { return T <= 8 ? T : T <= 16 ? 16 : 32; }
+
+/* Captures the step body for B rows into S->gx[B]. */
+static emoe_status graph_capture(eng_engine *e, cu_state *S, int B, emoe_err *err)
+{
+    cudaGraph_t g = NULL;
+    CUDA_CHECK(err, cudaStreamBeginCapture(S->st, cudaStreamCaptureModeRelaxed));
+    emoe_status rc = run_layers(e, S, B, 1, err);
+    if (rc == EMOE_OK) rc = run_head(e, S, S->ws.rowmap, B, err);
+    cudaError_t ce = cudaStreamEndCapture(S->st, &g);
+    if (rc == EMOE_OK && ce != cudaSuccess) rc = cu_err_cuda(err, ce, "cudaStreamEndCapture", __func__, __FILE__, __LINE__);
+    if (rc == EMOE_OK) {
+        ce = cudaGraphInstantiate(&S->gx[B], g, 0);
+        if (ce != cudaSuccess) { S->gx[B] = NULL; rc = cu_err_cuda(err, ce, "cudaGraphInstantiate", __func__, __FILE__, __LINE__); }
+    }
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
     return rc;
 }
 
@@ -677,14 +984,15 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
     cu_ws *w = &S->ws;
     cudaStream_t st = S->st;
     emoe_status rc = EMOE_OK;
-    int dim = d->dim, hd = d->head_dim, qd = d->n_heads * hd, kvd = d->n_kv_heads * hd;
-    int R = 0;
+    int R = 0, fast = 0, decode = 1;
+    uint64_t up0 = 0;
     CUDA_CK(cudaSetDevice(S->dev));
     CK(ws_ensure(S, d, T, err));
     {
         int r = 0;
         for (int i = 0; i < n; i++) {
             cu_seq *q = (cu_seq *)items[i].seq->be;
+            decode &= items[i].n_ids == 1 && (items[i].logits || items[i].all_logits);
             for (int j = 0; j < items[i].n_ids; j++, r++) {
                 w->h_tok[r] = items[i].ids[j];
                 w->h_pos[r] = items[i].seq->len + j;
@@ -695,63 +1003,114 @@ static emoe_status cuda_step(eng_engine *e, eng_batch_item *items, int n, int T,
             }
         }
     }
-    CUDA_CK(cudaMemcpyAsync(w->tok, w->h_tok, sizeof(int32_t) * (size_t)T, cudaMemcpyHostToDevice, st));
-    CUDA_CK(cudaMemcpyAsync(w->pos, w->h_pos, sizeof(int) * (size_t)T, cudaMemcpyHostToDevice, st));
-    CUDA_CK(cudaMemcpyAsync(w->rows, w->h_rows, sizeof(cu_att_row) * (size_t)T, cudaMemcpyHostToDevice, st));
-    CK(cu_embed(st, w->x, S->embed, w->tok, T, dim, d->vocab, err));
-    for (int l = 0; l < d->n_layers; l++) {
-        const cu_layer *L = &S->L[l];
-        CK(cu_rmsnorm(st, w->h, w->x, NULL, L->attn_norm, T, dim, d->eps, err));
-        CK(cu_linear(&S->lin, st, w->q, w->h, L->wq, L->bq, T, qd, dim, err));
-        CK(cu_linear(&S->lin, st, w->k, w->h, L->wk, L->bk, T, kvd, dim, err));
-        CK(cu_linear(&S->lin, st, w->v, w->h, L->wv, L->bv, T, kvd, dim, err));
-        if (d->qk_norm == ENG_QKNORM_FULL) {
-            CK(cu_rmsnorm(st, w->q, w->q, NULL, L->q_norm, T, qd, d->eps, err));
-            CK(cu_rmsnorm(st, w->k, w->k, NULL, L->k_norm, T, kvd, d->eps, err));
-        } else if (d->qk_norm == ENG_QKNORM_PER_HEAD) {
-            CK(cu_rmsnorm(st, w->q, w->q, NULL, L->q_norm, T * d->n_heads, hd, d->eps, err));
-            CK(cu_rmsnorm(st, w->k, w->k, NULL, L->k_norm, T * d->n_kv_heads, hd, d->eps, err));
-        }
-        CK(cu_rope(st, w->q, T, d->n_heads, hd, qd, w->pos, S->inv_freq, err));
-        CK(cu_rope(st, w->k, T, d->n_kv_heads, hd, kvd, w->pos, S->inv_freq, err));
-        CK(cu_kv_store(st, w->rows, T, l, w->k, w->v, kvd, err));
-        CK(cu_attention(st, w->att, w->q, w->rows, T, l, d->n_heads, d->n_kv_heads, hd, err));
-        CK(cu_linear(&S->lin, st, w->tmp, w->att, L->wo, NULL, T, dim, qd, err));
-        CK(cu_add(st, w->x, w->tmp, (size_t)T * dim, err));
-        CK(cu_rmsnorm(st, w->h, w->x, NULL, L->ffn_norm, T, dim, d->eps, err));
-        if ((rc = moe_layer(e, S, l, T, err)) != EMOE_OK) { emoe_err_prefix(err, "layer %d", l); goto fail; }
-        CK(cu_add(st, w->x, w->moe, (size_t)T * dim, err));
+    up0 = S->ec_ready ? S->ec.upload_bytes : 0;
+    CK(fast_check(e, S, &fast, err));
+    /* Which rows want logits, and where they go. */
+    for (int i = 0, r = 0; i < n; i++) {
+        eng_batch_item *it = &items[i];
+        int first = it->all_logits ? 0 : it->n_ids - 1;
+        if (it->all_logits || it->logits)
+            for (int j = first; j < it->n_ids; j++) {
+                w->h_rowmap[R] = r + j;
+                w->dest[R] = it->all_logits ? it->all_logits + (size_t)(j - first) * d->vocab : it->logits;
+                R++;
+            }
+        r += it->n_ids;
     }
-    /* Final norm + lm_head for the rows whose logits are wanted. */
     {
-        int r = 0;
-        for (int i = 0; i < n; i++) {
-            eng_batch_item *it = &items[i];
-            int first = it->all_logits ? 0 : it->n_ids - 1;
-            if (it->all_logits || it->logits)
-                for (int j = first; j < it->n_ids; j++) {
-                    w->h_rowmap[R] = r + j;
-                    w->dest[R] = it->all_logits ? it->all_logits + (size_t)(j - first) * d->vocab : it->logits;
-                    R++;
-                }
-            r += it->n_ids;
+        int B = graph_bucket(T);
+        /* optimistic steps: no padding rows (their experts could miss) */
+        int use_graph = fast && S->graphs && decode && T <= GRAPH_MAX_T && !S->gx_failed[B] && (fast == 1 || B == T);
+        int rows = use_graph ? B : T;
+        if (use_graph)
+            for (int r = T; r < B; r++) { /* padding rows: token 0 at position 0 of a scratch KV */
+                w->h_tok[r] = 0;
+                w->h_pos[r] = 0;
+                w->h_rows[r].kv = S->pad_kv;
+                w->h_rows[r].cap = 1;
+                w->h_rows[r].pos = 0;
+                w->h_rowmap[r] = r;
+            }
+        CUDA_CK(cudaMemcpyAsync(w->tok, w->h_tok, sizeof(int32_t) * (size_t)rows, cudaMemcpyHostToDevice, st));
+        CUDA_CK(cudaMemcpyAsync(w->pos, w->h_pos, sizeof(int) * (size_t)rows, cudaMemcpyHostToDevice, st));
+        CUDA_CK(cudaMemcpyAsync(w->rows, w->h_rows, sizeof(cu_att_row) * (size_t)rows, cudaMemcpyHostToDevice, st));
+        if (R > 0) CUDA_CK(cudaMemcpyAsync(w->rowmap, w->h_rowmap, sizeof(int) * (size_t)(use_graph ? B : R), cudaMemcpyHostToDevice, st));
+        if (use_graph && !S->gx[B]) {
+            emoe_err ge = {};
+            if (graph_capture(e, S, B, &ge) != EMOE_OK) {
+                S->gx_failed[B] = 1; /* eager from now on for this bucket */
+                LOG_WARN("cuda: CUDA graph for %d rows not usable, running eagerly: %s", B, ge.msg);
+                use_graph = 0;
+            }
         }
-    }
-    if (R > 0) {
-        CUDA_CK(cudaMemcpyAsync(w->rowmap, w->h_rowmap, sizeof(int) * (size_t)R, cudaMemcpyHostToDevice, st));
-        for (int c0 = 0; c0 < R; c0 += LOGIT_ROWS) {
-            int cnt = R - c0 < LOGIT_ROWS ? R - c0 : LOGIT_ROWS;
-            CK(cu_rmsnorm(st, w->h, w->x, w->rowmap + c0, S->final_norm, cnt, dim, d->eps, err));
-            CK(cu_linear(&S->lin, st, w->logits, w->h, S->lm_head, NULL, cnt, d->vocab, dim, err));
-            for (int i = 0; i < cnt; i++)
-                CUDA_CK(cudaMemcpyAsync(w->dest[c0 + i], w->logits + (size_t)i * d->vocab, sizeof(float) * (size_t)d->vocab,
+        if (use_graph) {
+            CUDA_CK(cudaGraphLaunch(S->gx[B], st));
+            S->graph_launches++;
+            for (int i = 0; i < R; i++)
+                CUDA_CK(cudaMemcpyAsync(w->dest[i], w->logits + (size_t)i * d->vocab, sizeof(float) * (size_t)d->vocab,
                                         cudaMemcpyDeviceToHost, st));
-            /* The next chunk reuses w->logits (stream order keeps it safe; the
-             * sync also bounds how much pageable copying is in flight). */
-            CUDA_CK(cudaStreamSynchronize(st));
+        } else {
+            CK(run_layers(e, S, T, fast, err));
+            for (int c0 = 0; c0 < R; c0 += LOGIT_ROWS) {
+                int cnt = R - c0 < LOGIT_ROWS ? R - c0 : LOGIT_ROWS;
+                CK(run_head(e, S, w->rowmap + c0, cnt, err));
+                for (int i = 0; i < cnt; i++)
+                    CUDA_CK(cudaMemcpyAsync(w->dest[c0 + i], w->logits + (size_t)i * d->vocab, sizeof(float) * (size_t)d->vocab,
+                                            cudaMemcpyDeviceToHost, st));
+                /* The next chunk reuses w->logits (stream order keeps it safe; the
+                 * sync also bounds how much pageable copying is in flight). */
+                CUDA_CK(cudaStreamSynchronize(st));
+            }
         }
     }
     CUDA_CK(cudaStreamSynchronize(st));
+    if (fast) {
+        if ((w->h_flags[0] & CU_ROUTE_MISSING) && fast == 2) {
+            /* (checked first: after a skipped expert later layers may see
+             * garbage, even non-finite router logits) */
+            /* An optimistic step needed an expert its slots lack: re-run it
+             * on the host path, which loads what is missing (this step's KV
+             * rows are rewritten; nothing was reported). Host path until a
+             * step needs no load. */
+            S->opt_skip = 1;
+            S->opt_redos++;
+            return cuda_step(e, items, n, T, err);
+        }
+        if (w->h_flags[0] & CU_ROUTE_BAD_ID) {
+            rc = emoe_errf(err, EMOE_EDEVICE, "the router produced no valid expert (non-finite router logits?)");
+            goto fail;
+        }
+        if (w->h_flags[0] & CU_ROUTE_MISSING) { /* cannot happen while the pins/slots hold: a bug */
+            fast_drop(e, S);
+            rc = emoe_errf(err, EMOE_EDEVICE, "device expert table incomplete (an expert without a slot)");
+            goto fail;
+        }
+        S->fast_steps++; /* a step that ran device-routed to the end */
+        if (fast == 2) { /* the slots' LRU sees the experts this step used */
+            const int *ids = w->h_rids;
+            for (int l = 0; l < d->n_layers; l++)
+                for (int t = 0; t < T; t++)
+                    for (int j = 0; j < d->top_k; j++) {
+                        int key = l * d->n_experts + ids[((size_t)l * (size_t)w->T + (size_t)t) * (size_t)d->top_k + j], miss, ev;
+                        if (eng_slot_table_peek(&S->ec.tab, key) >= 0) eng_slot_table_get(&S->ec.tab, key, &miss, &ev);
+                    }
+            eng_slot_table_unpin_all(&S->ec.tab);
+        }
+        /* The routing of the step, once, in the CPU's order (layer, row). */
+        if (e->cb)
+            for (int l = 0; l < d->n_layers; l++)
+                for (int t = 0; t < T; t++) {
+                    size_t at = ((size_t)l * (size_t)w->T + (size_t)t) * (size_t)d->top_k;
+                    e->cb(e->cb_user, w->row_seq[t]->tag, w->h_pos[t], l, w->h_rids + at, w->h_rws + at, d->top_k);
+                }
+    } else {
+        S->slow_steps++;
+        /* own slots short of all experts: try device routing again once a
+         * host-routed step needed no upload */
+        if (!e->prov->device_views && S->ec_ready) {
+            if (S->ec.upload_bytes == up0) S->opt_skip = 0;
+        }
+    }
     for (int i = 0; i < n; i++) {
         eng_batch_item *it = &items[i];
         if (it->all_logits && it->logits)
@@ -766,7 +1125,6 @@ fail:
     if (S->ec_ready) eng_slot_table_unpin_all(&S->ec.tab);
     return rc;
 }
-
 /* eng_backend_slot_mem: the cache's device tier becomes the GPU's expert
  * memory; the backend's own slots are freed (recreated if the cache detaches). */
 static const cache_slot_mem *cuda_slot_mem(eng_engine *e)
@@ -791,6 +1149,7 @@ static const cache_slot_mem *cuda_slot_mem(eng_engine *e)
         cudaStreamSynchronize(S->st);
         cu_expert_cache_free(&S->ec);
         S->ec_ready = 0;
+        S->ec_gen++;
         S->expert_bytes = 0;
         LOG_INFO("cuda: expert slots now belong to the expert cache's device tier (GPU memory)");
     }

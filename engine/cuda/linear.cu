@@ -21,6 +21,9 @@ __global__ static void gemv_kernel(float *y, const float *x, const cu_bf16 *W, c
 #pragma unroll
     for (int r = 0; r < LIN_ROWS; r++) acc[r] = 0.0f;
     if (VEC == 8) {
+        /* unrolled: two 16-byte weight loads per lane can be in flight (same
+         * accumulation order, so bitwise the same; 80 registers, no spill, sm_90) */
+#pragma unroll 2
         for (int i = lane * 8; i < K; i += 32 * 8) {
             uint4 v = *(const uint4 *)(w + i);
             uint32_t u[4] = {v.x, v.y, v.z, v.w};

@@ -7,6 +7,7 @@
  * tensor-core grouped GEMM for long prefills is future work (docs/cuda.md).
  */
 #include "engine/cuda/moe.cuh"
+#include "engine/cuda/rmsnorm.cuh"
 
 #define MOE_WARPS 8
 
@@ -37,6 +38,7 @@ __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int
                                           int dim, int ffn)
 {
     cu_moe_expert e = ex[blockIdx.y];
+    if (e.count <= 0) return; /* an empty entry of a device-built table: no pointers */
     int lane = threadIdx.x & 31;
     int f = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5);
     if (f >= ffn) return; /* whole warp leaves together: no block-wide sync below */
@@ -51,6 +53,9 @@ __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int
             xr[c] = c < nc ? x + (size_t)pair_row[e.start + c0 + c] * dim : x;
         }
         if (dim % 8 == 0 && al16(g) && al16(u) && al16(x)) {
+            /* unrolled: two 16-byte weight loads per lane can be in flight
+             * (same accumulation order; 96 registers, no spill, sm_90) */
+#pragma unroll 2
             for (int i = lane * 8; i < dim; i += 32 * 8) {
                 float wg[8], wu[8];
                 bf16x8(g + i, wg);
@@ -86,6 +91,7 @@ __global__ static void moe_gate_up_kernel(float *hmid, const float *x, const int
 __global__ static void moe_down_kernel(float *eo, const float *hmid, const cu_moe_expert *ex, int dim, int ffn)
 {
     cu_moe_expert e = ex[blockIdx.y];
+    if (e.count <= 0) return;
     int lane = threadIdx.x & 31;
     int d = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5);
     if (d >= dim) return;
@@ -131,6 +137,29 @@ __global__ static void moe_combine_kernel(float *out, const float *eo, const int
     }
 }
 
+__global__ static void moe_combine_residual_kernel(float *x, const float *eo, const int *pair_of, const float *w,
+                                                  const float *sh, const float *g, float *h, const float *nw, float eps, int k,
+                                                  int dim)
+{
+    __shared__ float red[32];
+    int t = blockIdx.x;
+    float gt = sh ? 1.0f / (1.0f + expf(-g[t])) : 0.0f;
+    float ss = 0.0f;
+    float *xr = x + (size_t)t * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < k; j++) acc += w[(size_t)t * k + j] * eo[(size_t)pair_of[(size_t)t * k + j] * dim + i];
+        if (sh) acc += gt * sh[(size_t)t * dim + i];
+        float v = xr[i] + acc;
+        xr[i] = v;
+        ss += v * v;
+    }
+    if (!nw) return; /* block-uniform */
+    ss = cu_block_sum(ss, red);
+    float rs = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) h[(size_t)t * dim + i] = nw[i] * (xr[i] * rs);
+}
+
 static emoe_status check_grid(int n_ex, emoe_err *err)
 {
     if (n_ex > 65535) return emoe_errf(err, EMOE_EUNSUP, "moe: %d experts in one launch (max 65535)", n_ex);
@@ -158,6 +187,17 @@ emoe_status cu_moe_down(cudaStream_t st, float *eo, const float *hmid, const cu_
     dim3 grid(cu_blocks((size_t)dim, MOE_WARPS), (unsigned)n_ex);
     CU_LAUNCH(moe_down_kernel, grid, MOE_WARPS * 32, 0, st, eo, hmid, ex, dim, ffn);
     CU_LAUNCH_CHECK(err, "moe_down");
+    return EMOE_OK;
+}
+
+emoe_status cu_moe_combine_residual(cudaStream_t st, float *x, const float *eo, const int *pair_of, const float *w,
+                                    const float *sh, const float *g, float *h, const float *nw, float eps, int T, int k,
+                                    int dim, emoe_err *err)
+{
+    if (T <= 0) return EMOE_OK;
+    /* cu_rmsnorm's block shape: the norm sums in its order */
+    CU_LAUNCH(moe_combine_residual_kernel, T, cu_rmsnorm_threads(dim), 0, st, x, eo, pair_of, w, sh, g, h, nw, eps, k, dim);
+    CU_LAUNCH_CHECK(err, "moe_combine_residual");
     return EMOE_OK;
 }
 

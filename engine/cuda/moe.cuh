@@ -6,7 +6,9 @@
  * layer costs two launches (gate+up fused with SiLU, then down) plus one for
  * the weighted combine, not one cuBLAS call per expert per matrix.
  *
- * The pairs are grouped per expert on the host (engine/moe_plan.h): pairs
+ * The pairs are grouped per expert on the host (engine/moe_plan.h), or on
+ * the device in the same order (moe_route.cuh, with an entry of count 0 for
+ * every unused table slot: such blocks return at once): pairs
  * [start, start+count) belong to one expert; pair_row gives each pair's token
  * row. Within an expert, tokens are processed in chunks of CU_MOE_CHUNK so a
  * weight row is read once per chunk (decode: once).
@@ -34,4 +36,13 @@ emoe_status cu_moe_down(cudaStream_t st, float *eo, const float *hmid, const cu_
 /* out (T, dim) = sum_j w[t*k+j] * eo[pair_of[t*k+j]] (overwrites out). */
 emoe_status cu_moe_combine(cudaStream_t st, float *out, const float *eo, const int *pair_of, const float *w, int T,
                            int k, int dim, emoe_err *err);
+/* Fused weighted combine + shared expert gate + residual (+ the next RMSNorm)
+ * (issue 12): x (T, dim) += m, m = sum_j w[t*k+j] * eo[pair_of[t*k+j]] +
+ * (sh ? sigmoid(g[t]) * sh[t] : 0), with exactly the arithmetic of
+ * cu_moe_combine, cu_gate_add, cu_add in turn; then, when nw is given,
+ * h = RMSNorm(x) * nw bitwise as cu_rmsnorm computes it (the next layer's
+ * attention norm). */
+emoe_status cu_moe_combine_residual(cudaStream_t st, float *x, const float *eo, const int *pair_of, const float *w,
+                                    const float *sh, const float *g, float *h, const float *nw, float eps, int T, int k,
+                                    int dim, emoe_err *err);
 #endif

@@ -14,4 +14,11 @@
  * (in place) is allowed only without a rowmap. */
 emoe_status cu_rmsnorm(cudaStream_t st, float *out, const float *x, const int *rowmap, const float *w, int rows, int n,
                        float eps, emoe_err *err);
+/* Fused residual add + RMSNorm (issue 12): x += a, then out = RMSNorm(x) * w,
+ * bitwise what cu_add then cu_rmsnorm compute (same block shape, same order). */
+emoe_status cu_add_rmsnorm(cudaStream_t st, float *x, const float *a, float *out, const float *w, int rows, int n, float eps,
+                           emoe_err *err);
+/* The block size cu_rmsnorm uses for rows of n (fused kernels elsewhere that
+ * end in an RMSNorm use it too, to sum in the same order). */
+int cu_rmsnorm_threads(int n);
 #endif

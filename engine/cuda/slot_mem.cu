@@ -29,7 +29,14 @@ struct cu_slot_mem {
     int cap, n;
     int engine_gone;
     uint64_t alloc_bytes, upload_bytes, uploads;
+    /* Pinned read buffers for store reads without a host-tier slot (kept for
+     * reuse, at most CU_SM_READBUFS; guarded by mu). */
+    void *readbuf[8];
+    size_t readbuf_bytes;
+    int n_readbuf;
+    uint64_t readbuf_allocs;
 };
+#define CU_SM_READBUFS 8
 
 static size_t hash_ptr(const void *p, int cap)
 {
@@ -94,6 +101,7 @@ static void destroy(cu_slot_mem *m)
 {
     if (m->copy) { cudaStreamSynchronize(m->copy); cudaStreamDestroy(m->copy); }
     if (m->staging) cudaFreeHost(m->staging);
+    for (int i = 0; i < m->n_readbuf; i++) cudaFreeHost(m->readbuf[i]);
     free(m->tab);
     pthread_mutex_destroy(&m->mu);
     pthread_mutex_destroy(&m->stage_mu);
@@ -191,6 +199,42 @@ out:
     return rc;
 }
 
+/* Store reads land in pinned memory: the upload is one DMA from there. */
+static void *sm_staging_alloc(void *ctx, size_t bytes)
+{
+    cu_slot_mem *m = (cu_slot_mem *)ctx;
+    void *p = NULL;
+    pthread_mutex_lock(&m->mu);
+    if (m->n_readbuf > 0 && m->readbuf_bytes == bytes) p = m->readbuf[--m->n_readbuf];
+    pthread_mutex_unlock(&m->mu);
+    if (p) return p;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) { /* page-aligned, as O_DIRECT reads need */
+        cudaGetLastError();
+        return NULL; /* the cache reports it: out of memory for a staging buffer */
+    }
+    pthread_mutex_lock(&m->mu);
+    m->readbuf_allocs++;
+    pthread_mutex_unlock(&m->mu);
+    return p;
+}
+
+static void sm_staging_free(void *ctx, void *p, size_t bytes)
+{
+    cu_slot_mem *m = (cu_slot_mem *)ctx;
+    void *drop[CU_SM_READBUFS];
+    int nd = 0;
+    pthread_mutex_lock(&m->mu);
+    if (m->readbuf_bytes != bytes) { /* one size per cache; a new size replaces the list */
+        for (int i = 0; i < m->n_readbuf; i++) drop[nd++] = m->readbuf[i];
+        m->n_readbuf = 0;
+        m->readbuf_bytes = bytes;
+    }
+    if (m->n_readbuf < CU_SM_READBUFS) { m->readbuf[m->n_readbuf++] = p; p = NULL; }
+    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; i < nd; i++) cudaFreeHost(drop[i]); /* synchronises: outside the lock */
+    if (p) cudaFreeHost(p);
+}
+
 static void sm_host_register(void *ctx, void *p, size_t bytes)
 {
     (void)ctx;
@@ -231,6 +275,8 @@ emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, cu_slot_mem **out, 
     m->ops.upload = sm_upload;
     m->ops.host_register = sm_host_register;
     m->ops.host_unregister = sm_host_unregister;
+    m->ops.staging_alloc = sm_staging_alloc;
+    m->ops.staging_free = sm_staging_free;
     *out = m;
     return EMOE_OK;
 fail:
@@ -263,6 +309,14 @@ emoe_status cu_slot_mem_mark_read(cu_slot_mem *m, const void *p, cudaStream_t co
     if (!e) return emoe_errf(err, EMOE_EINVAL, "cuda slot memory: %p is not a slot", p);
     if (ce != cudaSuccess) return cu_err_cuda(err, ce, "cudaEventRecord(read)", __func__, __FILE__, __LINE__);
     return EMOE_OK;
+}
+
+uint64_t cu_slot_mem_readbuf_allocs(cu_slot_mem *m)
+{
+    pthread_mutex_lock(&m->mu);
+    uint64_t n = m->readbuf_allocs;
+    pthread_mutex_unlock(&m->mu);
+    return n;
 }
 
 void cu_slot_mem_stats(cu_slot_mem *m, uint64_t *alloc_bytes, uint64_t *upload_bytes, uint64_t *uploads)

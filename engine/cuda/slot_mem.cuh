@@ -17,7 +17,9 @@
  *    waits for it on the uploading (loader) thread: when upload returns the
  *    cache marks the slot READY and acquire hands it out, the data is there.
  * The host tier is page-locked with cudaHostRegister (host_register), so its
- * uploads are DMA; reads straight from the store land in the loader's buffer.
+ * uploads are DMA; reads straight from the store (no host tier) land in pinned
+ * read buffers (staging_alloc: cudaMallocHost, up to 8 kept for reuse), so
+ * their upload is one DMA too, no second copy through a pageable buffer.
  *
  * Lifetime: created by the backend when a cache asks for it
  * (eng_backend_slot_mem); it outlives the engine until the cache has freed
@@ -40,6 +42,8 @@ const cache_slot_mem *cu_slot_mem_ops(cu_slot_mem *m);
 void cu_slot_mem_release(cu_slot_mem *m);
 /* Records slot p's last-read event on `compute` (p: a slot base from acquire). */
 emoe_status cu_slot_mem_mark_read(cu_slot_mem *m, const void *p, cudaStream_t compute, emoe_err *err);
+/* Pinned read buffers allocated for store reads (the cache's staging_alloc hook). */
+uint64_t cu_slot_mem_readbuf_allocs(cu_slot_mem *m);
 /* Figures: bytes of slots allocated, bytes uploaded, uploads. */
 void cu_slot_mem_stats(cu_slot_mem *m, uint64_t *alloc_bytes, uint64_t *upload_bytes, uint64_t *uploads);
 #endif

@@ -8,7 +8,7 @@
 #    fifo (the contrast) fewer than half do. /metrics counts preemptions and
 #    emoe_slo_requests_total{task,slo,outcome}; the request log carries the
 #    predicted and actual TTFT;
-#  * admission: a TTFT SLO that cannot be met even if served next gets 429
+#  * admission: a TTFT SLO that cannot be met behind the queue gets 429
 #    "slo_unattainable" with Retry-After; with on_unattainable=best_effort it
 #    is served; emoe_requests_rejected_total{reason} counts it;
 #  * the fields: slo / priority in the body and X-Emoe-SLO-* / X-Emoe-Priority
@@ -79,6 +79,9 @@ check "[tasks] chat.ttft_ms applies (429)" [ "$(status)" = 429 ]
 post /v1/completions '{"prompt":"Hello there","max_tokens":4,"task":"chat","slo":{"ttft_ms":60000}}' >/dev/null
 check "a request's own slo wins over [tasks]" [ "$(status)" = 200 ]
 check "rejections counted by reason" [ "$(metric 'emoe_requests_rejected_total{reason="slo_unattainable"}')" = 3 ]
+check "a rejected request missed its TTFT SLO (task \"\": 2)" \
+    [ "$(metric 'emoe_slo_requests_total{task="",slo="ttft",outcome="missed"}')" = 2 ]
+check "...(task chat: 1)" [ "$(metric 'emoe_slo_requests_total{task="chat",slo="ttft",outcome="missed"}')" = 1 ]
 post /v1/completions '{"prompt":"a","slo":{"ttft_ms":"fast"}}' >"$TMPD/r400"
 check "bad slo.ttft_ms: 400" [ "$(status)" = 400 ]
 check "...naming slo.ttft_ms" [ "$(jget 'd["error"]["param"]' <"$TMPD/r400")" = slo.ttft_ms ]
@@ -95,7 +98,31 @@ check "on_unattainable=best_effort: served (200)" [ "$(status)" = 200 ]
 check "...and counted as a missed TTFT" [ "$(metric 'emoe_slo_requests_total{task="",slo="ttft",outcome="missed"}')" = 1 ]
 stop_server || bad "best-effort server exit status"
 
-# 4. loadgen refuses bad mixes and options, naming what is wrong.
+# 4. Streamed completions and chats (n = 1 and 2, with usage): the request
+# log line's completion_tokens is the usage the client got (on the fixture
+# model, which has a chat template).
+MODEL=$EMOE_SHARED/fixtures/models/tiny-qwen3-moe
+if [ -f "$MODEL/config.json" ]; then
+    start_server --set scheduler.policy=slo
+    want=
+    for n in 1 2; do
+        for path in /v1/completions /v1/chat/completions; do
+            if [ $path = /v1/completions ]; then b='"prompt":"The history of"'; else b='"messages":[{"role":"user","content":"hi"}]'; fi
+            post $path "{$b,\"max_tokens\":7,\"n\":$n,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"slo\":{\"ttft_ms\":60000}}" \
+                >"$TMPD/sse"
+            u=$(grep -o '"completion_tokens":[0-9]*' "$TMPD/sse" | tail -1 | sed 's/.*://')
+            want="$want ${u:-none}"
+        done
+    done
+    sleep 0.3
+    got=$(grep -o 'stream [a-z]* prompt_tokens=[0-9]* completion_tokens=[0-9]* finish=done' "$TMPD/server.log" |
+          sed 's/.*completion_tokens=\([0-9]*\).*/\1/' | tr '\n' ' ')
+    check "streamed usage is 7, 7, 14, 14 completion tokens (got$want)" [ "$want" = " 7 7 14 14" ]
+    check "the stream log lines say the same ($got)" [ "$got" = "7 7 14 14 " ]
+    stop_server || bad "stream server exit status"
+fi
+
+# 5. loadgen refuses bad mixes and options, naming what is wrong.
 printf '{"prompt":"a"}\nnot json\n' >"$TMPD/bad.jsonl"
 "$EMOE_BIN" loadgen --url http://127.0.0.1:1 --mix "$TMPD/bad.jsonl" --rate 1 --count 1 2>"$TMPD/lg.err"
 check "loadgen: a bad mix line is an error naming the line" grep -q 'bad.jsonl:2' "$TMPD/lg.err"

@@ -5,7 +5,7 @@
 # where the build has no CUDA or the machine no CUDA device; the harness is still
 # compiled and linked whenever the build has CUDA, so CI without a GPU checks that.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 BUILD_DIR=${BUILD_DIR:-build}
 BIN=$BUILD_DIR/emoe
 export EMOE_SHARED=${EMOE_SHARED:-$PWD/../shared}
@@ -20,4 +20,6 @@ echo "$info"
 # emoe bench on the cuda backend: device figures reported, batched greedy
 # tokens equal to `emoe run` on the CPU and to the reference.
 if EMOE_BIN=$BIN EMOE_BENCH_BACKEND=cuda bash tests/e2e/bench.sh; then echo "PASS bench on cuda"; else echo "FAIL bench on cuda"; rc=1; fi
+# emoe bench --budget through the expert cache's device tier, graphs on/off.
+if EMOE_BIN=$BIN bash tests/gpu/bench_budget.sh; then echo "PASS bench --budget on cuda"; else echo "FAIL bench --budget on cuda"; rc=1; fi
 exit $rc

@@ -27,8 +27,10 @@
 #include "engine/cuda/expert_cache.cuh"
 #include "engine/cuda/linear.cuh"
 #include "engine/cuda/moe.cuh"
+#include "engine/cuda/moe_route.cuh"
 #include "engine/cuda/rmsnorm.cuh"
 #include "engine/cuda/rope.cuh"
+#include "engine/cuda/qk_rope_kv.cuh"
 #include "engine/cuda/router.cuh"
 #include "engine/cuda/swiglu.cuh"
 
@@ -203,6 +205,34 @@ static void test_rmsnorm(int rows, int n, int use_map, int in_place)
     gfree(&gx); gfree(&gw); gfree(&gm);
     if (!in_place) gfree(&go);
     free(x); free(w); free(map); free(ref); free(out);
+}
+
+/* Fused residual add + RMSNorm: x and out bitwise what cu_add then cu_rmsnorm
+ * give (which test_elementwise / test_rmsnorm check against the reference). */
+static int all_finite_f(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+static void test_add_rmsnorm(int rows, int n)
+{
+    float *x = (float *)malloc(sizeof(float) * rows * n), *a = (float *)malloc(sizeof(float) * rows * n), *w = (float *)malloc(sizeof(float) * n);
+    fill(x, (size_t)rows * n, 1.0); fill(a, (size_t)rows * n, 1.0); fill(w, n, 1.0);
+    gbuf gx1 = galloc(sizeof(float) * rows * n, x), gx2 = galloc(sizeof(float) * rows * n, x), ga = galloc(sizeof(float) * rows * n, a);
+    gbuf gw = galloc(sizeof(float) * n, w), go1 = galloc(sizeof(float) * rows * n, NULL), go2 = galloc(sizeof(float) * rows * n, NULL);
+    emoe_err err = {};
+    float *x1 = (float *)malloc(sizeof(float) * rows * n), *x2 = (float *)malloc(sizeof(float) * rows * n);
+    float *o1 = (float *)malloc(sizeof(float) * rows * n), *o2 = (float *)malloc(sizeof(float) * rows * n);
+    int ok = st_ok(cu_add_rmsnorm(g_st, (float *)gx1.p, (float *)ga.p, (float *)go1.p, (float *)gw.p, rows, n, 1e-6f, &err), &err) &&
+             st_ok(cu_add(g_st, (float *)gx2.p, (float *)ga.p, (size_t)rows * n, &err), &err) &&
+             st_ok(cu_rmsnorm(g_st, (float *)go2.p, (float *)gx2.p, NULL, (float *)gw.p, rows, n, 1e-6f, &err), &err) &&
+             gfetch(&gx1, x1, "add_rmsnorm x") && gfetch(&gx2, x2, "add x") && gfetch(&go1, o1, "add_rmsnorm out") &&
+             gfetch(&go2, o2, "rmsnorm out");
+    ok = ok && !memcmp(x1, x2, sizeof(float) * rows * n) && !memcmp(o1, o2, sizeof(float) * rows * n) && all_finite_f(o1, (size_t)rows * n);
+    result(ok, "add_rmsnorm rows=%d n=%d: bitwise = add then rmsnorm", rows, n);
+    gfree(&gx1); gfree(&gx2); gfree(&ga); gfree(&gw); gfree(&go1); gfree(&go2);
+    free(x); free(a); free(w); free(x1); free(x2); free(o1); free(o2);
 }
 
 static void test_rope(int T, int heads, int hd, int extra)
@@ -380,10 +410,100 @@ static void test_router(int T, int E, int k, int renorm, int ties)
     free(lg); free(probs); free(rid); free(rw); free(rp); free(oid); free(ow); free(op);
 }
 
+/* Fused q/k norm + RoPE + KV write against a double reference of the three
+ * steps: q rewritten, K (normed, roped) and V stored at each row's position
+ * (other positions untouched: NaN stays NaN), f32 or bf16 KV. */
+static void test_qk_rope_kv(int T, int heads, int kvh, int hd, int norm, int kv_bf16)
+{
+    int qd = heads * hd, kvd = kvh * hd, half = hd / 2, cap = 41, layers = 2, layer = 1;
+    float eps = 1e-6f;
+    float *q = (float *)malloc(sizeof(float) * T * qd), *k = (float *)malloc(sizeof(float) * T * kvd), *v = (float *)malloc(sizeof(float) * T * kvd);
+    fill(q, (size_t)T * qd, 2.0); fill(k, (size_t)T * kvd, 2.0); fill(v, (size_t)T * kvd, 1.0);
+    int nq = norm == 1 ? hd : qd, nk = norm == 1 ? hd : kvd;
+    float *wq = (float *)malloc(sizeof(float) * nq), *wk = (float *)malloc(sizeof(float) * nk);
+    for (int i = 0; i < nq; i++) wq[i] = (float)(1.0 + 0.5 * urand());
+    for (int i = 0; i < nk; i++) wk[i] = (float)(1.0 + 0.5 * urand());
+    /* rows share one KV buffer at distinct positions (cap prime, T <= cap) */
+    int *pos = (int *)malloc(sizeof(int) * T);
+    for (int t = 0; t < T; t++) pos[t] = (t * 7 + 3) % cap;
+    float *invf = (float *)malloc(sizeof(float) * half);
+    for (int i = 0; i < half; i++) invf[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)hd);
+    double *rq = (double *)malloc(sizeof(double) * T * qd), *rk = (double *)malloc(sizeof(double) * T * kvd);
+    for (int t = 0; t < T; t++)
+        for (int which = 0; which < 2; which++) {
+            const float *x = which ? k + (size_t)t * kvd : q + (size_t)t * qd;
+            double *o = which ? rk + (size_t)t * kvd : rq + (size_t)t * qd;
+            const float *w = which ? wk : wq;
+            int nh = which ? kvh : heads, n = nh * hd;
+            double *xn = (double *)malloc(sizeof(double) * n);
+            for (int h = 0; h < nh; h++) {
+                double ss = 0;
+                int lo = norm == 1 ? h * hd : 0, cnt = norm == 1 ? hd : n;
+                for (int i = 0; i < cnt; i++) ss += (double)x[lo + i] * x[lo + i];
+                double r = 1.0 / sqrt(ss / cnt + eps);
+                for (int i = 0; i < hd; i++) {
+                    int at = h * hd + i;
+                    xn[at] = norm == 0 ? x[at] : (double)w[norm == 1 ? i : at] * (x[at] * r);
+                }
+            }
+            for (int h = 0; h < nh; h++)
+                for (int i = 0; i < half; i++) {
+                    float ang = (float)pos[t] * invf[i];
+                    double c = (float)cos((double)ang), sn = (float)sin((double)ang);
+                    double x1 = xn[h * hd + i], x2 = xn[h * hd + i + half];
+                    o[h * hd + i] = x1 * c - x2 * sn;
+                    o[h * hd + i + half] = x2 * c + x1 * sn;
+                }
+            free(xn);
+        }
+    size_t es = kv_bf16 ? 2 : 4, sz = (size_t)layers * 2 * cap * kvd;
+    unsigned char *kv0 = (unsigned char *)malloc(es * sz);
+    memset(kv0, 0xFF, es * sz); /* NaN in both element types */
+    gbuf gq = galloc(sizeof(float) * T * qd, q), gk = galloc(sizeof(float) * T * kvd, k), gv = galloc(sizeof(float) * T * kvd, v);
+    gbuf gwq = galloc(sizeof(float) * nq, wq), gwk = galloc(sizeof(float) * nk, wk), gp = galloc(sizeof(int) * T, pos);
+    gbuf gf = galloc(sizeof(float) * half, invf), gkv = galloc(es * sz, kv0);
+    cu_att_row *rows = (cu_att_row *)malloc(sizeof(cu_att_row) * T);
+    for (int t = 0; t < T; t++) rows[t] = (cu_att_row){gkv.p, cap, pos[t]};
+    gbuf gr = galloc(sizeof(cu_att_row) * T, rows);
+    emoe_err err = {};
+    int ok = st_ok(cu_qk_rope_kv(g_st, (float *)gq.p, (float *)gk.p, (float *)gv.p, T, heads, kvh, hd, norm,
+                                 norm ? (float *)gwq.p : NULL, norm ? (float *)gwk.p : NULL, eps, (int *)gp.p, (float *)gf.p,
+                                 (cu_att_row *)gr.p, layer, kv_bf16, &err), &err);
+    float *oq = (float *)malloc(sizeof(float) * T * qd);
+    unsigned char *okv = (unsigned char *)malloc(es * sz);
+    ok = ok && gfetch(&gq, oq, "qk_rope_kv q") && gfetch(&gkv, okv, "qk_rope_kv kv") &&
+         compare("qk_rope_kv q", oq, rq, (size_t)T * qd, NULL, 1e-5, 1e-5);
+    /* the cache: K/V at each row's position of layer 1; everything else untouched */
+    double kt = kv_bf16 ? 8e-3 : 1e-5;
+    for (size_t e = 0; ok && e < sz; e++) {
+        size_t m = e / ((size_t)cap * kvd), p = (e / kvd) % cap, i = e % kvd;
+        int t = -1;
+        for (int r = 0; r < T; r++) if (pos[r] == (int)p) t = r;
+        float got = kv_bf16 ? eng_bf16_to_f32(((cu_bf16 *)okv)[e]) : ((float *)okv)[e];
+        if ((int)m / 2 != layer || t < 0) {
+            if (!isnan(got)) { fprintf(stderr, "  kv [%zu] written outside the rows' positions\n", e); ok = 0; }
+            continue;
+        }
+        double want = m % 2 == 0 ? rk[(size_t)t * kvd + i] : (double)v[(size_t)t * kvd + i];
+        if (kv_bf16 && m % 2 == 1) ok = ((cu_bf16 *)okv)[e] == eng_f32_to_bf16(v[(size_t)t * kvd + i]);
+        else ok = fabs(got - want) <= kt * (1.0 + fabs(want));
+        if (!ok) fprintf(stderr, "  kv [%zu] (%s row %d) = %g, want %g\n", e, m % 2 ? "V" : "K", t, got, want);
+    }
+    result(ok, "qk_rope_kv T=%d heads=%d kv_heads=%d hd=%d norm=%s kv=%s", T, heads, kvh, hd,
+           norm == 0 ? "none" : norm == 1 ? "per-head" : "full", kv_bf16 ? "bf16" : "f32");
+    free(oq); free(okv);
+    gfree(&gq); gfree(&gk); gfree(&gv); gfree(&gwq); gfree(&gwk); gfree(&gp); gfree(&gf); gfree(&gkv); gfree(&gr);
+    free(q); free(k); free(v); free(wq); free(wk); free(pos); free(invf); free(rq); free(rk); free(kv0); free(rows);
+}
+
 /* ---- attention ----------------------------------------------------------------------- */
 
-/* Sequences with given (start position, new rows); layer 1 of 2 layers. */
-static void test_attention(int heads, int kv_heads, int hd, const int *starts, const int *counts, int n_seq)
+/* Sequences with given (start position, new rows); layer 1 of 2 layers. KV
+ * elements float32, or bf16 (kv_bf16: the reference sees the bf16-rounded
+ * values, the stored cache must be their exact bits); splits > 1: split-KV
+ * (slices of positions, then the merge kernel). */
+static void test_attention(int heads, int kv_heads, int hd, const int *starts, const int *counts, int n_seq, int kv_bf16 = 0,
+                           int splits = 1)
 {
     int layers = 2, layer = 1, kvd = kv_heads * hd, qd = heads * hd, T = 0;
     for (int s = 0; s < n_seq; s++) T += counts[s];
@@ -393,6 +513,12 @@ static void test_attention(int heads, int kv_heads, int hd, const int *starts, c
     cu_att_row *rows = (cu_att_row *)malloc(sizeof(cu_att_row) * T);
     float *q = (float *)malloc(sizeof(float) * T * qd), *k = (float *)malloc(sizeof(float) * T * kvd), *v = (float *)malloc(sizeof(float) * T * kvd);
     fill(q, (size_t)T * qd, 1.0); fill(k, (size_t)T * kvd, 1.0); fill(v, (size_t)T * kvd, 1.0);
+    /* bf16 KV: what the reference sees is the rounded value. */
+    float *kr = (float *)malloc(sizeof(float) * T * kvd), *vr = (float *)malloc(sizeof(float) * T * kvd);
+    for (size_t i = 0; i < (size_t)T * kvd; i++) {
+        kr[i] = kv_bf16 ? eng_bf16_to_f32(eng_f32_to_bf16(k[i])) : k[i];
+        vr[i] = kv_bf16 ? eng_bf16_to_f32(eng_f32_to_bf16(v[i])) : v[i];
+    }
     int r = 0;
     for (int s = 0; s < n_seq; s++) {
         cap[s] = starts[s] + counts[s] + 5;
@@ -403,17 +529,27 @@ static void test_attention(int heads, int kv_heads, int hd, const int *starts, c
         for (size_t i = 0; i < sz; i++) kv_h[s][i] = NAN;
         for (int m = 0; m < layers * 2; m++)
             for (int p = 0; p < starts[s]; p++)
-                for (int i = 0; i < kvd; i++) kv_h[s][((size_t)m * cap[s] + p) * kvd + i] = (float)urand();
-        kv_g[s] = galloc(sizeof(float) * sz, kv_h[s]);
-        for (int j = 0; j < counts[s]; j++, r++) rows[r] = (cu_att_row){(float *)kv_g[s].p, cap[s], starts[s] + j};
+                for (int i = 0; i < kvd; i++) {
+                    float x = (float)urand();
+                    kv_h[s][((size_t)m * cap[s] + p) * kvd + i] = kv_bf16 ? eng_bf16_to_f32(eng_f32_to_bf16(x)) : x;
+                }
+        if (kv_bf16) {
+            cu_bf16 *b = (cu_bf16 *)malloc(sizeof(cu_bf16) * sz);
+            for (size_t i = 0; i < sz; i++) b[i] = eng_f32_to_bf16(kv_h[s][i]);
+            kv_g[s] = galloc(sizeof(cu_bf16) * sz, b);
+            free(b);
+        } else {
+            kv_g[s] = galloc(sizeof(float) * sz, kv_h[s]);
+        }
+        for (int j = 0; j < counts[s]; j++, r++) rows[r] = (cu_att_row){kv_g[s].p, cap[s], starts[s] + j};
     }
     /* Expected KV after the store, and attention in double. */
     r = 0;
     for (int s = 0; s < n_seq; s++)
         for (int j = 0; j < counts[s]; j++, r++) {
             float *K = kv_h[s] + ((size_t)layer * 2) * cap[s] * kvd, *V = K + (size_t)cap[s] * kvd;
-            memcpy(K + (size_t)(starts[s] + j) * kvd, k + (size_t)r * kvd, sizeof(float) * kvd);
-            memcpy(V + (size_t)(starts[s] + j) * kvd, v + (size_t)r * kvd, sizeof(float) * kvd);
+            memcpy(K + (size_t)(starts[s] + j) * kvd, kr + (size_t)r * kvd, sizeof(float) * kvd);
+            memcpy(V + (size_t)(starts[s] + j) * kvd, vr + (size_t)r * kvd, sizeof(float) * kvd);
         }
     double *ref = (double *)malloc(sizeof(double) * T * qd);
     r = 0;
@@ -441,21 +577,34 @@ static void test_attention(int heads, int kv_heads, int hd, const int *starts, c
         }
     gbuf gq = galloc(sizeof(float) * T * qd, q), gk = galloc(sizeof(float) * T * kvd, k), gv = galloc(sizeof(float) * T * kvd, v);
     gbuf gr = galloc(sizeof(cu_att_row) * T, rows), go = galloc(sizeof(float) * T * qd, NULL);
+    gbuf gp = galloc(sizeof(float) * (splits > 1 ? cu_att_part_floats(T, heads, hd, splits) : 1), NULL);
     emoe_err err = {};
     float *out = (float *)malloc(sizeof(float) * T * qd);
-    int ok = st_ok(cu_kv_store(g_st, (cu_att_row *)gr.p, T, layer, (float *)gk.p, (float *)gv.p, kvd, &err), &err) &&
-             st_ok(cu_attention(g_st, (float *)go.p, (float *)gq.p, (cu_att_row *)gr.p, T, layer, heads, kv_heads, hd, &err), &err) &&
+    int ok = st_ok(cu_kv_store(g_st, (cu_att_row *)gr.p, T, layer, (float *)gk.p, (float *)gv.p, kvd, kv_bf16, &err), &err) &&
+             st_ok(cu_attention(g_st, (float *)go.p, (float *)gq.p, (cu_att_row *)gr.p, T, layer, heads, kv_heads, hd, kv_bf16,
+                                splits, splits > 1 ? (float *)gp.p : NULL, &err), &err) &&
              gfetch(&go, out, "attention") && compare("attention", out, ref, (size_t)T * qd, NULL, 1e-5, 1e-4);
     /* The stored KV: exactly the expected buffer (NaN positions stay NaN, by bits). */
     for (int s = 0; ok && s < n_seq; s++) {
         size_t sz = (size_t)layers * 2 * cap[s] * kvd;
         float *got = (float *)malloc(sizeof(float) * sz);
-        ok = gfetch(&kv_g[s], got, "kv");
-        for (size_t i = 0; ok && i < sz; i++)
-            if (memcmp(&got[i], &kv_h[s][i], 4)) { fprintf(stderr, "  kv seq %d [%zu] differs\n", s, i); ok = 0; }
+        if (kv_bf16) {
+            cu_bf16 *b = (cu_bf16 *)malloc(sizeof(cu_bf16) * sz);
+            ok = gfetch(&kv_g[s], b, "kv");
+            for (size_t i = 0; ok && i < sz; i++)
+                if (b[i] != eng_f32_to_bf16(kv_h[s][i])) { fprintf(stderr, "  kv seq %d [%zu] differs\n", s, i); ok = 0; }
+            free(b);
+        } else {
+            ok = gfetch(&kv_g[s], got, "kv");
+            for (size_t i = 0; ok && i < sz; i++)
+                if (memcmp(&got[i], &kv_h[s][i], 4)) { fprintf(stderr, "  kv seq %d [%zu] differs\n", s, i); ok = 0; }
+        }
         free(got);
     }
-    result(ok, "attention heads=%d kv_heads=%d hd=%d seqs=%d T=%d", heads, kv_heads, hd, n_seq, T);
+    result(ok, "attention heads=%d kv_heads=%d hd=%d seqs=%d T=%d kv=%s splits=%d", heads, kv_heads, hd, n_seq, T,
+           kv_bf16 ? "bf16" : "f32", splits);
+    gfree(&gp);
+    free(kr); free(vr);
     for (int s = 0; s < n_seq; s++) { gfree(&kv_g[s]); free(kv_h[s]); }
     gfree(&gq); gfree(&gk); gfree(&gv); gfree(&gr); gfree(&go);
     free(kv_h); free(kv_g); free(cap); free(rows); free(q); free(k); free(v); free(ref); free(out);
@@ -531,10 +680,103 @@ static void test_moe(int T, int E, int k, int dim, int ffn, int groups)
     float *out = (float *)malloc(sizeof(float) * T * dim);
     ok = ok && gfetch(&gh, NULL, "moe hmid") && gfetch(&geo, NULL, "moe eo") && gfetch(&go, out, "moe out") &&
          compare("moe", out, ref, (size_t)T * dim, tol, 0, 0);
-    result(ok, "moe_grouped T=%d E=%d k=%d dim=%d ffn=%d used=%d launches/matrix=%d", T, E, k, dim, ffn, plan.n_used, groups);
+    /* The fused combine + shared gate + residual: x0 + routed + sigmoid(g) * sh. */
+    {
+        float *x0 = (float *)malloc(sizeof(float) * T * dim), *sh = (float *)malloc(sizeof(float) * T * dim);
+        float *g = (float *)malloc(sizeof(float) * T), *got = (float *)malloc(sizeof(float) * T * dim);
+        fill(x0, (size_t)T * dim, 1.0); fill(sh, (size_t)T * dim, 1.0); fill(g, T, 2.0);
+        double *r2 = (double *)malloc(sizeof(double) * T * dim), *t2 = (double *)malloc(sizeof(double) * T * dim);
+        for (int t = 0; t < T; t++)
+            for (int d = 0; d < dim; d++) {
+                size_t at = (size_t)t * dim + d;
+                double gt = groups % 2 ? 1.0 / (1.0 + exp(-(double)g[t])) : 0.0; /* odd groups: with a shared expert */
+                r2[at] = x0[at] + ref[at] + gt * sh[at];
+                t2[at] = tol[at] + 1e-6 * (fabs(x0[at]) + fabs(gt * sh[at]));
+            }
+        gbuf gx0 = galloc(sizeof(float) * T * dim, x0), gsh = galloc(sizeof(float) * T * dim, sh), gg = galloc(sizeof(float) * T, g);
+        int with_sh = groups % 2;
+        /* and the next RMSNorm of the new x, bitwise as cu_rmsnorm computes it from that x */
+        float *nw = (float *)malloc(sizeof(float) * dim), *hg = (float *)malloc(sizeof(float) * T * dim), *hr = (float *)malloc(sizeof(float) * T * dim);
+        for (int i = 0; i < dim; i++) nw[i] = (float)(1.0 + 0.5 * urand());
+        gbuf gnw = galloc(sizeof(float) * dim, nw), gh2 = galloc(sizeof(float) * T * dim, NULL), gh3 = galloc(sizeof(float) * T * dim, NULL);
+        ok = ok && st_ok(cu_moe_combine_residual(g_st, (float *)gx0.p, (float *)geo.p, (int *)gpo.p, (float *)grw.p,
+                                                 with_sh ? (float *)gsh.p : NULL, with_sh ? (float *)gg.p : NULL, (float *)gh2.p,
+                                                 (float *)gnw.p, 1e-5f, T, k, dim, &err), &err) &&
+             gfetch(&gx0, got, "moe combine+residual") && compare("moe combine+residual", got, r2, (size_t)T * dim, t2, 0, 0) &&
+             st_ok(cu_rmsnorm(g_st, (float *)gh3.p, (float *)gx0.p, NULL, (float *)gnw.p, T, dim, 1e-5f, &err), &err) &&
+             gfetch(&gh2, hg, "fused norm") && gfetch(&gh3, hr, "norm");
+        if (ok && memcmp(hg, hr, sizeof(float) * T * dim)) { fprintf(stderr, "  fused next-layer norm differs from cu_rmsnorm\n"); ok = 0; }
+        gfree(&gnw); gfree(&gh2); gfree(&gh3);
+        free(nw); free(hg); free(hr);
+        gfree(&gx0); gfree(&gsh); gfree(&gg);
+        free(x0); free(sh); free(g); free(got); free(r2); free(t2);
+    }
+    result(ok, "moe_grouped T=%d E=%d k=%d dim=%d ffn=%d used=%d launches/matrix=%d (+ fused combine/residual%s)", T, E, k, dim, ffn,
+           plan.n_used, groups, groups % 2 ? " with shared expert" : "");
     gfree(&gw); gfree(&gx); gfree(&gpr); gfree(&gpo); gfree(&grw); gfree(&gtab); gfree(&gh); gfree(&geo); gfree(&go);
     eng_moe_plan_free(&plan);
     free(ids); free(rw); free(x); free(wts); free(tab); free(ref); free(tol); free(hm); free(out);
+}
+
+/* ---- device-side routing: the route plan kernel ------------------------------------------ */
+
+/* cu_moe_route_plan against the host's eng_moe_plan_build: the same pair
+ * order (pair_row, pair_of), the table in the same expert order with the
+ * slot pointers of the device table, empty entries after the used ones;
+ * flags: 0 when every used expert has a slot, MISSING (and that expert's
+ * count 0) when one has none, BAD_ID for an id outside [0, E). */
+static void test_route_plan(int T, int E, int k, int missing, int bad)
+{
+    int P = T * k, ex_cap = E < P ? E : P, dim = 8, ffn = 4;
+    size_t fd = (size_t)ffn * dim;
+    int *ids = (int *)malloc(sizeof(int) * P);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) {
+            int e, dup;
+            do { e = irand(E); dup = 0; for (int m = 0; m < j; m++) dup |= ids[t * k + m] == e; } while (dup);
+            ids[t * k + j] = e;
+        }
+    if (bad) ids[P / 2] = E + 3;
+    /* A fake device table: distinct, never dereferenced pointers. */
+    const cu_bf16 **tab = (const cu_bf16 **)malloc(sizeof(*tab) * E);
+    for (int x = 0; x < E; x++) tab[x] = (const cu_bf16 *)(uintptr_t)(0x10000000u + (uintptr_t)(E - x) * 4096u);
+    int miss_x = missing ? ids[0] : -1;
+    if (missing) tab[miss_x] = NULL;
+    gbuf gi = galloc(sizeof(int) * P, ids), gt = galloc(sizeof(*tab) * E, tab);
+    gbuf gex = galloc(sizeof(cu_moe_expert) * ex_cap, NULL), gpr = galloc(sizeof(int) * P, NULL), gpo = galloc(sizeof(int) * P, NULL);
+    int zero[2] = {0, 0};
+    gbuf gf = galloc(sizeof zero, zero);
+    emoe_err err = {};
+    int ok = st_ok(cu_moe_route_plan(g_st, (cu_moe_expert *)gex.p, ex_cap, (int *)gpr.p, (int *)gpo.p, (const int *)gi.p, T, k, E,
+                                     (const cu_bf16 *const *)gt.p, dim, ffn, (int *)gf.p, &err), &err);
+    cu_moe_expert *ex = (cu_moe_expert *)malloc(sizeof(cu_moe_expert) * ex_cap);
+    int *pr = (int *)malloc(sizeof(int) * P), *po = (int *)malloc(sizeof(int) * P), fl[2];
+    ok = ok && gfetch(&gex, ex, "route ex") && gfetch(&gpr, pr, "route pair_row") && gfetch(&gpo, po, "route pair_of") &&
+         gfetch(&gf, fl, "route flags");
+    if (ok && bad) {
+        ok = (fl[0] & CU_ROUTE_BAD_ID) && po[P / 2] >= 0 && po[P / 2] < P;
+    } else if (ok) {
+        eng_moe_plan plan = {};
+        ok = eng_moe_plan_build(&plan, ids, T, k, E) == 0;
+        ok = ok && !memcmp(pr, plan.pair_row, sizeof(int) * P) && !memcmp(po, plan.pair_of, sizeof(int) * P);
+        for (int u = 0; ok && u < ex_cap; u++) {
+            if (u < plan.n_used) {
+                int x = plan.used[u], want = x == miss_x ? 0 : plan.count[u];
+                const cu_bf16 *b = tab[x];
+                ok = ex[u].start == plan.start[u] && ex[u].count == want && ex[u].gate == b &&
+                     ex[u].up == (b ? b + fd : NULL) && ex[u].down == (b ? b + 2 * fd : NULL);
+            } else {
+                ok = ex[u].count == 0 && !ex[u].gate;
+            }
+            if (!ok) fprintf(stderr, "  route table entry %d differs\n", u);
+        }
+        ok = ok && fl[0] == (missing ? CU_ROUTE_MISSING : 0);
+        eng_moe_plan_free(&plan);
+    }
+    result(ok, "route_plan T=%d E=%d k=%d%s%s: device grouping = host grouping, flags %d", T, E, k, missing ? " missing" : "",
+           bad ? " bad-id" : "", fl[0]);
+    gfree(&gi); gfree(&gt); gfree(&gex); gfree(&gpr); gfree(&gpo); gfree(&gf);
+    free(ids); free(tab); free(ex); free(pr); free(po);
 }
 
 /* ---- GPU expert cache ------------------------------------------------------------------- */
@@ -777,13 +1019,23 @@ static void test_device_tier(const char *shared, const char *name, json_t *md)
     uint64_t subst = 0;
     store_info si;
     int ok = run_steps(e, ids, n, V, ref, &subst, &err) && store_info_from_engine(e, &si, &err) == EMOE_OK;
+    eng_backend_stats rs = {};
+    eng_backend_stats_get(e, &rs);
     eng_free(e);
+    /* The reference is the fast path: routing on the device every step, the
+     * decode steps as graph replays. */
+    uint64_t want_graphs = TIER_STEPS + (n == 1); /* a one-token prompt is a decode-shaped step too */
+    result(ok && rs.steps_device_routed == 1 + TIER_STEPS && rs.graph_launches == want_graphs,
+           "device tier %s reference: all-resident run on the backend's slots, %llu device-routed steps, %llu graph replays", name,
+           (unsigned long long)rs.steps_device_routed, (unsigned long long)rs.graph_launches);
     if (!ok) { fprintf(stderr, "  %s\n", err.msg); result(0, "device tier %s: all-resident run", name); free(ids); free(ref); free(got); return; }
     char one_slot[64];
     snprintf(one_slot, sizeof one_slot, "%llu", (unsigned long long)si.extent_stride);
-    struct { const char *budget, *host, *policy; } cfg[] = {
-        {"100%", NULL, "exact"}, {"25%", NULL, "exact"}, {"25%", "50%", "exact"}, {one_slot, NULL, "exact"},
-        {"25%", NULL, "substitute"},
+    /* preload: every expert prefetched before the run, so the device tier
+     * holds them all and the device-routed path (and graphs) run from it. */
+    struct { const char *budget, *host, *policy; int preload; } cfg[] = {
+        {"100%", NULL, "exact", 0}, {"100%", NULL, "exact", 1}, {"25%", NULL, "exact", 0}, {"25%", "50%", "exact", 0},
+        {one_slot, NULL, "exact", 0}, {"25%", NULL, "substitute", 0},
     };
     for (auto &c : cfg) {
         int sub = !strcmp(c.policy, "substitute");
@@ -795,8 +1047,25 @@ static void test_device_tier(const char *shared, const char *name, json_t *md)
         co.store = store;
         e = NULL;
         ok = eng_open(dir, &og, &e, &err) == EMOE_OK && cache_attach(e, &co, &cache, &err) == EMOE_OK;
+        if (ok && c.preload) {
+            const eng_model_desc *dd = eng_desc(e);
+            int *all = (int *)malloc(sizeof(int) * dd->n_experts);
+            for (int x = 0; x < dd->n_experts; x++) all[x] = x;
+            for (int l = 0; l < dd->n_layers; l++) cache_prefetch(cache, l, all, dd->n_experts);
+            cache_drain(cache);
+            free(all);
+        }
         for (size_t i = 0; i < rows; i++) got[i] = NAN;
+#ifdef EMOE_CUDA_EMU
+        uint64_t pg0 = emu_pageable_h2d_bytes();
+#endif
         ok = ok && run_steps(e, ids, n, V, got, &subst, &err);
+        /* Store reads (no host tier) land in pinned read buffers: no upload
+         * from pageable memory (the slow path copies nothing else from it). */
+        int pinned_reads = 1;
+#ifdef EMOE_CUDA_EMU
+        if (!c.host && !c.preload && strcmp(c.budget, "100%")) pinned_reads = emu_pageable_h2d_bytes() == pg0;
+#endif
         if (!ok) fprintf(stderr, "  %s\n", err.msg);
         eng_backend_stats bs = {};
         cache_stats cs = {};
@@ -809,10 +1078,16 @@ static void test_device_tier(const char *shared, const char *name, json_t *md)
         if (!sub) {
             int same = ok && memcmp(ref, got, sizeof(float) * rows) == 0;
             int evicting = strcmp(c.budget, "100%") ? cs.evictions > 0 : cs.evictions == 0;
-            result(same && tier && evicting, "device tier %s budget %s%s%s exact: bitwise equal to all-resident over %d positions; "
-                   "cache slots %d, loads %llu, evictions %llu, GPU slot bytes %llu",
-                   name, c.budget, c.host ? " host " : "", c.host ? c.host : "", n + TIER_STEPS, cs.device_slots,
-                   (unsigned long long)cs.loads, (unsigned long long)cs.evictions, (unsigned long long)bs.expert_budget_bytes);
+            /* Below 100% a miss is always possible: per-layer host routing
+             * every step. Preloaded: device routing and graphs every step. */
+            int path = c.preload ? bs.steps_device_routed == 1 + TIER_STEPS && bs.graph_launches == want_graphs
+                                 : strcmp(c.budget, "100%") ? bs.steps_device_routed == 0 : 1;
+            result(same && tier && evicting && path && pinned_reads, "device tier %s budget %s%s%s%s exact: bitwise equal to all-resident over %d positions; "
+                   "cache slots %d, loads %llu, evictions %llu, GPU slot bytes %llu, device-routed steps %llu, graph replays %llu",
+                   name, c.budget, c.host ? " host " : "", c.host ? c.host : "", c.preload ? " preloaded" : "", n + TIER_STEPS,
+                   cs.device_slots, (unsigned long long)cs.loads, (unsigned long long)cs.evictions,
+                   (unsigned long long)bs.expert_budget_bytes, (unsigned long long)bs.steps_device_routed,
+                   (unsigned long long)bs.graph_launches);
         } else {
             int fin = ok && all_finite(got, rows);
             double re = fin ? rel_err(got, ref, rows) : 0;
@@ -823,6 +1098,230 @@ static void test_device_tier(const char *shared, const char *name, json_t *md)
     }
     unlink(store);
     free(ids); free(ref); free(got);
+}
+
+/* CUDA graphs: decode steps replayed from a graph (1 row; 3 rows; 11 rows in
+ * the 16-row bucket with padding rows) give BITWISE the logits of the eager
+ * device-routed path (the same engine options with graphs off), and the
+ * graph path did run (its launch counter; the emulator's too). */
+static void test_graphs(const char *shared, const char *name)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    const int NS = 11, STEPS = 3;
+    float *out[2] = {};
+    eng_backend_stats bs[2] = {};
+    uint64_t emu_graphs[2] = {};
+    int ok = 1, V = 0;
+    for (int g = 0; g < 2 && ok; g++) {
+        eng_open_opts og = {};
+        og.backend = ENG_BACKEND_CUDA;
+        og.cuda_no_graphs = g == 0;
+        eng_engine *e = NULL;
+        emoe_err err = {};
+        if (eng_open(dir, &og, &e, &err) != EMOE_OK) { fprintf(stderr, "  %s\n", err.msg); ok = 0; break; }
+        V = eng_desc(e)->vocab;
+        /* rows: 1 (seq 0 alone), then seqs 0-2 (3 rows), then all 11 */
+        size_t per = (size_t)V;
+        out[g] = (float *)malloc(sizeof(float) * per * (STEPS * (1 + 3 + NS)));
+        eng_seq *q[NS] = {};
+        int32_t prompt[5] = {3, 17, 5, 9, 2};
+        float *scratch = (float *)malloc(sizeof(float) * V);
+        for (int i = 0; i < NS && ok; i++) {
+            q[i] = eng_seq_new(e, 0, &err);
+            prompt[0] = 3 + i;
+            ok = q[i] && eng_forward(e, q[i], prompt, 5, scratch, &err) == EMOE_OK;
+        }
+#ifdef EMOE_CUDA_EMU
+        uint64_t g0 = emu_graph_launch_count();
+#endif
+        float *o = out[g];
+        int sizes[3] = {1, 3, NS};
+        for (int b = 0; b < 3 && ok; b++)
+            for (int step = 0; step < STEPS && ok; step++) {
+                eng_batch_item it[NS];
+                int32_t tok[NS];
+                for (int i = 0; i < sizes[b]; i++) {
+                    tok[i] = (int32_t)((7 * i + 13 * step + 5 * b) % V);
+                    it[i] = (eng_batch_item){q[i], &tok[i], 1, o, NULL};
+                    o += per;
+                }
+                ok = eng_step(e, it, sizes[b], &err) == EMOE_OK;
+            }
+        if (!ok) fprintf(stderr, "  %s\n", err.msg);
+#ifdef EMOE_CUDA_EMU
+        emu_graphs[g] = emu_graph_launch_count() - g0;
+#endif
+        eng_backend_stats_get(e, &bs[g]);
+        for (int i = 0; i < NS; i++) eng_seq_free(q[i]);
+        free(scratch);
+        eng_free(e);
+    }
+    size_t n = (size_t)V * STEPS * (1 + 3 + NS);
+    int same = ok && !memcmp(out[0], out[1], sizeof(float) * n) && all_finite(out[1], n);
+    int ran = bs[1].graph_launches == 3 * STEPS && bs[0].graph_launches == 0 && bs[0].steps_device_routed > 0 &&
+              (!g_emu || (emu_graphs[1] == 3 * STEPS && emu_graphs[0] == 0));
+    result(ok && same && ran, "graphs %s: decode at 1, 3 and %d rows, graph replay bitwise = eager (%d); graph launches %llu "
+           "(eager engine: %llu), device-routed steps %llu", name, NS, same, (unsigned long long)bs[1].graph_launches,
+           (unsigned long long)bs[0].graph_launches, (unsigned long long)bs[1].steps_device_routed);
+    free(out[0]); free(out[1]);
+}
+
+/* The backend's own slots short of all experts (all but one): a step tries
+ * the device-routed path against what the slots hold and is re-run on the
+ * host path when it needed a missing expert. Over prompt + decode steps some
+ * steps must succeed device-routed and some be re-run, and every logit must be
+ * bitwise the all-resident run's. */
+static void test_partial_own(const char *shared, const char *name, json_t *md)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    json_t *pids = json_object_get(json_array_get(json_object_get(md, "cases"), 0), "prompt_ids");
+    int n = (int)json_array_size(pids), STEPS = 30;
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(pids, i));
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e[2] = {};
+    emoe_err err = {};
+    int ok = eng_open(dir, &og, &e[0], &err) == EMOE_OK;
+    if (ok) {
+        const eng_model_desc *d = eng_desc(e[0]);
+        og.gpu_expert_budget = (uint64_t)3 * d->expert_ffn * d->dim * sizeof(cu_bf16) * (uint64_t)(d->n_layers * d->n_experts - 1);
+        ok = eng_open(dir, &og, &e[1], &err) == EMOE_OK;
+    }
+    int V = ok ? eng_desc(e[0])->vocab : 1;
+    float *out[2];
+    for (int k = 0; k < 2; k++) out[k] = (float *)malloc(sizeof(float) * V * (STEPS + 1));
+    for (int k = 0; k < 2 && ok; k++) { /* prompt, then STEPS greedy steps */
+        eng_seq *s = eng_seq_new(e[k], 0, &err);
+        ok = s && eng_forward(e[k], s, ids, n, out[k], &err) == EMOE_OK;
+        for (int i = 0; i < STEPS && ok; i++) {
+            int32_t tok = argmax(out[k] + (size_t)i * V, V);
+            ok = eng_forward(e[k], s, &tok, 1, out[k] + (size_t)(i + 1) * V, &err) == EMOE_OK;
+        }
+        eng_seq_free(s);
+    }
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    eng_backend_stats bs = {};
+    if (e[1]) eng_backend_stats_get(e[1], &bs);
+    int same = ok && !memcmp(out[0], out[1], sizeof(float) * V * (STEPS + 1));
+    uint64_t steps = 1 + STEPS;
+    result(same && bs.steps_device_routed > 0 && bs.steps_device_routed < steps,
+           "own slots all but one %s: %d slots, %llu of %llu steps device-routed (the rest re-run or host-routed), bitwise = all-resident",
+           name, bs.expert_slots, (unsigned long long)bs.steps_device_routed, (unsigned long long)steps);
+    eng_free(e[0]); eng_free(e[1]);
+    free(ids); free(out[0]); free(out[1]);
+}
+
+/* One engine through provider changes: device-routed on its own slots, then
+ * an expert cache attached (preloaded: device-routed from the cache's GPU
+ * slots, every expert pinned by the backend), then the cache detached and
+ * freed (its pins must be forgotten, not released: ASan sees a release on a
+ * freed cache), then its own slots again. Every step's logits are bitwise
+ * those of a fresh engine decoding the same tokens. */
+static void test_provider_switch(const char *shared, const char *name)
+{
+    char dir[4096], store[256];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    snprintf(store, sizeof store, "/tmp/emoe-gpu-switch-%d-%s.store", (int)getpid(), name);
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL, *f = NULL;
+    emoe_err err = {};
+    int ok = eng_open(dir, &og, &e, &err) == EMOE_OK && eng_open(dir, &og, &f, &err) == EMOE_OK;
+    if (!ok) { fprintf(stderr, "  %s\n", err.msg); result(0, "provider switch %s: open", name); eng_free(e); return; }
+    const eng_model_desc *d = eng_desc(e);
+    int V = d->vocab, STEPS = 9;
+    float *a = (float *)malloc(sizeof(float) * V * STEPS), *b = (float *)malloc(sizeof(float) * V * STEPS);
+    eng_seq *sa = eng_seq_new(e, 0, &err), *sb = eng_seq_new(f, 0, &err);
+    cache_t *cache = NULL;
+    uint64_t routed[3] = {};
+    for (int i = 0; i < STEPS && ok; i++) {
+        if (i == 3) { /* attach, preload every expert */
+            cache_cli_opts co = {};
+            co.budget = "100%";
+            co.store = store;
+            ok = cache_attach(e, &co, &cache, &err) == EMOE_OK;
+            int *all = (int *)malloc(sizeof(int) * d->n_experts);
+            for (int x = 0; ok && x < d->n_experts; x++) all[x] = x;
+            for (int l = 0; ok && l < d->n_layers; l++) cache_prefetch(cache, l, all, d->n_experts);
+            if (ok) cache_drain(cache);
+            free(all);
+        }
+        if (i == 6) { /* detach and free the cache while the backend holds its pins */
+            eng_set_expert_provider(e, NULL);
+            cache_free(cache);
+            cache = NULL;
+        }
+        int32_t tok = (int32_t)((11 * i + 3) % V);
+        ok = ok && eng_forward(e, sa, &tok, 1, a + (size_t)i * V, &err) == EMOE_OK &&
+             eng_forward(f, sb, &tok, 1, b + (size_t)i * V, &err) == EMOE_OK;
+        if (i % 3 == 2) {
+            eng_backend_stats bs = {};
+            eng_backend_stats_get(e, &bs);
+            routed[i / 3] = bs.steps_device_routed;
+        }
+    }
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    int same = ok && !memcmp(a, b, sizeof(float) * V * STEPS);
+    /* every step device-routed: own slots, the cache's, own slots again */
+    int fast = routed[0] == 3 && routed[1] == 6 && routed[2] == 9;
+    result(same && fast, "provider switch %s: own slots -> expert cache (preloaded) -> detached: bitwise = a fresh engine over %d steps, "
+           "device-routed steps %llu/%llu/%llu", name, STEPS, (unsigned long long)routed[0], (unsigned long long)routed[1],
+           (unsigned long long)routed[2]);
+    eng_seq_free(sa); eng_seq_free(sb);
+    eng_free(e); eng_free(f);
+    cache_free(cache);
+    unlink(store);
+    free(a); free(b);
+}
+
+/* [engine] kv_dtype = bf16 on the cuda backend: half the KV bytes, and the
+ * logits of a prompt + 4 greedy steps close to the CPU backend with the same
+ * bf16 KV cache (and to the f32 run), greedy tokens equal. */
+static void test_kv_bf16(const char *shared, const char *name)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    eng_open_opts oc = {}, og = {}, of = {};
+    oc.kv_dtype = ENG_DT_BF16;
+    og.backend = ENG_BACKEND_CUDA; og.kv_dtype = ENG_DT_BF16;
+    of.backend = ENG_BACKEND_CUDA;
+    eng_engine *ec = NULL, *eg = NULL, *ef = NULL;
+    emoe_err err = {};
+    int ok = eng_open(dir, &oc, &ec, &err) == EMOE_OK && eng_open(dir, &og, &eg, &err) == EMOE_OK &&
+             eng_open(dir, &of, &ef, &err) == EMOE_OK;
+    if (!ok) { fprintf(stderr, "  %s\n", err.msg); result(0, "kv bf16 %s: open", name); eng_free(ec); eng_free(eg); return; }
+    int V = eng_desc(eg)->vocab;
+    float *a = (float *)malloc(sizeof(float) * V), *b = (float *)malloc(sizeof(float) * V), *c = (float *)malloc(sizeof(float) * V);
+    eng_seq *sa = eng_seq_new(ec, 0, &err), *sb = eng_seq_new(eg, 0, &err), *sf = eng_seq_new(ef, 0, &err);
+    int32_t prompt[9] = {5, 91, 7, 33, 2, 18, 64, 3, 11};
+    double worst_cpu = 0, worst_f32 = 0;
+    int greedy_same = 1;
+    ok = sa && sb && sf && eng_forward(ec, sa, prompt, 9, a, &err) == EMOE_OK && eng_forward(eg, sb, prompt, 9, b, &err) == EMOE_OK &&
+         eng_forward(ef, sf, prompt, 9, c, &err) == EMOE_OK;
+    for (int i = 0; i < 5 && ok; i++) {
+        double r1 = rel_err(b, a, V), r2 = rel_err(b, c, V);
+        if (r1 > worst_cpu) worst_cpu = r1;
+        if (r2 > worst_f32) worst_f32 = r2;
+        int32_t t = argmax(a, V);
+        greedy_same &= argmax(b, V) == t;
+        if (i < 4)
+            ok = eng_forward(ec, sa, &t, 1, a, &err) == EMOE_OK && eng_forward(eg, sb, &t, 1, b, &err) == EMOE_OK &&
+                 eng_forward(ef, sf, &t, 1, c, &err) == EMOE_OK;
+    }
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    eng_backend_stats s16 = {}, s32 = {};
+    eng_backend_stats_get(eg, &s16);
+    eng_backend_stats_get(ef, &s32);
+    int half = s16.kv_bytes > 0 && 2 * s16.kv_bytes == s32.kv_bytes;
+    result(ok && half && worst_cpu <= 2e-2 && greedy_same && worst_f32 > 0,
+           "kv bf16 %s: KV bytes %llu (f32: %llu); logits rel err vs cpu bf16 KV %.2e, vs cuda f32 KV %.2e; greedy equal %d", name,
+           (unsigned long long)s16.kv_bytes, (unsigned long long)s32.kv_bytes, worst_cpu, worst_f32, greedy_same);
+    eng_seq_free(sa); eng_seq_free(sb); eng_seq_free(sf);
+    free(a); free(b); free(c);
+    eng_free(ec); eng_free(eg); eng_free(ef);
 }
 
 /* Several sequences in one step (prefill chunks of different lengths, then
@@ -906,6 +1405,37 @@ static void test_fork(const char *shared, const char *name)
 }
 
 #ifdef EMOE_CUDA_EMU
+/* Kernel launches of one eager device-routed decode step of one row on
+ * tiny-mixtral (no shared expert, split-KV attention at 1 row): embed + the
+ * first norm, 14 per layer (3 q/k/v GEMVs, fused norm/RoPE/KV, attention +
+ * merge, o-proj, fused add+norm, router GEMV, top-k, route plan, gate/up,
+ * down, fused combine+residual+norm), final norm + lm_head: docs/cuda.md's
+ * count, checked. */
+static void test_launch_count(const char *shared)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/tiny-mixtral", shared);
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    og.cuda_no_graphs = 1;
+    eng_engine *e = NULL;
+    emoe_err err = {};
+    if (eng_open(dir, &og, &e, &err) != EMOE_OK) { fprintf(stderr, "  %s\n", err.msg); result(0, "launch count: open"); return; }
+    int L = eng_desc(e)->n_layers, V = eng_desc(e)->vocab;
+    float *lg = (float *)malloc(sizeof(float) * V);
+    eng_seq *s = eng_seq_new(e, 0, &err);
+    int32_t t0 = 5, t1 = 9;
+    int ok = s && eng_forward(e, s, &t0, 1, lg, &err) == EMOE_OK; /* loads every expert, enters device routing */
+    uint64_t n0 = emu_launch_count();
+    ok = ok && eng_forward(e, s, &t1, 1, lg, &err) == EMOE_OK;
+    uint64_t n = emu_launch_count() - n0;
+    result(ok && n == (uint64_t)(14 * L + 4), "launch count: one decode step of tiny-mixtral (%d layers): %llu launches (%.1f per layer + 4)", L,
+           (unsigned long long)n, ((double)n - 4) / L);
+    eng_seq_free(s);
+    free(lg);
+    eng_free(e);
+}
+
 /* Device allocation failures (emulator hook) become errors of the step that
  * needed the memory; no sequence advances and the engine keeps working. */
 static void test_device_oom(const char *shared)
@@ -989,8 +1519,14 @@ int main(int argc, char **argv)
     for (auto &s : emb) test_embed(s[0], s[1], s[2]);
     int rms[][4] = {{1, 19, 0, 0}, {7, 128, 0, 0}, {64, 257, 0, 1}, {5, 2048, 1, 0}, {64 * 8, 64, 0, 1}, {3, 4096, 0, 0}};
     for (auto &s : rms) test_rmsnorm(s[0], s[1], s[2], s[3]);
+    test_add_rmsnorm(1, 19);
+    test_add_rmsnorm(7, 300);
+    test_add_rmsnorm(3, 2048);
     int rp[][4] = {{1, 1, 8, 0}, {5, 4, 64, 0}, {64, 3, 128, 32}, {9, 2, 256, 0}, {17, 8, 40, 6}};
     for (auto &s : rp) test_rope(s[0], s[1], s[2], s[3]);
+    int qrk[][6] = {{1, 4, 2, 64, 0, 0}, {3, 4, 2, 64, 1, 0}, {5, 16, 4, 128, 2, 0}, {7, 8, 8, 40, 1, 1}, {2, 6, 3, 16, 2, 1},
+                    {33, 2, 1, 8, 1, 0}};
+    for (auto &c : qrk) test_qk_rope_kv(c[0], c[1], c[2], c[3], c[4], c[5]);
     test_elementwise(1, 19);
     test_elementwise(7, 300);
     test_elementwise(64, 1024);
@@ -1016,10 +1552,22 @@ int main(int argc, char **argv)
         test_attention(16, 4, 256, st2, c2, 3);
         int st3[] = {0, 1, 2, 3, 500, 1000, 0, 7}, c3[] = {8, 1, 1, 1, 1, 1, 64, 1};
         test_attention(4, 4, 8, st3, c3, 8);
+        /* bf16 KV; split-KV decode (slices longer, shorter and more numerous
+         * than the positions: empty slices), both together. */
+        test_attention(4, 2, 64, st2, c2, 3, 1, 1);
+        int st4[] = {0, 3, 300, 1000}, c4[] = {1, 1, 1, 1};
+        test_attention(8, 2, 64, st4, c4, 4, 0, 5);
+        test_attention(4, 4, 128, st4, c4, 4, 0, CU_ATT_MAX_SPLITS);
+        test_attention(8, 1, 128, st4, c4, 4, 1, 3);
+        test_attention(4, 2, 40, st2, c2, 3, 1, 7);
     }
     int moe[][6] = {{1, 8, 1, 19, 11, 1}, {1, 8, 2, 64, 32, 1}, {5, 16, 4, 64, 96, 2}, {64, 60, 4, 128, 48, 3},
                     {33, 64, 8, 65, 33, 1}, {17, 128, 8, 128, 64, 4}, {64, 128, 8, 32, 16, 7}, {9, 8, 8, 16, 24, 8}};
     for (auto &s : moe) test_moe(s[0], s[1], s[2], s[3], s[4], s[5]);
+    int rpl[][3] = {{1, 8, 2}, {1, 64, 8}, {5, 16, 4}, {32, 64, 8}, {3, 128, 8}, {64, 60, 4}, {200, 8, 2}};
+    for (auto &s : rpl) test_route_plan(s[0], s[1], s[2], 0, 0);
+    test_route_plan(4, 16, 4, 1, 0);
+    test_route_plan(4, 16, 4, 0, 1);
     test_expert_cache();
 
     const char *sh = kernels_only ? NULL : shared_dir();
@@ -1058,9 +1606,14 @@ int main(int argc, char **argv)
             test_fork(sh, name);
             test_batched(sh, name);
             test_device_tier(sh, name, md);
+            test_graphs(sh, name);
+            test_provider_switch(sh, name);
+            test_partial_own(sh, name, md);
+            test_kv_bf16(sh, name);
         }
         json_decref(root);
 #ifdef EMOE_CUDA_EMU
+        test_launch_count(sh);
         test_device_oom(sh);
 #endif
     }

@@ -189,6 +189,9 @@ START_TEST(test_exact_queued_lookahead)
     emoe_config c;
     base_config(&c);
     set(&c, "predictor", "lookahead_layers", "2");
+    char acq[64];
+    snprintf(acq, sizeof acq, "/tmp/emoe_test_acq.%d.log", (int)getpid());
+    set(&c, "predictor", "acquire_log", acq);
     rig g;
     rig_start(&g, &c, 1, 0); /* one at a time: the others wait in the queue */
     warm(&g);                /* the first plans are empty */
@@ -210,8 +213,35 @@ START_TEST(test_exact_queued_lookahead)
     ck_assert(acc > 0 && acc <= 1);
     ck_assert(metric(m, "emoe_expert_cache_task_hit_rate{task=\"odd\"}") >= 0);
     ck_assert(metric(m, "emoe_expert_cache_task_lookups_total{task=\"even\"}") > 0);
+    /* the load-queue figures */
+    double steps = metric(m, "emoe_expert_cache_steps_total"), loads = metric(m, "emoe_expert_cache_loads_total");
+    double acquires = metric(m, "emoe_expert_cache_acquires_total");
+    ck_assert(steps > 0 && loads > 0);
+    ck_assert(metric(m, "emoe_expert_cache_inflight_max") >= 1);
+    ck_assert(metric(m, "emoe_expert_cache_inflight_mean") >= 0);
+    ck_assert(metric(m, "emoe_expert_cache_busy_seconds_total") > 0);
+    ck_assert(metric(m, "emoe_expert_cache_stall_bytes_total") <= metric(m, "emoe_expert_cache_bytes_loaded_total"));
     free(m);
     rig_stop(&g);
+    /* acquire_log: one line per step that acquired, every entry a valid (layer, expert),
+     * as many entries as the cache counted acquires */
+    FILE *f = fopen(acq, "r");
+    ck_assert_ptr_nonnull(f);
+    int lines = 0, entries = 0, l, x;
+    char tok[32];
+    while (fscanf(f, "%31s", tok) == 1) {
+        ck_assert_int_eq(sscanf(tok, "%d:%d", &l, &x), 2);
+        ck_assert(l >= 0 && l < 4 && x >= 0 && x < 16);
+        entries++;
+    }
+    rewind(f);
+    for (int ch; (ch = fgetc(f)) != EOF;) lines += ch == '\n';
+    fclose(f);
+    unlink(acq);
+    ck_assert_int_gt(lines, 0);
+    ck_assert(lines <= steps + 1); /* a request can finish before its step's end is counted */
+    ck_assert_int_ge(entries, lines);
+    ck_assert(entries == acquires);
     unload();
 }
 END_TEST

@@ -188,7 +188,8 @@ START_TEST(test_variants_agree)
     /* The SIMD variant and the scalar one agree closely (not bitwise: sum order). */
     const quant_kernels *a = quant_kernels_isa(QUANT_ISA_SCALAR), *b = quant_kernels_isa(QUANT_ISA_AVX2);
     ck_assert_ptr_nonnull(a);
-    ck_assert_ptr_eq(quant_kernels_best(), b ? b : a);
+    const quant_kernels *v = quant_kernels_isa(QUANT_ISA_VNNI);
+    ck_assert_ptr_eq(quant_kernels_best(), v ? v : b ? b : a);
     if (!b) { fprintf(stderr, "test_quant: no AVX2 here, agreement test skipped\n"); return; }
     float w[777], x[777];
     uint8_t wq[1024];
@@ -241,6 +242,131 @@ START_TEST(test_matmul)
 }
 END_TEST
 
+/* The tiles: every variant's quant_mm_run over several jobs (an expert's gate
+ * and up sharing x, odd T and N, row strides) equals its own single-row dot
+ * bitwise, whatever the thread count; avx2 and vnni are bitwise equal (same
+ * integer sums); and the result is close to the float reference. */
+START_TEST(test_tiles_batched)
+{
+    eng_pool *p1 = eng_pool_new(1), *p3 = eng_pool_new(3);
+    ck_assert_ptr_nonnull(p1);
+    ck_assert_ptr_nonnull(p3);
+    static const int Ts[] = {1, 2, 3, 4, 5, 6, 7, 9};
+    static const int Ks[] = {31, 64, 97, 2048};
+    enum { NMAX = 45, TMAX = 9, KMAX = 2048 };
+    static float x[TMAX * (KMAX + 3)], w[NMAX * KMAX], y[3][TMAX * (NMAX + 5)];
+    static uint8_t W[3][NMAX * (KMAX / 32 + 1) * 34];
+    static quant_block_q8a xq[KMAX / 32 + 1];
+    for (int f = QUANT_Q8; f <= QUANT_Q4; f++)
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
+            for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+                int K = Ks[ki], T = Ts[ti], N = ki % 2 ? 45 : 13, ldx = K + 3, ldy = N + 5, nb = (int)quant_blocks(K);
+                size_t rb = quant_row_bytes(f, K);
+                for (int i = 0; i < T * ldx; i++) x[i] = grand();
+                for (int m = 0; m < 3; m++) {
+                    for (int i = 0; i < N * K; i++) w[i] = grand() * 0.1f;
+                    for (int n = 0; n < N; n++) quant_row_quantize(f, w + n * K, K, W[m] + n * rb);
+                }
+                const quant_kernels *avx2 = quant_kernels_isa(QUANT_ISA_AVX2);
+                for (int isa = 0; isa < QUANT_N_ISA; isa++) {
+                    const quant_kernels *kern = quant_kernels_isa(isa);
+                    if (!kern) continue;
+                    for (int pi = 0; pi < 2; pi++) {
+                        /* gate and up share x (one q8a copy), the third job has its own x */
+                        quant_mm_job jobs[3] = {
+                            {x, (size_t)ldx, T, K, W[0], N, f, y[0], (size_t)ldy},
+                            {x, (size_t)ldx, T, K, W[1], N, f, y[1], (size_t)ldy},
+                            {x + 1, (size_t)ldx, T, K, W[2], N, f, y[2], (size_t)ldy},
+                        };
+                        for (int m = 0; m < 3; m++)
+                            for (int i = 0; i < TMAX * (NMAX + 5); i++) y[m][i] = 12345.0f;
+                        quant_mm_run_with(pi ? p3 : p1, kern, QUANT_ACT_Q8, jobs, 3);
+                        for (int m = 0; m < 3; m++)
+                            for (int t = 0; t < T; t++) {
+                                quant_act_quantize(x + (m == 2) + t * ldx, K, xq);
+                                for (int n = 0; n < N; n++) {
+                                    float want = kern->dot_q8a[f](W[m] + n * rb, xq, nb);
+                                    ck_assert_msg(y[m][t * ldy + n] == want, "%s %s T=%d K=%d job %d (%d,%d): %.9g vs dot %.9g",
+                                                  kern->name, quant_format_name(f), T, K, m, t, n, y[m][t * ldy + n], want);
+                                    if (isa == QUANT_ISA_VNNI && avx2) {
+                                        float a2 = avx2->dot_q8a[f](W[m] + n * rb, xq, nb);
+                                        ck_assert_msg(y[m][t * ldy + n] == a2, "vnni vs avx2 %s T=%d K=%d: %.9g vs %.9g",
+                                                      quant_format_name(f), T, K, y[m][t * ldy + n], a2);
+                                    }
+                                    /* against the reference on the dequantized activations */
+                                    float xd[KMAX], wd[KMAX];
+                                    for (int i = 0; i < K; i++) xd[i] = xq[i / 32].d * xq[i / 32].qs[i % 32];
+                                    quant_row_dequantize(f, W[m] + n * rb, K, wd);
+                                    double r = 0, mag = 0;
+                                    for (int i = 0; i < K; i++) { r += (double)wd[i] * xd[i]; mag += fabs((double)wd[i] * xd[i]); }
+                                    ck_assert_msg(fabs(y[m][t * ldy + n] - r) <= 1e-5 * mag + 1e-6, "%s %s T=%d K=%d: %.9g vs ref %.9g",
+                                                  kern->name, quant_format_name(f), T, K, y[m][t * ldy + n], r);
+                                }
+                            }
+                        /* the padding between rows of y is left alone */
+                        for (int m = 0; m < 3; m++)
+                            for (int t = 0; t < T; t++)
+                                for (int n = N; n < ldy; n++) ck_assert_float_eq(y[m][t * ldy + n], 12345.0f);
+                    }
+                }
+            }
+    eng_pool_free(p1);
+    eng_pool_free(p3);
+}
+END_TEST
+
+/* The vectorised q4 scale search gives the bytes of the scalar one (the
+ * search the format was defined with), on many blocks of different shapes;
+ * quant_tensor_quantize on a pool gives the bytes of row-by-row quantization. */
+START_TEST(test_q4_search_and_tensor_bytes)
+{
+    enum { K = 1000, ROWS = 64 };
+    static float w[ROWS * K];
+    static uint16_t wb[ROWS * K];
+    static uint8_t a[ROWS * 32 * 18], b[ROWS * 32 * 18];
+    size_t rb = quant_row_bytes(QUANT_Q4, K);
+    for (int rep = 0; rep < 6; rep++) {
+        for (int i = 0; i < ROWS * K; i++) {
+            float v = grand();
+            switch (rep) {
+            case 0: break;
+            case 1: v *= 1e-3f; break;                                /* small */
+            case 2: v *= (i % 97 == 0) ? 40.0f : 0.01f; break;        /* outliers */
+            case 3: v = (i % 5) ? 0.0f : v; break;                    /* mostly zeros */
+            case 4: v *= 1e-6f; break;                                /* f16 subnormal scales */
+            default: v = (float)((i * 7) % 16 - 8) * 0.125f; break;  /* exactly representable, ties */
+            }
+            w[i] = v;
+        }
+        quant_q4_search_fast(0);
+        for (int r = 0; r < ROWS; r++) quant_row_quantize(QUANT_Q4, w + r * K, K, a + r * rb);
+        quant_q4_search_fast(1);
+        for (int r = 0; r < ROWS; r++) quant_row_quantize(QUANT_Q4, w + r * K, K, b + r * rb);
+        ck_assert_msg(memcmp(a, b, ROWS * rb) == 0, "q4 fast search differs from the scalar one (case %d)", rep);
+    }
+    /* a bf16 tensor quantized on 3 threads == row by row */
+    eng_pool *p = eng_pool_new(3);
+    ck_assert_ptr_nonnull(p);
+    eng_f32_store(ENG_DT_BF16, w, ROWS * K, wb);
+    eng_tensor t = {wb, ENG_DT_BF16, 2, {ROWS, K}};
+    for (int f = QUANT_Q8; f <= QUANT_Q4; f++) {
+        size_t rf = quant_row_bytes(f, K);
+        static uint8_t c[ROWS * 32 * 34], d[ROWS * 32 * 34 + 64];
+        float row[K];
+        for (int r = 0; r < ROWS; r++) {
+            eng_tensor_read_f32(&t, (int64_t)r * K, K, row);
+            quant_row_quantize(f, row, K, c + r * rf);
+        }
+        memset(d, 0xee, sizeof d);
+        ck_assert_int_eq(quant_tensor_quantize(p, f, &t, d), 0);
+        ck_assert_msg(memcmp(c, d, ROWS * rf) == 0, "%s: tensor quantization differs", quant_format_name(f));
+        ck_assert_int_eq(d[ROWS * rf], 0xee); /* nothing written past the rows */
+    }
+    ck_assert_int_eq(quant_tensor_quantize(p, QUANT_NONE, &t, b), -1);
+    eng_pool_free(p);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("quant");
@@ -252,6 +378,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_dots_vs_reference);
     tcase_add_test(tc, test_variants_agree);
     tcase_add_test(tc, test_matmul);
+    tcase_add_test(tc, test_tiles_batched);
+    tcase_add_test(tc, test_q4_search_and_tensor_bytes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -263,9 +263,29 @@ START_TEST(replay_lookahead_policy)
     pred_replay_result c;
     ck_assert_msg(pred_replay_run(tp, 1, &o, &c, &err) == EMOE_OK, "%s", err.msg);
     ck_assert_uint_eq(c.lookahead_checked, 0);
+    /* --la-new: K non-resident experts per layer, so at least as many
+     * prefetches as the plain top-K (of which resident ones load nothing),
+     * the same predictions (accuracy), and every access a hit or a miss */
+    o.lookahead = K;
+    o.la_new = 1;
+    pred_replay_result d;
+    ck_assert_msg(pred_replay_run(tp, 1, &o, &d, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_uint_gt(d.prefetches, a.prefetches);
+    ck_assert_uint_eq(d.lookahead_hits, a.lookahead_hits);
+    ck_assert_uint_eq(d.hits + d.misses, d.accesses);
+    ck_assert_uint_eq(d.loads, d.misses + d.prefetches);
+    /* --la-blend: changes which are prefetched, not the accuracy (transitions only) */
+    o.la_new = 0;
+    o.la_blend = 2.0;
+    pred_replay_result f;
+    ck_assert_msg(pred_replay_run(tp, 1, &o, &f, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_uint_eq(f.lookahead_hits, a.lookahead_hits);
+    ck_assert_uint_eq(f.hits + f.misses, f.accesses);
     pred_replay_result_free(&a);
     pred_replay_result_free(&b);
     pred_replay_result_free(&c);
+    pred_replay_result_free(&d);
+    pred_replay_result_free(&f);
     pred_trace_free(&t);
 }
 END_TEST

@@ -366,7 +366,8 @@ START_TEST(run_loop_hooks)
     emoe_err err = {0};
     ck_assert(sched_init(eng, &o, &s, &err) == EMOE_OK);
     int nr = n_cases < 4 ? n_cases : 4;
-    sched_req *r[4];
+    ck_assert_int_ge(nr, 1);
+    sched_req *r[4] = {NULL};
     for (int i = 0; i < nr; i++) r[i] = submit(s, i, 6, NULL);
     sched_req_cancel(r[nr - 1]); /* cancelled early: may or may not have been admitted */
     for (int i = 0; i < nr; i++) {

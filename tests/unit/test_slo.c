@@ -90,17 +90,25 @@ START_TEST(ordering)
     slo_plan *p = plan(&b, v, 6, 6, now);
     ck_assert_int_eq(p->n_admit, 6);
     ck_assert_int_eq(p->n_pause, 0);
-    /* v5 has the least slack (negative); then the tight band, resident first
-     * (v4 before v2 although v2 is older); then the loose SLO; then best
-     * effort by priority (v3 before the older v0). */
-    int want[6] = {5, 4, 2, 1, 3, 0};
+    /* The tight band first, resident first (v4 before v2 although v2 is
+     * older); then the loose SLO; then v5, whose slack is negative (it will
+     * miss even if served now: it must not make the others miss too), ahead
+     * of the best-effort requests, by priority (v3 before the older v0). */
+    int want[6] = {4, 2, 1, 5, 3, 0};
     for (int i = 0; i < 6; i++) ck_assert_int_eq(p->admit[i], want[i]);
     for (int i = 0; i < 6; i++) ck_assert_int_eq(p->order[i], want[i]);
-    /* Only 2 slots: the two tightest get them; nothing to preempt. */
+    /* Only 2 slots: the two tightest that can still make it get them;
+     * nothing to preempt. */
     p = plan(&b, v, 6, 2, now);
     ck_assert_int_eq(p->n_admit, 2);
-    ck_assert_int_eq(p->admit[0], 5);
-    ck_assert_int_eq(p->admit[1], 4);
+    ck_assert_int_eq(p->admit[0], 4);
+    ck_assert_int_eq(p->admit[1], 2);
+    /* Two doomed requests keep their least-slack order between themselves. */
+    slo_view d[3] = {waiting(99.0, 0.3, 0, 8, 8), waiting(99.5, 0.3, 0, 8, 8), waiting(98.0, 0, 0, 8, 8)};
+    p = plan(&b, d, 3, 3, now);
+    ck_assert_int_eq(p->admit[0], 0);
+    ck_assert_int_eq(p->admit[1], 1);
+    ck_assert_int_eq(p->admit[2], 2);
     /* Equal keys fall back to arrival. */
     slo_view w[2] = {waiting(5.0, 0, 0, 8, 8), waiting(4.0, 0, 0, 8, 8)};
     p = plan(&b, w, 2, 1, 6.0);
@@ -207,6 +215,38 @@ START_TEST(tpot_guard)
 }
 END_TEST
 
+/* While a request with a live TTFT deadline prefills, the step prefills only
+ * requests with a deadline (decode rows still run). */
+START_TEST(first_token_steps)
+{
+    planbuf b;
+    slo_view v[4];
+    v[0] = running(1.0, 0, 0, 10, 256);  /* best effort, decoding */
+    v[1] = running(2.0, 0, 0, 10, 256);
+    v[2] = running(3.0, 0, 1, 3, 16);    /* an SLO row, decoding */
+    v[3] = waiting(9.9, 0.5, 0, 30, 16); /* interactive: admitted into the free slot, prefilling */
+    slo_plan *p = plan(&b, v, 4, 4, 10.0);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->deadline_prefill_only, 1);
+    ck_assert_int_eq(p->max_decode_rows, 3); /* every decode row still runs */
+    /* Once it is part-way through its prompt the rule still holds. */
+    v[3].active = 1;
+    v[3].n_prefilled = 16;
+    p = plan(&b, v, 4, 4, 10.1);
+    ck_assert_int_eq(p->deadline_prefill_only, 1);
+    /* Past its deadline (it has missed anyway), or with its first token out
+     * (the view's deadline is then 0): ordinary steps. */
+    p = plan(&b, v, 4, 4, 10.5);
+    ck_assert_int_eq(p->deadline_prefill_only, 0);
+    ck_assert_int_eq(p->max_decode_rows, 3);
+    v[3].ttft_deadline = 0;
+    p = plan(&b, v, 4, 4, 10.1);
+    ck_assert_int_eq(p->deadline_prefill_only, 0);
+    ck_assert_int_eq(p->max_decode_rows, 3);
+    ck_assert_int_eq(p->prefill_budget, 512 - 3);
+}
+END_TEST
+
 START_TEST(admission)
 {
     slo_view v = waiting(10.0, 0.1, 0, 64, 8);
@@ -251,6 +291,80 @@ START_TEST(admission)
     /* No SLO: always attainable. */
     slo_view be = waiting(10.0, 0, 0, 5000, 8);
     ck_assert(slo_attainable(&EST, &be, 10.0, 0, 0, 64, &pred));
+}
+END_TEST
+
+/* Admission sees the requests queued ahead of the new one, in the policy's
+ * order (issue 10: spurious 429s, and accepted requests that were bound to
+ * miss, came from ignoring them). */
+START_TEST(admission_counts_queue_ahead)
+{
+    const double now = 10.0, dec = slo_step_time(&EST, 4, 0); /* 9 ms per decode step with 4 rows */
+    const double pf = slo_step_time(&EST, 4, 8);             /* 13 ms: an 8-token prompt beside 4 rows */
+    slo_view v[12];
+    slo_limits lim = {4, 4, 64, 512};
+    /* Four running requests with SLOs (not preemptible) end after 10, 20,
+     * 30 and 40 more steps. */
+    for (int i = 0; i < 4; i++) {
+        v[i] = running(1.0 + i, 0, 1, 10, 10 + 10 * (i + 1));
+        v[i].tpot_s = 0;
+    }
+    /* The new request: TTFT SLO 300 ms, 8-token prompt. */
+    slo_view c = waiting(now, 0.3, 0, 8, 16);
+    double w, pred = slo_queue_ttft(v, 4, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, 10 * dec, 1e-12);
+    ck_assert_double_eq_tol(pred, 10 * dec + pf, 1e-12);
+    /* The old check agrees when nothing is queued. */
+    ck_assert_double_eq_tol(slo_wait_for_slot(v, 4, &c, &EST, &lim), w, 1e-12);
+    /* Four tighter requests queued ahead (TTFT deadline 10.2: slack 187 ms
+     * against c's 287 ms) take the next four slots: ends at 10, 20, 30, 40
+     * steps; each holds its slot for its prefill and 15 decode steps. */
+    for (int i = 0; i < 4; i++) v[4 + i] = waiting(9.95, 0.25, 0, 8, 16);
+    double hold = pf + 15 * dec;
+    double ends[4] = {10 * dec + hold, 20 * dec + hold, 30 * dec, 40 * dec};
+    /* w1 takes 10*dec, w2 20*dec, w3 w1's slot again, w4 30*dec */
+    ends[2] = ends[0] + hold;
+    ends[0] = 30 * dec + hold;
+    double first = 1e9;
+    for (int i = 0; i < 4; i++) if (ends[i] < first) first = ends[i];
+    pred = slo_queue_ttft(v, 8, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, first, 1e-12);                /* = 20*dec + hold = 0.328 s */
+    ck_assert_double_eq_tol(pred, first + pf, 1e-12);
+    ck_assert(now + pred > c.ttft_deadline);                 /* unattainable behind the queue... */
+    ck_assert(slo_attainable(&EST, &c, now, slo_wait_for_slot(v, 8, &c, &EST, &lim), 4, 64, NULL)); /* ...not if served next */
+    /* Requests that sort after c do not delay it: best effort (older, even
+     * more important), and a looser SLO. */
+    v[8] = waiting(9.0, 0, -5, 8, 256);
+    v[9] = waiting(9.99, 2.0, 0, 8, 16);
+    ck_assert_double_eq_tol(slo_queue_ttft(v, 10, &c, &EST, &lim, now, NULL), pred, 1e-12);
+    /* c with the tightest deadline goes first: only the running ones count. */
+    slo_view t = waiting(now, 0.15, 0, 8, 16);
+    ck_assert_double_eq_tol(slo_queue_ttft(v, 10, &t, &EST, &lim, now, &w), 10 * dec + pf, 1e-12);
+    ck_assert_double_eq_tol(w, 10 * dec, 1e-12);
+
+    /* Preemption: four best-effort requests hold the slots for ~2.2 s; two
+     * tighter requests queued ahead each preempt one, and c a third... */
+    for (int i = 0; i < 4; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
+    v[4] = waiting(9.95, 0.25, 0, 8, 16);
+    v[5] = waiting(9.95, 0.25, 0, 8, 16);
+    lim.max_paused = 4;
+    pred = slo_queue_ttft(v, 6, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq(w, 0);
+    /* ...sharing its first step with their 8-token prompts. */
+    ck_assert_double_eq_tol(pred, pf + 2 * 8 * EST.tok_s, 1e-12);
+    /* With room for two paused requests only, c waits for one of theirs. */
+    lim.max_paused = 2;
+    pred = slo_queue_ttft(v, 6, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, hold, 1e-12);
+    ck_assert_double_eq_tol(pred, hold + pf, 1e-12);
+    /* A paused request already holds one of those two: one preemption for
+     * the queue, and c waits for the preempting request's slot. */
+    v[6] = running(0.5, 0, 0, 50, 256);
+    v[6].active = 0;
+    v[6].paused = 1;
+    v[5] = waiting(9.999, 2.0, 0, 8, 16); /* now behind c */
+    pred = slo_queue_ttft(v, 7, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, hold, 1e-12);
 }
 END_TEST
 
@@ -306,6 +420,7 @@ static double simulate(simreq *rq, int n, int max_running, int fifo, double t_en
                 if (vv[k].active) pl.order[pl.n_order++] = k;
             pl.max_decode_rows = m;
             pl.prefill_budget = 512;
+            pl.deadline_prefill_only = 0;
         } else {
             ck_assert_int_eq(slo_plan_step(vv, m, &EST, &lim, now, &pl), 0);
             for (int k = 0; k < pl.n_pause; k++) { vv[pl.pause[k]].active = 0; vv[pl.pause[k]].paused = 1; }
@@ -325,6 +440,7 @@ static double simulate(simreq *rq, int n, int max_running, int fifo, double t_en
         for (int k = 0; k < pl.n_order && budget > 0; k++) {
             simreq *r = &rq[idx[pl.order[k]]];
             if (r->v.n_prefilled >= r->v.n_prompt) continue;
+            if (pl.deadline_prefill_only && r->v.ttft_deadline <= 0) continue;
             int c = r->v.n_prompt - r->v.n_prefilled;
             if (c > 64) c = 64;
             if (c > budget) c = budget;
@@ -575,6 +691,188 @@ START_TEST(preempted_request_resumes_exactly)
 }
 END_TEST
 
+static eng_engine *open_fixture(void)
+{
+    const char *sh = tu_shared_dir();
+    if (!sh) return NULL;
+    char mdir[8192];
+    snprintf(mdir, sizeof mdir, "%s/fixtures/models/tiny-qwen3-moe", sh);
+    eng_engine *eng = NULL;
+    emoe_err err = {0};
+    eng_open_opts o = {.n_threads = 1, .max_ctx = 512};
+    ck_assert_msg(eng_open(mdir, &o, &eng, &err) == EMOE_OK, "%s", err.msg);
+    return eng;
+}
+
+static void wait_gen(sched_req *r, int n)
+{
+    sched_update u = {0};
+    double t0 = emoe_now();
+    while (u.n_gen < n && !u.finished && emoe_now() - t0 < 60) { sched_req_poll(r, 0.05, &u); free(u.text); u.text = NULL; }
+    ck_assert_int_ge(u.n_gen, n);
+}
+
+/* n = 2 (the second choice forks the first's KV cache): two tight requests
+ * preempt both choices, which then resume and produce exactly the greedy
+ * tokens of an unpreempted run. */
+START_TEST(preempted_fork_choices_complete)
+{
+    eng_engine *eng = open_fixture();
+    if (!eng) { TU_SKIP_NO_SHARED("preempted_fork_choices_complete"); return; }
+    int32_t prompt[8] = {1, 17, 42, 99, 7, 3, 250, 11};
+    enum { MAXT = 160 };
+    int32_t ref[2][MAXT], got[2][MAXT];
+    emoe_err err = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        sched_opts so = {0};
+        so.limits = (sched_limits){2, 8, 64, 64};
+        so.text.push = fake_push;
+        so.policy = sched_policy_slo();
+        sched *s = NULL;
+        ck_assert_msg(sched_init(eng, &so, &s, &err) == EMOE_OK, "%s", err.msg);
+        sched_req_params p = {0};
+        p.prompt = prompt;
+        p.n_prompt = 8;
+        p.max_tokens = MAXT;
+        eng_sampling_default(&p.sampling);
+        p.ignore_eos = 1;
+        sched_req *c[2] = {NULL, NULL}, *q[2] = {NULL, NULL};
+        ck_assert_msg(sched_submit(s, &p, &c[0], &err) == EMOE_OK, "%s", err.msg);
+        p.fork_of = c[0]; /* what the server does for choice 1 of n = 2 */
+        ck_assert_msg(sched_submit(s, &p, &c[1], &err) == EMOE_OK, "%s", err.msg);
+        p.fork_of = NULL;
+        if (pass == 1) {
+            wait_gen(c[0], 8);
+            wait_gen(c[1], 8);
+            /* Each tight request (64 tokens) would miss its TTFT waiting for
+             * a slot (the choices have ~150 tokens to go), so it preempts:
+             * the first takes choice 1's slot (the later arrival), the
+             * second choice 0's (the first holds an SLO). SLO = 16 decode
+             * steps by the scheduler's own estimates. */
+            sched_stats st0;
+            sched_get_stats(s, &st0);
+            slo_est e;
+            sched_est_get(&st0.est, &e);
+            sched_req_params t = p;
+            t.prompt = prompt + 2;
+            t.n_prompt = 6;
+            t.max_tokens = 64;
+            t.slo_ttft_s = 16 * slo_step_time(&e, 2, 0);
+            ck_assert_msg(t.slo_ttft_s > 4 * slo_step_time(&e, 2, 6), "estimates: step %.4f s", slo_step_time(&e, 2, 0));
+            for (int i = 0; i < 2; i++)
+                ck_assert_msg(sched_submit(s, &t, &q[i], &err) == EMOE_OK, "%s", err.msg);
+            for (int i = 0; i < 2; i++) {
+                sched_update u = {0};
+                ck_assert_int_eq(wait_done(q[i], &u), SCHED_FINISH_LENGTH);
+                ck_assert_int_eq(u.n_gen, 64);
+                sched_req_release(q[i]);
+            }
+        }
+        for (int i = 0; i < 2; i++) {
+            sched_update u = {0};
+            ck_assert_int_eq(wait_done(c[i], &u), SCHED_FINISH_LENGTH);
+            ck_assert_int_eq(u.n_gen, MAXT);
+            if (pass == 1) ck_assert_msg(u.preempted >= 1, "choice %d was not preempted", i);
+            ck_assert_int_eq(sched_req_tokens(c[i], pass ? got[i] : ref[i], MAXT), MAXT);
+        }
+        ck_assert_int_eq(sched_req_forked(c[1]), 1); /* choice 1 copied choice 0's KV cache */
+        for (int i = 0; i < 2; i++) sched_req_release(c[i]);
+        sched_free(s);
+    }
+    for (int i = 0; i < MAXT; i++) {
+        ck_assert_int_eq(ref[0][i], ref[1][i]); /* greedy: both choices agree */
+        ck_assert_int_eq(got[0][i], ref[0][i]);
+        ck_assert_int_eq(got[1][i], ref[1][i]);
+    }
+    eng_free(eng);
+}
+END_TEST
+
+static const sched_slo_task *slo_task(const sched_stats *st, const char *name)
+{
+    for (int i = 0; i < st->n_slo_tasks; i++)
+        if (!strcmp(st->slo_tasks[i].name, name)) return &st->slo_tasks[i];
+    return NULL;
+}
+
+/* A request with an SLO that is rejected (slo_unattainable, queue full) or
+ * cancelled before its first token missed its SLOs:
+ * emoe_slo_requests_total counts it. */
+START_TEST(rejected_and_cancelled_count_as_missed)
+{
+    eng_engine *eng = open_fixture();
+    if (!eng) { TU_SKIP_NO_SHARED("rejected_and_cancelled_count_as_missed"); return; }
+    int32_t prompt[8] = {1, 17, 42, 99, 7, 3, 250, 11};
+    emoe_err err = {0};
+    sched_opts so = {0};
+    so.limits = (sched_limits){1, 1, 64, 64};
+    so.text.push = fake_push;
+    so.policy = sched_policy_slo();
+    sched *s = NULL;
+    ck_assert_msg(sched_init(eng, &so, &s, &err) == EMOE_OK, "%s", err.msg);
+    sched_req_params p = {0};
+    p.prompt = prompt;
+    p.n_prompt = 8;
+    p.max_tokens = 400;
+    eng_sampling_default(&p.sampling);
+    p.ignore_eos = 1;
+    p.task = "be";
+    sched_req *be = NULL, *w = NULL, *x = NULL;
+    ck_assert_msg(sched_submit(s, &p, &be, &err) == EMOE_OK, "%s", err.msg);
+    wait_gen(be, 4);
+    sched_reject rj;
+    sched_req_params q = p;
+    q.max_tokens = 8;
+    q.reject = &rj;
+    /* unattainable: 1 us to the first token */
+    q.task = "rej";
+    q.slo_ttft_s = 1e-6;
+    q.slo_tpot_s = 0.5;
+    ck_assert_int_eq(sched_submit(s, &q, &x, &err), EMOE_EBUSY);
+    ck_assert_int_eq(rj.reason, SCHED_REJECT_SLO);
+    /* accepted, queued behind the long request (100 s of slack: no
+     * preemption), then cancelled before its first token */
+    q.task = "can";
+    q.slo_ttft_s = 100;
+    q.slo_tpot_s = 10;
+    ck_assert_msg(sched_submit(s, &q, &w, &err) == EMOE_OK, "%s", err.msg);
+    /* the queue (1) is full now */
+    q.task = "full";
+    q.slo_tpot_s = 0;
+    ck_assert_int_eq(sched_submit(s, &q, &x, &err), EMOE_EBUSY);
+    ck_assert_int_eq(rj.reason, SCHED_REJECT_QUEUE_FULL);
+    sched_req_cancel(w);
+    sched_update u = {0};
+    ck_assert_int_eq(wait_done(w, &u), SCHED_FINISH_CANCELLED);
+    ck_assert_int_eq(u.n_gen, 0);
+    sched_req_release(w);
+    sched_req_cancel(be); /* no SLO: counted nowhere */
+    ck_assert_int_eq(wait_done(be, &u), SCHED_FINISH_CANCELLED);
+    sched_req_release(be);
+    sched_stats st;
+    sched_get_stats(s, &st);
+    const sched_slo_task *t = slo_task(&st, "rej");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(t->ttft_missed, 1);
+    ck_assert_uint_eq(t->tpot_missed, 1);
+    ck_assert_uint_eq(t->ttft_met + t->tpot_met, 0);
+    t = slo_task(&st, "can");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(t->ttft_missed, 1);
+    ck_assert_uint_eq(t->tpot_missed, 1);
+    ck_assert_uint_eq(t->ttft_met + t->tpot_met, 0);
+    t = slo_task(&st, "full");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(t->ttft_missed, 1);
+    ck_assert_uint_eq(t->tpot_missed + t->tpot_met + t->ttft_met, 0);
+    ck_assert_ptr_null(slo_task(&st, "be"));
+    ck_assert_uint_eq(st.rejected_by[SCHED_REJECT_SLO], 1);
+    ck_assert_uint_eq(st.rejected_by[SCHED_REJECT_QUEUE_FULL], 1);
+    sched_free(s);
+    eng_free(eng);
+}
+END_TEST
+
 static Suite *slo_suite(void)
 {
     Suite *s = suite_create("slo");
@@ -583,7 +881,9 @@ static Suite *slo_suite(void)
     tcase_add_test(tc, ordering);
     tcase_add_test(tc, preemption);
     tcase_add_test(tc, tpot_guard);
+    tcase_add_test(tc, first_token_steps);
     tcase_add_test(tc, admission);
+    tcase_add_test(tc, admission_counts_queue_ahead);
     tcase_add_test(tc, sim_slo_beats_fifo_and_nothing_starves);
     tcase_add_test(tc, estimator_recovers_linear_costs);
     tcase_add_test(tc, estimator_output_lengths);
@@ -591,6 +891,8 @@ static Suite *slo_suite(void)
     TCase *te = tcase_create("engine");
     tcase_set_timeout(te, 120);
     tcase_add_test(te, preempted_request_resumes_exactly);
+    tcase_add_test(te, preempted_fork_choices_complete);
+    tcase_add_test(te, rejected_and_cancelled_count_as_missed);
     suite_add_tcase(s, te);
     return s;
 }

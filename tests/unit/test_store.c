@@ -308,6 +308,78 @@ START_TEST(test_loader_modes)
 }
 END_TEST
 
+/* Completion order of the priority calls: with one read in flight, a read
+ * promoted (or submitted urgently) while others are queued completes right
+ * after the one in flight, not after the queue. */
+typedef struct ord_ctx {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int idx[64];   /* completion index (1-based) of read i */
+    loader_read *base;
+} ord_ctx;
+
+static void ord_done(void *user, loader_read *r, int status)
+{
+    ord_ctx *c = user;
+    ck_assert_int_eq(status, 0);
+    pthread_mutex_lock(&c->mu);
+    c->idx[r - c->base] = ++c->done;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+START_TEST(test_loader_priority)
+{
+    emoe_err err = {0};
+    ck_assert_int_eq(ct_make_store(path, 4, 8, 64, 40, 3, &err), EMOE_OK);
+    store_t *s;
+    ck_assert_msg(store_open(path, 0, &s, &err) == EMOE_OK, "%s", err.msg);
+    const store_info *in = store_get_info(s);
+    enum { N = 32 };
+    for (int mode = 0; mode < 4; mode++) { /* uring/pread x promote/urgent */
+        loader_config cfg = {.queue_depth = 1, .no_uring = mode & 1};
+        loader_t *l;
+        ck_assert_msg(loader_open(path, &cfg, &l, &err) == EMOE_OK, "%s", err.msg);
+        loader_read rd[N + 1];
+        loader_read *pr[N + 1];
+        memset(rd, 0, sizeof rd);
+        ord_ctx c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}, rd};
+        for (int i = 0; i <= N; i++) {
+            rd[i].offset = store_extent_of(s, i % in->n_layers, i % in->n_experts)->offset;
+            rd[i].len = in->extent_stride;
+            rd[i].buf = aligned_alloc(4096, in->extent_stride);
+            rd[i].done = ord_done;
+            rd[i].user = &c;
+            pr[i] = &rd[i];
+        }
+        loader_submit(l, pr, N);
+        int target, moved = 1;
+        if (mode < 2) {
+            target = N - 1;
+            moved = loader_promote(l, &rd[target]);
+        } else {
+            target = N;
+            loader_submit_urgent(l, &pr[N], 1);
+        }
+        pthread_mutex_lock(&c.mu);
+        int done_then = c.done;
+        int total = mode < 2 ? N : N + 1;
+        while (c.done < total) pthread_cond_wait(&c.cv, &c.mu);
+        pthread_mutex_unlock(&c.mu);
+        if (moved) /* at most the one in flight went before it */
+            ck_assert_msg(c.idx[target] <= done_then + 2, "mode %d: read %d completed %d-th, %d were done when it was moved",
+                          mode, target, c.idx[target], done_then);
+        else /* it had been handed over already: everything before it was done by then */
+            ck_assert_int_ge(done_then, N - 2);
+        ck_assert_int_eq(loader_promote(l, &rd[0]), 0); /* completed: not queued */
+        loader_close(l);
+        for (int i = 0; i <= N; i++) free(rd[i].buf);
+    }
+    store_close(s);
+}
+END_TEST
+
 START_TEST(test_loader_fault_injection)
 {
     emoe_err err = {0};
@@ -394,6 +466,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_corruption_total);
     tcase_add_test(tc, test_loader_modes);
     tcase_add_test(tc, test_loader_fault_injection);
+    tcase_add_test(tc, test_loader_priority);
     tcase_add_test(tc, test_loader_eof);
     tcase_add_test(tc, test_loader_tmpfs_fallback);
     suite_add_tcase(s, tc);

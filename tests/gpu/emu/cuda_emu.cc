@@ -256,6 +256,9 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
     }
     return "unknown error";
 }
@@ -268,6 +271,9 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
     }
     return "cudaErrorUnknown";
 }
@@ -322,7 +328,13 @@ struct emu_stream {
     std::deque<emu_op> q;
     uint64_t enq = 0, done = 0;
     bool blocking = true;
+    bool capturing = false, cap_invalid = false; /* stream capture (graphs) */
+    std::vector<std::function<void()>> cap;
 };
+struct emu_graph { std::vector<std::function<void()>> ops; };
+static uint64_t g_graph_launches;
+static uint64_t g_pageable_h2d; /* bytes of async H2D copies from pageable memory (an extra staging copy in CUDA) */
+uint64_t emu_pageable_h2d_bytes(void) { return g_pageable_h2d; }
 struct emu_event {
     emu_stream *s = nullptr;
     uint64_t seq = 0;
@@ -380,6 +392,10 @@ static void drain_all(bool blocking_only)
  * blocking streams and runs now). */
 static void enqueue(emu_stream *s, std::function<void()> fn)
 {
+    if (s && s->capturing) { /* recorded into the graph, not run */
+        s->cap.push_back(std::move(fn));
+        return;
+    }
     if (!s || sync_mode()) {
         if (!s) drain_all(true);
         fn();
@@ -399,9 +415,14 @@ void emu_launch_on(cudaStream_t s, dim3 grid, dim3 block, size_t shmem, std::fun
 cudaError_t cudaMallocHost(void **p, size_t n)
 {
     std::lock_guard<std::recursive_mutex> lk(g_mu);
-    cudaError_t e = cudaMalloc(p, n);
-    if (e == cudaSuccess) g_pinned[(uintptr_t)*p] = n ? n : 1;
-    return e;
+    *p = NULL;
+    if (g_fail_after > 0 && --g_fail_after == 0) return cudaErrorMemoryAllocation;
+    void *q = NULL;
+    if (posix_memalign(&q, 4096, n ? n : 1)) return cudaErrorMemoryAllocation; /* page-aligned, as CUDA's */
+    memset(q, 0xCD, n);
+    *p = q;
+    g_pinned[(uintptr_t)*p] = n ? n : 1;
+    return cudaSuccess;
 }
 cudaError_t cudaFree(void *p)
 {
@@ -442,8 +463,13 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, 
 {
     std::lock_guard<std::recursive_mutex> lk(g_mu);
     if (!n) return cudaSuccess;
+    if (st && st->capturing && ((k == cudaMemcpyHostToDevice && !is_pinned(s, n)) || (k == cudaMemcpyDeviceToHost && !is_pinned(d, n)))) {
+        st->cap_invalid = true; /* a graph cannot copy pageable memory */
+        return cudaErrorStreamCaptureUnsupported;
+    }
     if (k == cudaMemcpyHostToDevice && !is_pinned(s, n)) {
         /* pageable source: staged at the call, the caller may reuse it */
+        g_pageable_h2d += n;
         std::shared_ptr<std::vector<unsigned char>> snap(new std::vector<unsigned char>((const unsigned char *)s, (const unsigned char *)s + n));
         enqueue(st, [d, snap]() { memcpy(d, snap->data(), snap->size()); });
     } else if (k == cudaMemcpyDeviceToHost && !is_pinned(d, n)) {
@@ -491,9 +517,15 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
     g_dead.v.push_back(s);
     return cudaSuccess;
 }
+static cudaError_t refuse_in_capture(emu_stream *s)
+{
+    s->cap_invalid = true;
+    return cudaErrorStreamCaptureUnsupported;
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (s && s->capturing) return refuse_in_capture(s);
     if (s) drain(s); else drain_all(true);
     return cudaSuccess;
 }
@@ -501,6 +533,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned)
 {
     std::lock_guard<std::recursive_mutex> lk(g_mu);
     if (!e) return cudaErrorInvalidValue;
+    if (s && s->capturing) return refuse_in_capture(s);
     emu_stream *es = e->s;
     uint64_t seq = e->seq; /* the record current at the call */
     if (es) enqueue(s, [es, seq]() { drain_to(es, seq); });
@@ -512,6 +545,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
     std::lock_guard<std::recursive_mutex> lk(g_mu);
     if (!e) return cudaErrorInvalidValue;
+    if (s && s->capturing) return refuse_in_capture(s);
     if (!s || sync_mode()) { if (!s) drain_all(true); e->s = nullptr; e->seq = 0; return cudaSuccess; }
     e->s = s;
     e->seq = s->enq; /* complete once s has run everything queued so far */
@@ -524,6 +558,48 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
     if (e->s) drain_to(e->s, e->seq);
     return cudaSuccess;
 }
+
+/* ---- stream capture and graphs ------------------------------------------------ */
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!s || s->capturing) return cudaErrorInvalidValue; /* the legacy stream cannot capture */
+    s->capturing = true;
+    s->cap_invalid = false;
+    s->cap.clear();
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    *g = nullptr;
+    if (!s || !s->capturing) return cudaErrorInvalidValue;
+    s->capturing = false;
+    std::vector<std::function<void()>> ops;
+    ops.swap(s->cap);
+    if (s->cap_invalid) return cudaErrorStreamCaptureInvalidated;
+    *g = new emu_graph{std::move(ops)};
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!g) return cudaErrorInvalidValue;
+    *x = new emu_graph{g->ops};
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
+{
+    std::lock_guard<std::recursive_mutex> lk(g_mu);
+    if (!x || (s && s->capturing)) return cudaErrorInvalidValue;
+    g_graph_launches++;
+    for (auto &op : x->ops) enqueue(s, op);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { delete g; return cudaSuccess; }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) { delete x; return cudaSuccess; }
+uint64_t emu_graph_launch_count(void) { return g_graph_launches; }
 
 /* ---- cuBLAS -------------------------------------------------------------------- */
 

@@ -64,6 +64,8 @@ int __shfl_xor_sync(unsigned mask, int v, int lane_mask);
 static inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline int min(int a, int b) { return a < b ? a : b; }
+/* Threads of a block never run at once here: a plain read-modify-write. */
+static inline int atomicOr(int *p, int v) { int o = *p; *p = o | v; return o; }
 
 typedef struct emu_stream *cudaStream_t;
 /* Runs a launch now (all blocks). */
@@ -87,6 +89,9 @@ typedef enum cudaError {
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
     cudaErrorNoDevice = 100,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureWrongThread = 908,
 } cudaError_t;
 typedef struct emu_event *cudaEvent_t;
 enum cudaMemcpyKind {
@@ -131,6 +136,32 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
+/* Stream capture and graphs: while a stream captures, work queued on it is
+ * recorded instead of queued (kernel arguments, copy pointers and cuBLAS
+ * scalars fixed at capture, as in CUDA); a launch of the instantiated graph
+ * queues the recorded work on the launch stream (deferred like any work).
+ * Synchronising a capturing stream and pageable copies on it are errors that
+ * invalidate the capture, as in CUDA; event records/waits on a capturing
+ * stream are refused too (legal in CUDA; the backend uses none there). */
+typedef struct emu_graph *cudaGraph_t;
+typedef struct emu_graph *cudaGraphExec_t;
+typedef enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2,
+} cudaStreamCaptureMode;
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x);
+/* Test hook: bytes of cudaMemcpyAsync host->device from pageable memory so far
+ * (CUDA stages those through a pinned buffer of its own: a second copy). */
+uint64_t emu_pageable_h2d_bytes(void);
+/* Test hook: graph launches so far. */
+uint64_t emu_graph_launch_count(void);
+
 template <class T> static inline cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }
 
 /* Test hook: the next n-th cudaMalloc from now fails (0 = off). */
