@@ -95,6 +95,11 @@ $(BUILD)/emoe: $(TOOL_OBJS) $(LIB)
 $(PLUGIN): $(CU_OBJS)
 	$(NVCC) -shared -cudart shared $(CUARCH) $(CU_OBJS) -L$(CUDA_HOME)/lib64 -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 -lcublas -o $@
 
+# docs/configuration.md is generated from the config table (config/config.c);
+# tests/e2e/docs_config.sh fails when the committed page is out of date.
+docs-config: $(BUILD)/emoe
+	$(BUILD)/emoe config --markdown > docs/configuration.md
+
 .PHONY: plugin
 plugin: $(PLUGIN)
 

@@ -101,13 +101,30 @@ static emoe_status ck_acquire(void *ctx, int layer, int expert, eng_expert_weigh
     eng_engine *e = ctx;
     emoe_status rc = eng_checkpoint_expert(e, layer, expert, w, err);
     unsigned char *seen = rc == EMOE_OK && e->ck_touched ? &e->ck_touched[(size_t)layer * e->d.n_experts + expert] : NULL;
-    if (seen && !*seen) { /* first use: ask for the whole expert at once, not page by page */
+    if (seen && !*seen) { /* first use: read the whole expert in long extents now, not page by page in the matmul */
         *seen = 1;
-        eng_tensor_willneed(&w->gate);
-        eng_tensor_willneed(&w->up);
-        eng_tensor_willneed(&w->down);
+        eng_tensor_populate(&w->gate);
+        eng_tensor_populate(&w->up);
+        eng_tensor_populate(&w->down);
     }
     return rc;
+}
+
+/* A layer's experts, right after routing: those never used before are queued
+ * for the reader threads ahead of the dense weights, so that they are read in
+ * parallel while ck_acquire takes them one by one. */
+static void ck_prefetch(void *ctx, int layer, const int *experts, int n)
+{
+    eng_engine *e = ctx;
+    if (!e->res || !e->ck_touched) return;
+    for (int i = 0; i < n; i++) {
+        eng_expert_weights w;
+        if (e->ck_touched[(size_t)layer * e->d.n_experts + experts[i]]) continue;
+        if (eng_checkpoint_expert(e, layer, experts[i], &w, NULL) != EMOE_OK) continue;
+        eng_residency_tensor(e->res, &w.gate, 1);
+        eng_residency_tensor(e->res, &w.up, 1);
+        eng_residency_tensor(e->res, &w.down, 1);
+    }
 }
 
 int eng_backend_parse(const char *s, eng_backend_kind *out)
@@ -153,7 +170,10 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
     if ((rc = eng_desc_load(dir, &e->d, err)) != EMOE_OK) goto fail;
     if ((rc = ckpt_open(dir, &e->ck, err)) != EMOE_OK) goto fail;
     if ((rc = bind_weights(e, err)) != EMOE_OK) goto fail;
-    eng_weights_willneed(&e->w, &e->d); /* read the dense weights in large extents now */
+    /* Read the dense weights in the background, in the order the first token
+     * uses them, at the disk's rate (engine/residency.h). */
+    e->res = eng_residency_new(ENG_RESIDENCY_THREADS);
+    eng_weights_populate(e->res, &e->w, &e->d);
     e->ck_touched = calloc((size_t)e->d.n_layers * (size_t)e->d.n_experts, 1);
     if (!e->ck_touched) { rc = emoe_errf(err, EMOE_ENOMEM, "out of memory"); goto fail; }
     e->max_ctx = e->d.max_ctx;
@@ -177,6 +197,7 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
     }
     e->ck_provider.ctx = e;
     e->ck_provider.acquire = ck_acquire;
+    e->ck_provider.prefetch = ck_prefetch;
     e->prov = &e->ck_provider;
     e->be = &eng_cpu_backend;
     const eng_backend_ops *be;
@@ -201,6 +222,7 @@ void eng_free(eng_engine *e)
 {
     if (!e) return;
     if (e->be && e->be->engine_free) e->be->engine_free(e);
+    eng_residency_free(e->res); /* before the mapping goes */
     eng_pool_free(e->pool);
     dense_quant_free(e->dq);
     ckpt_close(e->ck);

@@ -52,7 +52,8 @@ struct eng_engine {
     float *inv_freq;          /* (head_dim/2) rotary frequencies, float32 as HF computes them */
     void *bs;                 /* backend state (be->init), NULL on the CPU backend */
     eng_dtype kv_dtype;       /* of eng_seq k/v (CPU backend) */
-    unsigned char *ck_touched; /* (n_layers*n_experts) checkpoint experts used once (page-cache advice given) */
+    unsigned char *ck_touched; /* (n_layers*n_experts) checkpoint experts used once (populated at first use) */
+    struct eng_residency *res; /* reader threads populating the mapping (engine/residency.h); NULL: advice only */
     struct dense_quant *dq;   /* [engine] dense_format q8: quantized dense weights (engine/dense_quant.h); NULL = native */
 };
 

@@ -11,8 +11,13 @@ $(BUILD)/bench_membw: tests/bench/bench_membw.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread $(if $(filter x86_64,$(shell uname -m)),-mavx2) $< -o $@
 
+# The decode kernel against a plain read of the same bytes (tools/bench-cpu.sh).
+$(BUILD)/bench_gemv: tests/bench/bench_gemv.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
 # make bench-cpu [BENCH_CPU_DIR=/tmp/emoe-bench-cpu] [BENCH_CPU_THREADS=2]
-bench-cpu: $(BUILD)/emoe $(BUILD)/bench_membw
+bench-cpu: $(BUILD)/emoe $(BUILD)/bench_membw $(BUILD)/bench_gemv
 	BUILD_DIR=$(BUILD) bash tools/bench-cpu.sh
 
 # The CPU-emulated CUDA build (mk/cuda.mk, build-emu/) compiles the same files.

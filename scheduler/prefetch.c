@@ -547,11 +547,11 @@ static void on_queue(void *user, sched_req *const *waiting, int n)
             changed |= x->have_plan;
         }
         x->seen = gen;
-        /* The SLO policy's expected expert-load time: what the predictor
-         * expects this request to touch minus what is resident now (queued
-         * prefetch lowers it as the plan lands). */
-        sched_req_set_load_s_locked(waiting[i],
-                                    prefetch_expected_load_s(pf, x->task, x->n_prompt + sched_req_max_tokens(waiting[i])));
+        /* The SLO policy's expected expert-load time before the first token:
+         * what the predictor expects the prompt's prefill to touch minus what
+         * is resident now (queued prefetch lowers it as the plan lands). The
+         * decode tokens come after the TTFT this estimate feeds. */
+        sched_req_set_load_s_locked(waiting[i], prefetch_expected_load_s(pf, x->task, x->n_prompt));
     }
     /* queued entries not in the queue any more and not admitted: cancelled */
     for (int a = 0; a < pf->n_ents;) {

@@ -262,7 +262,7 @@ int sched_req_logprobs(sched_req *r, int from, int count, float *lp, int32_t *to
  * logits, with the top N in top_ids/top_lp (i*N + j); index 0 has none (NaN).
  * Returns n_prompt once the prompt is prefilled, 0 before, -1 when off. */
 int sched_req_prompt_logprobs(sched_req *r, float *lp, int32_t *top_ids, float *top_lp);
-/* Prompt tokens this request prefilled itself (0 for a forked choice). */
+/* 1 when this choice's KV cache was copied from its fork_of parent (no prefill of its own), else 0. */
 int sched_req_forked(const sched_req *r);
 
 /* Stops admitting: later submits fail with EMOE_EBUSY ("draining"). */

@@ -6,7 +6,7 @@
 #   2. an OLMoE-width model (`emoe mkmodel --preset olmoe-1b-7b --layers 4`,
 #      made once under $DIR), its active bytes per decoded token (every dense
 #      weight + top_k experts per layer) from config.json;
-#   3. `emoe run` prefill (32 tokens) and decode (16 steps) at $THREADS threads,
+#   3. `emoe run` prefill (32 tokens) and decode (64 steps) at $THREADS threads,
 #      $REPS runs back to back; each as % of the floor = bandwidth / active bytes
 #      per token (prefill can pass 100%: a batch reads each weight once);
 #      then at 1 thread, also per second of CPU time (what the engine costs
@@ -14,9 +14,9 @@
 #   4. with valgrind: instructions per active weight (decode, 1 thread: the
 #      difference between 6 and 2 generated tokens) and per token-weight
 #      (prefill: between 24- and 8-token prompts) under callgrind;
-#   5. with COLD=1 (root; drops the page cache, which slows everything else
-#      on the machine for a moment): first token from a cold page cache against
-#      reading the dense weights once (dd, O_DIRECT).
+#   5. with COLD=1: the model's files evicted from the page cache (posix_fadvise
+#      DONTNEED; no root), open + first token against reading the dense
+#      weights once (dd, O_DIRECT), and the bytes the first token read.
 # Env: BUILD_DIR (build), DIR (/tmp/emoe-bench-cpu), THREADS (physical cores),
 #      REPS (3), CALLGRIND (1 = run step 4 when valgrind exists), COLD (0).
 # Timings on a shared machine are noisy: compare within one run, repeat.
@@ -43,6 +43,10 @@ OUT1=$("$B/bench_membw" 1024 1 5)
 BW1=$(echo "$OUT1" | sed -n 's/.* GB\/s=\([0-9.]*\).*/\1/p'); BW1C=$(echo "$OUT1" | sed -n 's/.*GB\/cpu-s=\([0-9.]*\).*/\1/p')
 BWN=$("$B/bench_membw" 1024 "$THREADS" 5 | sed -n 's/.* GB\/s=\([0-9.]*\).*/\1/p')
 echo "1 thread: $BW1 GB/s ($BW1C GB per CPU-second); $THREADS threads: $BWN GB/s"
+if [ -x "$B/bench_gemv" ]; then
+    echo "== the decode kernel (1 token, bf16) against a plain read of the same 1 GiB, same pool, alternated"
+    "$B/bench_gemv" 1024 "$THREADS" 7
+fi
 
 if [ ! -f "$M/config.json" ]; then
     echo "== making $M"
@@ -65,11 +69,12 @@ FLOOR=$(python3 -c "print(f'{$BWN * 1e9 / $ACTIVE_B:.2f}')")
 echo "== model: $M; active weights per token $ACTIVE_W ($((ACTIVE_B / 1000000)) MB, dense $((DENSE_B / 1000000)) MB)"
 echo "floor at $THREADS threads: $BWN GB/s / $((ACTIVE_B / 1000000)) MB = $FLOOR tok/s"
 
-echo "== emoe run: 32-token prompt, 16 decode steps, $THREADS threads, $REPS runs"
+echo "== emoe run: 32-token prompt, 64 decode steps, $THREADS threads, $REPS runs"
 P=$(seq -s, 1 32)
-"$EMOE" run -m "$M" --prompt-ids 1 -n 1 --ignore-eos --threads "$THREADS" --json >/dev/null # page cache warm
+cat "$M"/*.safetensors >/dev/null # the whole model in the page cache (decode touches every expert)
+"$EMOE" run -m "$M" --prompt-ids 1 -n 1 --ignore-eos --threads "$THREADS" --json >/dev/null
 for i in $(seq 1 "$REPS"); do
-    "$EMOE" run -m "$M" --prompt-ids "$P" -n 17 --ignore-eos --threads "$THREADS" --json |
+    "$EMOE" run -m "$M" --prompt-ids "$P" -n 65 --ignore-eos --threads "$THREADS" --json |
         python3 -c "
 import json, sys
 t = json.load(sys.stdin)['timing']; f = $FLOOR
@@ -79,11 +84,11 @@ done
 echo "== the same at 1 thread; decode per second of wall time against the 1-thread floor, and per second of"
 echo "   its own CPU time against the probe's GB per CPU-second (what a core does while it runs)"
 for i in $(seq 1 "$REPS"); do
-    "$EMOE" run -m "$M" --prompt-ids "$P" -n 17 --ignore-eos --threads 1 --json |
+    "$EMOE" run -m "$M" --prompt-ids "$P" -n 65 --ignore-eos --threads 1 --json |
         python3 -c "
 import json, sys
 t = json.load(sys.stdin)['timing']; f1 = $BW1 * 1e9 / $ACTIVE_B; f1c = $BW1C * 1e9 / $ACTIVE_B
-cpu_tok = 16 / t['decode_cpu_s']
+cpu_tok = 64 / t['decode_cpu_s']
 print(f\"run $i: decode {t['decode_tokens_per_s']:.2f} tok/s ({100 * t['decode_tokens_per_s'] / f1:.0f}% of the 1-thread floor {f1:.2f}), \"
       f\"{cpu_tok:.2f} tok per CPU-second ({100 * cpu_tok / f1c:.0f}% of {f1c:.2f}); kernels {t.get('cpu_kernels', '?')}\")"
 done
@@ -100,14 +105,22 @@ if [ "$CALLGRIND" = 1 ] && command -v valgrind >/dev/null; then
 fi
 
 if [ "$COLD" = 1 ]; then
-    [ "$(id -u)" = 0 ] || { echo "bench-cpu: COLD=1 needs root (drop_caches)" >&2; exit 2; }
-    echo "== cold start (page cache dropped before each)"
+    # The model's files are evicted from the page cache with posix_fadvise
+    # DONTNEED (dd iflag=nocache count=0): no root, nothing else on the machine
+    # loses its cache. Note: on a VM the host may still cache the blocks.
+    echo "== cold start (the model's files evicted from the page cache before each)"
+    evict() { for f in "$M"/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done; }
+    incache() { fincore -b -n -o RES "$M"/*.safetensors 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
     F=$(ls "$M"/*.safetensors | head -1)
-    sync; echo 3 > /proc/sys/vm/drop_caches
+    evict
     T0=$(date +%s.%N); dd if="$F" of=/dev/null bs=16M count=$((DENSE_B / 16777216 + 1)) iflag=direct 2>/dev/null; T1=$(date +%s.%N)
-    sync; echo 3 > /proc/sys/vm/drop_caches
+    evict
     T2=$(date +%s.%N); "$EMOE" run -m "$M" --prompt-ids 1 -n 1 --ignore-eos --threads "$THREADS" --json >/dev/null; T3=$(date +%s.%N)
+    READ=$(incache)
     python3 -c "
-r = $T1 - $T0; s = $T3 - $T2
-print(f'reading the dense weights once ({$DENSE_B / 1e6:.0f} MB, dd O_DIRECT): {r:.2f} s; emoe open + first token: {s:.2f} s = {s / r:.2f}x')"
+r = $T1 - $T0; s = $T3 - $T2; rate = ($DENSE_B / 16777216 + 1) * 16777216 / r
+print(f'reading the dense weights once ({$DENSE_B / 1e6:.0f} MB, dd O_DIRECT): {r:.2f} s ({rate / 1e6:.0f} MB/s)')
+print(f'emoe open + first token (--prompt-ids 1 -n 1, process wall time): {s:.2f} s = {s / r:.2f}x; it read {$READ / 1e6:.0f} MB '
+      f'(page cache after), which at the dd rate take {$READ / rate:.2f} s = {$READ / rate / r:.2f}x')"
+    evict
 fi

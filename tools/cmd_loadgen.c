@@ -31,7 +31,9 @@ static void usage(FILE *f)
             "A request meets its SLO when it completes and its client-side TTFT (first content chunk) and\n"
             "mean TPOT ((last - first chunk) / (completion tokens - 1)) are within slo.ttft_ms / slo.tpot_ms;\n"
             "one without an SLO meets it by completing. Attainment = met / sent (429s count as not met);\n"
-            "goodput = met requests per second of the run.\n");
+            "goodput = met requests per second of the run. Throughput: completed requests per second of the\n"
+            "run, and arrivals vs completions per second in the second half of the arrival window (a server\n"
+            "that keeps up completes as fast as requests arrive; the drain is the time after the last send).\n");
 }
 
 static int num(const char *s, double lo, double hi, double *out)

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <time.h>
 
 static int32_t prompt[32], ref[16];
 static int n_prompt;
@@ -47,6 +48,34 @@ static sched *start(int max_running)
     return s;
 }
 
+/* The fork tests submit every choice before the loop admits any: a choice
+ * admitted after its parent's prefill prefills itself instead of forking,
+ * which a busy machine could otherwise make happen (the run-loop tick holds
+ * the loop while `gate` is 0; bounded). */
+static volatile int gate = 1;
+
+static void gate_tick(void *user)
+{
+    (void)user;
+    double t0 = emoe_now();
+    while (!gate && emoe_now() - t0 < 30) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static sched *start_gated(int max_running)
+{
+    sched_opts o = {0};
+    o.limits = (sched_limits){max_running, 16, 64, 64};
+    o.tick = gate_tick;
+    gate = 0;
+    sched *s = NULL;
+    emoe_err err = {0};
+    ck_assert_msg(sched_init(eng, &o, &s, &err) == EMOE_OK, "%s", err.msg);
+    return s;
+}
+
 static void params(sched_req_params *p, int max_tokens)
 {
     memset(p, 0, sizeof *p);
@@ -73,7 +102,7 @@ static sched_finish wait_done(sched_req *r)
 START_TEST(fork_choices_match_reference)
 {
     if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
-    sched *s = start(4);
+    sched *s = start_gated(4);
     sched_req_params p;
     params(&p, 16);
     sched_req *r[3] = {0};
@@ -82,6 +111,7 @@ START_TEST(fork_choices_match_reference)
         p.fork_of = i ? r[0] : NULL;
         ck_assert_msg(sched_submit(s, &p, &r[i], &err) == EMOE_OK, "%s", err.msg);
     }
+    gate = 1;
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(wait_done(r[i]), SCHED_FINISH_LENGTH);
         int32_t got[16];
@@ -108,7 +138,7 @@ START_TEST(fork_f16_kv)
     int have = load_fixture();
     kv_dtype = 0;
     if (!have) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
-    sched *s = start(4);
+    sched *s = start_gated(4);
     sched_req_params p;
     params(&p, 12);
     sched_req *r[2] = {0};
@@ -117,6 +147,7 @@ START_TEST(fork_f16_kv)
         p.fork_of = i ? r[0] : NULL;
         ck_assert(sched_submit(s, &p, &r[i], &err) == EMOE_OK);
     }
+    gate = 1;
     int32_t a[12], b[12];
     for (int i = 0; i < 2; i++) ck_assert_int_eq(wait_done(r[i]), SCHED_FINISH_LENGTH);
     ck_assert_int_eq(sched_req_tokens(r[0], a, 12), 12);

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <time.h>
 
 static const slo_est EST = {0.005, 0.001, 0.0005};
 
@@ -712,6 +713,18 @@ static void wait_gen(sched_req *r, int n)
     ck_assert_int_ge(u.n_gen, n);
 }
 
+/* A run-loop tick that holds the loop (before admission) while *gate is 0,
+ * so requests submitted meanwhile are admitted together (bounded wait). */
+static void gate_tick(void *user)
+{
+    volatile int *gate = user;
+    double t0 = emoe_now();
+    while (!*gate && emoe_now() - t0 < 30) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* n = 2 (the second choice forks the first's KV cache): two tight requests
  * preempt both choices, which then resume and produce exactly the greedy
  * tokens of an unpreempted run. */
@@ -728,6 +741,12 @@ START_TEST(preempted_fork_choices_complete)
         so.limits = (sched_limits){2, 8, 64, 64};
         so.text.push = fake_push;
         so.policy = sched_policy_slo();
+        /* Both choices are submitted before the loop admits either, so
+         * choice 1 forks choice 0 (a choice admitted after its parent's
+         * prefill prefills itself instead). */
+        volatile int gate = 0;
+        so.tick = gate_tick;
+        so.tick_user = (void *)&gate;
         sched *s = NULL;
         ck_assert_msg(sched_init(eng, &so, &s, &err) == EMOE_OK, "%s", err.msg);
         sched_req_params p = {0};
@@ -741,6 +760,7 @@ START_TEST(preempted_fork_choices_complete)
         p.fork_of = c[0]; /* what the server does for choice 1 of n = 2 */
         ck_assert_msg(sched_submit(s, &p, &c[1], &err) == EMOE_OK, "%s", err.msg);
         p.fork_of = NULL;
+        gate = 1;
         if (pass == 1) {
             wait_gen(c[0], 8);
             wait_gen(c[1], 8);
