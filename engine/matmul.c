@@ -211,12 +211,7 @@ typedef struct mm_run_ctx {
 static void mm_run_task(void *arg, int64_t b, int64_t e)
 {
     const mm_run_ctx *c = arg;
-    int lo = 0, hi = c->n_jobs - 1; /* last job whose start <= b */
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (c->start[mid] <= b) lo = mid;
-        else hi = mid - 1;
-    }
+    int lo = eng_pool_job_at(c->start, c->n_jobs, b);
     for (int j = lo; j < c->n_jobs && c->start[j] < e; j++) {
         int64_t ub = b > c->start[j] ? b : c->start[j], ue = e < c->start[j + 1] ? e : c->start[j + 1];
         if (ub >= ue) continue;

@@ -26,4 +26,18 @@ int eng_pool_default_threads(void);
  * call; fn must not depend on it. */
 void eng_pool_run(eng_pool *p, int64_t n, int64_t min_chunk, eng_pool_fn fn, void *ctx);
 
+/* Batched runs (several jobs in one eng_pool_run): job j owns the units
+ * [start[j], start[j + 1]); returns the last job whose start <= unit, i.e.
+ * the job a chunk beginning at `unit` starts in. start is ascending. */
+static inline int eng_pool_job_at(const int64_t *start, int n_jobs, int64_t unit)
+{
+    int lo = 0, hi = n_jobs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (start[mid] <= unit) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 #endif

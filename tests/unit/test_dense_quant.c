@@ -24,28 +24,6 @@
  * 8.9e-3 (prompt and decode steps; docs/quant.md), so 2.2x headroom. */
 #define DQ_TOL 2e-2
 
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) { num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); den += (double)b[i] * b[i]; }
-    return sqrt(num / den);
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
-
-static float *read_f32(const char *path, size_t *n)
-{
-    size_t len;
-    char *b = tu_read_file(path, &len);
-    if (b) *n = len / 4;
-    return (float *)b;
-}
-
 /* Prompt then 4 greedy decode steps; returns the last logits of each step (5 * vocab). */
 static float *run_case(eng_engine *e, const int32_t *ids, int n)
 {
@@ -56,7 +34,7 @@ static float *run_case(eng_engine *e, const int32_t *ids, int n)
     ck_assert_ptr_nonnull(s);
     ck_assert_msg(eng_forward(e, s, ids, n, lg, &err) == EMOE_OK, "%s", err.msg);
     for (int t = 1; t < 5; t++) {
-        int32_t id = argmax(lg + (size_t)(t - 1) * d->vocab, d->vocab);
+        int32_t id = tu_argmax(lg + (size_t)(t - 1) * d->vocab, d->vocab);
         ck_assert_msg(eng_forward(e, s, &id, 1, lg + (size_t)t * d->vocab, &err) == EMOE_OK, "%s", err.msg);
     }
     eng_seq_free(s);
@@ -99,18 +77,18 @@ START_TEST(test_fixture_models)
             char lp[4096];
             snprintf(lp, sizeof lp, "%s/fixtures/reference/%s", tu_shared_dir(), json_string_value(json_object_get(c, "last_logits_file")));
             size_t nref;
-            float *hf = read_f32(lp, &nref);
+            float *hf = tu_read_f32(lp, &nref);
             ck_assert_ptr_nonnull(hf);
             ck_assert_int_eq((int)nref, V);
-            double rn = rel_err(ln, hf, (size_t)V), rq = rel_err(lq, hf, (size_t)V);
+            double rn = tu_rel_err(ln, hf, (size_t)V), rq = tu_rel_err(lq, hf, (size_t)V);
             fprintf(stderr, "%s case %zu: native %.2e, q8 dense %.2e relative to the reference\n", name, ci, rn, rq);
             ck_assert_msg(rn < 1e-4, "%s case %zu: native relative error %g", name, ci, rn);
             ck_assert_msg(rq < DQ_TOL, "%s case %zu: q8 dense relative error %g >= %g", name, ci, rq, DQ_TOL);
             ck_assert_msg(rq > 0 && memcmp(ln, lq, sizeof(float) * (size_t)V) != 0, "%s case %zu: q8 logits equal native: unused?", name, ci);
-            ck_assert_int_eq(argmax(lq, V), argmax(hf, V));
+            ck_assert_int_eq(tu_argmax(lq, V), tu_argmax(hf, V));
             /* the decode steps (one row each) too, against native */
             for (int t = 1; t < 5; t++) {
-                double r = rel_err(lq + (size_t)t * V, ln + (size_t)t * V, (size_t)V);
+                double r = tu_rel_err(lq + (size_t)t * V, ln + (size_t)t * V, (size_t)V);
                 ck_assert_msg(r < DQ_TOL, "%s case %zu step %d: q8 vs native %g", name, ci, t, r);
                 if (rq > worst) worst = rq;
                 if (r > worst) worst = r;

@@ -23,28 +23,6 @@ static void on_route(void *user, void *tag, int pos, int layer, const int *ex, c
     memcpy(r->ids + ((size_t)layer * r->n_pos + pos) * k, ex, sizeof(int) * (size_t)k);
 }
 
-static float *read_f32(const char *path, size_t *n)
-{
-    size_t len;
-    char *b = tu_read_file(path, &len);
-    if (b) *n = len / 4;
-    return (float *)b;
-}
-
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) { num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); den += (double)b[i] * b[i]; }
-    return sqrt(num / den);
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
-
 static json_t *load_ref(void)
 {
     const char *p = tu_shared_path("fixtures/reference/models.json");
@@ -79,10 +57,10 @@ static void check_model(const char *name, json_t *md)
         char lp[4096];
         snprintf(lp, sizeof lp, "%s/fixtures/reference/%s", tu_shared_dir(), json_string_value(json_object_get(c, "last_logits_file")));
         size_t nref;
-        float *ref = read_f32(lp, &nref);
+        float *ref = tu_read_f32(lp, &nref);
         ck_assert_ptr_nonnull(ref);
         ck_assert_int_eq((int)nref, d->vocab);
-        double re = rel_err(logits, ref, nref);
+        double re = tu_rel_err(logits, ref, nref);
         ck_assert_msg(re < 1e-4, "%s case %zu: logits relative error %g >= 1e-4", name, ci, re);
         ck_assert(!rr.bad);
         json_t *rt = json_object_get(c, "routing");
@@ -98,7 +76,7 @@ static void check_model(const char *name, json_t *md)
         /* 16 greedy tokens, no EOS stop. */
         json_t *g16 = json_object_get(c, "greedy_16");
         for (size_t t = 0; t < json_array_size(g16); t++) {
-            int tok = argmax(logits, d->vocab);
+            int tok = tu_argmax(logits, d->vocab);
             ck_assert_msg(tok == (int)json_integer_value(json_array_get(g16, t)), "%s case %zu greedy token %zu: %d", name, ci, t, tok);
             int32_t id = tok;
             ck_assert(eng_forward(e, s, &id, 1, logits, &err) == EMOE_OK);
@@ -159,7 +137,7 @@ static void check_batched(const char *name, json_t *md)
     for (int t = 0; t < 16; t++) {
         for (int i = 0; i < nc; i++) {
             json_t *g16 = json_object_get(json_array_get(cases, (size_t)i), "greedy_16");
-            next[i] = argmax(lg[i], d->vocab);
+            next[i] = tu_argmax(lg[i], d->vocab);
             ck_assert_msg(next[i] == (int)json_integer_value(json_array_get(g16, (size_t)t)),
                           "%s batched seq %d token %d differs", name, i, t);
             items[i] = (eng_batch_item){.seq = seqs[i], .ids = &next[i], .n_ids = 1, .logits = lg[i]};

@@ -3,6 +3,7 @@
 #define EMOE_TESTUTIL_H
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,31 @@ static inline char *tu_read_file(const char *path, size_t *len)
     if (b) b[n] = 0;
     fclose(f);
     if (len) *len = (size_t)n;
+    return b;
+}
+
+/* A little-endian float32 file (the fixtures' reference logits); *n floats. */
+static inline float *tu_read_f32(const char *path, size_t *n)
+{
+    size_t len;
+    char *b = tu_read_file(path, &len);
+    if (b) *n = len / 4;
+    return (float *)b;
+}
+
+/* ||a - b|| / ||b|| in double. */
+static inline double tu_rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) { num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); den += (double)b[i] * b[i]; }
+    return sqrt(num / den);
+}
+
+/* Index of the largest value (the first of equals). */
+static inline int tu_argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
     return b;
 }
 
