@@ -5,7 +5,7 @@ GPU_TEST_BIN := $(BUILD)/tests/gpu/test_kernels
 
 ifeq ($(CUDA_ON),1)
 # The backend is linked in (not dlopened): engine/cuda_plugin.c finds it built in.
-$(GPU_TEST_BIN): tests/gpu/test_kernels.cu $(LIB) $(CU_OBJS) $(wildcard engine/cuda/*.cuh) $(wildcard engine/*.h)
+$(GPU_TEST_BIN): tests/gpu/test_kernels.cu $(wildcard tests/gpu/*.cuh) $(LIB) $(CU_OBJS) $(wildcard engine/cuda/*.cuh) $(wildcard engine/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) -std=c++17 -O2 -lineinfo $(CUARCH) -I. $(NVCC_DEPS) -DEMOE_CUDA=1 -Xcompiler -Wall,-Wextra,-Werror,-Wno-format-truncation \
 		$< $(CU_OBJS) $(LIB) $(NVCC_DEPS_LD) -L$(CUDA_HOME)/lib64 -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 \
@@ -50,7 +50,7 @@ $(EMU)/libemoe-emu.a: $(EMU_OBJS)
 EMU_PLUGIN_LD := -Wl,--undefined=emoe_cuda_plugin_v1
 $(EMU)/emoe: $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a
 	$(EMU_CXX) $(EMU_SAN) $(LDFLAGS) $(EMU_PLUGIN_LD) $(EMU_TOOL_OBJS) $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
-$(EMU)/tests/gpu/test_kernels: tests/gpu/test_kernels.cu $(EMU)/libemoe-emu.a
+$(EMU)/tests/gpu/test_kernels: tests/gpu/test_kernels.cu $(wildcard tests/gpu/*.cuh) $(EMU)/libemoe-emu.a
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMU_CXXFLAGS) $(EMU_PLUGIN_LD) -x c++ $< -x none $(EMU)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
 
