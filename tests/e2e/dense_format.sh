@@ -10,17 +10,8 @@ need_model
 B=$EMOE_BIN
 P=$(seq -s, 1 12)
 
-run_json() { # out-file, extra args...
-    local out=$1; shift
-    "$B" run -m "$MODEL" --prompt-ids "$P" -n 2 --threads 1 --json "$@" >"$out" 2>"$TMPD/err" ||
-        { bad "run $* failed: $(tail -c 300 "$TMPD/err")"; return 1; }
-}
-df_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("dense_format"))' "$1"; }
-same_logits() {
-    python3 -c 'import json,sys
-a, b = (json.load(open(f))["last_logits"] for f in sys.argv[1:3])
-sys.exit(0 if a == b else 1)' "$1" "$2"
-}
+RUN_TOKENS=2
+df_of() { json_key "$1" dense_format; }
 
 run_json "$TMPD/def.json"
 run_json "$TMPD/native.json" --dense-format native

@@ -10,17 +10,7 @@ need_model
 B=$EMOE_BIN
 P=$(seq -s, 1 12)
 
-run_json() { # out-file, extra args...
-    local out=$1; shift
-    "$B" run -m "$MODEL" --prompt-ids "$P" -n 1 --threads 1 --json "$@" >"$out" 2>"$TMPD/err" ||
-        { bad "run $* failed: $(tail -c 300 "$TMPD/err")"; return 1; }
-}
-kv_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("kv_dtype"))' "$1"; }
-same_logits() { # a b -> exit 0 when the last logits are identical
-    python3 -c 'import json,sys
-a, b = (json.load(open(f))["last_logits"] for f in sys.argv[1:3])
-sys.exit(0 if a == b else 1)' "$1" "$2"
-}
+kv_of() { json_key "$1" kv_dtype; }
 
 run_json "$TMPD/f32.json"
 run_json "$TMPD/cli_bf16.json" --kv-dtype bf16

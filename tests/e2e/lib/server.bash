@@ -86,6 +86,19 @@ wait_metric() {
     done
     return 1
 }
+# run_json OUT [args...]: `emoe run --json` on $MODEL with the prompt ids $P,
+# $RUN_TOKENS tokens (default 1), 1 thread; a failure is a FAIL naming it.
+run_json() {
+    local out=$1; shift
+    "$EMOE_BIN" run -m "$MODEL" --prompt-ids "$P" -n "${RUN_TOKENS:-1}" --threads 1 --json "$@" >"$out" 2>"$TMPD/err" ||
+        { bad "run $* failed: $(tail -c 300 "$TMPD/err")"; return 1; }
+}
+json_key() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))' "$1" "$2"; }
+same_logits() { # a b -> exit 0 when the two runs' last logits are identical
+    python3 -c 'import json,sys
+a, b = (json.load(open(f))["last_logits"] for f in sys.argv[1:3])
+sys.exit(0 if a == b else 1)' "$1" "$2"
+}
 finish() {
     if [ $FAILS -gt 0 ]; then echo "$FAILS check(s) failed"; echo "--- server log (tail) ---"; tail -n 30 "$TMPD/server.log"; exit 1; fi
     exit 0
