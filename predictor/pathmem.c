@@ -3,6 +3,7 @@
  */
 #include "predictor/pathmem.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@ emoe_status pred_pathmem_init(pred_pathmem *m, int n_layers, int n_experts, int 
     m->L = n_layers, m->E = n_experts, m->K = top_k, m->H = history;
     m->M = matches < history ? matches : history;
     m->gamma = gamma;
+    m->power = 1.0f;
     m->words = (n_experts + 63) / 64;
     m->mask = calloc((size_t)history * (size_t)n_layers * (size_t)m->words, sizeof *m->mask);
     m->cur = calloc((size_t)n_layers * (size_t)m->words, sizeof *m->cur);
@@ -25,7 +27,8 @@ emoe_status pred_pathmem_init(pred_pathmem *m, int n_layers, int n_experts, int 
     m->seq = calloc((size_t)history, sizeof *m->seq);
     m->succ = calloc((size_t)history, sizeof *m->succ);
     m->succ_seq = calloc((size_t)history, sizeof *m->succ_seq);
-    if (!m->mask || !m->cur || !m->score || !m->top || !m->seq || !m->succ || !m->succ_seq) {
+    m->init = calloc((size_t)history, sizeof *m->init);
+    if (!m->init || !m->mask || !m->cur || !m->score || !m->top || !m->seq || !m->succ || !m->succ_seq) {
         pred_pathmem_free(m);
         return emoe_errf(err, EMOE_ENOMEM, "pathmem: out of memory for %d tokens of history", history);
     }
@@ -36,7 +39,8 @@ emoe_status pred_pathmem_init(pred_pathmem *m, int n_layers, int n_experts, int 
 void pred_pathmem_free(pred_pathmem *m)
 {
     if (!m) return;
-    free(m->mask), free(m->cur), free(m->score), free(m->top), free(m->seq), free(m->succ), free(m->succ_seq);
+    free(m->mask), free(m->cur), free(m->score), free(m->top), free(m->seq), free(m->succ), free(m->succ_seq), free(m->init);
+    m->init = NULL;
     m->mask = m->cur = m->seq = m->succ_seq = NULL;
     m->succ = NULL;
     m->score = NULL;
@@ -50,10 +54,20 @@ void pred_pathmem_clear(pred_pathmem *m)
     m->layer = -1;
     m->count = 0;
     m->prev = -1;
-    for (int h = 0; h < m->H; h++) m->seq[h] = 0, m->succ[h] = -1;
+    for (int h = 0; h < m->H; h++) m->seq[h] = 0, m->succ[h] = -1, m->init[h] = 0.0f;
 }
 
-void pred_pathmem_begin_request(pred_pathmem *m) { m->prev = -1; }
+void pred_pathmem_set_ctx(pred_pathmem *m, float ctx, float power)
+{
+    m->ctx = !(ctx >= 0.0f) ? 0.0f : ctx > 1.0f ? 1.0f : ctx;
+    m->power = !(power >= 0.0f) ? 0.0f : power > 16.0f ? 16.0f : power;
+}
+
+void pred_pathmem_begin_request(pred_pathmem *m)
+{
+    m->prev = -1;
+    for (int h = 0; h < m->n; h++) m->init[h] = 0.0f;
+}
 
 static const uint64_t *past(const pred_pathmem *m, int h, int l)
 {
@@ -68,12 +82,11 @@ void pred_pathmem_layer(pred_pathmem *m, int layer, const int *experts, int k)
     memset(c, 0, (size_t)W * sizeof *c);
     for (int j = 0; j < k; j++)
         if (experts[j] >= 0 && experts[j] < m->E) c[experts[j] >> 6] |= 1ull << (experts[j] & 63);
-    float g = layer == 0 ? 0.0f : m->gamma;
     for (int h = 0; h < m->n; h++) {
         const uint64_t *p = past(m, h, layer);
         int ov = 0;
         for (int w = 0; w < W; w++) ov += __builtin_popcountll(p[w] & c[w]);
-        m->score[h] = g * m->score[h] + (float)ov;
+        m->score[h] = m->gamma * (layer == 0 ? m->init[h] : m->score[h]) + (float)ov;
     }
     /* the M best (ties: the most recent first), by insertion */
     int nt = 0;
@@ -101,6 +114,7 @@ int pred_pathmem_predict(const pred_pathmem *m, int target, float *out)
     for (int i = 0; i < m->n_top; i++) {
         int h = m->top[i];
         float s = m->score[h];
+        s = powf(s, m->power);
         const uint64_t *p = past(m, h, target);
         for (int e = 0; e < m->E; e++)
             if (p[e >> 6] >> (e & 63) & 1) out[e] += s, tot += s;
@@ -120,6 +134,7 @@ int pred_pathmem_predict_next(const pred_pathmem *m, int layer, float *out)
         int h = m->top[i], sx = m->succ[h];
         if (sx < 0 || m->seq[sx] != m->succ_seq[h]) continue;
         float s = m->score[h];
+        s = powf(s, m->power);
         const uint64_t *p = past(m, sx, layer);
         for (int e = 0; e < m->E; e++)
             if (p[e >> 6] >> (e & 63) & 1) out[e] += s, tot += s;
@@ -133,6 +148,13 @@ int pred_pathmem_predict_next(const pred_pathmem *m, int layer, float *out)
 void pred_pathmem_end_token(pred_pathmem *m)
 {
     int slot = m->head;
+    /* the context of the next token: each successor inherits its predecessor's full match */
+    for (int h = 0; h < m->n; h++) m->init[h] = 0.0f;
+    if (m->ctx > 0.0f && m->layer >= 0)
+        for (int h = 0; h < m->n; h++) {
+            int sx = m->succ[h];
+            if (sx >= 0 && m->seq[sx] == m->succ_seq[h]) m->init[sx] = m->ctx * m->score[h];
+        }
     m->seq[slot] = ++m->count;
     m->succ[slot] = -1;
     if (m->prev >= 0 && m->seq[m->prev] == m->prev_seq) {
@@ -144,6 +166,7 @@ void pred_pathmem_end_token(pred_pathmem *m)
     memcpy(m->mask + (size_t)m->head * (size_t)m->L * (size_t)m->words, m->cur,
            (size_t)m->L * (size_t)m->words * sizeof *m->cur);
     m->score[m->head] = 0.0f;
+    m->init[m->head] = 0.0f;
     m->head = (m->head + 1) % m->H;
     if (m->n < m->H) m->n++;
     m->layer = -1;

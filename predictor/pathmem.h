@@ -6,8 +6,12 @@
  * A token's path is its expert set at each layer. While the current token is
  * at layer l, every remembered token h has a match score
  *     s_h(l) = gamma * s_h(l-1) + |experts_cur(l) ∩ experts_h(l)|
- * (recent layers weigh most). The M best-matching tokens vote for their own
- * experts at layer l+d, each with its score; the votes, normalised to sum to
+ * (recent layers weigh most), and before layer 0
+ *     s_h(-1) = ctx * (the full-path score of h's predecessor against the
+ *               current token's predecessor)
+ * so a token is matched in its context (ctx = 0: alone). The M best-matching tokens vote for their own
+ * experts at layer l+d, each with its score to the power `power` (sharper:
+ * the closest matches dominate); the votes, normalised to sum to
  * top_k, are a probability-like prediction for layer l+d. Tokens that took the
  * same path so far (often the same or a similar token in a similar context)
  * tend to continue it. The memory is the last H tokens of all traffic, a ring
@@ -31,6 +35,9 @@
 typedef struct pred_pathmem {
     int L, E, K, H, M;
     float gamma;
+    float power;        /* a voter's weight is its score to this power (default 1) */
+    float ctx;          /* weight of the previous tokens' match (0: the token alone) */
+    float *init;        /* (H) a slot's score before layer 0: ctx * its predecessor's full match */
     int words;          /* 64-bit words per layer mask */
     uint64_t *mask;     /* (H, L, words) ring of past paths */
     int n, head;        /* tokens held, next ring slot */
@@ -49,6 +56,9 @@ typedef struct pred_pathmem {
 emoe_status pred_pathmem_init(pred_pathmem *m, int n_layers, int n_experts, int top_k, int history, int matches,
                               float gamma, emoe_err *err);
 void pred_pathmem_free(pred_pathmem *m); /* NULL-safe */
+/* Sets the context weight, [0, 1] (default 0), and the vote power, [0, 16]
+ * (default 1). */
+void pred_pathmem_set_ctx(pred_pathmem *m, float ctx, float power);
 /* Forgets every remembered token. */
 void pred_pathmem_clear(pred_pathmem *m);
 

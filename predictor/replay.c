@@ -31,14 +31,16 @@ void pred_replay_opts_default(pred_replay_opts *o)
     o->pin_frac = 0.5;
     o->no_prior = 0;
     o->lookahead = 0;
-    o->fc_threshold = 2.0;
+    o->fc_threshold = 0.3;
     o->fc_max = 0;
     o->fc_plan = 0;
     o->fc_lr = 0.05;
     o->fc_depth = 3;
-    o->fc_history = 1024;
-    o->fc_matches = 8;
+    o->fc_history = 4096;
+    o->fc_matches = 16;
     o->fc_gamma = 0.8;
+    o->fc_ctx = 0.3;
+    o->fc_power = 4.0;
 }
 
 void pred_replay_result_free(pred_replay_result *r)
@@ -120,6 +122,7 @@ static int worse(const sim *m, int a, int b)
         if (m->pinned[a] && m->pscore[a] != m->pscore[b]) return m->pscore[a] < m->pscore[b];
         return m->last[a] < m->last[b];
     case PRED_REPLAY_FORECAST: {
+        if (m->o->fc_stale && (m->pref_unused[a] == 2) != (m->pref_unused[b] == 2)) return m->pref_unused[a] == 2;
         double sa = pred_forecast_reuse(m->fc, m->cur_layer, a / m->E, a % m->E);
         double sb = pred_forecast_reuse(m->fc, m->cur_layer, b / m->E, b % m->E);
         if (sa != sb) return sa > sb;
@@ -348,10 +351,11 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     if (o->lookahead < 0) return emoe_errf(err, EMOE_EINVAL, "replay: lookahead must be >= 0");
     if (o->policy == PRED_REPLAY_FORECAST &&
         (o->fc_depth < 1 || o->fc_depth > 64 || o->fc_history < 1 || o->fc_matches < 1 ||
-         !(o->fc_gamma >= 0.0 && o->fc_gamma <= 1.0)))
+         !(o->fc_gamma >= 0.0 && o->fc_gamma <= 1.0) || !(o->fc_ctx >= 0.0 && o->fc_ctx <= 1.0) ||
+         !(o->fc_power >= 0.0 && o->fc_power <= 16.0)))
         return emoe_errf(err, EMOE_EINVAL,
-                         "replay: forecast depth %d must be in [1, 64], history %d and matches %d >= 1, gamma %g in [0, 1]",
-                         o->fc_depth, o->fc_history, o->fc_matches, o->fc_gamma);
+                         "replay: forecast depth %d must be in [1, 64], history %d and matches %d >= 1, gamma %g and context %g in [0, 1], power %g in [0, 16]",
+                         o->fc_depth, o->fc_history, o->fc_matches, o->fc_gamma, o->fc_ctx, o->fc_power);
     if (o->fc_max < 0) return emoe_errf(err, EMOE_EINVAL, "replay: forecast prefetch count must be >= 0");
     if (!(o->fc_threshold >= 0.0))
         return emoe_errf(err, EMOE_EINVAL, "replay: forecast threshold %g must be >= 0", o->fc_threshold);
@@ -453,6 +457,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
             if ((st = pred_forecast_init(&fc, L, E, &fcc, err))) goto fail;
             if ((st = pred_pathmem_init(&pm, L, E, K, o->fc_history, o->fc_matches, (float)o->fc_gamma, err)))
                 goto fail;
+            pred_pathmem_set_ctx(&pm, (float)o->fc_ctx, (float)o->fc_power);
             if (!(pm_v = calloc((size_t)E, sizeof *pm_v))) goto oom;
             m.fc = &fc;
         }
@@ -595,6 +600,9 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                     ids[l * K + j] = ex[j];
                 }
                 if (pred_on) pred_tracker_observe(&trk, l, ids + l * K, K);
+                if (fc_on)
+                    for (int e = 0; e < E; e++) /* prefetched for this layer and not used: stale */
+                        if (m.pref_unused[l * E + e] == 1) m.pref_unused[l * E + e] = 2;
                 if (fc_on && o->fc_threshold <= 1.0) fc_prefetch(&m, (l + 1) % L);
                 if (pred_on && la_valid && la_layer == l) {
                     for (int j = 0; j < K; j++)

@@ -78,14 +78,17 @@ typedef struct pred_replay_opts {
     double la_blend;        /* lookahead ranks by transition P + la_blend * the tracker's keep-score at l+1 */
     int la_new;             /* 1: the M prefetched are the best-ranked experts not already resident */
     /* forecast policy */
-    double fc_threshold;    /* prefetch a next-layer expert when its estimate is >= this (> 1: never) */
+    double fc_threshold;    /* prefetch a next-layer expert when its estimate is >= this (> 1: never; default 0.3) */
     int fc_max;             /* at most this many prefetches per layer (0 = top_k) */
     int fc_plan;            /* 1: also prefetch the task's plan (pin_frac) at request start */
     double fc_lr;           /* the logistic models' SGD step */
     int fc_depth;           /* near estimates for up to this many layers ahead (default 3) */
-    int fc_history;         /* path memory: tokens remembered (default 1024) */
-    int fc_matches;         /* path memory: best matches that vote (default 8) */
+    int fc_history;         /* path memory: tokens remembered (default 4096) */
+    int fc_matches;         /* path memory: best matches that vote (default 16) */
     double fc_gamma;        /* path memory: weight of the earlier layers' match (default 0.8) */
+    int fc_stale;           /* 1: evict prefetched experts whose layer ran without them first */
+    double fc_ctx;          /* path memory: weight of the previous tokens' match (default 0.3) */
+    double fc_power;        /* path memory: a voter's weight is its match score to this power (default 4) */
 } pred_replay_opts;
 
 /* Defaults: LRU, interleaved, budget 0.5, global pool, expert_bytes 1, both

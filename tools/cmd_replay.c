@@ -44,14 +44,17 @@ static void usage(FILE *f)
             "  --la-blend W        lookahead ranks by transition P + W x the keep-score of the next layer (default 0)\n"
             "  --la-new            lookahead prefetches the M best-ranked experts not already resident\n"
             "  --fc-threshold P    forecast: prefetch a next-layer expert whose estimated use is >= P and\n"
-            "                      expected sooner than its victim (default 2: none)\n"
+            "                      expected sooner than its victim (default 0.3; above 1: none)\n"
             "  --fc-max N          forecast: at most N such prefetches per layer (default top_k)\n"
             "  --fc-plan           forecast: also prefetch the task's plan at request start\n"
             "  --fc-lr R           forecast: SGD step of its logistic estimates (default 0.05)\n"
             "  --fc-depth D        forecast: estimates from this token's path for D layers ahead (default 3)\n"
-            "  --fc-history H      forecast: path memory of the last H tokens (default 1024)\n"
-            "  --fc-matches M      forecast: the M best-matching paths vote (default 8)\n"
-            "  --fc-gamma G        forecast: weight of earlier layers in a path match (default 0.8)\n");
+            "  --fc-history H      forecast: path memory of the last H tokens (default 4096)\n"
+            "  --fc-matches M      forecast: the M best-matching paths vote (default 16)\n"
+            "  --fc-gamma G        forecast: weight of earlier layers in a path match (default 0.8)\n"
+            "  --fc-ctx C          forecast: weight of the previous tokens in a path match (default 0.3)\n"
+            "  --fc-power P        forecast: a matching path votes with its score to the power P (default 4)\n"
+            "  --fc-stale          forecast: evict prefetched experts their layer ran without first\n");
 }
 
 static int parse_double(const char *s, double *out)
@@ -156,6 +159,9 @@ int cmd_replay(int argc, char **argv)
             continue;
         } else if (!strcmp(a, "--no-prior")) {
             o.no_prior = 1;
+            continue;
+        } else if (!strcmp(a, "--fc-stale")) {
+            o.fc_stale = 1;
             continue;
         } else if (!strcmp(a, "--fc-plan")) {
             o.fc_plan = 1;
@@ -304,6 +310,18 @@ int cmd_replay(int argc, char **argv)
                 return 2;
             }
             o.fc_gamma = d;
+        } else if (!strcmp(a, "--fc-ctx")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d <= 1.0)) {
+                fprintf(stderr, "emoe replay: --fc-ctx '%s': want a number in [0, 1]\n", v);
+                return 2;
+            }
+            o.fc_ctx = d;
+        } else if (!strcmp(a, "--fc-power")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d <= 16.0)) {
+                fprintf(stderr, "emoe replay: --fc-power '%s': want a number in [0, 16]\n", v);
+                return 2;
+            }
+            o.fc_power = d;
         } else {
             fprintf(stderr, "emoe replay: unknown option %s\n", a);
             usage(stderr);
