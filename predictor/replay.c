@@ -41,6 +41,8 @@ void pred_replay_opts_default(pred_replay_opts *o)
     o->fc_gamma = 0.8;
     o->fc_ctx = 0.3;
     o->fc_power = 4.0;
+    o->fc_precision = 0.6;
+    o->fc_lru_budget = 1;
 }
 
 void pred_replay_result_free(pred_replay_result *r)
@@ -83,11 +85,18 @@ typedef struct sim {
     int n_pools;
     int *pool_cap, *pool_used;
     uint8_t *resident, *pinned, *pref_unused;
+    /* forecast with fc_lru_budget: a shadow LRU directory (which slots plain
+     * LRU would hold) and its misses, the loads LRU would have made so far */
+    uint8_t *sh_res;
+    uint64_t *sh_last;
+    int *sh_used;
+    uint64_t sh_misses;
     uint64_t *last, *cnt, *stamp;
     int64_t *next_use;       /* Belady: index of the next access, INT64_MAX = never */
     float *pscore;           /* predictor: plan score of pinned slots */
     const pred_tracker *trk; /* predictor: keep-scores (score eviction) */
     const pred_forecast *fc; /* forecast: next-use estimates */
+    double fc_th;            /* forecast: the prefetch threshold now (adapted with fc_precision) */
     uint64_t tick, step;
     int cur_layer;           /* layer being served */
     const float *q_next;     /* predictor: P(used by this token) for layer cur_layer+1, or NULL */
@@ -174,6 +183,37 @@ static void insert(sim *m, int s)
     m->res->loads++;
 }
 
+/* A forecast prefetch is resolved at its layer's first run: used (1) or not.
+ * With a precision target the threshold follows it (stochastic approximation:
+ * at equilibrium the share used equals the target). */
+static void fc_outcome(sim *m, int used)
+{
+    double pi = m->o->fc_precision;
+    if (m->o->policy != PRED_REPLAY_FORECAST || !(pi > 0.0)) return;
+    m->fc_th += 0.002 * (pi - (double)used);
+    if (m->fc_th < 0.01) m->fc_th = 0.01;
+    if (m->fc_th > 1.0) m->fc_th = 1.0;
+}
+
+/* The shadow LRU directory sees the same access (fc_lru_budget). */
+static void shadow_access(sim *m, int s)
+{
+    if (!m->sh_res) return;
+    if (!m->sh_res[s]) {
+        int p = pool_of(m, s);
+        m->sh_misses++;
+        if (m->sh_used[p] >= m->pool_cap[p]) {
+            int lo = m->o->per_layer ? p * m->E : 0, hi = m->o->per_layer ? lo + m->E : m->S, v = -1;
+            for (int x = lo; x < hi; x++)
+                if (m->sh_res[x] && m->stamp[x] != m->step && (v < 0 || m->sh_last[x] < m->sh_last[v])) v = x;
+            if (v >= 0) m->sh_res[v] = 0, m->sh_used[p]--;
+        }
+        m->sh_res[s] = 1;
+        m->sh_used[p]++;
+    }
+    m->sh_last[s] = m->tick;
+}
+
 static void access_slot(sim *m, int s, int64_t next)
 {
     m->tick++;
@@ -182,6 +222,7 @@ static void access_slot(sim *m, int s, int64_t next)
     if (m->resident[s]) {
         m->res->hits++;
         if (m->pref_unused[s]) {
+            if (m->pref_unused[s] == 1) fc_outcome(m, 1);
             m->res->prefetch_used++;
             m->pref_unused[s] = 0;
         }
@@ -194,6 +235,7 @@ static void access_slot(sim *m, int s, int64_t next)
     m->last[s] = m->tick;
     m->cnt[s]++;
     m->next_use[s] = next;
+    shadow_access(m, s);
 }
 
 static void prefetch(sim *m, int s)
@@ -221,7 +263,7 @@ static void fc_prefetch(sim *m, int n)
         for (int e = 0; e < E; e++) {
             if (m->resident[n * E + e]) continue;
             float p = pred_forecast_p(m->fc, n, e);
-            if ((double)p >= o->fc_threshold && (best < 0 || p > bp)) best = e, bp = p;
+            if ((double)p >= m->fc_th && (best < 0 || p > bp)) best = e, bp = p;
         }
         if (best < 0) return;
         int s = n * E + best, pool = pool_of(m, s);
@@ -232,6 +274,8 @@ static void fc_prefetch(sim *m, int n)
                   pred_forecast_reuse(m->fc, m->cur_layer, n, best)))
                 return;
         }
+        /* the LRU budget: never more loads so far than plain LRU would have made */
+        if (o->fc_lru_budget && m->res->loads + 1 > m->sh_misses) return;
         prefetch(m, s);
     }
 }
@@ -357,6 +401,8 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                          "replay: forecast depth %d must be in [1, 64], history %d and matches %d >= 1, gamma %g and context %g in [0, 1], power %g in [0, 16]",
                          o->fc_depth, o->fc_history, o->fc_matches, o->fc_gamma, o->fc_ctx, o->fc_power);
     if (o->fc_max < 0) return emoe_errf(err, EMOE_EINVAL, "replay: forecast prefetch count must be >= 0");
+    if (!(o->fc_precision >= 0.0 && o->fc_precision < 1.0))
+        return emoe_errf(err, EMOE_EINVAL, "replay: forecast precision target %g must be in [0, 1)", o->fc_precision);
     if (!(o->fc_threshold >= 0.0))
         return emoe_errf(err, EMOE_EINVAL, "replay: forecast threshold %g must be >= 0", o->fc_threshold);
     int L = 0, E = 0, K = 0;
@@ -376,6 +422,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
 
     m.o = o;
     m.res = res;
+    m.fc_th = o->fc_threshold;
     m.L = L, m.E = E, m.K = K, m.S = L * E;
     size_t nslots = (size_t)L * (size_t)E;
     m.n_pools = o->per_layer ? L : 1;
@@ -384,6 +431,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     m.resident = calloc((size_t)m.S, 1);
     m.pinned = calloc((size_t)m.S, 1);
     m.pref_unused = calloc((size_t)m.S, 1);
+
     m.last = calloc((size_t)m.S, sizeof *m.last);
     m.cnt = calloc((size_t)m.S, sizeof *m.cnt);
     m.stamp = calloc((size_t)m.S, sizeof *m.stamp);
@@ -458,6 +506,12 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
             if ((st = pred_pathmem_init(&pm, L, E, K, o->fc_history, o->fc_matches, (float)o->fc_gamma, err)))
                 goto fail;
             pred_pathmem_set_ctx(&pm, (float)o->fc_ctx, (float)o->fc_power);
+            if (o->fc_lru_budget) {
+                m.sh_res = calloc((size_t)m.S, 1);
+                m.sh_last = calloc((size_t)m.S, sizeof *m.sh_last);
+                m.sh_used = calloc((size_t)m.n_pools, sizeof *m.sh_used);
+                if (!m.sh_res || !m.sh_last || !m.sh_used) goto oom;
+            }
             if (!(pm_v = calloc((size_t)E, sizeof *pm_v))) goto oom;
             m.fc = &fc;
         }
@@ -602,8 +656,11 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                 if (pred_on) pred_tracker_observe(&trk, l, ids + l * K, K);
                 if (fc_on)
                     for (int e = 0; e < E; e++) /* prefetched for this layer and not used: stale */
-                        if (m.pref_unused[l * E + e] == 1) m.pref_unused[l * E + e] = 2;
-                if (fc_on && o->fc_threshold <= 1.0) fc_prefetch(&m, (l + 1) % L);
+                        if (m.pref_unused[l * E + e] == 1) {
+                            m.pref_unused[l * E + e] = 2;
+                            fc_outcome(&m, 0);
+                        }
+                if (fc_on && (o->fc_threshold <= 1.0 || o->fc_precision > 0.0)) fc_prefetch(&m, (l + 1) % L);
                 if (pred_on && la_valid && la_layer == l) {
                     for (int j = 0; j < K; j++)
                         for (int i = 0; i < K; i++)
@@ -678,6 +735,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         if (fc_on) {
             res->fc_logloss_far = fc.n_far ? fc.logloss_far / (double)fc.n_far : 0.0;
             res->fc_logloss_near = fc.n_near ? fc.logloss_near / (double)fc.n_near : 0.0;
+            res->fc_threshold_end = m.fc_th;
         }
     }
     goto done;
@@ -691,6 +749,7 @@ done:
     free(nxt);
     free(seen);
     free(m.pool_cap), free(m.pool_used), free(m.resident), free(m.pinned), free(m.pref_unused);
+    free(m.sh_res), free(m.sh_last), free(m.sh_used);
     free(m.last), free(m.cnt), free(m.stamp), free(m.next_use), free(m.pscore);
     free(ids), free(pset), free(pmark);
     pred_free(pr);

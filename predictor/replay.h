@@ -86,6 +86,10 @@ typedef struct pred_replay_opts {
     int fc_history;         /* path memory: tokens remembered (default 4096) */
     int fc_matches;         /* path memory: best matches that vote (default 16) */
     double fc_gamma;        /* path memory: weight of the earlier layers' match (default 0.8) */
+    double fc_precision;    /* > 0: adapt the threshold so that this share of the prefetches is used
+                             * at their layer's next run (fc_threshold is the start; default 0.6) */
+    int fc_lru_budget;      /* 1: prefetch only while the loads so far stay below the misses a shadow
+                             * LRU directory of the same size has made (LRU's disk traffic as budget; default 1) */
     int fc_stale;           /* 1: evict prefetched experts whose layer ran without them first */
     double fc_ctx;          /* path memory: weight of the previous tokens' match (default 0.3) */
     double fc_power;        /* path memory: a voter's weight is its match score to this power (default 4) */
@@ -122,6 +126,7 @@ typedef struct pred_replay_result {
     double lookahead_accuracy;  /* hits / checked: share of next-layer experts predicted */
     /* forecast: mean log-loss of the far and near estimates (0 otherwise) */
     double fc_logloss_far, fc_logloss_near;
+    double fc_threshold_end;    /* the prefetch threshold at the end (moves with fc_precision) */
 } pred_replay_result;
 
 void pred_replay_result_free(pred_replay_result *r);  /* NULL-safe */

@@ -44,7 +44,8 @@ static void usage(FILE *f)
             "  --la-blend W        lookahead ranks by transition P + W x the keep-score of the next layer (default 0)\n"
             "  --la-new            lookahead prefetches the M best-ranked experts not already resident\n"
             "  --fc-threshold P    forecast: prefetch a next-layer expert whose estimated use is >= P and\n"
-            "                      expected sooner than its victim (default 0.3; above 1: none)\n"
+            "                      expected sooner than its victim (default 0.3, the start when adapted;\n"
+            "                      above 1 with --fc-precision 0: no prefetch)\n"
             "  --fc-max N          forecast: at most N such prefetches per layer (default top_k)\n"
             "  --fc-plan           forecast: also prefetch the task's plan at request start\n"
             "  --fc-lr R           forecast: SGD step of its logistic estimates (default 0.05)\n"
@@ -54,6 +55,10 @@ static void usage(FILE *f)
             "  --fc-gamma G        forecast: weight of earlier layers in a path match (default 0.8)\n"
             "  --fc-ctx C          forecast: weight of the previous tokens in a path match (default 0.3)\n"
             "  --fc-power P        forecast: a matching path votes with its score to the power P (default 4)\n"
+            "  --fc-precision Q    forecast: adapt the threshold so that a share Q of the prefetches is used\n"
+            "                      at their layer's next run (default 0.6; 0: fixed threshold)\n"
+            "  --fc-no-lru-budget  forecast: prefetch without the budget (by default it prefetches only while\n"
+            "                      its loads so far stay below those of a shadow LRU cache of the same size)\n"
             "  --fc-stale          forecast: evict prefetched experts their layer ran without first\n");
 }
 
@@ -95,7 +100,8 @@ static void print_text(const pred_replay_opts *o, const pred_replay_result *r)
                r->precision_all, r->recall_all, r->coverage_all,
                (unsigned long long)r->plans_computed);
         if (o->policy == PRED_REPLAY_FORECAST)
-            printf("forecast log-loss far %.4f near %.4f\n", r->fc_logloss_far, r->fc_logloss_near);
+            printf("forecast log-loss far %.4f near %.4f  prefetch threshold at the end %.4f\n", r->fc_logloss_far,
+                   r->fc_logloss_near, r->fc_threshold_end);
         if (r->lookahead_checked)
             printf("lookahead accuracy %.4f (%llu of %llu next-layer experts predicted)\n", r->lookahead_accuracy,
                    (unsigned long long)r->lookahead_hits, (unsigned long long)r->lookahead_checked);
@@ -159,6 +165,9 @@ int cmd_replay(int argc, char **argv)
             continue;
         } else if (!strcmp(a, "--no-prior")) {
             o.no_prior = 1;
+            continue;
+        } else if (!strcmp(a, "--fc-no-lru-budget")) {
+            o.fc_lru_budget = 0;
             continue;
         } else if (!strcmp(a, "--fc-stale")) {
             o.fc_stale = 1;
@@ -322,6 +331,12 @@ int cmd_replay(int argc, char **argv)
                 return 2;
             }
             o.fc_power = d;
+        } else if (!strcmp(a, "--fc-precision")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d < 1.0)) {
+                fprintf(stderr, "emoe replay: --fc-precision '%s': want a number in [0, 1)\n", v);
+                return 2;
+            }
+            o.fc_precision = d;
         } else {
             fprintf(stderr, "emoe replay: unknown option %s\n", a);
             usage(stderr);
