@@ -131,6 +131,9 @@ static void print_json(const pred_replay_opts *o, const pred_replay_result *r)
                "\"lookahead_accuracy\": %.6f, \"lookahead_checked\": %llu",
                r->precision_all, r->recall_all, r->coverage_all,
                (unsigned long long)r->plans_computed, r->lookahead_accuracy, (unsigned long long)r->lookahead_checked);
+        if (o->policy == PRED_REPLAY_FORECAST)
+            printf(", \"fc_logloss_far\": %.6f, \"fc_logloss_near\": %.6f, \"fc_threshold_end\": %.6f",
+                   r->fc_logloss_far, r->fc_logloss_near, r->fc_threshold_end);
         const double *arr[3] = {r->precision, r->recall, r->coverage};
         const char *nm[3] = {"layer_precision", "layer_recall", "layer_coverage"};
         for (int a = 0; a < 3; a++) {
