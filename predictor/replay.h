@@ -2,7 +2,9 @@
  * replay.h — the offline policy evaluator: replays routing traces through a
  * simulated device tier of the expert cache and counts hits, misses and the
  * bytes that would be loaded, under LRU, LFU, Belady (the demand-fetch upper
- * bound, which reads the future of the trace) or the predictor: at each
+ * bound, which reads the future of the trace), forecast (Belady approximated
+ * with a learned estimate of next use, predictor/forecast.h, with confident
+ * prefetch within a shadow LRU's loads) or the predictor: at each
  * request start the task's plan is prefetched and seeds a pred_tracker; misses
  * evict the resident with the largest expected reuse distance
  * (pred_tracker_reuse: the tracker's per-token use probability, the layer's
