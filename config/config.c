@@ -110,7 +110,7 @@ static const cfg_entry table[] = {
     {"predictor", "max_tasks", CFG_T_INT, OFF(predictor.max_tasks), 0, 1, 65536, NULL, "64", 0,
      "Tasks whose statistics are kept (bounded memory; the least recently used task is forgotten first)."},
     {"predictor", "evict_hint", CFG_T_BOOL, OFF(predictor.evict_hint), 0, 0, 1, NULL, "true", 0,
-     "Evict by the predictor's expected reuse distance (plan-seeded EWMA of use, as `emoe replay --policy predictor`); off = LRU."},
+     "Evict by the predictor's order (evict_order: the visit order by default, or the expected reuse distance of `emoe replay --policy predictor`); off = LRU."},
     {"predictor", "evict_order", CFG_T_ENUM, OFF(predictor.evict_order), 0, 0, 0, "visit|reuse", "visit", 0,
      "With evict_hint: `visit` evicts the expert whose next use is expected last on the engine's cyclic walk over the layers (layers to its layer's next visit plus L (1 - P) / P, P an EWMA over the layer's visits of its use by the batch, raised by lookahead predictions); speculative loads only evict an expert expected to be needed at least a step later. `reuse` = the tracker's per-token reuse distance (the order before issue 11's third session)."},
     {"predictor", "next_step_min_use", CFG_T_INT, OFF(predictor.next_step_min_use), 0, 0, 100, NULL, "0", 0,
