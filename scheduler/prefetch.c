@@ -378,8 +378,9 @@ static void top_m(const float *scores, int E, int m, int *out)
  * and the disk is what the budgeted engine waits for: it may only evict an
  * expert whose next use is expected at least a step (n_layers visits) later
  * than the loaded one's. (Chosen on the issue-11 benchmark: with no margin
- * the lookahead added ~6,500 loads per run to the ~29,000 of demand paging,
- * with this one ~2,000; docs/performance.md.) */
+ * the lookahead added 5,000-8,000 loads per run to the 28,500-30,400 of
+ * demand paging, with this one 1,000-4,000, for the same wall time within
+ * the noise; docs/performance.md.) */
 static double spec_margin(const prefetch_t *pf) { return (double)pf->L; }
 
 /* Prefetches (layer, experts) not yet asked for in this step under src.
