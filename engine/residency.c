@@ -20,12 +20,14 @@
 
 static size_t page_size(void)
 {
-    static size_t page;
-    if (!page) {
+    static _Atomic size_t page; /* the readers may ask first, several at once */
+    size_t pg = atomic_load_explicit(&page, memory_order_relaxed);
+    if (!pg) {
         long p = sysconf(_SC_PAGESIZE);
-        page = p > 0 ? (size_t)p : 4096;
+        pg = p > 0 ? (size_t)p : 4096;
+        atomic_store_explicit(&page, pg, memory_order_relaxed);
     }
-    return page;
+    return pg;
 }
 
 /* [*a, *b): the pages enclosing [p, p+n). */
