@@ -252,8 +252,8 @@ int cmd_serve(int argc, char **argv)
     }
     if (xc) srv_set_metrics_extra(server, prefetch_metrics, xc);
     srv_attach(server, eng, sc, text);
-    LOG_INFO("model %s loaded in %.2fs (%s, context %d; %.2fs to open, then %.2fs until the dense weights were in "
-             "memory); ready", cfg.model.path, emoe_now() - t0, eng_desc(eng)->model_type, eng_max_ctx(eng), t_open,
+    LOG_INFO("model %s loaded in %.2fs (%s, context %d; %.2fs to open the model, tokenizer and scheduler, then %.2fs until the dense "
+             "weights were in memory); ready", cfg.model.path, emoe_now() - t0, eng_desc(eng)->model_type, eng_max_ctx(eng), t_open,
              t_dense);
     sd_notifyf(0, "READY=1\nSTATUS=serving %s on %s:%d", cfg.model.path, cfg.server.host, srv_port(server));
 
