@@ -146,6 +146,28 @@ static int pick_victim(const slo_view *v, const int *occ, int ns, const slo_view
     return best;
 }
 
+/* The earliest time from now at which slo_plan_step would preempt for a
+ * candidate of this slack that has no slot before st: it re-plans every
+ * iteration and preempts once the candidate's slack (slack0 - tau) is below
+ * the time until the first occupied slot frees (E(tau) - tau), i.e. once
+ * E(tau) > slack0, where E(tau) is the earliest end among the requests
+ * holding the slots at tau (segments sb <= tau < se). E only grows with tau
+ * (a slot's next occupant ends later), so the walk jumps from end to end.
+ * Returns -1 if that never happens before st or before the slack runs out. */
+static double preempt_time(const double *sb, const double *se, int nseg, double slack0, double st)
+{
+    double tau = 0;
+    for (int guard = 0; guard <= nseg + 1; guard++) {
+        double e = SLO_INF;
+        for (int i = 0; i < nseg; i++)
+            if (sb[i] <= tau && tau < se[i] && se[i] < e) e = se[i];
+        if (e > slack0) return tau;
+        tau = e;
+        if (tau >= st || tau > slack0) return -1;
+    }
+    return -1;
+}
+
 double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim, double now,
                       double *wait_s)
 {
@@ -160,13 +182,17 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         }
     }
     int ns = lim->max_running > n_active ? lim->max_running : n_active;
-    key *ahead = malloc((size_t)(n > 0 ? n : 1) * sizeof *ahead);
-    double *t = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *t);
-    double *start = malloc((size_t)(n > 0 ? n : 1) * sizeof *start);
-    int *occ = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *occ);
+    size_t nn = (size_t)(n > 0 ? n : 1), nsz = (size_t)(ns > 0 ? ns : 1), nseg_max = nsz + nn + 1;
+    key *ahead = malloc(nn * sizeof *ahead);
+    double *t = malloc(nsz * sizeof *t);
+    double *start = malloc(nn * sizeof *start);
+    int *occ = malloc(nsz * sizeof *occ);
+    int *cur = malloc(nsz * sizeof *cur);          /* the segment holding each slot now */
+    double *sb = malloc(nseg_max * sizeof *sb);    /* segments: who holds a slot from sb to se */
+    double *se = malloc(nseg_max * sizeof *se);
     double own = slo_predict_ttft(e, c, n_dec, chunk);
-    if (!ahead || !t || !start || !occ) {
-        free(ahead); free(t); free(start); free(occ);
+    if (!ahead || !t || !start || !occ || !cur || !sb || !se) {
+        free(ahead); free(t); free(start); free(occ); free(cur); free(sb); free(se);
         double w = slo_wait_for_slot(v, n, c, e, lim);
         if (wait_s) *wait_s = w;
         return w + own;
@@ -182,15 +208,18 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
     }
     qsort(ahead, (size_t)na, sizeof *ahead, key_cmp);
     /* The slots: free ones now, running requests until their predicted end. */
-    int k = 0;
-    double slot_free = SLO_INF; /* as slo_plan_step sees it: the first running request to end */
+    int k = 0, nseg = 0;
+    double slot_free = SLO_INF; /* as slo_plan_step sees it now: the first running request to end */
     for (int i = 0; i < n; i++)
         if (v[i].active) {
             t[k] = slo_predict_remaining(e, &v[i], n_dec, chunk);
             if (t[k] < slot_free) slot_free = t[k];
+            sb[nseg] = 0;
+            se[nseg] = t[k];
+            cur[k] = nseg++;
             occ[k++] = i;
         }
-    for (; k < ns; k++) { t[k] = 0; occ[k] = -1; }
+    for (; k < ns; k++) { t[k] = 0; occ[k] = -1; cur[k] = -1; }
     int preempt_left = lim->max_paused - n_paused;
     double w = 0;
     for (int a = 0; a <= na; a++) {
@@ -200,18 +229,30 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         for (int s = 1; s < ns; s++)
             if (t[s] < t[j]) j = s;
         double st = ns > 0 ? t[j] : SLO_INF;
-        /* slo_plan_step preempts for a candidate without a free slot that
-         * would miss its TTFT waiting for the first running request to end
-         * and can still meet it if served now (the queue ahead is planned
-         * in the same pass, so slots they free later do not count). */
-        if (st > 0 && slack < SLO_INF && slack >= 0 && slack < slot_free && preempt_left > 0) {
-            int vj = pick_victim(v, occ, ns, x);
-            if (vj >= 0) { j = vj; st = 0; preempt_left--; }
+        /* slo_plan_step preempts for a candidate with a TTFT SLO that would
+         * miss it waiting for a slot and can still meet it if served now; it
+         * re-plans every iteration, so a candidate that does not qualify now
+         * (the first slot to free is near) may qualify once a request queued
+         * ahead of it took that slot: preempt_time(). */
+        if (st > 0 && slack < SLO_INF && slack >= 0 && (slack < slot_free || slack < st) && preempt_left > 0) {
+            /* now: its slack is below the time until the first running
+             * request ends, as slo_plan_step computes it this iteration */
+            double tau = slack < slot_free ? 0 : preempt_time(sb, se, nseg, slack, st);
+            int vj = tau >= 0 ? pick_victim(v, occ, ns, x) : -1;
+            if (vj >= 0) {
+                j = vj;
+                st = tau;
+                preempt_left--;
+                if (cur[j] >= 0) se[cur[j]] = tau; /* the victim is paused at tau */
+            }
         }
         if (a == na) { w = st; break; }
         start[a] = st;
         t[j] = st + slo_predict_remaining(e, x, n_dec, chunk);
         occ[j] = -1;
+        sb[nseg] = st;
+        se[nseg] = t[j];
+        cur[j] = nseg++;
     }
     /* Prompts ahead of c still prefilling when it starts share its steps. */
     double extra = 0;
@@ -221,7 +262,7 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         if (left <= 0 || start[a] > w || start[a] + slo_predict_ttft(e, x, n_dec, chunk) <= w) continue;
         extra += e->tok_s * (double)left;
     }
-    free(ahead); free(t); free(start); free(occ);
+    free(ahead); free(t); free(start); free(occ); free(cur); free(sb); free(se);
     if (wait_s) *wait_s = w;
     return w + own + extra;
 }

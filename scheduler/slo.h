@@ -111,8 +111,11 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
  * out in that order, each to the earliest free one: free now, a running
  * request the candidate may preempt (while paused slots last), or the
  * predicted end of a running request or of a candidate placed earlier;
- * c's prefill also shares its steps with the prompts of requests ahead of it
- * still prefilling when it starts. *wait_s (may be NULL) gets the wait for
+ * a candidate that may preempt does so at the first time slo_plan_step would
+ * (it re-plans every iteration: once its slack is below the time until the
+ * first occupied slot frees, which grows as candidates ahead take the slots
+ * that free first); c's prefill also shares its steps with the prompts of
+ * requests ahead of it still prefilling when it starts. *wait_s (may be NULL) gets the wait for
  * c's slot. Used by admission control (sched_submit). */
 double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim, double now,
                       double *wait_s);

@@ -369,6 +369,69 @@ START_TEST(admission_counts_queue_ahead)
 }
 END_TEST
 
+/* A request queued ahead that takes the first slot to free does not make the
+ * new one wait for the next natural end: slo_plan_step re-plans every
+ * iteration and preempts for the new request once the ahead one holds that
+ * slot (issue 10, 25% budget: most slo_unattainable 429s were this). */
+START_TEST(admission_sees_later_preemption)
+{
+    const double now = 10.0, dec = slo_step_time(&EST, 4, 0); /* 9 ms */
+    const double pf = slo_step_time(&EST, 4, 8);             /* 13 ms */
+    slo_view v[6];
+    slo_limits lim = {4, 4, 64, 512};
+    /* An SLO request ends in 10 steps (not preemptible); three best-effort
+     * ones run for ~2.2 s. */
+    v[0] = running(9.0, 0, 1, 10, 20);
+    for (int i = 1; i < 4; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
+    /* Queued ahead: 150 ms of slack (more than the 90 ms until the SLO
+     * request's slot frees: no preemption now), holds that slot for 364 ms. */
+    v[4] = waiting(now - 0.337, 0.5, 0, 8, 40);
+    ck_assert_double_eq_tol(slo_slack(&EST, &v[4], now, 4, 64), 0.150, 1e-12);
+    /* The new request: 287 ms of slack. */
+    slo_view c = waiting(now, 0.3, 0, 8, 16);
+    double w, pred = slo_queue_ttft(v, 5, &c, &EST, &lim, now, &w);
+    /* It preempts a best-effort request when v[4] takes the slot, at 90 ms
+     * (not 90 + 364 ms = 454 ms, past its deadline), and shares that step
+     * with v[4]'s prompt. */
+    ck_assert_double_eq_tol(w, 10 * dec, 1e-12);
+    ck_assert_double_eq_tol(pred, 10 * dec + pf + 8 * EST.tok_s, 1e-12);
+    ck_assert(now + pred <= c.ttft_deadline);
+    /* What the policy does: now it preempts for neither... */
+    planbuf b;
+    v[5] = c;
+    slo_plan *p = plan(&b, v, 6, 4, now);
+    ck_assert_int_eq(p->n_pause, 0);
+    ck_assert_int_eq(p->n_admit, 0);
+    /* ...at 90 ms the SLO request is done, v[4] takes its slot, and the new
+     * one preempts the latest best-effort request. */
+    const double later = now + 10 * dec;
+    slo_view u[5];
+    for (int i = 0; i < 3; i++) {
+        u[i] = v[1 + i];
+        u[i].n_gen += 10;
+    }
+    u[3] = v[4];
+    u[3].active = 1;
+    u[4] = c;
+    p = plan(&b, u, 5, 4, later);
+    ck_assert_int_eq(p->n_pause, 1);
+    ck_assert_int_eq(p->pause[0], 2);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->admit[0], 4);
+    /* Without a victim (SLO requests in every slot) it waits for the
+     * ahead request's slot after all... */
+    for (int i = 0; i < 4; i++) v[i] = running(9.0, 0, 1, 10, 20 + 256 * (i > 0));
+    v[4] = waiting(now - 0.337, 0.5, 0, 8, 40);
+    pred = slo_queue_ttft(v, 5, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, 10 * dec + pf + 39 * dec, 1e-12);
+    /* ...and with no room for another paused request too. */
+    for (int i = 1; i < 4; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
+    lim.max_paused = 0;
+    pred = slo_queue_ttft(v, 5, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, 10 * dec + pf + 39 * dec, 1e-12);
+}
+END_TEST
+
 /* ---- a discrete-event simulation of the policy with the fake clock ---- */
 
 typedef struct simreq {
@@ -904,6 +967,7 @@ static Suite *slo_suite(void)
     tcase_add_test(tc, first_token_steps);
     tcase_add_test(tc, admission);
     tcase_add_test(tc, admission_counts_queue_ahead);
+    tcase_add_test(tc, admission_sees_later_preemption);
     tcase_add_test(tc, sim_slo_beats_fifo_and_nothing_starves);
     tcase_add_test(tc, estimator_recovers_linear_costs);
     tcase_add_test(tc, estimator_output_lengths);
