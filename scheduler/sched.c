@@ -170,7 +170,11 @@ const int32_t *sched_req_prompt(const sched_req *r) { return r->prompt; }
 int sched_req_priority(const sched_req *r) { return r->priority; }
 double sched_req_slo_ttft(const sched_req *r) { return r->slo_ttft_s; }
 double sched_req_slo_tpot(const sched_req *r) { return r->slo_tpot_s; }
-void sched_req_set_load_s_locked(sched_req *r, double load_s) { r->load_s = load_s > 0 && load_s < 1e6 ? load_s : 0; }
+void sched_req_set_load_s_locked(sched_req *r, double load_s)
+{
+    r->load_s = load_s > 0 && load_s < 1e6 ? load_s : 0;
+    sched_est_set_load(&r->s->stats.est, r->task, r->load_s); /* what the next request of the task starts from */
+}
 
 /* The SLO counters of a task; the last slot takes every task beyond the
  * table. Caller holds s->mu. */
@@ -473,6 +477,9 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
         return emoe_errf(err, EMOE_EBUSY, "the queue is full (%d waiting); retry later", q);
     }
     r->pred_out = sched_est_out_tokens(&s->stats.est, r->task, p->out_tokens_prior, r->max_tokens);
+    /* Without a submit-time estimator the run loop's on_queue sets load_s
+     * later; until then (and for admission) take the task's last estimate. */
+    if (!s->opts.expected_load_s) r->load_s = sched_est_load(&s->stats.est, r->task);
     s->stats.load_s_sum += r->load_s;
     s->stats.load_n++;
     {

@@ -956,6 +956,104 @@ START_TEST(rejected_and_cancelled_count_as_missed)
 }
 END_TEST
 
+/* on_queue as scheduler/prefetch.c drives it: the expected expert-load time
+ * of each waiting request, here 0.5 s for task "cold" and none for others. */
+static void load_on_queue(void *user, sched_req *const *waiting, int n)
+{
+    int *calls = user;
+    for (int i = 0; i < n; i++) {
+        sched_req_set_load_s_locked(waiting[i], strcmp(sched_req_task(waiting[i]), "cold") ? 0.0 : 0.5);
+        (*calls)++;
+    }
+}
+
+/* Admission at submit sees the expected expert-load time: on_queue sets it
+ * on the run-loop thread only after the request is queued, so the submit
+ * starts from the task's last estimate (issue 10: admission counted the
+ * prompt's prefill only). */
+START_TEST(admission_sees_expected_load_at_submit)
+{
+    eng_engine *eng = open_fixture();
+    if (!eng) { TU_SKIP_NO_SHARED("admission_sees_expected_load_at_submit"); return; }
+    int32_t prompt[8] = {1, 17, 42, 99, 7, 3, 250, 11};
+    emoe_err err = {0};
+    int calls = 0;
+    sched_opts so = {0};
+    so.limits = (sched_limits){2, 8, 64, 64};
+    so.text.push = fake_push;
+    so.policy = sched_policy_slo();
+    so.on_queue = load_on_queue;
+    so.hook_user = &calls;
+    sched *s = NULL;
+    ck_assert_msg(sched_init(eng, &so, &s, &err) == EMOE_OK, "%s", err.msg);
+    sched_req_params p = {0};
+    p.prompt = prompt;
+    p.n_prompt = 8;
+    p.max_tokens = 2;
+    eng_sampling_default(&p.sampling);
+    p.ignore_eos = 1;
+    sched_reject rj;
+    p.reject = &rj;
+    sched_update u = {0};
+    sched_req *r = NULL;
+    /* One request of each task without an SLO passes through the queue. */
+    const char *tasks[2] = {"cold", "warm"};
+    for (int i = 0; i < 2; i++) {
+        p.task = tasks[i];
+        ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+        ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+        sched_req_release(r);
+    }
+    ck_assert_int_ge(calls, 2);
+    /* A 300 ms TTFT SLO: the 0.5 s of expected loading make it unattainable
+     * for "cold" (the prefill alone takes a few ms on this model)... */
+    p.slo_ttft_s = 0.3;
+    p.task = "cold";
+    ck_assert_int_eq(sched_submit(s, &p, &r, &err), EMOE_EBUSY);
+    ck_assert_int_eq(rj.reason, SCHED_REJECT_SLO);
+    ck_assert(rj.predicted_ttft_s >= 0.5);
+    /* ...not for "warm"... */
+    p.task = "warm";
+    ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+    sched_req_release(r);
+    /* ...and a task not seen yet starts from the last estimate of any task
+     * ("warm": none); a slack SLO admits "cold" behind its load. */
+    p.task = "new";
+    ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+    sched_req_release(r);
+    p.task = "cold";
+    p.slo_ttft_s = 5;
+    ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+    sched_req_release(r);
+    sched_free(s);
+    eng_free(eng);
+}
+END_TEST
+
+START_TEST(estimator_load_per_task)
+{
+    sched_est e;
+    sched_est_init(&e);
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0);
+    sched_est_set_load(&e, "a", 0.25);
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0.25);
+    ck_assert_double_eq(sched_est_load(&e, "b"), 0.25); /* unseen: the last of any task */
+    sched_est_set_load(&e, "b", 0.0);
+    ck_assert_double_eq(sched_est_load(&e, "b"), 0);
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0.25);
+    ck_assert_double_eq(sched_est_load(&e, "c"), 0);
+    sched_est_set_load(&e, "a", -1); /* nonsense: none */
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0);
+    /* the load entry and the output lengths share the task's entry */
+    for (int i = 0; i < 4; i++) sched_est_finished(&e, "a", 9);
+    ck_assert_int_eq(sched_est_out_tokens(&e, "a", 0, 100), 9);
+    ck_assert_int_eq(e.n_tasks, 2);
+}
+END_TEST
+
 static Suite *slo_suite(void)
 {
     Suite *s = suite_create("slo");
@@ -971,12 +1069,14 @@ static Suite *slo_suite(void)
     tcase_add_test(tc, sim_slo_beats_fifo_and_nothing_starves);
     tcase_add_test(tc, estimator_recovers_linear_costs);
     tcase_add_test(tc, estimator_output_lengths);
+    tcase_add_test(tc, estimator_load_per_task);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("engine");
     tcase_set_timeout(te, 120);
     tcase_add_test(te, preempted_request_resumes_exactly);
     tcase_add_test(te, preempted_fork_choices_complete);
     tcase_add_test(te, rejected_and_cancelled_count_as_missed);
+    tcase_add_test(te, admission_sees_expected_load_at_submit);
     suite_add_tcase(s, te);
     return s;
 }
