@@ -1054,6 +1054,16 @@ static void slo_admit_locked(sched *s, double now)
         s->view_reqs[k] = s->waiting[i];
         view_of(s->waiting[i], &s->views[k]);
     }
+    /* Task-aware batching where experts are loaded (the serving loop drives
+     * an expert cache: on_queue set): a waiting request whose task is
+     * running shares its experts. */
+    if (s->opts.on_queue)
+        for (int i = 0; i < n; i++) {
+            const sched_req *r = s->view_reqs[i];
+            if (s->views[i].active || !r->task[0]) continue;
+            for (int j = 0; j < s->n_running && !s->views[i].task_hot; j++)
+                if (s->views[j].active && !strcmp(s->running[j]->task, r->task)) s->views[i].task_hot = 1;
+        }
     slo_est est;
     sched_est_get(&s->stats.est, &est);
     slo_limits lim = {s->limits.max_running, s->limits.max_running, s->limits.prefill_chunk, s->limits.max_batch_tokens};

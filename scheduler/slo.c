@@ -6,6 +6,9 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+#define NO_DEADLINE_BAND (1L << 40)
 
 double slo_step_time(const slo_est *e, int decode_rows, int prefill_tokens)
 {
@@ -107,13 +110,13 @@ static key make_key(const slo_est *e, const slo_view *v, int idx, double now, in
     k.idx = idx;
     k.slack = slo_slack(e, v, now, rows, chunk);
     if (k.slack >= SLO_INF) {
-        k.band = 1L << 40;
+        k.band = NO_DEADLINE_BAND;
         k.load_s = 0; /* no deadline: priority and arrival decide, not residency */
     } else if (k.slack < 0) {
         /* Predicted to miss its TTFT even if served now: after every request
          * that can still meet one (serving it first would only make them
          * miss too), before the requests without a deadline. */
-        k.band = (1L << 40) - 1;
+        k.band = NO_DEADLINE_BAND - 1;
         k.load_s = 0;
     } else {
         double b = floor(k.slack / SLO_SIMILAR_S);
@@ -267,6 +270,26 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
     return w + own + extra;
 }
 
+/* Task-aware batching among the sorted candidates without a deadline: in a
+ * run of equal (no_slo, priority), a cold request (its task not running) lets
+ * the first hot one among the next SLO_HOT_WINDOW - 1 go first if that one
+ * arrived less than SLO_HOT_SPAN_S after it. */
+static void hot_first(key *c, int n, const slo_view *v)
+{
+    for (int i = 0; i < n; i++) {
+        if (c[i].band != NO_DEADLINE_BAND || v[c[i].idx].task_hot) continue;
+        for (int j = i + 1; j < n && j < i + SLO_HOT_WINDOW; j++) {
+            if (c[j].no_slo != c[i].no_slo || c[j].priority != c[i].priority) break;
+            if (c[j].arrival - c[i].arrival >= SLO_HOT_SPAN_S) break;
+            if (!v[c[j].idx].task_hot) continue;
+            key h = c[j];
+            memmove(&c[i + 1], &c[i], (size_t)(j - i) * sizeof *c);
+            c[i] = h;
+            break;
+        }
+    }
+}
+
 int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *lim, double now, slo_plan *out)
 {
     out->n_admit = out->n_pause = out->n_order = 0;
@@ -301,6 +324,7 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
         }
     }
     qsort(cand, (size_t)nc, sizeof *cand, key_cmp);
+    hot_first(cand, nc, v);
     /* Admission into free slots, tightest first. */
     int ci = 0;
     while (ci < nc && n_active < lim->max_running) {

@@ -19,6 +19,12 @@
  *    (lower = more important), then arrival; a request whose slack is
  *    already negative (it will miss its TTFT even if served now) goes after
  *    every request that can still meet its own, before those without one;
+ *    among those without a deadline (same priority, in arrival order), a
+ *    request whose task is running (task_hot) goes before up to
+ *    SLO_HOT_WINDOW - 1 older ones that arrived less than SLO_HOT_SPAN_S
+ *    before it, so steps share experts under a device budget (an older
+ *    request is passed over only by requests that arrived within
+ *    SLO_HOT_SPAN_S after it: no starvation);
  *  - admission: free slots (max_running minus active) go in that order;
  *  - preemption: a candidate with a TTFT SLO that would miss it waiting for a
  *    slot (and can still meet it if served now) takes the slot of an active
@@ -41,6 +47,8 @@
 #define SLO_SIMILAR_S 0.05     /* slack band for task-aware batching */
 #define SLO_MIN_PREFILL 16     /* prefill tokens a step always allows */
 #define SLO_INF 1e30
+#define SLO_HOT_WINDOW 4       /* task-aware batching: a request may pass up to 3 older ones... */
+#define SLO_HOT_SPAN_S 1.0     /* ...that arrived at most this long before it */
 
 typedef struct slo_est {
     double base_s;     /* per-step overhead */
@@ -60,6 +68,8 @@ typedef struct slo_view {
     int pred_out;          /* predicted output tokens (total) */
     int max_out;           /* max_tokens: the bound once n_gen passed pred_out (0 = unknown) */
     double load_s;         /* expected expert-load time (0 = resident) */
+    int task_hot;          /* its task is running now: its experts are resident or loading
+                              (set by the caller where loading experts costs time) */
     int active;            /* in the batch (taking part in steps) */
     int paused;            /* preempted: KV kept, not in steps */
 } slo_view;

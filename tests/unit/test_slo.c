@@ -432,6 +432,57 @@ START_TEST(admission_sees_later_preemption)
 }
 END_TEST
 
+/* Task-aware batching among best-effort requests: a request whose task is
+ * running goes before a few older ones, within SLO_HOT_SPAN_S of them. */
+START_TEST(task_aware_best_effort)
+{
+    planbuf b;
+    slo_view v[8];
+    const double now = 20.0;
+    for (int i = 0; i < 3; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
+    /* one free slot; waiting: two cold ones, then a hot one 0.5 s later */
+    v[3] = waiting(10.0, 0, 0, 8, 128);
+    v[4] = waiting(10.2, 0, 0, 8, 128);
+    v[5] = waiting(10.5, 0, 0, 8, 128);
+    v[5].task_hot = 1;
+    slo_plan *p = plan(&b, v, 6, 4, now);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->admit[0], 5);
+    /* all of them admitted (5 free slots): hot first, then arrival order */
+    p = plan(&b, v + 3, 3, 5, now);
+    ck_assert_int_eq(p->n_admit, 3);
+    ck_assert_int_eq(p->admit[0], 2);
+    ck_assert_int_eq(p->admit[1], 0);
+    ck_assert_int_eq(p->admit[2], 1);
+    /* arrived SLO_HOT_SPAN_S or more after the oldest: arrival order */
+    v[5].arrival = 10.0 + SLO_HOT_SPAN_S;
+    p = plan(&b, v, 6, 4, now);
+    ck_assert_int_eq(p->admit[0], 3);
+    /* beyond the window: arrival order */
+    v[5].arrival = 10.5;
+    v[5].task_hot = 0;
+    v[6] = waiting(10.6, 0, 0, 8, 128);
+    v[7] = waiting(10.7, 0, 0, 8, 128);
+    v[7].task_hot = 1;
+    p = plan(&b, v, 8, 4, now);
+    ck_assert_int_eq(p->admit[0], 3);
+    /* within it (the oldest was admitted meanwhile): the hot one first */
+    v[3].active = 1;
+    v[0].active = 0; /* its slot is free */
+    v[0].n_gen = 256;
+    p = plan(&b, v + 1, 7, 4, now);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->admit[0], 6); /* v[7] */
+    /* priority still comes first, and deadlines before both */
+    v[4].priority = -1;
+    p = plan(&b, v + 1, 7, 4, now);
+    ck_assert_int_eq(p->admit[0], 3); /* v[4] */
+    v[5] = waiting(now, 0.5, 0, 8, 16);
+    p = plan(&b, v + 1, 7, 4, now);
+    ck_assert_int_eq(p->admit[0], 4); /* v[5] */
+}
+END_TEST
+
 /* ---- a discrete-event simulation of the policy with the fake clock ---- */
 
 typedef struct simreq {
@@ -1066,6 +1117,7 @@ static Suite *slo_suite(void)
     tcase_add_test(tc, admission);
     tcase_add_test(tc, admission_counts_queue_ahead);
     tcase_add_test(tc, admission_sees_later_preemption);
+    tcase_add_test(tc, task_aware_best_effort);
     tcase_add_test(tc, sim_slo_beats_fifo_and_nothing_starves);
     tcase_add_test(tc, estimator_recovers_linear_costs);
     tcase_add_test(tc, estimator_output_lengths);
