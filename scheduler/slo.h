@@ -47,8 +47,8 @@
 #define SLO_SIMILAR_S 0.05     /* slack band for task-aware batching */
 #define SLO_MIN_PREFILL 16     /* prefill tokens a step always allows */
 #define SLO_INF 1e30
-#define SLO_HOT_WINDOW 4       /* task-aware batching: a request may pass up to 3 older ones... */
-#define SLO_HOT_SPAN_S 1.0     /* ...that arrived at most this long before it */
+#define SLO_HOT_WINDOW 8       /* task-aware batching: a request may pass up to 7 older ones... */
+#define SLO_HOT_SPAN_S 3.0     /* ...that arrived at most this long before it */
 
 typedef struct slo_est {
     double base_s;     /* per-step overhead */

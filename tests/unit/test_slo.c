@@ -437,13 +437,14 @@ END_TEST
 START_TEST(task_aware_best_effort)
 {
     planbuf b;
-    slo_view v[8];
-    const double now = 20.0;
+    enum { W = SLO_HOT_WINDOW };
+    slo_view v[3 + W + 2];
+    const double now = 20.0, gap = SLO_HOT_SPAN_S / (2.0 * W); /* W + 1 arrivals within half the span */
     for (int i = 0; i < 3; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
-    /* one free slot; waiting: two cold ones, then a hot one 0.5 s later */
+    /* one free slot; waiting: two cold ones, then a hot one */
     v[3] = waiting(10.0, 0, 0, 8, 128);
-    v[4] = waiting(10.2, 0, 0, 8, 128);
-    v[5] = waiting(10.5, 0, 0, 8, 128);
+    v[4] = waiting(10.0 + gap, 0, 0, 8, 128);
+    v[5] = waiting(10.0 + 2 * gap, 0, 0, 8, 128);
     v[5].task_hot = 1;
     slo_plan *p = plan(&b, v, 6, 4, now);
     ck_assert_int_eq(p->n_admit, 1);
@@ -458,28 +459,26 @@ START_TEST(task_aware_best_effort)
     v[5].arrival = 10.0 + SLO_HOT_SPAN_S;
     p = plan(&b, v, 6, 4, now);
     ck_assert_int_eq(p->admit[0], 3);
-    /* beyond the window: arrival order */
-    v[5].arrival = 10.5;
-    v[5].task_hot = 0;
-    v[6] = waiting(10.6, 0, 0, 8, 128);
-    v[7] = waiting(10.7, 0, 0, 8, 128);
-    v[7].task_hot = 1;
-    p = plan(&b, v, 8, 4, now);
+    /* W cold ones, then a hot one: beyond the window, arrival order */
+    for (int i = 0; i < W; i++) v[3 + i] = waiting(10.0 + i * gap, 0, 0, 8, 128);
+    v[3 + W] = waiting(10.0 + W * gap, 0, 0, 8, 128);
+    v[3 + W].task_hot = 1;
+    p = plan(&b, v, 3 + W + 1, 4, now);
     ck_assert_int_eq(p->admit[0], 3);
-    /* within it (the oldest was admitted meanwhile): the hot one first */
+    /* the oldest admitted meanwhile (one slot more): the hot one is within
+     * the window of the oldest waiting one now, and goes first */
     v[3].active = 1;
-    v[0].active = 0; /* its slot is free */
-    v[0].n_gen = 256;
-    p = plan(&b, v + 1, 7, 4, now);
+    p = plan(&b, v, 3 + W + 1, 5, now);
     ck_assert_int_eq(p->n_admit, 1);
-    ck_assert_int_eq(p->admit[0], 6); /* v[7] */
+    ck_assert_int_eq(p->admit[0], 3 + W);
+    v[3].active = 0;
     /* priority still comes first, and deadlines before both */
     v[4].priority = -1;
-    p = plan(&b, v + 1, 7, 4, now);
-    ck_assert_int_eq(p->admit[0], 3); /* v[4] */
+    p = plan(&b, v, 3 + W + 1, 4, now);
+    ck_assert_int_eq(p->admit[0], 4);
     v[5] = waiting(now, 0.5, 0, 8, 16);
-    p = plan(&b, v + 1, 7, 4, now);
-    ck_assert_int_eq(p->admit[0], 4); /* v[5] */
+    p = plan(&b, v, 3 + W + 1, 4, now);
+    ck_assert_int_eq(p->admit[0], 5);
 }
 END_TEST
 
