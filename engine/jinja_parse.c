@@ -445,16 +445,25 @@ static int p_args(parser *P, jnode *n)
     return 0;
 }
 
+/* A new node of this kind whose operand is *e, which it replaces; NULL when out of memory. */
+static jnode *wrap(parser *P, jnode **e, int kind)
+{
+    jnode *n = node(P, kind);
+    if (n) {
+        n->a = *e;
+        *e = n;
+    }
+    return n;
+}
+
 static jnode *p_postfix(parser *P, jnode *e)
 {
     while (e && !P->failed) {
         if (is_op(P, ".")) {
             adv(P);
             tok *t = cur(P);
-            jnode *n = node(P, JE_ATTR);
+            jnode *n = wrap(P, &e, JE_ATTR);
             if (!n) break;
-            n->a = e;
-            e = n;
             if (t->type == T_NAME) { n->str = dupn(t->s, t->n); n->str_len = t->n; }
             else if (t->type == T_INT) {
                 n->kind = JE_ITEM;
@@ -464,10 +473,8 @@ static jnode *p_postfix(parser *P, jnode *e)
             adv(P);
         } else if (is_op(P, "[")) {
             adv(P);
-            jnode *n = node(P, JE_ITEM);
+            jnode *n = wrap(P, &e, JE_ITEM);
             if (!n) break;
-            n->a = e;
-            e = n;
             jnode *parts[3] = {NULL, NULL, NULL};
             int k = 0, slice = 0;
             for (;;) {
@@ -483,10 +490,8 @@ static jnode *p_postfix(parser *P, jnode *e)
             if (!slice && !n->b) { pfail(P, "empty subscript"); break; }
             if (expect_op(P, "]")) break;
         } else if (is_op(P, "(")) {
-            jnode *n = node(P, JE_CALL);
+            jnode *n = wrap(P, &e, JE_CALL);
             if (!n) break;
-            n->a = e;
-            e = n;
             if (p_args(P, n)) break;
         } else {
             break;
@@ -503,19 +508,15 @@ static jnode *p_filter_test(parser *P, jnode *e)
         if (is_op(P, "|")) {
             adv(P);
             if (cur(P)->type != T_NAME) { pfail(P, "expected a filter name after '|'"); break; }
-            jnode *n = node(P, JE_FILTER);
+            jnode *n = wrap(P, &e, JE_FILTER);
             if (!n) break;
-            n->a = e;
-            e = n;
             n->str = dupn(cur(P)->s, cur(P)->n);
             adv(P);
             if (is_op(P, "(") && p_args(P, n)) break;
         } else if (is_name(P, "is")) {
             adv(P);
-            jnode *n = node(P, JE_TEST);
+            jnode *n = wrap(P, &e, JE_TEST);
             if (!n) break;
-            n->a = e;
-            e = n;
             if (is_name(P, "not")) { n->neg = 1; adv(P); }
             tok *t = cur(P);
             if (t->type != T_NAME) { pfail(P, "expected a test name after 'is'"); break; }
@@ -533,10 +534,8 @@ static jnode *p_filter_test(parser *P, jnode *e)
                 }
             }
         } else if (is_op(P, "(")) {
-            jnode *n = node(P, JE_CALL);
+            jnode *n = wrap(P, &e, JE_CALL);
             if (!n) break;
-            n->a = e;
-            e = n;
             if (p_args(P, n)) break;
         } else {
             break;

@@ -44,6 +44,19 @@ static void tok_bytes(const oai_out *o, int id, emoe_buf *b)
     }
 }
 
+/* The legacy completions' top_logprobs entry of one position: {token text: logprob} for its N alternatives. */
+static json_t *top_map(const oai_out *o, const int32_t *tid, const float *tlp, int N, emoe_buf *b)
+{
+    json_t *m = json_object();
+    for (int j = 0; j < N; j++) {
+        tok_bytes(o, tid[j], b);
+        json_t *k = token_str(b);
+        json_object_set_new(m, json_string_value(k), json_real(lp_value(tlp[j])));
+        json_decref(k);
+    }
+    return m;
+}
+
 json_t *oai_logprobs_json(const oai_out *o, sched_req *r, int from, int to, size_t *text_off)
 {
     int n = to - from, N = o->top_logprobs;
@@ -82,14 +95,7 @@ json_t *oai_logprobs_json(const oai_out *o, sched_req *r, int from, int to, size
             json_array_append_new(tl, json_real(lp_value(lp[i])));
             json_array_append_new(offs, json_integer((json_int_t)*text_off));
             *text_off += srv_text_is_special(o->text, ids[from + i]) ? 0 : b.n;
-            json_t *m = json_object();
-            for (int j = 0; j < N; j++) {
-                tok_bytes(o, tid[i * N + j], &b);
-                json_t *k = token_str(&b);
-                json_object_set_new(m, json_string_value(k), json_real(lp_value(tlp[i * N + j])));
-                json_decref(k);
-            }
-            json_array_append_new(tops, m);
+            json_array_append_new(tops, top_map(o, tid + i * N, tlp + i * N, N, &b));
         }
         res = json_pack("{s:o, s:o, s:o, s:o}", "tokens", toks, "token_logprobs", tl, "top_logprobs", tops,
                         "text_offset", offs);
@@ -125,14 +131,7 @@ json_t *oai_prompt_logprobs_json(const oai_out *o, sched_req *r, const int32_t *
             continue;
         }
         json_array_append_new(tl, json_real(lp_value(lp[i])));
-        json_t *m = json_object();
-        for (int j = 0; j < N; j++) {
-            tok_bytes(o, tid[i * N + j], &b);
-            json_t *k = token_str(&b);
-            json_object_set_new(m, json_string_value(k), json_real(lp_value(tlp[i * N + j])));
-            json_decref(k);
-        }
-        json_array_append_new(tops, m);
+        json_array_append_new(tops, top_map(o, tid + i * N, tlp + i * N, N, &b));
     }
     static const char *const keys[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
     res = json_pack("{s:o, s:o, s:o, s:o}", keys[0], toks, keys[1], tl, keys[2], tops, keys[3], offs);

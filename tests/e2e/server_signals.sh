@@ -76,9 +76,9 @@ assert json.loads(d[-2][6:])['error']['code']=='server_shutting_down', d[-2]
 # SIGHUP reload: keys change; an invalid file keeps the running config.
 "$EMOE_BIN" serve --config "$CONF" --set engine.threads=1 >"$TMPD/server.log" 2>&1 &
 SRV_PID=$!
-for i in $(seq 1 100); do grep -q ready "$TMPD/server.log" && break; sleep 0.1; done
+for i in $(seq 1 600); do grep -q ready "$TMPD/server.log" && break; sleep 0.1; done
 PORT=$(grep -m1 -o 'listening on 127.0.0.1:[0-9]*' "$TMPD/server.log" | sed 's/.*://'); BASE="http://127.0.0.1:$PORT"
-code() { curl -s -m 5 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$BASE/v1/models"; }
+code() { curl -s -m 20 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$BASE/v1/models"; }
 check "key-one accepted" [ "$(code key-one)" = 200 ]
 check "missing key -> 401" [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$BASE/v1/models")" = 401 ]
 check "/health needs no key" [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$BASE/health")" = 200 ]
@@ -90,13 +90,13 @@ curl -s -m 5 -D "$TMPD/cors2" -o /dev/null -H 'Origin: https://evil.example' -H 
 check "CORS: other origins get no Allow-Origin header" bash -c "! grep -qi '^Access-Control-Allow-Origin' '$TMPD/cors2'"
 sed -i 's/^api_keys = key-one/api_keys = key-two/; s/^port = 0/port = 1/' "$CONF"
 kill -HUP "$SRV_PID"
-for i in $(seq 1 50); do grep -q "reloaded configuration" "$TMPD/server.log" && break; sleep 0.1; done
+for i in $(seq 1 300); do grep -q "reloaded configuration" "$TMPD/server.log" && break; sleep 0.1; done
 check "after SIGHUP key-one -> 401" [ "$(code key-one)" = 401 ]
 check "after SIGHUP key-two -> 200" [ "$(code key-two)" = 200 ]
 check "non-reloadable change (port) is reported, not applied" grep -q "server.port changed but need a restart" "$TMPD/server.log"
 printf '[server]\napi_keys = key-three\nmax_body = lots\n' >"$CONF"
 kill -HUP "$SRV_PID"
-for i in $(seq 1 50); do grep -q "reload failed" "$TMPD/server.log" && break; sleep 0.1; done
+for i in $(seq 1 300); do grep -q "reload failed" "$TMPD/server.log" && break; sleep 0.1; done
 check "invalid file: reload failed is logged with file:line:key" grep -q "reload failed.*emoe.conf:3:.*max_body" "$TMPD/server.log"
 check "invalid file: running config kept (key-two -> 200)" [ "$(code key-two)" = 200 ]
 check "invalid file: key-three not applied" [ "$(code key-three)" = 401 ]

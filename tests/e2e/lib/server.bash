@@ -33,7 +33,7 @@ start_server() {
     "$EMOE_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --set engine.threads=1 "$@" >"$TMPD/server.log" 2>&1 &
     SRV_PID=$!
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 600); do
         PORT=$(grep -m1 -o 'listening on 127.0.0.1:[0-9]*' "$TMPD/server.log" | sed 's/.*://')
         if [ -n "$PORT" ] && grep -q 'ready' "$TMPD/server.log"; then BASE="http://127.0.0.1:$PORT"; return 0; fi
         kill -0 "$SRV_PID" 2>/dev/null || break
