@@ -156,11 +156,14 @@ static int pick_victim(const slo_view *v, const int *occ, int ns, const slo_view
  * E(tau) > slack0, where E(tau) is the earliest end among the requests
  * holding the slots at tau (segments sb <= tau < se). E only grows with tau
  * (a slot's next occupant ends later), so the walk jumps from end to end.
- * Returns -1 if that never happens before st or before the slack runs out. */
-static double preempt_time(const double *sb, const double *se, int nseg, double slack0, double st)
+ * Returns -1 if that never happens before st or before the slack runs out,
+ * or once *work (segment visits left for the whole queue walk, so a huge
+ * queue stays cheap) is spent: then only preemption now counts, as before. */
+static double preempt_time(const double *sb, const double *se, int nseg, double slack0, double st, long *work)
 {
     double tau = 0;
     for (int guard = 0; guard <= nseg + 1; guard++) {
+        if ((*work -= nseg) < 0) return -1;
         double e = SLO_INF;
         for (int i = 0; i < nseg; i++)
             if (sb[i] <= tau && tau < se[i] && se[i] < e) e = se[i];
@@ -224,6 +227,7 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         }
     for (; k < ns; k++) { t[k] = 0; occ[k] = -1; cur[k] = -1; }
     int preempt_left = lim->max_paused - n_paused;
+    long work = 1L << 20;
     double w = 0;
     for (int a = 0; a <= na; a++) {
         const slo_view *x = a < na ? &v[ahead[a].idx] : c;
@@ -240,7 +244,7 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         if (st > 0 && slack < SLO_INF && slack >= 0 && (slack < slot_free || slack < st) && preempt_left > 0) {
             /* now: its slack is below the time until the first running
              * request ends, as slo_plan_step computes it this iteration */
-            double tau = slack < slot_free ? 0 : preempt_time(sb, se, nseg, slack, st);
+            double tau = slack < slot_free ? 0 : preempt_time(sb, se, nseg, slack, st, &work);
             int vj = tau >= 0 ? pick_victim(v, occ, ns, x) : -1;
             if (vj >= 0) {
                 j = vj;
