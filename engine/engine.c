@@ -174,6 +174,7 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
      * uses them, at the disk's rate (engine/residency.h). */
     e->res = eng_residency_new(ENG_RESIDENCY_THREADS);
     eng_weights_populate(e->res, &e->w, &e->d);
+    e->dense_ticket = eng_residency_ticket(e->res);
     e->ck_touched = calloc((size_t)e->d.n_layers * (size_t)e->d.n_experts, 1);
     if (!e->ck_touched) { rc = emoe_errf(err, EMOE_ENOMEM, "out of memory"); goto fail; }
     e->max_ctx = e->d.max_ctx;
@@ -216,6 +217,14 @@ emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **ou
 fail:
     eng_free(e);
     return rc;
+}
+
+double eng_dense_wait(eng_engine *e)
+{
+    if (!e || !e->res) return 0.0;
+    double t0 = emoe_now();
+    eng_residency_wait(e->res, e->dense_ticket);
+    return emoe_now() - t0;
 }
 
 void eng_free(eng_engine *e)

@@ -46,6 +46,11 @@ int eng_backend_parse(const char *s, eng_backend_kind *out);
  * On failure returns a status and err names the file/field/tensor. */
 emoe_status eng_open(const char *dir, const eng_open_opts *opts, eng_engine **out, emoe_err *err);
 void eng_free(eng_engine *e);
+/* eng_open returns while reader threads still bring the dense weights (every
+ * layer's attention, norms, router, shared expert; lm_head) into memory
+ * (engine/residency.h). This waits until they are resident — a server's
+ * readiness — and returns the seconds it waited (0 when nothing was left). */
+double eng_dense_wait(eng_engine *e);
 
 const eng_model_desc *eng_desc(const eng_engine *e);
 /* "cpu" (the float32 reference); other backends plug in behind the same step. */

@@ -54,6 +54,7 @@ struct eng_engine {
     eng_dtype kv_dtype;       /* of eng_seq k/v (CPU backend) */
     unsigned char *ck_touched; /* (n_layers*n_experts) checkpoint experts used once (populated at first use) */
     struct eng_residency *res; /* reader threads populating the mapping (engine/residency.h); NULL: advice only */
+    uint64_t dense_ticket;    /* res's ticket after the dense weights were queued at open (eng_dense_wait) */
     struct dense_quant *dq;   /* [engine] dense_format q8: quantized dense weights (engine/dense_quant.h); NULL = native */
 };
 

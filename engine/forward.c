@@ -21,6 +21,7 @@
 #include "engine/matmul.h"
 #include "engine/moe_plan.h"
 #include "engine/quant.h"
+#include "engine/residency.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -392,6 +393,9 @@ static emoe_status cpu_step(eng_engine *e, eng_batch_item *items, int n, int T, 
             b.row_seq[r] = items[i].seq;
             b.row_pos[r] = items[i].seq->len + j;
             if (b.row_pos[r] + 1 > max_len) max_len = b.row_pos[r] + 1;
+            /* the row alone: a fault on a cold page would read 8 MiB of the table around it (engine/residency.h) */
+            size_t esz = eng_dtype_size(e->w.embed.dtype);
+            eng_mem_populate((const char *)e->w.embed.data + (size_t)items[i].ids[j] * dim * esz, (size_t)dim * esz);
             eng_tensor_read_f32(&e->w.embed, (int64_t)items[i].ids[j] * dim, dim, b.x + (size_t)r * dim);
         }
     for (int l = 0; l < d->n_layers; l++) {

@@ -20,12 +20,14 @@
 
 static size_t page_size(void)
 {
-    static size_t page;
-    if (!page) {
+    static _Atomic size_t page; /* the readers may ask first, several at once */
+    size_t pg = atomic_load_explicit(&page, memory_order_relaxed);
+    if (!pg) {
         long p = sysconf(_SC_PAGESIZE);
-        page = p > 0 ? (size_t)p : 4096;
+        pg = p > 0 ? (size_t)p : 4096;
+        atomic_store_explicit(&page, pg, memory_order_relaxed);
     }
-    return page;
+    return pg;
 }
 
 /* [*a, *b): the pages enclosing [p, p+n). */
@@ -102,6 +104,7 @@ void eng_tensor_populate(const eng_tensor *t)
 typedef struct res_chunk {
     const char *p;
     size_t n;
+    uint64_t seq; /* order of queueing, across both queues (eng_residency_ticket) */
 } res_chunk;
 
 typedef struct res_queue {
@@ -109,16 +112,24 @@ typedef struct res_queue {
     size_t head, len, cap; /* entries [head, len) are pending */
 } res_queue;
 
+typedef struct res_reader {
+    struct eng_residency *r;
+    int i; /* index into r->cur */
+} res_reader;
+
 struct eng_residency {
     pthread_mutex_t mu;
     pthread_cond_t work, idle;
     res_queue urgent, bg;
     int busy, stop, n;
+    uint64_t next_seq;    /* the seq the next queued chunk gets */
+    uint64_t cur[16];     /* each reader's chunk in flight (its seq), UINT64_MAX when none */
     _Atomic size_t done;
     pthread_t th[16];
+    res_reader rd[16];    /* res_worker's arguments */
 };
 
-static int q_push(res_queue *q, const char *p, size_t n)
+static int q_push(res_queue *q, const char *p, size_t n, uint64_t seq)
 {
     if (q->head > 0 && q->head == q->len) q->head = q->len = 0;
     if (q->len == q->cap) {
@@ -135,7 +146,7 @@ static int q_push(res_queue *q, const char *p, size_t n)
             q->cap = nc;
         }
     }
-    q->v[q->len++] = (res_chunk){p, n};
+    q->v[q->len++] = (res_chunk){p, n, seq};
     return 0;
 }
 
@@ -143,7 +154,8 @@ static int q_empty(const res_queue *q) { return q->head == q->len; }
 
 static void *res_worker(void *arg)
 {
-    eng_residency *r = arg;
+    eng_residency *r = ((res_reader *)arg)->r;
+    int i = ((res_reader *)arg)->i;
     pthread_mutex_lock(&r->mu);
     for (;;) {
         while (!r->stop && q_empty(&r->urgent) && q_empty(&r->bg)) pthread_cond_wait(&r->work, &r->mu);
@@ -151,12 +163,15 @@ static void *res_worker(void *arg)
         res_queue *q = !q_empty(&r->urgent) ? &r->urgent : &r->bg;
         res_chunk c = q->v[q->head++];
         r->busy++;
+        r->cur[i] = c.seq;
         pthread_mutex_unlock(&r->mu);
         eng_mem_populate(c.p, c.n);
         atomic_fetch_add(&r->done, c.n);
         pthread_mutex_lock(&r->mu);
         r->busy--;
-        if (!r->busy && q_empty(&r->urgent) && q_empty(&r->bg)) pthread_cond_broadcast(&r->idle);
+        r->cur[i] = UINT64_MAX;
+        /* every chunk: eng_residency_wait may be waiting for this one */
+        pthread_cond_broadcast(&r->idle);
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;
@@ -171,8 +186,10 @@ eng_residency *eng_residency_new(int n_threads)
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->work, NULL);
     pthread_cond_init(&r->idle, NULL);
+    for (int i = 0; i < 16; i++) r->cur[i] = UINT64_MAX;
     for (int i = 0; i < n_threads; i++) {
-        if (pthread_create(&r->th[i], NULL, res_worker, r) != 0) break;
+        r->rd[i] = (res_reader){r, i};
+        if (pthread_create(&r->th[i], NULL, res_worker, &r->rd[i]) != 0) break;
         r->n++;
     }
     if (r->n == 0) {
@@ -210,10 +227,11 @@ void eng_residency_populate(eng_residency *r, const void *p, size_t n, int urgen
     res_queue *q = urgent ? &r->urgent : &r->bg;
     for (; c < end; c += RES_CHUNK) {
         size_t len = (size_t)(end - c) < RES_CHUNK ? (size_t)(end - c) : RES_CHUNK;
-        if (q_push(q, c, len) != 0) { /* no memory for the queue: plain advice */
+        if (q_push(q, c, len, r->next_seq) != 0) { /* no memory for the queue: plain advice */
             eng_mem_willneed(c, (size_t)(end - c));
             break;
         }
+        r->next_seq++;
     }
     pthread_cond_broadcast(&r->work);
     pthread_mutex_unlock(&r->mu);
@@ -229,6 +247,34 @@ void eng_residency_drain(eng_residency *r)
     if (!r) return;
     pthread_mutex_lock(&r->mu);
     while (r->busy || !q_empty(&r->urgent) || !q_empty(&r->bg)) pthread_cond_wait(&r->idle, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+}
+
+uint64_t eng_residency_ticket(eng_residency *r)
+{
+    if (!r) return 0;
+    pthread_mutex_lock(&r->mu);
+    uint64_t t = r->next_seq;
+    pthread_mutex_unlock(&r->mu);
+    return t;
+}
+
+/* 1 when no chunk with seq < ticket is queued or in flight (r->mu held). Each
+ * queue is in seq order, so its head is its oldest pending chunk. */
+static int before_done(const eng_residency *r, uint64_t ticket)
+{
+    if (!q_empty(&r->urgent) && r->urgent.v[r->urgent.head].seq < ticket) return 0;
+    if (!q_empty(&r->bg) && r->bg.v[r->bg.head].seq < ticket) return 0;
+    for (int i = 0; i < r->n; i++)
+        if (r->cur[i] < ticket) return 0;
+    return 1;
+}
+
+void eng_residency_wait(eng_residency *r, uint64_t ticket)
+{
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop && !before_done(r, ticket)) pthread_cond_wait(&r->idle, &r->mu);
     pthread_mutex_unlock(&r->mu);
 }
 

@@ -23,6 +23,7 @@
 #define EMOE_RESIDENCY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/tensor.h"
 
@@ -52,6 +53,12 @@ void eng_residency_populate(eng_residency *r, const void *p, size_t n, int urgen
 void eng_residency_tensor(eng_residency *r, const eng_tensor *t, int urgent);
 /* Waits until the queue is empty and no reader is busy (tests, benchmarks). */
 void eng_residency_drain(eng_residency *r);
+/* A ticket for what is queued so far: eng_residency_wait(r, ticket) returns
+ * once every range queued before eng_residency_ticket was called is in memory,
+ * whatever was queued after it (0 for NULL). */
+uint64_t eng_residency_ticket(eng_residency *r);
+/* Waits for the ranges queued before ticket (see above); NULL: returns. */
+void eng_residency_wait(eng_residency *r, uint64_t ticket);
 /* Bytes populated by the readers so far. */
 size_t eng_residency_done_bytes(const eng_residency *r);
 

@@ -3,9 +3,11 @@
  * kernel's default readahead; the engine asks for what it needs in large
  * extents (engine/residency.h: the dense weights at open, an expert at its
  * first use). It used to be MADV_RANDOM, which made a cold start read every
- * 4 KiB page on its own.
+ * 4 KiB page on its own. The header itself is read in exactly (st_open): a
+ * fault on its first page would read ra_pages (8 MiB here) around it.
  */
 #include "engine/safetensors.h"
+#include "engine/residency.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -245,6 +247,14 @@ emoe_status st_open(const char *path, st_file **out, emoe_err *err)
         close(fd);
         return emoe_errf(err, EMOE_EIO, "%s: mmap failed: %s", path, strerror(errno));
     }
+    /* Bring in the header's pages alone before parsing through the mapping:
+     * a fault on an uncached page reads ra_pages around it, 8 MiB of the first
+     * tensor (often the embedding table, of which a forward pass reads only
+     * the prompt's rows) for each shard, before the engine's readers start. */
+    eng_mem_populate(map, 8);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)((const unsigned char *)map)[i] << (8 * i);
+    if (hlen > 0 && hlen < len - 8) eng_mem_populate(map, (size_t)(8 + hlen));
     st_file *f;
     emoe_status rc = st_parse(path, map, len, &f, err);
     if (rc != EMOE_OK) {

@@ -241,6 +241,10 @@ int cmd_serve(int argc, char **argv)
         LOG_ERROR("%s", err.msg);
         goto stop;
     }
+    /* Ready means the dense weights are in memory, not still being read by
+     * the engine's reader threads (a cold first request would wait for them).
+     * The load pinger keeps the watchdog fed meanwhile. */
+    double t_open = emoe_now() - t0, t_dense = eng_dense_wait(eng);
     if (lp_started) {
         atomic_store(&lp.stop, 1);
         pthread_join(lp_thread, NULL);
@@ -248,8 +252,9 @@ int cmd_serve(int argc, char **argv)
     }
     if (xc) srv_set_metrics_extra(server, prefetch_metrics, xc);
     srv_attach(server, eng, sc, text);
-    LOG_INFO("model %s loaded in %.2fs (%s, context %d); ready", cfg.model.path, emoe_now() - t0,
-             eng_desc(eng)->model_type, eng_max_ctx(eng));
+    LOG_INFO("model %s loaded in %.2fs (%s, context %d; %.2fs to open the model, tokenizer and scheduler, then %.2fs until the dense "
+             "weights were in memory); ready", cfg.model.path, emoe_now() - t0, eng_desc(eng)->model_type, eng_max_ctx(eng), t_open,
+             t_dense);
     sd_notifyf(0, "READY=1\nSTATUS=serving %s on %s:%d", cfg.model.path, cfg.server.host, srv_port(server));
 
     for (;;) {

@@ -2,7 +2,8 @@
  * test_residency.c — engine/residency.h on a real file mapping: ranges
  * evicted from the page cache (posix_fadvise DONTNEED) are resident after
  * eng_mem_populate and after the reader threads drain their queue (mincore),
- * the readers count every queued byte once, the mapping's contents are
+ * the readers count every queued byte once, waiting for a ticket waits for
+ * what was queued before it (however much follows), the mapping's contents are
  * untouched, and freeing the readers with a long queue returns promptly. Where
  * the file system keeps files in memory (tmpfs), eviction does nothing and the
  * "not resident before" half of each check is skipped, saying so.
@@ -115,6 +116,34 @@ START_TEST(readers_populate_queue)
 }
 END_TEST
 
+/* eng_residency_wait(ticket): every range queued before the ticket is
+ * resident when it returns, with more queued after it (urgent, so ahead of the
+ * ticket's own background range in the queue) and still being read. */
+START_TEST(wait_for_ticket)
+{
+    eng_residency *r = eng_residency_new(1);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_uint_eq(eng_residency_ticket(r), 0);
+    eng_residency_wait(r, 0); /* nothing queued before: returns at once */
+    int ev = evict(0, FILE_BYTES);
+    size_t a = (size_t)(5u << 20) + 3; /* two chunks: the readers' first and second */
+    eng_residency_populate(r, map, a, 0);
+    uint64_t t = eng_residency_ticket(r);
+    ck_assert_uint_eq(t, 2);
+    for (int i = 0; i < 50; i++) eng_residency_populate(r, map + a, FILE_BYTES - a, 1);
+    ck_assert_uint_eq(eng_residency_ticket(r), 2 + 50);
+    eng_residency_wait(r, t);
+    if (ev) ck_assert_uint_eq(resident(0, a), pages(0, a));
+    ck_assert_uint_ge(eng_residency_done_bytes(r), a);
+    for (size_t i = 0; i < a; i += 1009) ck_assert_uint_eq(map[i], pattern(i));
+    eng_residency_wait(r, eng_residency_ticket(r)); /* everything: the same as drain */
+    ck_assert_uint_eq(eng_residency_done_bytes(r), a + 50 * (FILE_BYTES - a));
+    eng_residency_free(r);
+    ck_assert_uint_eq(eng_residency_ticket(NULL), 0);
+    eng_residency_wait(NULL, 5); /* no readers: returns */
+}
+END_TEST
+
 START_TEST(free_with_long_queue_returns)
 {
     eng_residency *r = eng_residency_new(2);
@@ -136,6 +165,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, populate_makes_resident);
     tcase_add_test(tc, readers_populate_queue);
+    tcase_add_test(tc, wait_for_ticket);
     tcase_add_test(tc, free_with_long_queue_returns);
     suite_add_tcase(s, tc);
     return s;
