@@ -49,9 +49,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/cache.h"
 #include "engine/quant.h"
+#include "predictor/forecast.h"
 #include "predictor/predictor.h"
 #include "predictor/profile.h"
 #include "predictor/trace.h"
@@ -124,8 +126,12 @@ struct prefetch_t {
     /* eviction order */
     pred_tracker trk;
     int trk_ready;
-    reuse_order ro;        /* [predictor] evict_order = visit */
+    reuse_order ro;        /* [predictor] evict_order = visit (and forecast: the visit bookkeeping) */
     int visit_order;
+    pred_forecast fc;      /* [predictor] evict_order = forecast: learned next-visit use (predictor/forecast.h) */
+    int fc_on;
+    int *fc_set;           /* (n_experts) scratch: a visit's experts, the batch's rows together */
+    _Atomic uint64_t fc_visits, fc_ns; /* visits folded into the forecast, time spent there */
     float next_min_p;      /* [predictor] next_step_min_use / 100; 0 = no next-step prefetch */
     int *cand;             /* (n_experts) scratch */
     int ns_pending;        /* layer whose visit ended, its next-step prefetch not yet issued (-1 none) */
@@ -334,11 +340,55 @@ static int intern_task(prefetch_t *pf, const char *t)
     return pf->n_tasks++;
 }
 
+/* evict_order = forecast: the keep-score of (layer, expert), on the visit
+ * order's scale (minus layer visits to the next use): the forecast's
+ * expected distance (pred_forecast_reuse: d + (1 - p1) L / p_long, p1 its
+ * estimate of use at the layer's next visit), p1 raised to a lookahead
+ * prediction for the coming visit as in the visit order (reuse_expect);
+ * the experts routed at the visit in progress first of all. */
+static double fc_keep(const prefetch_t *pf, int layer, int expert)
+{
+    const reuse_order *r = &pf->ro;
+    if (layer < 0 || layer >= pf->L || expert < 0 || expert >= pf->E) return 0.0;
+    size_t i = (size_t)layer * (size_t)pf->E + (size_t)expert;
+    if (r->active && layer == r->cur && r->mark[i] == r->visit[layer]) return 1e30;
+    double p1 = pred_forecast_p(&pf->fc, layer, expert);
+    if (r->q_visit[i] == r->visit[layer] + 1 && (double)r->q[i] > p1) p1 = r->q[i];
+    double pl = 0.5 * (double)pf->fc.es[i] + 0.5 * (double)pf->fc.p1[i];
+    if (!(p1 >= 1e-4)) p1 = 1e-4;
+    if (p1 > 1.0) p1 = 1.0;
+    if (!(pl >= 1e-3)) pl = 1e-3;
+    if (pl > 1.0) pl = 1.0;
+    int d = ((layer - r->cur) % pf->L + pf->L) % pf->L;
+    if (d == 0) d = pf->L;
+    return -((double)d + (1.0 - p1) * (double)pf->L / pl);
+}
+
+/* evict_order = forecast: the visit of `layer` in progress ends; the union of
+ * its rows' experts labels the forecast's estimates for the layer (one
+ * "token" of the forecast = one engine step: layer 0's visit starts the next). */
+static void fc_fold(prefetch_t *pf)
+{
+    const reuse_order *r = &pf->ro;
+    if (!pf->fc_on || !r->active) return;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int l = r->cur, n = 0;
+    const uint64_t *mk = r->mark + (size_t)l * (size_t)pf->E;
+    for (int x = 0; x < pf->E; x++)
+        if (mk[x] == r->visit[l]) pf->fc_set[n++] = x;
+    pred_forecast_observe(&pf->fc, l, pf->fc_set, n);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_fetch_add(&pf->fc_visits, 1);
+    atomic_fetch_add(&pf->fc_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
+}
+
 /* Higher = keep longer: minus the expected reuse distance; experts routed at
  * the layer being served in this step first of all. */
 static double hint_fn(void *user, int layer, int expert)
 {
     prefetch_t *pf = user;
+    if (pf->fc_on) return fc_keep(pf, layer, expert);
     if (pf->visit_order) return reuse_keep(&pf->ro, layer, expert);
     size_t i = (size_t)layer * (size_t)pf->E + (size_t)expert;
     if (layer == pf->cur_layer && pf->used_step[i] == pf->step_no) return 1e30;
@@ -403,7 +453,9 @@ static int prefetch_new(prefetch_t *pf, cache_pf_source src, int layer, const in
             pf->la_count[layer]++;
         }
         pf->la_step[i] = pf->step_no;
-        if (q && pf->visit_order) pf->keep[n] = reuse_keep_at(&pf->ro, layer, reuse_prob(&pf->ro, layer, experts[j])) - spec_margin(pf);
+        if (q && pf->visit_order)
+            pf->keep[n] = (pf->fc_on ? fc_keep(pf, layer, experts[j])
+                                     : reuse_keep_at(&pf->ro, layer, reuse_prob(&pf->ro, layer, experts[j]))) - spec_margin(pf);
         pf->ids[n++] = experts[j];
     }
     if (n && q && pf->visit_order) return cache_prefetch_gated(pf->cache, src, layer, pf->ids, pf->keep, n);
@@ -513,7 +565,10 @@ static void on_route(void *user, void *tag, int pos, int layer, const int *exper
         /* a new visit: the previous layer's next-step prefetch waits until
          * every row of this one is routed (w_prefetch), so that it cannot
          * evict what this layer is about to use */
-        if (pf->ro.active && layer != pf->ro.cur) pf->ns_pending = pf->ro.cur;
+        if (pf->ro.active && layer != pf->ro.cur) {
+            pf->ns_pending = pf->ro.cur;
+            fc_fold(pf);
+        }
         reuse_route(&pf->ro, layer, experts, k);
     }
     pf->cur_layer = layer;
@@ -739,6 +794,7 @@ static void on_step_end(void *user)
     cache_step_end(pf->cache);
     if (pf->visit_order) {
         int last = pf->ro.active ? pf->ro.cur : -1;
+        fc_fold(pf);
         reuse_step_end(&pf->ro);
         pf->ns_pending = -1;
         next_step_prefetch(pf, last);
@@ -994,17 +1050,25 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
         if (cfg->predictor.evict_hint) {
             if ((st = pred_tracker_init(&pf->trk, pf->pred, err)) != EMOE_OK) goto fail;
             pf->trk_ready = 1;
-            if (cfg->predictor.evict_order == 0) {
+            if (cfg->predictor.evict_order == 0 || cfg->predictor.evict_order == 2) {
                 if ((st = reuse_init(&pf->ro, pf->L, pf->E, VISIT_ALPHA, err)) != EMOE_OK) goto fail;
                 pf->visit_order = 1;
                 pf->next_min_p = (float)cfg->predictor.next_step_min_use / 100.0f;
+            }
+            if (cfg->predictor.evict_order == 2) {
+                if ((st = pred_forecast_init(&pf->fc, pf->L, pf->E, NULL, err)) != EMOE_OK) goto fail;
+                if (!(pf->fc_set = malloc((size_t)pf->E * sizeof *pf->fc_set))) {
+                    st = emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
+                    goto fail;
+                }
+                pf->fc_on = 1;
             }
             cache_set_evict_hint(pf->cache, hint_fn, pf);
         }
         LOG_INFO("expert predictor: plans of %d of %d slots, re-planned every %d requests of a task (queued requests "
                  "prefetched within the same bound), %d task slots, eviction by %s, lookahead %d layer(s)%s%s%s%s",
                  pf->plan_budget, pf->slots, pc.replan_every, pc.max_tasks,
-                 pf->visit_order ? "visit order (cyclic time to next use)" : pf->trk_ready ? "predicted reuse distance" : "LRU", pf->lookahead,
+                 pf->fc_on ? "forecast (learned next-visit use on the layer walk)" : pf->visit_order ? "visit order (cyclic time to next use)" : pf->trk_ready ? "predicted reuse distance" : "LRU", pf->lookahead,
                  pf->insensitive[0] ? ", insensitive tasks: " : "", pf->insensitive,
                  pf->trace_f ? ", recording traces to " : "", pf->trace_f ? cfg->predictor.trace_path : "");
     } else {
@@ -1066,6 +1130,8 @@ void prefetch_free(prefetch_t *pf)
     pred_plan_free(&pf->plan);
     pred_tracker_free(&pf->trk);
     reuse_free(&pf->ro);
+    pred_forecast_free(&pf->fc);
+    free(pf->fc_set);
     free(pf->cand);
     free(pf->keep);
     while (pf->n_ents > 0) ent_drop(pf, &pf->ents[pf->n_ents - 1]);
@@ -1147,6 +1213,8 @@ void prefetch_get_stats(prefetch_t *pf, prefetch_stats *o)
     o->traced_requests = atomic_load(&pf->traced);
     o->substituted = atomic_load(&pf->substituted);
     o->queued = atomic_load(&pf->n_queued);
+    o->forecast_visits = atomic_load(&pf->fc_visits);
+    o->forecast_ns = atomic_load(&pf->fc_ns);
 }
 
 /* ---- /metrics ---- */
@@ -1307,6 +1375,12 @@ void prefetch_metrics(void *user, FILE *f)
     counter(f, "emoe_predictor_next_step_prefetched_experts_total",
             "Loads started for the next step's visit of a layer when its visit ended (evict_order = visit; counted in the "
             "lookahead source too).", atomic_load(&pf->next_step_prefetched));
+    if (pf->fc_on) {
+        counter(f, "emoe_predictor_forecast_visits_total", "Layer visits folded into the forecast (evict_order = forecast).",
+                atomic_load(&pf->fc_visits));
+        gauge(f, "emoe_predictor_forecast_seconds_total", "Run-loop time spent training the forecast at those visits.",
+              (double)atomic_load(&pf->fc_ns) * 1e-9);
+    }
     uint64_t lh = atomic_load(&pf->la_hits), lc = atomic_load(&pf->la_checked);
     counter(f, "emoe_predictor_lookahead_checked_total", "Next-layer routed experts checked against the lookahead prediction.", lc);
     counter(f, "emoe_predictor_lookahead_hits_total", "Of those, experts the prediction had (top-k of the transitions).", lh);

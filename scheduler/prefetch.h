@@ -89,6 +89,7 @@ typedef struct prefetch_stats {
     uint64_t observed_tokens, requests, errors, traced_requests;
     uint64_t substituted;                /* experts substituted (per-task policy included) */
     int queued;                          /* requests the queue prefetch is tracking */
+    uint64_t forecast_visits, forecast_ns; /* evict_order = forecast: layer visits trained on, time spent (ns) */
 } prefetch_stats;
 void prefetch_get_stats(prefetch_t *pf, prefetch_stats *out);
 
