@@ -54,6 +54,7 @@
 #include "engine/cache.h"
 #include "engine/quant.h"
 #include "predictor/forecast.h"
+#include "predictor/pathmem.h"
 #include "predictor/predictor.h"
 #include "predictor/profile.h"
 #include "predictor/trace.h"
@@ -64,6 +65,13 @@
 #define STEP_USE_ALPHA 0.25f   /* rate of the per-step use EWMA (next-step lookahead) */
 #define VISIT_ALPHA 0.25f     /* EWMA rate of the visit order's use probability (per visit of a layer) */
 #define SPEC_Q_DEFAULT 0.7f    /* use probability of a speculative-gating prediction before accuracy is measured */
+/* evict_order = forecast: the path memory as in `emoe replay --policy forecast`
+ * (predictor/replay.c's defaults) but a shorter history (its per-token cost is
+ * linear in it) and no context term (a step interleaves requests) */
+#define FC_HISTORY 1024
+#define FC_MATCHES 16
+#define FC_GAMMA 0.8f
+#define FC_POWER 4.0f
 #define NEXT_STEP_MIN_USE 0.05f /* below this EWMA an expert is not prefetched for the next step */ /* per-task metric series; later tasks share "other" */
 
 typedef struct obs_rec {
@@ -88,6 +96,8 @@ typedef struct req_ent {
     char task[TASK_MAX];
     int stat;               /* index into task stats */
     pred_trace_req *trace;  /* live trace (trace_path), or NULL */
+    int pm_prev;            /* evict_order = forecast: the path-memory slot of its last token (-1 none) */
+    uint64_t pm_prev_seq;
 } req_ent;
 
 typedef struct task_stat {
@@ -131,6 +141,10 @@ struct prefetch_t {
     pred_forecast fc;      /* [predictor] evict_order = forecast: learned next-visit use (predictor/forecast.h) */
     int fc_on;
     int *fc_set;           /* (n_experts) scratch: a visit's experts, the batch's rows together */
+    pred_pathmem pm;       /* every served token's routing path; its matches vote for the next step */
+    float *fc_vote;        /* (L*E) the next step's use by some row, 1 - prod over rows (1 - vote) */
+    float *fc_v;           /* (n_experts) scratch */
+    int fc_voted;          /* fc_vote holds votes of this step */
     _Atomic uint64_t fc_visits, fc_ns; /* visits folded into the forecast, time spent there */
     float next_min_p;      /* [predictor] next_step_min_use / 100; 0 = no next-step prefetch */
     int *cand;             /* (n_experts) scratch */
@@ -276,6 +290,7 @@ static req_ent *ent_new(prefetch_t *pf, const sched_req *r, ent_state state)
     x->rid = sched_req_id(r);
     x->state = state;
     x->n_prompt = sched_req_n_prompt(r);
+    x->pm_prev = -1;
     snprintf(x->task, sizeof x->task, "%s", task_of(r));
     x->stat = stat_index(pf, x->task);
     emoe_err err = {0};
@@ -634,6 +649,63 @@ static void trace_token(prefetch_t *pf, uint64_t rid, int pos)
 }
 
 /* Feeds the buffered complete tokens to the predictor and empties the buffer. */
+/* evict_order = forecast: a complete token of request rid (its routing in
+ * pf->tok) joins the path memory, linked to the request's previous token;
+ * for the request's last token of the step, the successors of its best
+ * matches vote for its next token's experts at every layer, combined over
+ * the step's rows into the chance that some row uses each expert. */
+static void fc_path(prefetch_t *pf, uint64_t rid, int last)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    req_ent *x = ent_find(pf, rid);
+    pred_pathmem *m = &pf->pm;
+    m->prev = x ? x->pm_prev : -1;
+    m->prev_seq = x ? x->pm_prev_seq : 0;
+    if (last) {
+        for (int l = 0; l < pf->L; l++) pred_pathmem_layer(m, l, pf->tok + (size_t)l * (size_t)pf->K, pf->K);
+    } else {
+        /* a prompt token before the request's last of the step: remembered
+         * only, without matching (its matches would vote for nothing) */
+        memset(m->cur, 0, (size_t)pf->L * (size_t)m->words * sizeof *m->cur);
+        for (int l = 0; l < pf->L; l++)
+            for (int j = 0; j < pf->K; j++) {
+                int e = pf->tok[(size_t)l * (size_t)pf->K + (size_t)j];
+                if (e >= 0 && e < pf->E) m->cur[(size_t)l * (size_t)m->words + (size_t)(e >> 6)] |= 1ull << (e & 63);
+            }
+        m->layer = -1;
+        m->n_top = 0;
+    }
+    if (last && x)
+        for (int l = 0; l < pf->L; l++) {
+            if (!pred_pathmem_predict_next(m, l, pf->fc_v)) continue;
+            float *u = pf->fc_vote + (size_t)l * (size_t)pf->E;
+            if (!pf->fc_voted) memset(pf->fc_vote, 0, (size_t)pf->L * (size_t)pf->E * sizeof *pf->fc_vote);
+            pf->fc_voted = 1;
+            for (int e = 0; e < pf->E; e++) {
+                float v = pf->fc_v[e] > 1.0f ? 1.0f : pf->fc_v[e];
+                u[e] = 1.0f - (1.0f - u[e]) * (1.0f - v);
+            }
+        }
+    pred_pathmem_end_token(m);
+    if (x) { x->pm_prev = m->prev; x->pm_prev_seq = m->prev_seq; }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_fetch_add(&pf->fc_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
+}
+
+/* The step's votes become the forecast's next-visit feature (none: no vote). */
+static void fc_votes_apply(prefetch_t *pf)
+{
+    if (!pf->fc_on) return;
+    for (int l = 0; l < pf->L; l++) {
+        const float *u = pf->fc_vote + (size_t)l * (size_t)pf->E;
+        int any = 0;
+        for (int e = 0; pf->fc_voted && e < pf->E && !any; e++) any = u[e] > 0.0f;
+        pred_forecast_next(&pf->fc, l, any ? u : NULL);
+    }
+    pf->fc_voted = 0;
+}
+
 static void flush_routing(prefetch_t *pf)
 {
     if (!pf->pred || pf->n_recs == 0) {
@@ -658,6 +730,7 @@ static void flush_routing(prefetch_t *pf)
             if (pred_observe(pf->pred, pf->tasks[pf->recs[i].task], pf->tok, &err) == EMOE_OK) n_tok++;
             else atomic_fetch_add(&pf->errors, 1);
             if (pf->trace_f) trace_token(pf, pf->recs[i].rid, pf->recs[i].pos);
+            if (pf->fc_on) fc_path(pf, pf->recs[i].rid, j == pf->n_recs || pf->recs[j].rid != pf->recs[i].rid);
         }
         i = j;
     }
@@ -795,6 +868,7 @@ static void on_step_end(void *user)
     if (pf->visit_order) {
         int last = pf->ro.active ? pf->ro.cur : -1;
         fc_fold(pf);
+        fc_votes_apply(pf);
         reuse_step_end(&pf->ro);
         pf->ns_pending = -1;
         next_step_prefetch(pf, last);
@@ -1057,7 +1131,12 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
             }
             if (cfg->predictor.evict_order == 2) {
                 if ((st = pred_forecast_init(&pf->fc, pf->L, pf->E, NULL, err)) != EMOE_OK) goto fail;
-                if (!(pf->fc_set = malloc((size_t)pf->E * sizeof *pf->fc_set))) {
+                if ((st = pred_pathmem_init(&pf->pm, pf->L, pf->E, pf->K, FC_HISTORY, FC_MATCHES, FC_GAMMA, err)) != EMOE_OK)
+                    goto fail;
+                pred_pathmem_set_ctx(&pf->pm, 0.0f, FC_POWER);
+                pf->fc_vote = calloc(le, sizeof *pf->fc_vote);
+                pf->fc_v = malloc((size_t)pf->E * sizeof *pf->fc_v);
+                if (!(pf->fc_set = malloc((size_t)pf->E * sizeof *pf->fc_set)) || !pf->fc_vote || !pf->fc_v) {
                     st = emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
                     goto fail;
                 }
@@ -1131,7 +1210,10 @@ void prefetch_free(prefetch_t *pf)
     pred_tracker_free(&pf->trk);
     reuse_free(&pf->ro);
     pred_forecast_free(&pf->fc);
+    pred_pathmem_free(&pf->pm);
     free(pf->fc_set);
+    free(pf->fc_vote);
+    free(pf->fc_v);
     free(pf->cand);
     free(pf->keep);
     while (pf->n_ents > 0) ent_drop(pf, &pf->ents[pf->n_ents - 1]);
