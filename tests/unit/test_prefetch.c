@@ -334,6 +334,43 @@ START_TEST(test_exact_visit_next_step)
 }
 END_TEST
 
+/* evict_order = forecast: batched rows under the budget stay bitwise
+ * identical to all-resident (expect_reference), the forecast is trained at
+ * every layer visit, and the cache really evicts by it. */
+START_TEST(test_exact_forecast)
+{
+    if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
+    emoe_config c;
+    base_config(&c);
+    set(&c, "predictor", "evict_order", "forecast");
+    rig g;
+    rig_start(&g, &c, 4, 0);
+    warm(&g);
+    round_all(&g);
+    round_all(&g);
+    prefetch_stats st;
+    prefetch_get_stats(g.pf, &st);
+    ck_assert_uint_gt(st.forecast_visits, 0);
+    char *m = metrics_text(g.pf);
+    ck_assert(metric(m, "emoe_predictor_forecast_visits_total") == (double)st.forecast_visits);
+    /* every step visits each of the fixture's 4 layers once: one training
+     * visit per layer and step, 16 decode steps at least */
+    ck_assert_uint_eq(st.forecast_visits % 4, 0);
+    ck_assert_uint_ge(st.forecast_visits, 4 * 16);
+    ck_assert(metric(m, "emoe_expert_cache_evictions_total") > 0); /* the budget bit */
+    ck_assert(metric(m, "emoe_expert_cache_substituted_experts_total") == 0);
+    free(m);
+    rig_stop(&g);
+    base_config(&c); /* the visit order trains no forecast */
+    rig_start(&g, &c, 4, 0);
+    warm(&g);
+    prefetch_get_stats(g.pf, &st);
+    ck_assert_uint_eq(st.forecast_visits, 0);
+    rig_stop(&g);
+    unload();
+}
+END_TEST
+
 START_TEST(test_read_error)
 {
     if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
@@ -530,6 +567,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_exact_queued_lookahead);
     tcase_add_test(tc, test_cancel_queued);
     tcase_add_test(tc, test_exact_visit_next_step);
+    tcase_add_test(tc, test_exact_forecast);
     tcase_add_test(tc, test_read_error);
     tcase_add_test(tc, test_profile_errors);
     tcase_add_test(tc, test_profile_serving);
