@@ -82,16 +82,24 @@ void pred_pathmem_layer(pred_pathmem *m, int layer, const int *experts, int k)
     memset(c, 0, (size_t)W * sizeof *c);
     for (int j = 0; j < k; j++)
         if (experts[j] >= 0 && experts[j] < m->E) c[experts[j] >> 6] |= 1ull << (experts[j] & 63);
-    for (int h = 0; h < m->n; h++) {
-        const uint64_t *p = past(m, h, layer);
-        int ov = 0;
-        for (int w = 0; w < W; w++) ov += __builtin_popcountll(p[w] & c[w]);
-        m->score[h] = m->gamma * (layer == 0 ? m->init[h] : m->score[h]) + (float)ov;
+    if (W == 1) { /* up to 64 experts: one word per layer */
+        const uint64_t c0 = c[0], *p = m->mask + (size_t)layer;
+        size_t stride = (size_t)m->L;
+        const float *prev = layer == 0 ? m->init : m->score;
+        for (int h = 0; h < m->n; h++, p += stride)
+            m->score[h] = m->gamma * prev[h] + (float)__builtin_popcountll(*p & c0);
+    } else {
+        for (int h = 0; h < m->n; h++) {
+            const uint64_t *p = past(m, h, layer);
+            int ov = 0;
+            for (int w = 0; w < W; w++) ov += __builtin_popcountll(p[w] & c[w]);
+            m->score[h] = m->gamma * (layer == 0 ? m->init[h] : m->score[h]) + (float)ov;
+        }
     }
     /* the M best (ties: the most recent first), by insertion */
     int nt = 0;
-    for (int i = 0; i < m->n; i++) {
-        int h = ((m->head - 1 - i) % m->H + m->H) % m->H; /* newest first */
+    for (int i = 0, h = m->head; i < m->n; i++) {
+        h = h == 0 ? m->H - 1 : h - 1; /* newest first: head - 1 - i, cyclically */
         float s = m->score[h];
         if (!(s > 0.0f)) continue;
         if (nt == m->M && !(s > m->score[m->top[nt - 1]])) continue;

@@ -1129,7 +1129,8 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
                 pf->visit_order = 1;
                 pf->next_min_p = (float)cfg->predictor.next_step_min_use / 100.0f;
             }
-            if (cfg->predictor.evict_order == 2) {
+            /* (nothing is ever evicted when every expert fits: no forecast to pay for) */
+            if (cfg->predictor.evict_order == 2 && (size_t)pf->slots < (size_t)pf->L * (size_t)pf->E) {
                 if ((st = pred_forecast_init(&pf->fc, pf->L, pf->E, NULL, err)) != EMOE_OK) goto fail;
                 if ((st = pred_pathmem_init(&pf->pm, pf->L, pf->E, pf->K, FC_HISTORY, FC_MATCHES, FC_GAMMA, err)) != EMOE_OK)
                     goto fail;
