@@ -1148,7 +1148,7 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
         LOG_INFO("expert predictor: plans of %d of %d slots, re-planned every %d requests of a task (queued requests "
                  "prefetched within the same bound), %d task slots, eviction by %s, lookahead %d layer(s)%s%s%s%s",
                  pf->plan_budget, pf->slots, pc.replan_every, pc.max_tasks,
-                 pf->fc_on ? "forecast (learned next-visit use on the layer walk)" : pf->visit_order ? "visit order (cyclic time to next use)" : pf->trk_ready ? "predicted reuse distance" : "LRU", pf->lookahead,
+                 pf->fc_on ? "forecast (learned next-visit use on the layer walk)" : cfg->predictor.evict_order == 2 ? "visit order (every expert fits: no forecast)" : pf->visit_order ? "visit order (cyclic time to next use)" : pf->trk_ready ? "predicted reuse distance" : "LRU", pf->lookahead,
                  pf->insensitive[0] ? ", insensitive tasks: " : "", pf->insensitive,
                  pf->trace_f ? ", recording traces to " : "", pf->trace_f ? cfg->predictor.trace_path : "");
     } else {

@@ -306,6 +306,7 @@ START_TEST(test_exact_visit_next_step)
     if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
     emoe_config c;
     base_config(&c);
+    set(&c, "predictor", "evict_order", "visit");
     set(&c, "predictor", "next_step_min_use", "1");
     rig g;
     rig_start(&g, &c, 4, 0);
@@ -362,6 +363,7 @@ START_TEST(test_exact_forecast)
     free(m);
     rig_stop(&g);
     base_config(&c); /* the visit order trains no forecast */
+    set(&c, "predictor", "evict_order", "visit");
     rig_start(&g, &c, 4, 0);
     warm(&g);
     prefetch_get_stats(g.pf, &st);
