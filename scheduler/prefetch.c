@@ -32,6 +32,11 @@
  * layer's visit ends (seen at the next layer's w_prefetch, once all its rows
  * are routed, or at step end), its experts likely used at the next step
  * (P >= next_step_min_use) load, gated, at most la_cap_layer of them.
+ * evict_order = forecast (the default): the same walk and gates with P from
+ * predictor/forecast.h, trained when each layer visit ends on the union of
+ * its rows' experts (fc_fold); at step end every complete token joins the
+ * path memory and the successors of each request's last token's matches
+ * vote for the next step's visits (fc_path, fc_votes_apply).
  * evict_order = reuse: the largest expected reuse distance
  * (pred_tracker_reuse) from the layer being served, the tracker's prior the
  * largest plan score of any running (or, halved, queued) request; experts
@@ -648,7 +653,6 @@ static void trace_token(prefetch_t *pf, uint64_t rid, int pos)
         pred_req_set_layer(x->trace, row, l, pf->tok + (size_t)l * (size_t)pf->K, NULL, pf->K, &err);
 }
 
-/* Feeds the buffered complete tokens to the predictor and empties the buffer. */
 /* evict_order = forecast: a complete token of request rid (its routing in
  * pf->tok) joins the path memory, linked to the request's previous token;
  * for the request's last token of the step, the successors of its best
@@ -706,6 +710,7 @@ static void fc_votes_apply(prefetch_t *pf)
     pf->fc_voted = 0;
 }
 
+/* Feeds the buffered complete tokens to the predictor and empties the buffer. */
 static void flush_routing(prefetch_t *pf)
 {
     if (!pf->pred || pf->n_recs == 0) {
