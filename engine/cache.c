@@ -832,10 +832,16 @@ emoe_status cache_attach(eng_engine *e, const cache_cli_opts *o, cache_t **out, 
         return emoe_errf(err, EMOE_EINVAL, "--miss-policy: '%s' is not exact, substitute or lowbit", o->miss_policy);
     if (o->lowbit_format && (quant_format_parse(o->lowbit_format, &lbfmt) != 0 || lbfmt == QUANT_NONE))
         return emoe_errf(err, EMOE_EINVAL, "lowbit format: '%s' is not q8 or q4", o->lowbit_format);
-    if ((fmt != QUANT_NONE || cfg.miss_policy == CACHE_MISS_LOWBIT) && strcmp(eng_backend_name(e), "cpu") != 0)
-        return emoe_errf(err, EMOE_EUNSUP, "quantized experts (--expert-format %s%s) run on the CPU backend only so far "
-                         "(the %s backend has no q8/q4 kernels yet)", quant_format_name(fmt),
-                         cfg.miss_policy == CACHE_MISS_LOWBIT ? ", miss policy lowbit" : "", eng_backend_name(e));
+    /* q8/q4 experts: the CPU, and the cuda backend's device tier (packed GPU
+     * slots, engine/cuda/moe_quant.cu). lowbit: the CPU only (its low-bit copy
+     * lives in host memory, which the GPU kernels cannot read). */
+    if (cfg.miss_policy == CACHE_MISS_LOWBIT && strcmp(eng_backend_name(e), "cpu") != 0)
+        return emoe_errf(err, EMOE_EUNSUP, "miss policy lowbit runs on the CPU backend only so far (the %s backend "
+                         "cannot read the low-bit copy, which stays in host memory); use exact or substitute, or "
+                         "--backend cpu", eng_backend_name(e));
+    if (fmt != QUANT_NONE && strcmp(eng_backend_name(e), "cpu") != 0 && strcmp(eng_backend_name(e), "cuda") != 0)
+        return emoe_errf(err, EMOE_EUNSUP, "quantized experts (--expert-format %s) run on the cpu and cuda backends, "
+                         "not %s", quant_format_name(fmt), eng_backend_name(e));
     emoe_status st = store_find_or_build_format(e, o->store, (int)fmt, path, sizeof path, &fp, err);
     if (st) return st;
     if (cfg.miss_policy == CACHE_MISS_LOWBIT &&
@@ -855,7 +861,10 @@ emoe_status cache_attach(eng_engine *e, const cache_cli_opts *o, cache_t **out, 
     }
     cfg.loader.queue_depth = o->queue_depth;
     cfg.loader.fail_nth_read = o->fail_nth_read;
-    cfg.slot_mem = (const cache_slot_mem *)eng_backend_slot_mem(e); /* GPU memory on CUDA */
+    cfg.slot_mem = (const cache_slot_mem *)eng_backend_slot_mem_format(e, (int)fmt); /* GPU memory on CUDA */
+    if (!cfg.slot_mem && fmt != QUANT_NONE && strcmp(eng_backend_name(e), "cpu") != 0)
+        return emoe_errf(err, EMOE_EUNSUP, "the %s backend has no memory for %s expert slots", eng_backend_name(e),
+                         quant_format_name(fmt));
     if ((st = cache_open(path, fp, &cfg, out, err))) return st;
     eng_set_expert_provider(e, cache_provider(*out));
     return EMOE_OK;
