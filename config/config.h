@@ -103,6 +103,8 @@ typedef struct emoe_config {
         int max_tasks;
         int evict_hint;                   /* 1: the cache evicts by the predictor's reuse distance */
         int lookahead_layers;             /* prefetch the predicted experts of the next d layers */
+        int evict_order;                  /* 0 visit (cyclic time to next use), 1 reuse (tracker) */
+        int next_step_min_use;            /* percent: next-step prefetch of experts this likely used; 0 = off */
         char task_profile[CFG_STR_MAX];   /* `emoe profile` output; "" = none */
         char trace_path[CFG_STR_MAX];     /* record served routing here; "" = off */
         char acquire_log[CFG_STR_MAX];    /* diagnostic: every acquire, per step; "" = off */

@@ -176,9 +176,17 @@ static void update_resident(cache_t *c)
 /* Victim slot: EMPTY first, then ERROR, then the unpinned READY slot with the
  * lowest (hint, stamp). Slots with stamp >= fresh (filled by the current
  * prefetch) are skipped. -1 when none. */
+static int pick_victim_score(cache_t *c, cslot *s, int n, uint64_t fresh, double *score_out);
 static int pick_victim(cache_t *c, cslot *s, int n, uint64_t fresh)
 {
+    return pick_victim_score(c, s, n, fresh, NULL);
+}
+
+/* pick_victim, and the victim's hint (-inf for an EMPTY or ERROR slot). */
+static int pick_victim_score(cache_t *c, cslot *s, int n, uint64_t fresh, double *score_out)
+{
     int best = -1;
+    if (score_out) *score_out = -INFINITY;
     double best_score = 0;
     uint64_t best_stamp = 0;
     for (int i = 0; i < n; i++) {
@@ -194,6 +202,7 @@ static int pick_victim(cache_t *c, cslot *s, int n, uint64_t fresh)
             best_stamp = s[i].stamp;
         }
     }
+    if (score_out && best >= 0) *score_out = best_score;
     return best;
 }
 
@@ -698,13 +707,25 @@ void cache_prefetch(cache_t *c, int layer, const int *experts, int n)
     cache_prefetch_from(c, CACHE_PF_ENGINE, layer, experts, n);
 }
 
+static int prefetch_some(cache_t *c, cache_pf_source src, int layer, const int *experts, const double *keep, int n);
+
 void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *experts, int n)
 {
+    prefetch_some(c, src, layer, experts, NULL, n);
+}
+
+int cache_prefetch_gated(cache_t *c, cache_pf_source src, int layer, const int *experts, const double *keep, int n)
+{
+    return prefetch_some(c, src, layer, experts, keep, n);
+}
+
+static int prefetch_some(cache_t *c, cache_pf_source src, int layer, const int *experts, const double *keep, int n)
+{
     if ((int)src < 0 || src >= CACHE_PF_SOURCES) src = CACHE_PF_ENGINE;
-    if (layer < 0 || layer >= c->n_layers || n <= 0) return;
+    if (layer < 0 || layer >= c->n_layers || n <= 0) return 0;
     loader_read **reads = malloc((size_t)n * sizeof *reads);
     load_job **copies = malloc((size_t)n * sizeof *copies);
-    if (!reads || !copies) { free(reads); free(copies); return; }
+    if (!reads || !copies) { free(reads); free(copies); return 0; }
     int nr = 0, nc = 0;
     pthread_mutex_lock(&c->mu);
     uint64_t fresh = c->clock + 1;
@@ -712,8 +733,10 @@ void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *
         if (experts[i] < 0 || experts[i] >= c->n_experts) continue;
         int id = layer * c->n_experts + experts[i];
         if (c->map_dev[id] >= 0) continue; /* resident, loading, or failed: nothing to do */
-        int v = pick_victim(c, c->dev, c->n_dev, fresh);
+        double vs;
+        int v = pick_victim_score(c, c->dev, c->n_dev, fresh, &vs);
         if (v < 0) break;
+        if (keep && c->dev[v].state == SLOT_READY && !(vs < keep[i])) continue; /* worth less than the victim */
         emoe_status st;
         emoe_err e;
         load_job *j = start_load(c, id, v, &st, &e);
@@ -732,6 +755,7 @@ void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *
     for (int i = 0; i < nc; i++) run_copy(copies[i]);
     free(reads);
     free(copies);
+    return nr + nc;
 }
 
 void cache_set_evict_hint(cache_t *c, cache_evict_hint_fn fn, void *user)

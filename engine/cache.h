@@ -154,6 +154,11 @@ typedef enum cache_pf_source {
 extern const char *const cache_pf_source_names[CACHE_PF_SOURCES]; /* "engine", "plan", "queue", "lookahead" */
 /* cache_prefetch, with its loads counted under src. */
 void cache_prefetch_from(cache_t *c, cache_pf_source src, int layer, const int *experts, int n);
+/* cache_prefetch_from, gated: experts[i] is loaded only into a free slot or
+ * in place of one whose eviction hint is below keep[i] (its own hint once
+ * resident): a speculative load never evicts what is worth more. Returns the
+ * loads started. */
+int cache_prefetch_gated(cache_t *c, cache_pf_source src, int layer, const int *experts, const double *keep, int n);
 /* Counts n experts replaced by the substitute miss policy. */
 void cache_count_substituted(cache_t *c, int n);
 /* Waits until no load is in flight. */

@@ -24,7 +24,15 @@
  *  - on_step_end: buffered complete tokens go to pred_observe under their
  *    request's task (and to the live trace), then cache_step_end.
  *  - on_finish: flush, pred_end_request, the trace line is written.
- * Eviction ([predictor] evict_hint): the largest expected reuse distance
+ * Eviction ([predictor] evict_hint), evict_order = visit (scheduler/reuse.h):
+ * the largest expected time to next use on the engine's cyclic walk over the
+ * layers, fed by the routing callback; lookahead loads (speculative gating,
+ * transitions) raise their expert's use probability for its layer's coming
+ * visit and only evict a slot worth less (cache_prefetch_gated); when a
+ * layer's visit ends (seen at the next layer's w_prefetch, once all its rows
+ * are routed, or at step end), its experts likely used at the next step
+ * (P >= next_step_min_use) load, gated, at most la_cap_layer of them.
+ * evict_order = reuse: the largest expected reuse distance
  * (pred_tracker_reuse) from the layer being served, the tracker's prior the
  * largest plan score of any running (or, halved, queued) request; experts
  * routed at the layer being served in the current step are never chosen
@@ -47,10 +55,13 @@
 #include "predictor/predictor.h"
 #include "predictor/profile.h"
 #include "predictor/trace.h"
+#include "scheduler/reuse.h"
 
 #define TASK_MAX 64
 #define TASK_STATS_MAX 64
 #define STEP_USE_ALPHA 0.25f   /* rate of the per-step use EWMA (next-step lookahead) */
+#define VISIT_ALPHA 0.25f     /* EWMA rate of the visit order's use probability (per visit of a layer) */
+#define SPEC_Q_DEFAULT 0.7f    /* use probability of a speculative-gating prediction before accuracy is measured */
 #define NEXT_STEP_MIN_USE 0.05f /* below this EWMA an expert is not prefetched for the next step */ /* per-task metric series; later tasks share "other" */
 
 typedef struct obs_rec {
@@ -113,6 +124,12 @@ struct prefetch_t {
     /* eviction order */
     pred_tracker trk;
     int trk_ready;
+    reuse_order ro;        /* [predictor] evict_order = visit */
+    int visit_order;
+    float next_min_p;      /* [predictor] next_step_min_use / 100; 0 = no next-step prefetch */
+    int *cand;             /* (n_experts) scratch */
+    int ns_pending;        /* layer whose visit ended, its next-step prefetch not yet issued (-1 none) */
+    double *keep;          /* (n_experts) scratch: gate of each prefetched expert */
     int cur_layer;         /* the layer being served (last routed) */
     uint64_t step_no;
     uint64_t *used_step;   /* (L*E) step_no when routed (protects the layer being served) */
@@ -150,7 +167,7 @@ struct prefetch_t {
     _Atomic int n_tstats;
     /* counters for /metrics (written by the run loop) */
     _Atomic uint64_t plans, plans_computed, plan_prefetched, queue_plans, queue_prefetched, queue_dropped,
-        la_prefetched, la_predicted, la_hits, la_checked, observed_tokens, requests, insensitive_reqs, errors,
+        la_prefetched, la_predicted, la_hits, la_checked, next_step_prefetched, observed_tokens, requests, insensitive_reqs, errors,
         traced, substituted;
     _Atomic int n_tasks_known, n_queued;
     /* miss policy lowbit: low-bit expert uses per task of finished requests (lb_mu) */
@@ -322,6 +339,7 @@ static int intern_task(prefetch_t *pf, const char *t)
 static double hint_fn(void *user, int layer, int expert)
 {
     prefetch_t *pf = user;
+    if (pf->visit_order) return reuse_keep(&pf->ro, layer, expert);
     size_t i = (size_t)layer * (size_t)pf->E + (size_t)expert;
     if (layer == pf->cur_layer && pf->used_step[i] == pf->step_no) return 1e30;
     return -pred_tracker_reuse(&pf->trk, pf->cur_layer, layer, expert, NULL);
@@ -356,15 +374,28 @@ static void top_m(const float *scores, int E, int m, int *out)
     }
 }
 
+/* A speculative load is a whole load of disk time whether or not it is used,
+ * and the disk is what the budgeted engine waits for: it may only evict an
+ * expert whose next use is expected at least a step (n_layers visits) later
+ * than the loaded one's. (Chosen on the issue-11 benchmark: with no margin
+ * the lookahead added 5,000-8,000 loads per run to the 28,500-30,400 of
+ * demand paging, with this one 1,000-4,000, for the same wall time within
+ * the noise; docs/performance.md.) */
+static double spec_margin(const prefetch_t *pf) { return (double)pf->L; }
+
 /* Prefetches (layer, experts) not yet asked for in this step under src.
  * Lookahead asks for at most la_cap_layer experts of one layer per step (the
- * layer's share of the device slots, at least top_k). */
-static int prefetch_new(prefetch_t *pf, cache_pf_source src, int layer, const int *experts, int k)
+ * layer's share of the device slots, at least top_k). With the visit order
+ * and q (each expert's predicted use probability at the layer's coming
+ * visit), the prediction raises the expert's keep-score until its layer has
+ * run, and the load only evicts a slot worth less (cache_prefetch_gated). */
+static int prefetch_new(prefetch_t *pf, cache_pf_source src, int layer, const int *experts, const float *q, int k)
 {
     int n = 0;
     for (int j = 0; j < k; j++) {
         if (experts[j] < 0 || experts[j] >= pf->E) continue;
         size_t i = (size_t)layer * (size_t)pf->E + (size_t)experts[j];
+        if (q && pf->visit_order) reuse_expect(&pf->ro, layer, experts[j], q[j]);
         if (pf->la_step[i] == pf->step_no) continue;
         if (src == CACHE_PF_LOOKAHEAD) {
             if (pf->la_count_step[layer] != pf->step_no) { pf->la_count_step[layer] = pf->step_no; pf->la_count[layer] = 0; }
@@ -372,10 +403,51 @@ static int prefetch_new(prefetch_t *pf, cache_pf_source src, int layer, const in
             pf->la_count[layer]++;
         }
         pf->la_step[i] = pf->step_no;
+        if (q && pf->visit_order) pf->keep[n] = reuse_keep_at(&pf->ro, layer, reuse_prob(&pf->ro, layer, experts[j])) - spec_margin(pf);
         pf->ids[n++] = experts[j];
     }
+    if (n && q && pf->visit_order) return cache_prefetch_gated(pf->cache, src, layer, pf->ids, pf->keep, n);
     if (n) cache_prefetch_from(pf->cache, src, layer, pf->ids, n);
     return n;
+}
+
+/* The use probability a speculative-gating prediction stands for: its
+ * measured accuracy once there is enough of it. */
+static float spec_q(prefetch_t *pf)
+{
+    uint64_t c = atomic_load(&pf->la_checked);
+    return c >= 1000 ? (float)atomic_load(&pf->la_hits) / (float)c : SPEC_Q_DEFAULT;
+}
+
+/* The visit of `layer` ended (visit order): its experts most likely used at
+ * the next step's visit, P >= next_min_p, at most the layer's share of the
+ * slots, load now, gated, so the disk works for the next step during the
+ * rest of this one. */
+static void next_step_prefetch(prefetch_t *pf, int layer)
+{
+    if (!pf->visit_order || pf->next_min_p <= 0.0f || layer < 0 || layer >= pf->L) return;
+    int n = 0;
+    for (int x = 0; x < pf->E; x++) {
+        pf->scores[x] = reuse_prob(&pf->ro, layer, x);
+        if (pf->scores[x] >= pf->next_min_p) n++;
+    }
+    if (n == 0) return;
+    int m = n < pf->la_cap_layer ? n : pf->la_cap_layer;
+    top_m(pf->scores, pf->E, m, pf->cand);
+    float qs[64];
+    int nc = 0;
+    for (int j = 0; j < m && nc < 64; j++) {
+        int x = pf->cand[j];
+        if (x < 0 || cache_is_resident(pf->cache, layer, x)) continue;
+        pf->cand[nc] = x;
+        qs[nc++] = pf->scores[x];
+    }
+    if (nc == 0) return;
+    /* gated by the keep-score each would have once resident */
+    for (int j = 0; j < nc; j++) pf->keep[j] = reuse_keep_at(&pf->ro, layer, qs[j]) - spec_margin(pf);
+    int got = cache_prefetch_gated(pf->cache, CACHE_PF_LOOKAHEAD, layer, pf->cand, pf->keep, nc);
+    atomic_fetch_add(&pf->la_prefetched, (uint64_t)got);
+    atomic_fetch_add(&pf->next_step_prefetched, (uint64_t)got);
 }
 
 /* One row of layer `layer` was routed: check the previous layer's prediction
@@ -421,7 +493,10 @@ static void lookahead_row(prefetch_t *pf, const char *task, uint64_t rid, int po
             pf->la_next_pos[row] = pos;
             atomic_fetch_add(&pf->la_predicted, (uint64_t)K);
         }
-        atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, layer + d, pf->chain, K));
+        float qs[64];
+        for (int j = 0; j < K && j < 64; j++) qs[j] = pf->chain[j] >= 0 ? pf->scores[pf->chain[j]] : 0.0f;
+        atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, layer + d, pf->chain,
+                                                                    K <= 64 ? qs : NULL, K));
         from = pf->chain;
     }
 }
@@ -434,6 +509,13 @@ static void on_route(void *user, void *tag, int pos, int layer, const int *exper
     const sched_req *r = tag; /* the scheduler tags each sequence with its request */
     const char *task = task_of(r);
     uint64_t rid = sched_req_id(r);
+    if (pf->visit_order) {
+        /* a new visit: the previous layer's next-step prefetch waits until
+         * every row of this one is routed (w_prefetch), so that it cannot
+         * evict what this layer is about to use */
+        if (pf->ro.active && layer != pf->ro.cur) pf->ns_pending = pf->ro.cur;
+        reuse_route(&pf->ro, layer, experts, k);
+    }
     pf->cur_layer = layer;
     /* per-task device hits: the routed experts resident when routed */
     req_ent *x = ent_find(pf, rid);
@@ -450,7 +532,7 @@ static void on_route(void *user, void *tag, int pos, int layer, const int *exper
     /* the routed experts first (a head start on the forward pass's prefetch),
      * then the predicted ones of the next layers */
     if (pf->lookahead > 0) {
-        prefetch_new(pf, CACHE_PF_ENGINE, layer, experts, k);
+        prefetch_new(pf, CACHE_PF_ENGINE, layer, experts, NULL, k);
         lookahead_row(pf, task, rid, pos, layer, experts);
     }
     if (pf->trk_ready) pred_tracker_observe(&pf->trk, layer, experts, k);
@@ -655,9 +737,15 @@ static void on_step_end(void *user)
     prefetch_t *pf = user;
     flush_routing(pf);
     cache_step_end(pf->cache);
+    if (pf->visit_order) {
+        int last = pf->ro.active ? pf->ro.cur : -1;
+        reuse_step_end(&pf->ro);
+        pf->ns_pending = -1;
+        next_step_prefetch(pf, last);
+    }
     for (size_t i = 0, n = (size_t)pf->L * (size_t)pf->E; i < n; i++)
         pf->step_use[i] = pf->step_use[i] * (1.0f - STEP_USE_ALPHA) + (pf->used_step[i] == pf->step_no ? STEP_USE_ALPHA : 0.0f);
-    if (pf->pred && pf->lookahead > 0) {
+    if (pf->pred && pf->lookahead > 0 && !pf->visit_order) {
         /* The lookahead wraps around the step: the first lookahead_layers
          * layers of the next step, no router to apply yet, get the experts
          * recent steps used most (at most the layer's share of the slots,
@@ -670,7 +758,7 @@ static void on_step_end(void *user)
             int ns = 0;
             for (int j = 0; j < m; j++)
                 if (pf->chain_e[j] >= 0 && u[pf->chain_e[j]] >= NEXT_STEP_MIN_USE) pf->chain_e[ns++] = pf->chain_e[j];
-            atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, l, pf->chain_e, ns));
+            atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, l, pf->chain_e, NULL, ns));
         }
         pf->step_no--;
     }
@@ -714,7 +802,13 @@ static int w_substitute_seq(void *ctx, void *tag)
 }
 static void w_prefetch(void *ctx, int layer, const int *experts, int n)
 {
-    cache_prefetch(((prefetch_t *)ctx)->cache, layer, experts, n);
+    prefetch_t *pf = ctx;
+    cache_prefetch(pf->cache, layer, experts, n);
+    if (pf->ns_pending >= 0) { /* the layer's rows are all routed: the previous layer's next-step prefetch */
+        int l = pf->ns_pending;
+        pf->ns_pending = -1;
+        next_step_prefetch(pf, l);
+    }
 }
 /* Speculative gating: the engine applied layer `layer`'s router to the
  * previous layer's MoE input. Prefetch, and keep the next layer's prediction
@@ -724,7 +818,9 @@ static void w_predicted(void *ctx, void *tag, int pos, int layer, const int *exp
     prefetch_t *pf = ctx;
     if (!pf->pred || k != pf->K || layer < 0 || layer >= pf->L) return;
     pf->spec_seen = 1;
-    atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, layer, experts, k));
+    float q = spec_q(pf), qs[64];
+    for (int j = 0; j < k && j < 64; j++) qs[j] = q;
+    atomic_fetch_add(&pf->la_prefetched, (uint64_t)prefetch_new(pf, CACHE_PF_LOOKAHEAD, layer, experts, k <= 64 ? qs : NULL, k));
     if (!tag || layer != pf->la_layer + 1) return;
     int row = pf->spec_row++;
     if (la_grow(pf, row + 1) != 0) return;
@@ -799,6 +895,7 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     pf->cur_layer = 0;
     pf->step_no = 1;
     pf->la_layer = -2;
+    pf->ns_pending = -1;
     pf->lookahead = cfg->predictor.lookahead_layers;
     pf->global_substitute = cfg->cache.miss_policy == CFG_MISS_SUBSTITUTE;
     snprintf(pf->insensitive, sizeof pf->insensitive, "%s", cfg->predictor.insensitive_tasks);
@@ -875,11 +972,13 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
     pf->la_step = calloc(le, sizeof *pf->la_step);
     pf->la_count_step = calloc((size_t)pf->L, sizeof *pf->la_count_step);
     pf->la_count = calloc((size_t)pf->L, sizeof *pf->la_count);
+    pf->cand = malloc((size_t)pf->E * sizeof *pf->cand);
+    pf->keep = malloc((size_t)pf->E * sizeof *pf->keep);
     /* a layer's fair share of the slots: more lookahead loads for one layer
      * only evict each other (prefill steps predict most of a layer) */
     pf->la_cap_layer = cs.device_slots / pf->L > pf->K ? cs.device_slots / pf->L : pf->K;
     if (!pf->ids || !pf->tok || !pf->seen || !pf->scores || !pf->scores_le || !pf->chain || !pf->used_step || !pf->la_step || !pf->step_use || !pf->chain_e ||
-        !pf->la_count_step || !pf->la_count) {
+        !pf->la_count_step || !pf->la_count || !pf->cand || !pf->keep) {
         st = emoe_errf(err, EMOE_ENOMEM, "serve: out of memory");
         goto fail;
     }
@@ -895,12 +994,17 @@ emoe_status prefetch_init(const emoe_config *cfg, eng_engine *e, int fail_nth_re
         if (cfg->predictor.evict_hint) {
             if ((st = pred_tracker_init(&pf->trk, pf->pred, err)) != EMOE_OK) goto fail;
             pf->trk_ready = 1;
+            if (cfg->predictor.evict_order == 0) {
+                if ((st = reuse_init(&pf->ro, pf->L, pf->E, VISIT_ALPHA, err)) != EMOE_OK) goto fail;
+                pf->visit_order = 1;
+                pf->next_min_p = (float)cfg->predictor.next_step_min_use / 100.0f;
+            }
             cache_set_evict_hint(pf->cache, hint_fn, pf);
         }
         LOG_INFO("expert predictor: plans of %d of %d slots, re-planned every %d requests of a task (queued requests "
                  "prefetched within the same bound), %d task slots, eviction by %s, lookahead %d layer(s)%s%s%s%s",
                  pf->plan_budget, pf->slots, pc.replan_every, pc.max_tasks,
-                 pf->trk_ready ? "predicted reuse distance" : "LRU", pf->lookahead,
+                 pf->visit_order ? "visit order (cyclic time to next use)" : pf->trk_ready ? "predicted reuse distance" : "LRU", pf->lookahead,
                  pf->insensitive[0] ? ", insensitive tasks: " : "", pf->insensitive,
                  pf->trace_f ? ", recording traces to " : "", pf->trace_f ? cfg->predictor.trace_path : "");
     } else {
@@ -961,6 +1065,9 @@ void prefetch_free(prefetch_t *pf)
     pred_free(pf->pred);
     pred_plan_free(&pf->plan);
     pred_tracker_free(&pf->trk);
+    reuse_free(&pf->ro);
+    free(pf->cand);
+    free(pf->keep);
     while (pf->n_ents > 0) ent_drop(pf, &pf->ents[pf->n_ents - 1]);
     free(pf->ents);
     free(pf->recs);
@@ -1033,6 +1140,7 @@ void prefetch_get_stats(prefetch_t *pf, prefetch_stats *o)
     o->lookahead_predicted = atomic_load(&pf->la_predicted);
     o->lookahead_hits = atomic_load(&pf->la_hits);
     o->lookahead_checked = atomic_load(&pf->la_checked);
+    o->next_step_prefetched = atomic_load(&pf->next_step_prefetched);
     o->observed_tokens = atomic_load(&pf->observed_tokens);
     o->requests = atomic_load(&pf->requests);
     o->errors = atomic_load(&pf->errors);
@@ -1196,6 +1304,9 @@ void prefetch_metrics(void *user, FILE *f)
     gauge(f, "emoe_predictor_queued_requests", "Queued requests with a plan.", atomic_load(&pf->n_queued));
     counter(f, "emoe_predictor_lookahead_prefetched_experts_total", "Lookahead pairs handed to the cache (new in their step).",
             atomic_load(&pf->la_prefetched));
+    counter(f, "emoe_predictor_next_step_prefetched_experts_total",
+            "Loads started for the next step's visit of a layer when its visit ended (evict_order = visit; counted in the "
+            "lookahead source too).", atomic_load(&pf->next_step_prefetched));
     uint64_t lh = atomic_load(&pf->la_hits), lc = atomic_load(&pf->la_checked);
     counter(f, "emoe_predictor_lookahead_checked_total", "Next-layer routed experts checked against the lookahead prediction.", lc);
     counter(f, "emoe_predictor_lookahead_hits_total", "Of those, experts the prediction had (top-k of the transitions).", lh);

@@ -13,7 +13,11 @@
  *     predictor's cross-layer transitions predict for layers l+1..l+d
  *     ([predictor] lookahead_layers) are prefetched; its accuracy (share of
  *     the next layer's routed experts that were predicted) is measured live;
- *   - eviction by the predictor's expected reuse distance;
+ *   - eviction by the expected time to next use on the engine's cyclic walk
+ *     over the layers (scheduler/reuse.h; [predictor] evict_order = visit),
+ *     speculative loads gated by it, and the next step's likely experts of a
+ *     layer loaded once its visit ends ([predictor] next_step_min_use); or by
+ *     the predictor's expected reuse distance (evict_order = reuse);
  *   - per-task miss policy from a task profile ([predictor] task_profile,
  *     predictor/profile.h): tasks the profile marks insensitive substitute
  *     resident experts for missing ones, the others stay exact;
@@ -81,6 +85,7 @@ typedef struct prefetch_stats {
     uint64_t plans, queue_plans, queue_prefetched, queue_dropped, plan_prefetched;
     uint64_t lookahead_prefetched, lookahead_predicted, lookahead_hits; /* hits / predicted-against = accuracy */
     uint64_t lookahead_checked;          /* next-layer experts routed and checked against the prediction */
+    uint64_t next_step_prefetched;       /* loads for the next step's visit of a layer (visit order), in lookahead_prefetched too */
     uint64_t observed_tokens, requests, errors, traced_requests;
     uint64_t substituted;                /* experts substituted (per-task policy included) */
     int queued;                          /* requests the queue prefetch is tracking */

@@ -15,6 +15,11 @@ grep -q 'steps 2  acquires 6  distinct experts per step: mean 3.0, max 3, steps 
 grep -q 'disk time at 1000 MB/s, 4096-byte extents: OPT 0.00 s' <<<"$out" || { echo "FAIL: disk time line"; fail=1; }
 # a resident set large enough: only the compulsory loads
 python3 tools/step_bound.py "$T/acq.log" 3 | grep -q 'Belady OPT 3 .* LRU 3 ' || { echo "FAIL: 3 slots"; fail=1; }
+# the visit order on two layers, 2 slots (checked by hand): layer 1 keeps 5 (used every
+# step, one layer away) and layer 0 alternates 1 and 2 through the other slot: 5 loads
+printf '0:1 1:5\n0:2 1:5\n0:1 1:5\n0:2 1:5\n' >"$T/acq2.log"
+python3 tools/step_bound.py "$T/acq2.log" 2 | grep -q 'visit order (demand paging) 5 (1.2 per step)  told each layer.s next visit 5 ' ||
+    { echo "FAIL: visit order"; fail=1; }
 python3 tools/step_bound.py 2>/dev/null && { echo "FAIL: no arguments accepted"; fail=1; }
 [ $fail = 0 ] && echo "step_bound: ok"
 exit $fail

@@ -339,6 +339,54 @@ START_TEST(test_evict_hint)
 }
 END_TEST
 
+static double keep_by_id(void *user, int layer, int expert)
+{
+    (void)user;
+    (void)layer;
+    return expert; /* higher experts are worth more */
+}
+
+/* cache_prefetch_gated: a free slot is always taken; a resident expert is
+ * only evicted when its hint is below the prefetched expert's keep value. */
+START_TEST(test_prefetch_gated)
+{
+    cache_config cfg = {.device_budget = 4 * stride()};
+    emoe_err err = {0};
+    cache_t *c;
+    ck_assert_int_eq(cache_open(path, 77, &cfg, &c, &err), EMOE_OK);
+    cache_set_evict_hint(c, keep_by_id, NULL);
+    int a[1] = {0};
+    double low[1] = {-1e9};
+    ck_assert_int_eq(cache_prefetch_gated(c, CACHE_PF_LOOKAHEAD, 1, a, low, 1), 1); /* a free slot */
+    cache_drain(c);
+    for (int x = 1; x <= 3; x++) acquire_ok(c, 1, x); /* slots: 0 1 2 3 */
+    int b[2] = {7, 6};
+    double k1[2] = {0.0, 0.5}; /* 7 is worth 0.0, not more than expert 0; 6 is worth more */
+    ck_assert_int_eq(cache_prefetch_gated(c, CACHE_PF_LOOKAHEAD, 1, b, k1, 2), 1);
+    cache_drain(c);
+    ck_assert(!cache_is_resident(c, 1, 7));
+    ck_assert(cache_is_resident(c, 1, 6));
+    ck_assert(!cache_is_resident(c, 1, 0));
+    ck_assert(cache_is_resident(c, 1, 1));
+    int d[1] = {5};
+    double k2[1] = {0.9}; /* the victim would be expert 1 (1.0): refused */
+    ck_assert_int_eq(cache_prefetch_gated(c, CACHE_PF_QUEUE, 1, d, k2, 1), 0);
+    ck_assert(cache_is_resident(c, 1, 1));
+    double k3[1] = {1.1};
+    ck_assert_int_eq(cache_prefetch_gated(c, CACHE_PF_QUEUE, 1, d, k3, 1), 1);
+    cache_drain(c);
+    ck_assert(cache_is_resident(c, 1, 5));
+    ck_assert(!cache_is_resident(c, 1, 1));
+    cache_stats s;
+    cache_get_stats(c, &s);
+    ck_assert_uint_eq(s.prefetch_by_source[CACHE_PF_LOOKAHEAD], 2);
+    ck_assert_uint_eq(s.prefetch_by_source[CACHE_PF_QUEUE], 1);
+    acquire_ok(c, 1, 6);
+    acquire_ok(c, 1, 5);
+    cache_free(c);
+}
+END_TEST
+
 START_TEST(test_io_error_fails_one_acquire)
 {
     for (int host = 0; host < 2; host++) {
@@ -568,6 +616,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_pinned_exhaustion);
     tcase_add_test(tc, test_prefetch_idempotent);
     tcase_add_test(tc, test_evict_hint);
+    tcase_add_test(tc, test_prefetch_gated);
     tcase_add_test(tc, test_prefetch_sources);
     tcase_add_test(tc, test_io_error_fails_one_acquire);
     tcase_add_test(tc, test_corrupt_extent);

@@ -2,7 +2,8 @@
  * with the real scheduler, engine and expert cache on tiny-qwen3-moe at a 25%
  * device budget: greedy outputs equal the Hugging Face reference (greedy_16)
  * with queued prefetch, lookahead and the eviction hint at work (requests
- * queued behind max_running = 1), when queued requests are cancelled (their
+ * queued behind max_running = 1), with the visit order's next-step prefetch
+ * and with the older reuse order (4 running), when queued requests are cancelled (their
  * prefetch is dropped), with an injected expert read error, and for the exact
  * tasks of a per-task miss policy while the others substitute; the task
  * profile loader's errors (missing, malformed, unknown task, other model) and
@@ -297,6 +298,42 @@ START_TEST(test_cancel_queued)
 }
 END_TEST
 
+/* The visit order (evict_order = visit, the default) with the next-step
+ * prefetch at a low threshold (many gated loads) under concurrency, and the
+ * older reuse order: greedy outputs equal the reference in both. */
+START_TEST(test_exact_visit_next_step)
+{
+    if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
+    emoe_config c;
+    base_config(&c);
+    set(&c, "predictor", "next_step_min_use", "1");
+    rig g;
+    rig_start(&g, &c, 4, 0);
+    warm(&g);
+    round_all(&g);
+    round_all(&g);
+    prefetch_stats st;
+    prefetch_get_stats(g.pf, &st);
+    ck_assert_uint_gt(st.next_step_prefetched, 0);
+    ck_assert_uint_ge(st.lookahead_prefetched, st.next_step_prefetched);
+    char *m = metrics_text(g.pf);
+    ck_assert(metric(m, "emoe_predictor_next_step_prefetched_experts_total") == (double)st.next_step_prefetched);
+    ck_assert(metric(m, "emoe_expert_cache_evictions_total") > 0); /* the budget bit */
+    ck_assert(metric(m, "emoe_expert_cache_substituted_experts_total") == 0);
+    free(m);
+    rig_stop(&g);
+    base_config(&c);
+    set(&c, "predictor", "evict_order", "reuse");
+    rig_start(&g, &c, 4, 0);
+    warm(&g);
+    round_all(&g);
+    prefetch_get_stats(g.pf, &st);
+    ck_assert_uint_eq(st.next_step_prefetched, 0); /* visit order only */
+    rig_stop(&g);
+    unload();
+}
+END_TEST
+
 START_TEST(test_read_error)
 {
     if (!load_fixture()) { TU_SKIP_NO_SHARED("tiny-qwen3-moe"); return; }
@@ -492,6 +529,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_exact_queued_lookahead);
     tcase_add_test(tc, test_cancel_queued);
+    tcase_add_test(tc, test_exact_visit_next_step);
     tcase_add_test(tc, test_read_error);
     tcase_add_test(tc, test_profile_errors);
     tcase_add_test(tc, test_profile_serving);
