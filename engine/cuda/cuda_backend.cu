@@ -611,6 +611,20 @@ static emoe_status mark_read(cu_state *S, const void *slot, cudaStream_t st, emo
     return rc;
 }
 
+/* Launches the grouped kernels of format fmt over table entries [at, at + n). */
+static emoe_status moe_group_run(cu_state *S, int at, int n, int fmt, int dim, int ffn, emoe_err *err)
+{
+    cu_ws *w = &S->ws;
+    emoe_status rc;
+    if (n <= 0) return EMOE_OK;
+    if (fmt) {
+        if ((rc = cu_moe_gate_up_q(S->st, w->hmid, w->h, w->pair_row, w->ex + at, n, dim, ffn, fmt, err)) != EMOE_OK) return rc;
+        return cu_moe_down_q(S->st, w->eo, w->hmid, w->ex + at, n, dim, ffn, fmt, err);
+    }
+    if ((rc = cu_moe_gate_up(S->st, w->hmid, w->h, w->pair_row, w->ex + at, n, dim, ffn, err)) != EMOE_OK) return rc;
+    return cu_moe_down(S->st, w->eo, w->hmid, w->ex + at, n, dim, ffn, err);
+}
+
 static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emoe_err *err)
 {
     const eng_model_desc *d = &e->d;
@@ -620,9 +634,15 @@ static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emo
     int dim = d->dim, ffn = d->expert_ffn, n = S->plan.n_used;
     size_t fd = (size_t)ffn * (size_t)dim;
     emoe_status rc = EMOE_OK;
-    int g0 = 0, qfmt = S->sm ? cu_slot_mem_format(S->sm) : 0;
+    int g0 = 0, qfmt = S->sm ? cu_slot_mem_format(S->sm) : 0, lbfmt = 0;
+    /* per entry of a group: its expert and whether it is a low-bit stand-in
+     * (miss_policy lowbit: the cache's low-bit copy in GPU memory, another
+     * format, run after the group's slot experts and never marked read) */
+    int *gx = (int *)malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    unsigned char *glb = (unsigned char *)malloc((size_t)(n > 0 ? n : 1));
+    if (!gx || !glb) { free(gx); free(glb); return emoe_errf(err, EMOE_ENOMEM, "layer %d: out of host memory", l); }
     while (g0 < n) {
-        int gn = 0;
+        int gn = 0, nm = 0;
         for (int i = g0; i < n; i++) {
             eng_expert_weights ew = {}; /* providers that never quantize leave qfmt/lowbit as they are */
             emoe_err e2 = {};
@@ -633,47 +653,63 @@ static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emo
                 rc = emoe_err_prefix(err, "layer %d expert %d", l, S->plan.used[i]);
                 goto release;
             }
-            cu_moe_expert *x = &w->h_ex[g0 + gn];
-            x->gate = (const cu_bf16 *)ew.gate.data;
-            x->start = S->plan.start[i];
-            x->count = S->plan.count[i];
+            cu_moe_expert &x = w->h_ex[g0 + gn];
+            x.gate = (const cu_bf16 *)ew.gate.data;
+            x.up = x.down = NULL;
+            x.start = S->plan.start[i];
+            x.count = S->plan.count[i];
+            gx[gn] = S->plan.used[i];
+            glb[gn] = (unsigned char)(ew.lowbit != 0);
             gn++;
-            if (ew.qfmt != qfmt || ew.lowbit) { /* (lowbit is refused on this backend by cache_attach) */
+            if (ew.lowbit ? (!ew.qfmt || (lbfmt && ew.qfmt != lbfmt)) : ew.qfmt != qfmt) {
                 rc = emoe_errf(err, EMOE_EUNSUP, "layer %d expert %d: %s%s expert views, the GPU slots hold %s", l,
                                S->plan.used[i], ew.lowbit ? "low-bit " : "", quant_format_name(ew.qfmt), quant_format_name(qfmt));
                 goto release;
             }
-            if (qfmt) { /* packed rows: the views' own offsets (engine/cache.c cache_fill_views) */
-                x->up = (const cu_bf16 *)ew.up.data;
-                x->down = (const cu_bf16 *)ew.down.data;
+            if (ew.lowbit) lbfmt = ew.qfmt;
+            if (ew.qfmt) { /* packed rows: the views' own offsets (engine/cache.c cache_fill_views) */
+                x.up = (const cu_bf16 *)ew.up.data;
+                x.down = (const cu_bf16 *)ew.down.data;
             } else { /* bf16 slot (converted on upload whatever the store's dtype) */
-                x->up = x->gate + fd;
-                x->down = x->gate + 2 * fd;
+                x.up = x.gate + fd;
+                x.down = x.gate + 2 * fd;
             }
         }
+        /* slot experts first, then the low-bit stand-ins (stable) */
+        for (int i = 0; i < gn; i++)
+            if (!glb[i]) {
+                cu_moe_expert x = w->h_ex[g0 + i];
+                int xi = gx[i];
+                for (int j = i; j > nm; j--) { w->h_ex[g0 + j] = w->h_ex[g0 + j - 1]; gx[j] = gx[j - 1]; glb[j] = glb[j - 1]; }
+                w->h_ex[g0 + nm] = x;
+                gx[nm] = xi;
+                glb[nm] = 0;
+                nm++;
+            }
+        for (int i = nm; i < gn; i++) /* per sequence: token x expert uses served low-bit (as forward.c counts) */
+            for (int q = w->h_ex[g0 + i].start; q < w->h_ex[g0 + i].start + w->h_ex[g0 + i].count; q++)
+                w->row_seq[S->plan.pair_row[q]]->lowbit++;
         CUDA_TRY(rc, err, cudaMemcpyAsync(w->ex + g0, w->h_ex + g0, sizeof(cu_moe_expert) * (size_t)gn,
                                           cudaMemcpyHostToDevice, st), release);
-        if (qfmt) {
-            if ((rc = cu_moe_gate_up_q(st, w->hmid, w->h, w->pair_row, w->ex + g0, gn, dim, ffn, qfmt, err)) != EMOE_OK) goto release;
-            if ((rc = cu_moe_down_q(st, w->eo, w->hmid, w->ex + g0, gn, dim, ffn, qfmt, err)) != EMOE_OK) goto release;
-        } else {
-            if ((rc = cu_moe_gate_up(st, w->hmid, w->h, w->pair_row, w->ex + g0, gn, dim, ffn, err)) != EMOE_OK) goto release;
-            if ((rc = cu_moe_down(st, w->eo, w->hmid, w->ex + g0, gn, dim, ffn, err)) != EMOE_OK) goto release;
-        }
+        if ((rc = moe_group_run(S, g0, nm, qfmt, dim, ffn, err)) != EMOE_OK) goto release;
+        if ((rc = moe_group_run(S, g0 + nm, gn - nm, lbfmt, dim, ffn, err)) != EMOE_OK) goto release;
     release:
         for (int i = 0; i < gn; i++) {
             emoe_err e3 = {};
-            /* Record the last read even on failure: the queued kernels may run. */
-            if (mark_read(S, w->h_ex[g0 + i].gate, st, &e3) != EMOE_OK) {
+            /* Record the last read even on failure: the queued kernels may run.
+             * (The low-bit copy is never overwritten: no event.) */
+            if (!glb[i] && mark_read(S, w->h_ex[g0 + i].gate, st, &e3) != EMOE_OK) {
                 cudaStreamSynchronize(st); /* cannot order the reuse: make it safe the slow way */
                 if (rc == EMOE_OK) { *err = e3; rc = e3.code ? (emoe_status)e3.code : EMOE_EDEVICE; }
             }
-            if (p->release) p->release(p->ctx, l, S->plan.used[g0 + i]);
+            if (p->release) p->release(p->ctx, l, gx[i]);
         }
-        if (rc != EMOE_OK) return rc;
+        if (rc != EMOE_OK) break;
         g0 += gn;
     }
-    return EMOE_OK;
+    free(gx);
+    free(glb);
+    return rc;
 }
 
 /* After the routed experts: the shared expert (its SwiGLU output and gate

@@ -15,6 +15,7 @@ typedef struct cu_slot {
     void *p;                  /* NULL = free entry (tombstone-free: open addressing, see find) */
     cudaEvent_t ready, read;
     int read_recorded;
+    size_t persist;           /* > 0: a persistent block of that many bytes (persist hook), not a slot */
 } cu_slot;
 
 struct cu_slot_mem {
@@ -32,6 +33,7 @@ struct cu_slot_mem {
     int cap, n;
     int engine_gone;
     uint64_t alloc_bytes, upload_bytes, uploads;
+    uint64_t persist_bytes;   /* persistent blocks (the lowbit policy's low-bit copy) */
     /* Pinned read buffers for store reads without a host-tier slot (kept for
      * reuse, at most CU_SM_READBUFS; guarded by mu). */
     void *readbuf[8];
@@ -147,7 +149,12 @@ static void sm_free(void *ctx, void *p, size_t bytes)
     cu_slot *e = find(m, p);
     cu_slot s;
     memset(&s, 0, sizeof s);
-    if (e) { s = *e; erase(m, e); m->alloc_bytes -= m->slot_bytes; }
+    if (e) {
+        s = *e;
+        erase(m, e);
+        if (s.persist) m->persist_bytes -= s.persist;
+        else m->alloc_bytes -= m->slot_bytes;
+    }
     int last = m->engine_gone && m->n == 0;
     pthread_mutex_unlock(&m->mu);
     if (s.p) {
@@ -158,6 +165,37 @@ static void sm_free(void *ctx, void *p, size_t bytes)
         cudaFree(s.p);
     }
     if (last) destroy(m);
+}
+
+/* A persistent read-only copy of host memory in device memory (the lowbit
+ * policy's low-bit copy): an entry of the table like a slot (so the slot
+ * memory lives until it is freed too), never uploaded to again. */
+static void *sm_persist(void *ctx, const void *src, size_t bytes)
+{
+    cu_slot_mem *m = (cu_slot_mem *)ctx;
+    cu_slot s;
+    memset(&s, 0, sizeof s);
+    s.persist = bytes ? bytes : 1;
+    if (cudaMalloc(&s.p, s.persist) != cudaSuccess) { cudaGetLastError(); return NULL; }
+    if (cudaMemcpy(s.p, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s.read, cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        if (s.ready) cudaEventDestroy(s.ready);
+        cudaFree(s.p);
+        return NULL;
+    }
+    pthread_mutex_lock(&m->mu);
+    int rc = insert(m, &s);
+    if (rc == 0) m->persist_bytes += s.persist;
+    pthread_mutex_unlock(&m->mu);
+    if (rc != 0) {
+        cudaEventDestroy(s.ready);
+        cudaEventDestroy(s.read);
+        cudaFree(s.p);
+        return NULL;
+    }
+    return s.p;
 }
 
 static emoe_status sm_upload(void *ctx, void *dst, const void *src, size_t n, emoe_err *err)
@@ -284,6 +322,8 @@ emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, int qfmt, cu_slot_m
     m->ops.host_unregister = sm_host_unregister;
     m->ops.staging_alloc = sm_staging_alloc;
     m->ops.staging_free = sm_staging_free;
+    m->ops.persist = sm_persist;
+    m->ops.persist_free = sm_free;
     *out = m;
     return EMOE_OK;
 fail:

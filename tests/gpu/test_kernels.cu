@@ -953,6 +953,7 @@ models:
         json_object_foreach(json_object_get(root, "models"), name, md) {
             if (quant_only) {
                 test_quant_models(sh, name, md);
+                test_quant_lowbit(sh, name, md);
                 continue;
             }
             test_model(sh, name, md, 0, "full budget");
@@ -981,6 +982,7 @@ models:
             test_partial_own(sh, name, md);
             test_kv_bf16(sh, name);
             test_quant_models(sh, name, md);
+            test_quant_lowbit(sh, name, md);
         }
         json_decref(root);
 #ifdef EMOE_CUDA_EMU

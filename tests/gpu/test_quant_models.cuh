@@ -211,3 +211,97 @@ static void test_quant_models(const char *shared, const char *name, json_t *md)
     for (int b = 0; b < Q_PROMPTS; b++) free(pr[b]);
     free(cpu); free(cpu8a); free(bf); free(full); free(got); free(ref);
 }
+
+/* miss_policy lowbit on the cuda backend: the cache's low-bit copy (q4)
+ * placed in GPU memory (the slot memory's persist hook), a miss computed from
+ * it with the q4 kernels while the full expert loads.
+ *  - q4 slots + q4 low-bit copy at 25%: whichever experts are served low-bit
+ *    (it depends on when loads complete), the weights are the same bytes, so
+ *    the logits must be BITWISE those of q4 exact all-resident: checks the
+ *    device copy, its offsets, the split of a group into slot experts and
+ *    low-bit stand-ins and the kernels' format per part; and low-bit uses > 0
+ *    (cache and per sequence), so the stand-in path did run;
+ *  - bf16 slots + q4 low-bit copy at 25%: low-bit uses > 0, finite, the
+ *    logits differ from exact bf16 but stay close (max difference over the
+ *    positions under a quarter of the largest logit, as the CPU's
+ *    test_quant_store; which steps use the low-bit copy depends on when the
+ *    loads complete). */
+static void test_quant_lowbit(const char *shared, const char *name, json_t *md)
+{
+    char dir[4096], pb[256], p4[256];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    snprintf(pb, sizeof pb, "/tmp/emoe-gpu-lowbit-%d-%s.bf16.store", (int)getpid(), name);
+    snprintf(p4, sizeof p4, "/tmp/emoe-gpu-lowbit-%d-%s.q4.store", (int)getpid(), name);
+    json_t *pj = json_object_get(json_array_get(json_object_get(md, "cases"), 1 % json_array_size(json_object_get(md, "cases"))), "prompt_ids");
+    int n = (int)json_array_size(pj);
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (n ? n : 1));
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(pj, i));
+    emoe_err err = {};
+    eng_open_opts og = {};
+    og.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL;
+    uint64_t fp = 0;
+    store_info info;
+    int ok = eng_open(dir, &og, &e, &err) == EMOE_OK && store_model_fingerprint(e, &fp, &err) == EMOE_OK &&
+             store_info_from_engine(e, &info, &err) == EMOE_OK &&
+             store_pack_engine_format(e, pb, QUANT_NONE, 0, &err) == EMOE_OK && store_pack_engine_format(e, p4, QUANT_Q4, 0, &err) == EMOE_OK;
+    int V = ok ? eng_desc(e)->vocab : 0;
+    eng_free(e);
+    if (!ok) { fprintf(stderr, "  %s\n", err.msg); result(0, "lowbit cuda %s: open / pack", name); free(ids); return; }
+    if (g_emu && V > EMU_BIG_VOCAB) { printf("SKIP lowbit cuda %s: emulator, vocabulary %d\n", name, V); g_skip++; free(ids); unlink(pb); unlink(p4); return; }
+    size_t one = (size_t)(1 + Q_STEPS) * V;
+    float *ref4 = (float *)malloc(sizeof(float) * one), *refb = (float *)malloc(sizeof(float) * one), *got = (float *)malloc(sizeof(float) * one);
+    int32_t toks[Q_STEPS];
+    uint64_t total = (uint64_t)info.n_layers * info.n_experts * info.extent_stride; /* percentages of the bf16 experts */
+    /* runs: 0 q4 exact 100% (reference, greedy), 1 bf16 exact on the backend's own slots, 2 q4 + lowbit q4 25%, 3 bf16 + lowbit q4 25% */
+    for (int run = 0; run < 4; run++) {
+        int fmt = run == 0 || run == 2 ? QUANT_Q4 : 0, lowbit = run >= 2;
+        float *dst = run == 0 ? ref4 : run == 1 ? refb : got;
+        for (size_t i = 0; i < one; i++) dst[i] = NAN;
+        e = NULL;
+        cache_t *c = NULL;
+        ok = eng_open(dir, &og, &e, &err) == EMOE_OK;
+        if (ok && run != 1) {
+            cache_config cfg = {};
+            ok = cache_parse_budget(run == 0 ? "100%" : "25%", total, "budget", &cfg.device_budget, &err) == EMOE_OK;
+            cfg.expert_format = fmt;
+            cfg.miss_policy = lowbit ? CACHE_MISS_LOWBIT : CACHE_MISS_EXACT;
+            if (lowbit) { cfg.lowbit_store = p4; cfg.lowbit_format = QUANT_Q4; }
+            cfg.slot_mem = (const cache_slot_mem *)eng_backend_slot_mem_format(e, fmt);
+            ok = ok && cfg.slot_mem && cache_open(fmt ? p4 : pb, fp, &cfg, &c, &err) == EMOE_OK;
+            if (ok) eng_set_expert_provider(e, cache_provider(c));
+        }
+        eng_seq *s = ok ? eng_seq_new(e, 0, &err) : NULL;
+        ok = s && eng_forward(e, s, ids, n, dst, &err) == EMOE_OK;
+        for (int i = 0; i < Q_STEPS && ok; i++) {
+            if (run == 0) toks[i] = argmax(dst + (size_t)i * V, V);
+            if (c) cache_drain(c); /* loads started by a token complete before the next (as emoe perplexity --miss-policy lowbit) */
+            ok = eng_forward(e, s, toks + i, 1, dst + (size_t)(i + 1) * V, &err) == EMOE_OK;
+        }
+        uint64_t seq_lb = s ? eng_seq_lowbit(s) : 0;
+        cache_stats cs = {};
+        if (c) cache_get_stats(c, &cs);
+        if (!ok) fprintf(stderr, "  %s\n", err.msg);
+        eng_seq_free(s);
+        eng_free(e);
+        cache_free(c);
+        if (run == 2) {
+            int same = ok && memcmp(got, ref4, sizeof(float) * one) == 0;
+            result(same && cs.lowbit_uses > 0 && seq_lb >= cs.lowbit_uses,
+                   "lowbit cuda %s: q4 slots + q4 low-bit copy in GPU memory at 25%%: bitwise = q4 exact all-resident over %d positions; "
+                   "low-bit uses %llu (per token x expert %llu), loads %llu", name, 1 + Q_STEPS, (unsigned long long)cs.lowbit_uses,
+                   (unsigned long long)seq_lb, (unsigned long long)cs.loads);
+        } else if (run == 3) {
+            double diff = 0, mag = 0;
+            for (size_t v = 0; v < one; v++) { diff = fmax(diff, fabs((double)got[v] - refb[v])); mag = fmax(mag, fabs((double)refb[v])); }
+            result(ok && all_finite(got, one) && cs.lowbit_uses > 0 && seq_lb >= cs.lowbit_uses && diff > 0 && diff < 0.25 * mag + 1e-2,
+                   "lowbit cuda %s: bf16 slots + q4 low-bit copy at 25%%: low-bit uses %llu (per token x expert %llu), max logit "
+                   "diff vs exact over %d positions %.3g of %.3g, low-bit bytes %llu", name, (unsigned long long)cs.lowbit_uses,
+                   (unsigned long long)seq_lb, 1 + Q_STEPS, diff, mag, (unsigned long long)cs.lowbit_bytes);
+        } else if (!ok) {
+            result(0, "lowbit cuda %s: reference run %d", name, run);
+        }
+    }
+    unlink(pb); unlink(p4);
+    free(ids); free(ref4); free(refb); free(got);
+}
