@@ -954,6 +954,7 @@ models:
             if (quant_only) {
                 test_quant_models(sh, name, md);
                 test_quant_lowbit(sh, name, md);
+                test_quant_switch(sh, name);
                 continue;
             }
             test_model(sh, name, md, 0, "full budget");
@@ -983,6 +984,7 @@ models:
             test_kv_bf16(sh, name);
             test_quant_models(sh, name, md);
             test_quant_lowbit(sh, name, md);
+            test_quant_switch(sh, name);
         }
         json_decref(root);
 #ifdef EMOE_CUDA_EMU

@@ -305,3 +305,72 @@ static void test_quant_lowbit(const char *shared, const char *name, json_t *md)
     unlink(pb); unlink(p4);
     free(ids); free(ref4); free(refb); free(got);
 }
+
+/* One engine switching expert formats: own slots (bf16) -> a q8 cache ->
+ * a q4 cache -> own slots again (each cache preloaded, so every step is
+ * device-routed and replays a CUDA graph). Per phase a new sequence of 4
+ * single-token steps must be BITWISE the same steps on a fresh engine with
+ * only that phase's experts: the slot memory is remade per format, the
+ * device table and the graphs (whose MoE launches are per format) rebuilt. */
+static void test_quant_switch(const char *shared, const char *name)
+{
+    char dir[4096], store[2][256];
+    snprintf(dir, sizeof dir, "%s/fixtures/models/%s", shared, name);
+    static const char *fmts[4] = {NULL, "q8", "q4", NULL};
+    for (int i = 0; i < 2; i++) snprintf(store[i], sizeof store[i], "/tmp/emoe-gpu-qswitch-%d-%s.%s.store", (int)getpid(), name, fmts[i + 1]);
+    emoe_err err = {};
+    cache_t *ce = NULL;
+    eng_engine *e = q_open(dir, 1, NULL, NULL, NULL, 0, &ce, &err);
+    if (!e) { fprintf(stderr, "  %s\n", err.msg); result(0, "quant switch %s: open", name); return; }
+    int V = eng_desc(e)->vocab, ok = 1, same = 1;
+    if (g_emu && V > EMU_BIG_VOCAB) { printf("SKIP quant switch %s: emulator, vocabulary %d\n", name, V); g_skip++; eng_free(e); return; }
+    const int N = 4;
+    float *a = (float *)malloc(sizeof(float) * V * N), *b = (float *)malloc(sizeof(float) * V * N);
+    uint64_t routed = 0, graphs = 0;
+    for (int ph = 0; ph < 4 && ok; ph++) {
+        const char *st = fmts[ph] ? store[ph - 1] : NULL;
+        if (fmts[ph]) {
+            cache_cli_opts co = {};
+            co.budget = "100%";
+            co.expert_format = fmts[ph];
+            co.store = st;
+            ok = cache_attach(e, &co, &ce, &err) == EMOE_OK;
+            const eng_model_desc *d = eng_desc(e);
+            int *all = (int *)malloc(sizeof(int) * d->n_experts);
+            for (int x = 0; ok && x < d->n_experts; x++) all[x] = x;
+            for (int l = 0; ok && l < d->n_layers; l++) cache_prefetch(ce, l, all, d->n_experts);
+            if (ok) cache_drain(ce);
+            free(all);
+        }
+        cache_t *cf = NULL;
+        eng_engine *f = ok ? q_open(dir, 1, fmts[ph], st, "100%", 1, &cf, &err) : NULL;
+        eng_seq *sa = ok ? eng_seq_new(e, 0, &err) : NULL, *sb = f ? eng_seq_new(f, 0, &err) : NULL;
+        ok = sa && sb;
+        for (int i = 0; i < N && ok; i++) {
+            int32_t tok = (int32_t)((7 * i + 5 + ph) % V);
+            ok = eng_forward(e, sa, &tok, 1, a + (size_t)i * V, &err) == EMOE_OK &&
+                 eng_forward(f, sb, &tok, 1, b + (size_t)i * V, &err) == EMOE_OK;
+        }
+        same &= ok && !memcmp(a, b, sizeof(float) * V * N);
+        eng_seq_free(sa); eng_seq_free(sb);
+        eng_free(f);
+        cache_free(cf);
+        if (ce) { /* detach and free this phase's cache */
+            eng_set_expert_provider(e, NULL);
+            cache_free(ce);
+            ce = NULL;
+        }
+    }
+    eng_backend_stats bs = {};
+    if (ok) eng_backend_stats_get(e, &bs);
+    routed = bs.steps_device_routed;
+    graphs = bs.graph_launches;
+    if (!ok) fprintf(stderr, "  %s\n", err.msg);
+    result(ok && same && routed == 4 * (uint64_t)N && graphs == 4 * (uint64_t)N,
+           "quant switch %s: own slots -> q8 cache -> q4 cache -> own slots in one engine: every phase bitwise = a fresh engine; "
+           "device-routed %llu, graph replays %llu of %d steps", name, (unsigned long long)routed, (unsigned long long)graphs, 4 * N);
+    eng_free(e);
+    cache_free(ce);
+    for (int i = 0; i < 2; i++) unlink(store[i]);
+    free(a); free(b);
+}
