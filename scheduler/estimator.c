@@ -75,7 +75,9 @@ static const sched_est_task *task_find(const sched_est *e, const char *task)
     return NULL;
 }
 
-void sched_est_finished(sched_est *e, const char *task, int n_gen)
+/* The task's entry, created if new (beyond the table: the "" entry, or the
+ * last one reset to it). */
+static sched_est_task *task_get(sched_est *e, const char *task)
 {
     if (!task) task = "";
     sched_est_task *t = (sched_est_task *)task_find(e, task);
@@ -88,6 +90,29 @@ void sched_est_finished(sched_est *e, const char *task, int n_gen)
             if (!t) { t = &e->tasks[SCHED_EST_TASKS - 1]; memset(t, 0, sizeof *t); }
         }
     }
+    return t;
+}
+
+void sched_est_set_load(sched_est *e, const char *task, double load_s)
+{
+    if (!(load_s >= 0) || load_s >= 1e6) load_s = 0;
+    sched_est_task *t = task_get(e, task);
+    t->load_s = load_s;
+    t->load_known = 1;
+    e->load_last = load_s;
+    e->load_any = 1;
+}
+
+double sched_est_load(const sched_est *e, const char *task)
+{
+    const sched_est_task *t = task_find(e, task ? task : "");
+    if (t && t->load_known) return t->load_s;
+    return e->load_any ? e->load_last : 0;
+}
+
+void sched_est_finished(sched_est *e, const char *task, int n_gen)
+{
+    sched_est_task *t = task_get(e, task);
     t->lens[t->pos] = n_gen;
     t->pos = (t->pos + 1) % SCHED_EST_WINDOW;
     if (t->n < SCHED_EST_WINDOW) t->n++;

@@ -29,6 +29,8 @@ typedef struct sched_est_task {
     int lens[SCHED_EST_WINDOW];
     int n, pos;                  /* kept lengths, ring position */
     unsigned long long seen;
+    double load_s;               /* last expected expert-load time of its requests */
+    int load_known;
 } sched_est_task;
 
 typedef struct sched_est {
@@ -37,6 +39,8 @@ typedef struct sched_est {
     unsigned long long steps;
     sched_est_task tasks[SCHED_EST_TASKS];
     int n_tasks;
+    double load_last;                 /* the last expected expert-load time of any task */
+    int load_any;
 } sched_est;
 
 void sched_est_init(sched_est *e);
@@ -51,5 +55,13 @@ int sched_est_quantiles(const sched_est *e, const char *task, int *p50, int *p90
 /* Predicted output tokens: the task's p50 if it has >= 4 observations, else
  * prior (> 0), else max_tokens; never above max_tokens. */
 int sched_est_out_tokens(const sched_est *e, const char *task, int prior, int max_tokens);
+
+/* The expected expert-load time of a queued request of `task` was set (by the
+ * run loop's on_queue hook, which can read the predictor and the cache). */
+void sched_est_set_load(sched_est *e, const char *task, double load_s);
+/* The estimate for a new request of `task` at submit, before on_queue has
+ * seen it: the task's last one, else the last of any task (the cache's
+ * residency moves for every task), else 0. */
+double sched_est_load(const sched_est *e, const char *task);
 
 #endif

@@ -1105,9 +1105,9 @@ double prefetch_expected_load_s(prefetch_t *pf, const char *task, int n_tokens)
     if (pred_scores(pf->pred, task && task[0] ? task : "default", pf->scores_le, &err) != EMOE_OK) return 0.0;
     cache_stats s;
     cache_get_stats(pf->cache, &s);
-    uint64_t n_lat = 0;
-    for (int b = 0; b < CACHE_LAT_BUCKETS; b++) n_lat += s.lat_hist[b];
-    double lat = n_lat ? s.load_seconds / (double)n_lat : 1e-3;
+    /* Wall time per load: loads overlap (io queue depth), so the disk-busy
+     * time per load, not the mean latency of one (~10x more at 25%). */
+    double lat = s.loads && s.busy_seconds > 0 ? s.busy_seconds / (double)s.loads : 1e-3;
     double expect = 0.0;
     for (int l = 0; l < pf->L; l++)
         for (int x = 0; x < pf->E; x++) {

@@ -170,7 +170,11 @@ const int32_t *sched_req_prompt(const sched_req *r) { return r->prompt; }
 int sched_req_priority(const sched_req *r) { return r->priority; }
 double sched_req_slo_ttft(const sched_req *r) { return r->slo_ttft_s; }
 double sched_req_slo_tpot(const sched_req *r) { return r->slo_tpot_s; }
-void sched_req_set_load_s_locked(sched_req *r, double load_s) { r->load_s = load_s > 0 && load_s < 1e6 ? load_s : 0; }
+void sched_req_set_load_s_locked(sched_req *r, double load_s)
+{
+    r->load_s = load_s > 0 && load_s < 1e6 ? load_s : 0;
+    sched_est_set_load(&r->s->stats.est, r->task, r->load_s); /* what the next request of the task starts from */
+}
 
 /* The SLO counters of a task; the last slot takes every task beyond the
  * table. Caller holds s->mu. */
@@ -473,6 +477,9 @@ emoe_status sched_submit(sched *s, const sched_req_params *p, sched_req **out, e
         return emoe_errf(err, EMOE_EBUSY, "the queue is full (%d waiting); retry later", q);
     }
     r->pred_out = sched_est_out_tokens(&s->stats.est, r->task, p->out_tokens_prior, r->max_tokens);
+    /* Without a submit-time estimator the run loop's on_queue sets load_s
+     * later; until then (and for admission) take the task's last estimate. */
+    if (!s->opts.expected_load_s) r->load_s = sched_est_load(&s->stats.est, r->task);
     s->stats.load_s_sum += r->load_s;
     s->stats.load_n++;
     {
@@ -1047,6 +1054,16 @@ static void slo_admit_locked(sched *s, double now)
         s->view_reqs[k] = s->waiting[i];
         view_of(s->waiting[i], &s->views[k]);
     }
+    /* Task-aware batching where experts are loaded (the serving loop drives
+     * an expert cache: on_queue set): a waiting request whose task is
+     * running shares its experts. */
+    if (s->opts.on_queue)
+        for (int i = 0; i < n; i++) {
+            const sched_req *r = s->view_reqs[i];
+            if (s->views[i].active || !r->task[0]) continue;
+            for (int j = 0; j < s->n_running && !s->views[i].task_hot; j++)
+                if (s->views[j].active && !strcmp(s->running[j]->task, r->task)) s->views[i].task_hot = 1;
+        }
     slo_est est;
     sched_est_get(&s->stats.est, &est);
     slo_limits lim = {s->limits.max_running, s->limits.max_running, s->limits.prefill_chunk, s->limits.max_batch_tokens};

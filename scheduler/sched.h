@@ -90,7 +90,9 @@ double sched_req_slo_tpot(const sched_req *r);    /* seconds; 0 = none */
 /* Sets the expected expert-load time of a waiting request (seconds, clamped
  * to [0, 1e6)); the SLO policy orders and predicts TTFT with it. Only from
  * on_queue (run-loop thread, scheduler lock held), where the predictor and
- * the cache can be read without racing the engine. */
+ * the cache can be read without racing the engine. The scheduler keeps the
+ * last value per task: a new request of the task starts from it at submit
+ * (admission), before on_queue has seen it. */
 void sched_req_set_load_s_locked(sched_req *r, double load_s);
 
 /* What the SLO policy does with a request whose TTFT SLO cannot be met behind

@@ -6,6 +6,9 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+#define NO_DEADLINE_BAND (1L << 40)
 
 double slo_step_time(const slo_est *e, int decode_rows, int prefill_tokens)
 {
@@ -107,13 +110,13 @@ static key make_key(const slo_est *e, const slo_view *v, int idx, double now, in
     k.idx = idx;
     k.slack = slo_slack(e, v, now, rows, chunk);
     if (k.slack >= SLO_INF) {
-        k.band = 1L << 40;
+        k.band = NO_DEADLINE_BAND;
         k.load_s = 0; /* no deadline: priority and arrival decide, not residency */
     } else if (k.slack < 0) {
         /* Predicted to miss its TTFT even if served now: after every request
          * that can still meet one (serving it first would only make them
          * miss too), before the requests without a deadline. */
-        k.band = (1L << 40) - 1;
+        k.band = NO_DEADLINE_BAND - 1;
         k.load_s = 0;
     } else {
         double b = floor(k.slack / SLO_SIMILAR_S);
@@ -146,6 +149,31 @@ static int pick_victim(const slo_view *v, const int *occ, int ns, const slo_view
     return best;
 }
 
+/* The earliest time from now at which slo_plan_step would preempt for a
+ * candidate of this slack that has no slot before st: it re-plans every
+ * iteration and preempts once the candidate's slack (slack0 - tau) is below
+ * the time until the first occupied slot frees (E(tau) - tau), i.e. once
+ * E(tau) > slack0, where E(tau) is the earliest end among the requests
+ * holding the slots at tau (segments sb <= tau < se). E only grows with tau
+ * (a slot's next occupant ends later), so the walk jumps from end to end.
+ * Returns -1 if that never happens before st or before the slack runs out,
+ * or once *work (segment visits left for the whole queue walk, so a huge
+ * queue stays cheap) is spent: then only preemption now counts, as before. */
+static double preempt_time(const double *sb, const double *se, int nseg, double slack0, double st, long *work)
+{
+    double tau = 0;
+    for (int guard = 0; guard <= nseg + 1; guard++) {
+        if ((*work -= nseg) < 0) return -1;
+        double e = SLO_INF;
+        for (int i = 0; i < nseg; i++)
+            if (sb[i] <= tau && tau < se[i] && se[i] < e) e = se[i];
+        if (e > slack0) return tau;
+        tau = e;
+        if (tau >= st || tau > slack0) return -1;
+    }
+    return -1;
+}
+
 double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim, double now,
                       double *wait_s)
 {
@@ -160,13 +188,17 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         }
     }
     int ns = lim->max_running > n_active ? lim->max_running : n_active;
-    key *ahead = malloc((size_t)(n > 0 ? n : 1) * sizeof *ahead);
-    double *t = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *t);
-    double *start = malloc((size_t)(n > 0 ? n : 1) * sizeof *start);
-    int *occ = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *occ);
+    size_t nn = (size_t)(n > 0 ? n : 1), nsz = (size_t)(ns > 0 ? ns : 1), nseg_max = nsz + nn + 1;
+    key *ahead = malloc(nn * sizeof *ahead);
+    double *t = malloc(nsz * sizeof *t);
+    double *start = malloc(nn * sizeof *start);
+    int *occ = malloc(nsz * sizeof *occ);
+    int *cur = malloc(nsz * sizeof *cur);          /* the segment holding each slot now */
+    double *sb = malloc(nseg_max * sizeof *sb);    /* segments: who holds a slot from sb to se */
+    double *se = malloc(nseg_max * sizeof *se);
     double own = slo_predict_ttft(e, c, n_dec, chunk);
-    if (!ahead || !t || !start || !occ) {
-        free(ahead); free(t); free(start); free(occ);
+    if (!ahead || !t || !start || !occ || !cur || !sb || !se) {
+        free(ahead); free(t); free(start); free(occ); free(cur); free(sb); free(se);
         double w = slo_wait_for_slot(v, n, c, e, lim);
         if (wait_s) *wait_s = w;
         return w + own;
@@ -182,16 +214,20 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
     }
     qsort(ahead, (size_t)na, sizeof *ahead, key_cmp);
     /* The slots: free ones now, running requests until their predicted end. */
-    int k = 0;
-    double slot_free = SLO_INF; /* as slo_plan_step sees it: the first running request to end */
+    int k = 0, nseg = 0;
+    double slot_free = SLO_INF; /* as slo_plan_step sees it now: the first running request to end */
     for (int i = 0; i < n; i++)
         if (v[i].active) {
             t[k] = slo_predict_remaining(e, &v[i], n_dec, chunk);
             if (t[k] < slot_free) slot_free = t[k];
+            sb[nseg] = 0;
+            se[nseg] = t[k];
+            cur[k] = nseg++;
             occ[k++] = i;
         }
-    for (; k < ns; k++) { t[k] = 0; occ[k] = -1; }
+    for (; k < ns; k++) { t[k] = 0; occ[k] = -1; cur[k] = -1; }
     int preempt_left = lim->max_paused - n_paused;
+    long work = 1L << 20;
     double w = 0;
     for (int a = 0; a <= na; a++) {
         const slo_view *x = a < na ? &v[ahead[a].idx] : c;
@@ -200,18 +236,30 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         for (int s = 1; s < ns; s++)
             if (t[s] < t[j]) j = s;
         double st = ns > 0 ? t[j] : SLO_INF;
-        /* slo_plan_step preempts for a candidate without a free slot that
-         * would miss its TTFT waiting for the first running request to end
-         * and can still meet it if served now (the queue ahead is planned
-         * in the same pass, so slots they free later do not count). */
-        if (st > 0 && slack < SLO_INF && slack >= 0 && slack < slot_free && preempt_left > 0) {
-            int vj = pick_victim(v, occ, ns, x);
-            if (vj >= 0) { j = vj; st = 0; preempt_left--; }
+        /* slo_plan_step preempts for a candidate with a TTFT SLO that would
+         * miss it waiting for a slot and can still meet it if served now; it
+         * re-plans every iteration, so a candidate that does not qualify now
+         * (the first slot to free is near) may qualify once a request queued
+         * ahead of it took that slot: preempt_time(). */
+        if (st > 0 && slack < SLO_INF && slack >= 0 && (slack < slot_free || slack < st) && preempt_left > 0) {
+            /* now: its slack is below the time until the first running
+             * request ends, as slo_plan_step computes it this iteration */
+            double tau = slack < slot_free ? 0 : preempt_time(sb, se, nseg, slack, st, &work);
+            int vj = tau >= 0 ? pick_victim(v, occ, ns, x) : -1;
+            if (vj >= 0) {
+                j = vj;
+                st = tau;
+                preempt_left--;
+                if (cur[j] >= 0) se[cur[j]] = tau; /* the victim is paused at tau */
+            }
         }
         if (a == na) { w = st; break; }
         start[a] = st;
         t[j] = st + slo_predict_remaining(e, x, n_dec, chunk);
         occ[j] = -1;
+        sb[nseg] = st;
+        se[nseg] = t[j];
+        cur[j] = nseg++;
     }
     /* Prompts ahead of c still prefilling when it starts share its steps. */
     double extra = 0;
@@ -221,9 +269,29 @@ double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est
         if (left <= 0 || start[a] > w || start[a] + slo_predict_ttft(e, x, n_dec, chunk) <= w) continue;
         extra += e->tok_s * (double)left;
     }
-    free(ahead); free(t); free(start); free(occ);
+    free(ahead); free(t); free(start); free(occ); free(cur); free(sb); free(se);
     if (wait_s) *wait_s = w;
     return w + own + extra;
+}
+
+/* Task-aware batching among the sorted candidates without a deadline: in a
+ * run of equal (no_slo, priority), a cold request (its task not running) lets
+ * the first hot one among the next SLO_HOT_WINDOW - 1 go first if that one
+ * arrived less than SLO_HOT_SPAN_S after it. */
+static void hot_first(key *c, int n, const slo_view *v)
+{
+    for (int i = 0; i < n; i++) {
+        if (c[i].band != NO_DEADLINE_BAND || v[c[i].idx].task_hot) continue;
+        for (int j = i + 1; j < n && j < i + SLO_HOT_WINDOW; j++) {
+            if (c[j].no_slo != c[i].no_slo || c[j].priority != c[i].priority) break;
+            if (c[j].arrival - c[i].arrival >= SLO_HOT_SPAN_S) break;
+            if (!v[c[j].idx].task_hot) continue;
+            key h = c[j];
+            memmove(&c[i + 1], &c[i], (size_t)(j - i) * sizeof *c);
+            c[i] = h;
+            break;
+        }
+    }
 }
 
 int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *lim, double now, slo_plan *out)
@@ -260,6 +328,7 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
         }
     }
     qsort(cand, (size_t)nc, sizeof *cand, key_cmp);
+    hot_first(cand, nc, v);
     /* Admission into free slots, tightest first. */
     int ci = 0;
     while (ci < nc && n_active < lim->max_running) {

@@ -19,6 +19,12 @@
  *    (lower = more important), then arrival; a request whose slack is
  *    already negative (it will miss its TTFT even if served now) goes after
  *    every request that can still meet its own, before those without one;
+ *    among those without a deadline (same priority, in arrival order), a
+ *    request whose task is running (task_hot) goes before up to
+ *    SLO_HOT_WINDOW - 1 older ones that arrived less than SLO_HOT_SPAN_S
+ *    before it, so steps share experts under a device budget (an older
+ *    request is passed over only by requests that arrived within
+ *    SLO_HOT_SPAN_S after it: no starvation);
  *  - admission: free slots (max_running minus active) go in that order;
  *  - preemption: a candidate with a TTFT SLO that would miss it waiting for a
  *    slot (and can still meet it if served now) takes the slot of an active
@@ -41,6 +47,8 @@
 #define SLO_SIMILAR_S 0.05     /* slack band for task-aware batching */
 #define SLO_MIN_PREFILL 16     /* prefill tokens a step always allows */
 #define SLO_INF 1e30
+#define SLO_HOT_WINDOW 8       /* task-aware batching: a request may pass up to 7 older ones... */
+#define SLO_HOT_SPAN_S 3.0     /* ...that arrived at most this long before it */
 
 typedef struct slo_est {
     double base_s;     /* per-step overhead */
@@ -60,6 +68,8 @@ typedef struct slo_view {
     int pred_out;          /* predicted output tokens (total) */
     int max_out;           /* max_tokens: the bound once n_gen passed pred_out (0 = unknown) */
     double load_s;         /* expected expert-load time (0 = resident) */
+    int task_hot;          /* its task is running now: its experts are resident or loading
+                              (set by the caller where loading experts costs time) */
     int active;            /* in the batch (taking part in steps) */
     int paused;            /* preempted: KV kept, not in steps */
 } slo_view;
@@ -111,8 +121,11 @@ int slo_plan_step(const slo_view *v, int n, const slo_est *e, const slo_limits *
  * out in that order, each to the earliest free one: free now, a running
  * request the candidate may preempt (while paused slots last), or the
  * predicted end of a running request or of a candidate placed earlier;
- * c's prefill also shares its steps with the prompts of requests ahead of it
- * still prefilling when it starts. *wait_s (may be NULL) gets the wait for
+ * a candidate that may preempt does so at the first time slo_plan_step would
+ * (it re-plans every iteration: once its slack is below the time until the
+ * first occupied slot frees, which grows as candidates ahead take the slots
+ * that free first); c's prefill also shares its steps with the prompts of
+ * requests ahead of it still prefilling when it starts. *wait_s (may be NULL) gets the wait for
  * c's slot. Used by admission control (sched_submit). */
 double slo_queue_ttft(const slo_view *v, int n, const slo_view *c, const slo_est *e, const slo_limits *lim, double now,
                       double *wait_s);

@@ -369,6 +369,119 @@ START_TEST(admission_counts_queue_ahead)
 }
 END_TEST
 
+/* A request queued ahead that takes the first slot to free does not make the
+ * new one wait for the next natural end: slo_plan_step re-plans every
+ * iteration and preempts for the new request once the ahead one holds that
+ * slot (issue 10, 25% budget: most slo_unattainable 429s were this). */
+START_TEST(admission_sees_later_preemption)
+{
+    const double now = 10.0, dec = slo_step_time(&EST, 4, 0); /* 9 ms */
+    const double pf = slo_step_time(&EST, 4, 8);             /* 13 ms */
+    slo_view v[6];
+    slo_limits lim = {4, 4, 64, 512};
+    /* An SLO request ends in 10 steps (not preemptible); three best-effort
+     * ones run for ~2.2 s. */
+    v[0] = running(9.0, 0, 1, 10, 20);
+    for (int i = 1; i < 4; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
+    /* Queued ahead: 150 ms of slack (more than the 90 ms until the SLO
+     * request's slot frees: no preemption now), holds that slot for 364 ms. */
+    v[4] = waiting(now - 0.337, 0.5, 0, 8, 40);
+    ck_assert_double_eq_tol(slo_slack(&EST, &v[4], now, 4, 64), 0.150, 1e-12);
+    /* The new request: 287 ms of slack. */
+    slo_view c = waiting(now, 0.3, 0, 8, 16);
+    double w, pred = slo_queue_ttft(v, 5, &c, &EST, &lim, now, &w);
+    /* It preempts a best-effort request when v[4] takes the slot, at 90 ms
+     * (not 90 + 364 ms = 454 ms, past its deadline), and shares that step
+     * with v[4]'s prompt. */
+    ck_assert_double_eq_tol(w, 10 * dec, 1e-12);
+    ck_assert_double_eq_tol(pred, 10 * dec + pf + 8 * EST.tok_s, 1e-12);
+    ck_assert(now + pred <= c.ttft_deadline);
+    /* What the policy does: now it preempts for neither... */
+    planbuf b;
+    v[5] = c;
+    slo_plan *p = plan(&b, v, 6, 4, now);
+    ck_assert_int_eq(p->n_pause, 0);
+    ck_assert_int_eq(p->n_admit, 0);
+    /* ...at 90 ms the SLO request is done, v[4] takes its slot, and the new
+     * one preempts the latest best-effort request. */
+    const double later = now + 10 * dec;
+    slo_view u[5];
+    for (int i = 0; i < 3; i++) {
+        u[i] = v[1 + i];
+        u[i].n_gen += 10;
+    }
+    u[3] = v[4];
+    u[3].active = 1;
+    u[4] = c;
+    p = plan(&b, u, 5, 4, later);
+    ck_assert_int_eq(p->n_pause, 1);
+    ck_assert_int_eq(p->pause[0], 2);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->admit[0], 4);
+    /* Without a victim (SLO requests in every slot) it waits for the
+     * ahead request's slot after all... */
+    for (int i = 0; i < 4; i++) v[i] = running(9.0, 0, 1, 10, 20 + 256 * (i > 0));
+    v[4] = waiting(now - 0.337, 0.5, 0, 8, 40);
+    pred = slo_queue_ttft(v, 5, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, 10 * dec + pf + 39 * dec, 1e-12);
+    /* ...and with no room for another paused request too. */
+    for (int i = 1; i < 4; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
+    lim.max_paused = 0;
+    pred = slo_queue_ttft(v, 5, &c, &EST, &lim, now, &w);
+    ck_assert_double_eq_tol(w, 10 * dec + pf + 39 * dec, 1e-12);
+}
+END_TEST
+
+/* Task-aware batching among best-effort requests: a request whose task is
+ * running goes before a few older ones, within SLO_HOT_SPAN_S of them. */
+START_TEST(task_aware_best_effort)
+{
+    planbuf b;
+    enum { W = SLO_HOT_WINDOW };
+    slo_view v[3 + W + 2];
+    const double now = 20.0, gap = SLO_HOT_SPAN_S / (2.0 * W); /* W + 1 arrivals within half the span */
+    for (int i = 0; i < 3; i++) v[i] = running(1.0 + i, 0, 0, 10, 256);
+    /* one free slot; waiting: two cold ones, then a hot one */
+    v[3] = waiting(10.0, 0, 0, 8, 128);
+    v[4] = waiting(10.0 + gap, 0, 0, 8, 128);
+    v[5] = waiting(10.0 + 2 * gap, 0, 0, 8, 128);
+    v[5].task_hot = 1;
+    slo_plan *p = plan(&b, v, 6, 4, now);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->admit[0], 5);
+    /* all of them admitted (5 free slots): hot first, then arrival order */
+    p = plan(&b, v + 3, 3, 5, now);
+    ck_assert_int_eq(p->n_admit, 3);
+    ck_assert_int_eq(p->admit[0], 2);
+    ck_assert_int_eq(p->admit[1], 0);
+    ck_assert_int_eq(p->admit[2], 1);
+    /* arrived SLO_HOT_SPAN_S or more after the oldest: arrival order */
+    v[5].arrival = 10.0 + SLO_HOT_SPAN_S;
+    p = plan(&b, v, 6, 4, now);
+    ck_assert_int_eq(p->admit[0], 3);
+    /* W cold ones, then a hot one: beyond the window, arrival order */
+    for (int i = 0; i < W; i++) v[3 + i] = waiting(10.0 + i * gap, 0, 0, 8, 128);
+    v[3 + W] = waiting(10.0 + W * gap, 0, 0, 8, 128);
+    v[3 + W].task_hot = 1;
+    p = plan(&b, v, 3 + W + 1, 4, now);
+    ck_assert_int_eq(p->admit[0], 3);
+    /* the oldest admitted meanwhile (one slot more): the hot one is within
+     * the window of the oldest waiting one now, and goes first */
+    v[3].active = 1;
+    p = plan(&b, v, 3 + W + 1, 5, now);
+    ck_assert_int_eq(p->n_admit, 1);
+    ck_assert_int_eq(p->admit[0], 3 + W);
+    v[3].active = 0;
+    /* priority still comes first, and deadlines before both */
+    v[4].priority = -1;
+    p = plan(&b, v, 3 + W + 1, 4, now);
+    ck_assert_int_eq(p->admit[0], 4);
+    v[5] = waiting(now, 0.5, 0, 8, 16);
+    p = plan(&b, v, 3 + W + 1, 4, now);
+    ck_assert_int_eq(p->admit[0], 5);
+}
+END_TEST
+
 /* ---- a discrete-event simulation of the policy with the fake clock ---- */
 
 typedef struct simreq {
@@ -893,6 +1006,104 @@ START_TEST(rejected_and_cancelled_count_as_missed)
 }
 END_TEST
 
+/* on_queue as scheduler/prefetch.c drives it: the expected expert-load time
+ * of each waiting request, here 0.5 s for task "cold" and none for others. */
+static void load_on_queue(void *user, sched_req *const *waiting, int n)
+{
+    int *calls = user;
+    for (int i = 0; i < n; i++) {
+        sched_req_set_load_s_locked(waiting[i], strcmp(sched_req_task(waiting[i]), "cold") ? 0.0 : 0.5);
+        (*calls)++;
+    }
+}
+
+/* Admission at submit sees the expected expert-load time: on_queue sets it
+ * on the run-loop thread only after the request is queued, so the submit
+ * starts from the task's last estimate (issue 10: admission counted the
+ * prompt's prefill only). */
+START_TEST(admission_sees_expected_load_at_submit)
+{
+    eng_engine *eng = open_fixture();
+    if (!eng) { TU_SKIP_NO_SHARED("admission_sees_expected_load_at_submit"); return; }
+    int32_t prompt[8] = {1, 17, 42, 99, 7, 3, 250, 11};
+    emoe_err err = {0};
+    int calls = 0;
+    sched_opts so = {0};
+    so.limits = (sched_limits){2, 8, 64, 64};
+    so.text.push = fake_push;
+    so.policy = sched_policy_slo();
+    so.on_queue = load_on_queue;
+    so.hook_user = &calls;
+    sched *s = NULL;
+    ck_assert_msg(sched_init(eng, &so, &s, &err) == EMOE_OK, "%s", err.msg);
+    sched_req_params p = {0};
+    p.prompt = prompt;
+    p.n_prompt = 8;
+    p.max_tokens = 2;
+    eng_sampling_default(&p.sampling);
+    p.ignore_eos = 1;
+    sched_reject rj;
+    p.reject = &rj;
+    sched_update u = {0};
+    sched_req *r = NULL;
+    /* One request of each task without an SLO passes through the queue. */
+    const char *tasks[2] = {"cold", "warm"};
+    for (int i = 0; i < 2; i++) {
+        p.task = tasks[i];
+        ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+        ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+        sched_req_release(r);
+    }
+    ck_assert_int_ge(calls, 2);
+    /* A 300 ms TTFT SLO: the 0.5 s of expected loading make it unattainable
+     * for "cold" (the prefill alone takes a few ms on this model)... */
+    p.slo_ttft_s = 0.3;
+    p.task = "cold";
+    ck_assert_int_eq(sched_submit(s, &p, &r, &err), EMOE_EBUSY);
+    ck_assert_int_eq(rj.reason, SCHED_REJECT_SLO);
+    ck_assert(rj.predicted_ttft_s >= 0.5);
+    /* ...not for "warm"... */
+    p.task = "warm";
+    ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+    sched_req_release(r);
+    /* ...and a task not seen yet starts from the last estimate of any task
+     * ("warm": none); a slack SLO admits "cold" behind its load. */
+    p.task = "new";
+    ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+    sched_req_release(r);
+    p.task = "cold";
+    p.slo_ttft_s = 5;
+    ck_assert_msg(sched_submit(s, &p, &r, &err) == EMOE_OK, "%s", err.msg);
+    ck_assert_int_eq(wait_done(r, &u), SCHED_FINISH_LENGTH);
+    sched_req_release(r);
+    sched_free(s);
+    eng_free(eng);
+}
+END_TEST
+
+START_TEST(estimator_load_per_task)
+{
+    sched_est e;
+    sched_est_init(&e);
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0);
+    sched_est_set_load(&e, "a", 0.25);
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0.25);
+    ck_assert_double_eq(sched_est_load(&e, "b"), 0.25); /* unseen: the last of any task */
+    sched_est_set_load(&e, "b", 0.0);
+    ck_assert_double_eq(sched_est_load(&e, "b"), 0);
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0.25);
+    ck_assert_double_eq(sched_est_load(&e, "c"), 0);
+    sched_est_set_load(&e, "a", -1); /* nonsense: none */
+    ck_assert_double_eq(sched_est_load(&e, "a"), 0);
+    /* the load entry and the output lengths share the task's entry */
+    for (int i = 0; i < 4; i++) sched_est_finished(&e, "a", 9);
+    ck_assert_int_eq(sched_est_out_tokens(&e, "a", 0, 100), 9);
+    ck_assert_int_eq(e.n_tasks, 2);
+}
+END_TEST
+
 static Suite *slo_suite(void)
 {
     Suite *s = suite_create("slo");
@@ -904,15 +1115,19 @@ static Suite *slo_suite(void)
     tcase_add_test(tc, first_token_steps);
     tcase_add_test(tc, admission);
     tcase_add_test(tc, admission_counts_queue_ahead);
+    tcase_add_test(tc, admission_sees_later_preemption);
+    tcase_add_test(tc, task_aware_best_effort);
     tcase_add_test(tc, sim_slo_beats_fifo_and_nothing_starves);
     tcase_add_test(tc, estimator_recovers_linear_costs);
     tcase_add_test(tc, estimator_output_lengths);
+    tcase_add_test(tc, estimator_load_per_task);
     suite_add_tcase(s, tc);
     TCase *te = tcase_create("engine");
     tcase_set_timeout(te, 120);
     tcase_add_test(te, preempted_request_resumes_exactly);
     tcase_add_test(te, preempted_fork_choices_complete);
     tcase_add_test(te, rejected_and_cancelled_count_as_missed);
+    tcase_add_test(te, admission_sees_expected_load_at_submit);
     suite_add_tcase(s, te);
     return s;
 }
