@@ -3,7 +3,7 @@
 PRED_FUZZ_CC ?= clang
 PRED_FUZZ_SECONDS ?= $(or $(FUZZ_SECONDS),60)
 PRED_FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c11 -I. -D_GNU_SOURCE
-TRACE_FUZZ_SRCS := tests/fuzz/fuzz_trace.c predictor/trace.c predictor/predictor.c predictor/replay.c engine/common.c
+TRACE_FUZZ_SRCS := tests/fuzz/fuzz_trace.c predictor/trace.c predictor/predictor.c predictor/replay.c predictor/forecast.c predictor/pathmem.c engine/common.c
 
 build-fuzz/fuzz_trace: $(TRACE_FUZZ_SRCS) $(wildcard predictor/*.h engine/common.h)
 	@mkdir -p build-fuzz

@@ -10,6 +10,9 @@
  */
 #include "predictor/replay.h"
 
+#include "predictor/forecast.h"
+#include "predictor/pathmem.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,18 @@ void pred_replay_opts_default(pred_replay_opts *o)
     o->pin_frac = 0.5;
     o->no_prior = 0;
     o->lookahead = 0;
+    o->fc_threshold = 0.3;
+    o->fc_max = 0;
+    o->fc_plan = 0;
+    o->fc_lr = 0.05;
+    o->fc_depth = 3;
+    o->fc_history = 4096;
+    o->fc_matches = 16;
+    o->fc_gamma = 0.8;
+    o->fc_ctx = 0.3;
+    o->fc_power = 4.0;
+    o->fc_precision = 0.6;
+    o->fc_lru_budget = 1;
 }
 
 void pred_replay_result_free(pred_replay_result *r)
@@ -39,17 +54,18 @@ void pred_replay_result_free(pred_replay_result *r)
     r->precision = r->recall = r->coverage = NULL;
 }
 
-static const char *const policy_names[] = {"lru", "lfu", "belady", "predictor", "lookahead"};
+#define N_POLICIES 6
+static const char *const policy_names[N_POLICIES] = {"lru", "lfu", "belady", "predictor", "lookahead", "forecast"};
 static const char *const order_names[] = {"file", "interleaved", "grouped"};
 
 const char *pred_replay_policy_name(pred_replay_policy p)
 {
-    return (unsigned)p < 5 ? policy_names[p] : "?";
+    return (unsigned)p < N_POLICIES ? policy_names[p] : "?";
 }
 
 int pred_replay_policy_parse(const char *s, pred_replay_policy *out)
 {
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < N_POLICIES; i++)
         if (!strcmp(s, policy_names[i])) { *out = (pred_replay_policy)i; return 0; }
     return -1;
 }
@@ -69,10 +85,18 @@ typedef struct sim {
     int n_pools;
     int *pool_cap, *pool_used;
     uint8_t *resident, *pinned, *pref_unused;
+    /* forecast with fc_lru_budget: a shadow LRU directory (which slots plain
+     * LRU would hold) and its misses, the loads LRU would have made so far */
+    uint8_t *sh_res;
+    uint64_t *sh_last;
+    int *sh_used;
+    uint64_t sh_misses;
     uint64_t *last, *cnt, *stamp;
     int64_t *next_use;       /* Belady: index of the next access, INT64_MAX = never */
     float *pscore;           /* predictor: plan score of pinned slots */
     const pred_tracker *trk; /* predictor: keep-scores (score eviction) */
+    const pred_forecast *fc; /* forecast: next-use estimates */
+    double fc_th;            /* forecast: the prefetch threshold now (adapted with fc_precision) */
     uint64_t tick, step;
     int cur_layer;           /* layer being served */
     const float *q_next;     /* predictor: P(used by this token) for layer cur_layer+1, or NULL */
@@ -106,6 +130,13 @@ static int worse(const sim *m, int a, int b)
         if (m->pinned[a] != m->pinned[b]) return m->pinned[a] < m->pinned[b];
         if (m->pinned[a] && m->pscore[a] != m->pscore[b]) return m->pscore[a] < m->pscore[b];
         return m->last[a] < m->last[b];
+    case PRED_REPLAY_FORECAST: {
+        if (m->o->fc_stale && (m->pref_unused[a] == 2) != (m->pref_unused[b] == 2)) return m->pref_unused[a] == 2;
+        double sa = pred_forecast_reuse(m->fc, m->cur_layer, a / m->E, a % m->E);
+        double sb = pred_forecast_reuse(m->fc, m->cur_layer, b / m->E, b % m->E);
+        if (sa != sb) return sa > sb;
+        return m->last[a] < m->last[b];
+    }
     case PRED_REPLAY_LRU:
     default:
         return m->last[a] < m->last[b];
@@ -152,6 +183,37 @@ static void insert(sim *m, int s)
     m->res->loads++;
 }
 
+/* A forecast prefetch is resolved at its layer's first run: used (1) or not.
+ * With a precision target the threshold follows it (stochastic approximation:
+ * at equilibrium the share used equals the target). */
+static void fc_outcome(sim *m, int used)
+{
+    double pi = m->o->fc_precision;
+    if (m->o->policy != PRED_REPLAY_FORECAST || !(pi > 0.0)) return;
+    m->fc_th += 0.002 * (pi - (double)used);
+    if (m->fc_th < 0.01) m->fc_th = 0.01;
+    if (m->fc_th > 1.0) m->fc_th = 1.0;
+}
+
+/* The shadow LRU directory sees the same access (fc_lru_budget). */
+static void shadow_access(sim *m, int s)
+{
+    if (!m->sh_res) return;
+    if (!m->sh_res[s]) {
+        int p = pool_of(m, s);
+        m->sh_misses++;
+        if (m->sh_used[p] >= m->pool_cap[p]) {
+            int lo = m->o->per_layer ? p * m->E : 0, hi = m->o->per_layer ? lo + m->E : m->S, v = -1;
+            for (int x = lo; x < hi; x++)
+                if (m->sh_res[x] && m->stamp[x] != m->step && (v < 0 || m->sh_last[x] < m->sh_last[v])) v = x;
+            if (v >= 0) m->sh_res[v] = 0, m->sh_used[p]--;
+        }
+        m->sh_res[s] = 1;
+        m->sh_used[p]++;
+    }
+    m->sh_last[s] = m->tick;
+}
+
 static void access_slot(sim *m, int s, int64_t next)
 {
     m->tick++;
@@ -160,6 +222,7 @@ static void access_slot(sim *m, int s, int64_t next)
     if (m->resident[s]) {
         m->res->hits++;
         if (m->pref_unused[s]) {
+            if (m->pref_unused[s] == 1) fc_outcome(m, 1);
             m->res->prefetch_used++;
             m->pref_unused[s] = 0;
         }
@@ -172,6 +235,7 @@ static void access_slot(sim *m, int s, int64_t next)
     m->last[s] = m->tick;
     m->cnt[s]++;
     m->next_use[s] = next;
+    shadow_access(m, s);
 }
 
 static void prefetch(sim *m, int s)
@@ -183,6 +247,37 @@ static void prefetch(sim *m, int s)
     m->last[s] = m->tick;
     m->pref_unused[s] = 1;
     m->res->prefetches++;
+}
+
+/* Forecast prefetch for layer n while m->cur_layer is served: the
+ * non-resident experts whose estimate is at least the threshold, best first
+ * (at most fc_max, top_k by default), each only while it is expected sooner
+ * than the victim it would displace. */
+static void fc_prefetch(sim *m, int n)
+{
+    const pred_replay_opts *o = m->o;
+    int E = m->E, maxp = o->fc_max > 0 ? o->fc_max : m->K;
+    for (int c = 0; c < maxp; c++) {
+        int best = -1;
+        float bp = 0.0f;
+        for (int e = 0; e < E; e++) {
+            if (m->resident[n * E + e]) continue;
+            float p = pred_forecast_p(m->fc, n, e);
+            if ((double)p >= m->fc_th && (best < 0 || p > bp)) best = e, bp = p;
+        }
+        if (best < 0) return;
+        int s = n * E + best, pool = pool_of(m, s);
+        if (m->pool_used[pool] >= m->pool_cap[pool]) {
+            int v = victim(m, pool, 1);
+            if (v < 0) return;
+            if (!(pred_forecast_reuse(m->fc, m->cur_layer, v / E, v % E) >
+                  pred_forecast_reuse(m->fc, m->cur_layer, n, best)))
+                return;
+        }
+        /* the LRU budget: never more loads so far than plain LRU would have made */
+        if (o->fc_lru_budget && m->res->loads + 1 > m->sh_misses) return;
+        prefetch(m, s);
+    }
 }
 
 /* Orders the requests of all traces; returns a malloc'd array of n pointers. */
@@ -276,6 +371,11 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     memset(&plan, 0, sizeof plan);
     pred_tracker trk;
     memset(&trk, 0, sizeof trk);
+    pred_forecast fc;
+    memset(&fc, 0, sizeof fc);
+    pred_pathmem pm;
+    memset(&pm, 0, sizeof pm);
+    float *pm_v = NULL;
     uint8_t *used = NULL, *inplan = NULL;
     double *tp = NULL, *n_plan = NULL, *n_used = NULL, *cov = NULL, *lacc = NULL;
     int *ids = NULL, *pset = NULL;
@@ -288,11 +388,23 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         return emoe_errf(err, EMOE_EINVAL, "replay: budget %g must be in (0, 1]", o->budget);
     if (!(o->pin_frac >= 0.0 && o->pin_frac <= 1.0))
         return emoe_errf(err, EMOE_EINVAL, "replay: pin fraction %g must be in [0, 1]", o->pin_frac);
-    if ((unsigned)o->policy > PRED_REPLAY_LOOKAHEAD)
+    if ((unsigned)o->policy > PRED_REPLAY_FORECAST)
         return emoe_errf(err, EMOE_EINVAL, "replay: unknown policy %d", (int)o->policy);
     if ((unsigned)o->evict > PRED_REPLAY_EVICT_PIN_LRU)
         return emoe_errf(err, EMOE_EINVAL, "replay: unknown eviction mode %d", (int)o->evict);
     if (o->lookahead < 0) return emoe_errf(err, EMOE_EINVAL, "replay: lookahead must be >= 0");
+    if (o->policy == PRED_REPLAY_FORECAST &&
+        (o->fc_depth < 1 || o->fc_depth > 64 || o->fc_history < 1 || o->fc_matches < 1 ||
+         !(o->fc_gamma >= 0.0 && o->fc_gamma <= 1.0) || !(o->fc_ctx >= 0.0 && o->fc_ctx <= 1.0) ||
+         !(o->fc_power >= 0.0 && o->fc_power <= 16.0)))
+        return emoe_errf(err, EMOE_EINVAL,
+                         "replay: forecast depth %d must be in [1, 64], history %d and matches %d >= 1, gamma %g and context %g in [0, 1], power %g in [0, 16]",
+                         o->fc_depth, o->fc_history, o->fc_matches, o->fc_gamma, o->fc_ctx, o->fc_power);
+    if (o->fc_max < 0) return emoe_errf(err, EMOE_EINVAL, "replay: forecast prefetch count must be >= 0");
+    if (!(o->fc_precision >= 0.0 && o->fc_precision < 1.0))
+        return emoe_errf(err, EMOE_EINVAL, "replay: forecast precision target %g must be in [0, 1)", o->fc_precision);
+    if (!(o->fc_threshold >= 0.0))
+        return emoe_errf(err, EMOE_EINVAL, "replay: forecast threshold %g must be >= 0", o->fc_threshold);
     int L = 0, E = 0, K = 0;
     for (int i = 0; i < n_traces; i++) {
         const pred_trace *t = traces[i];
@@ -310,6 +422,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
 
     m.o = o;
     m.res = res;
+    m.fc_th = o->fc_threshold;
     m.L = L, m.E = E, m.K = K, m.S = L * E;
     size_t nslots = (size_t)L * (size_t)E;
     m.n_pools = o->per_layer ? L : 1;
@@ -318,6 +431,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
     m.resident = calloc((size_t)m.S, 1);
     m.pinned = calloc((size_t)m.S, 1);
     m.pref_unused = calloc((size_t)m.S, 1);
+
     m.last = calloc((size_t)m.S, sizeof *m.last);
     m.cnt = calloc((size_t)m.S, sizeof *m.cnt);
     m.stamp = calloc((size_t)m.S, sizeof *m.stamp);
@@ -374,13 +488,33 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         }
     }
 
-    int pred_on = o->policy == PRED_REPLAY_PREDICTOR || o->policy == PRED_REPLAY_LOOKAHEAD;
+    int fc_on = o->policy == PRED_REPLAY_FORECAST;
+    int pred_on = o->policy == PRED_REPLAY_PREDICTOR || o->policy == PRED_REPLAY_LOOKAHEAD || fc_on;
     la_m = o->lookahead > 0 ? o->lookahead : (o->policy == PRED_REPLAY_LOOKAHEAD ? K : 0);
     if (pred_on) {
         if ((st = pred_init(&o->pcfg, L, E, K, &pr, err))) goto fail;
         if ((st = pred_plan_init(&plan, L, E, err))) goto fail;
         if ((st = pred_tracker_init(&trk, pr, err))) goto fail;
         m.trk = &trk;
+        if (fc_on) {
+            pred_forecast_cfg fcc;
+            pred_forecast_cfg_default(&fcc);
+            fcc.lr = (float)o->fc_lr;
+            fcc.slow_alpha = o->pcfg.track_alpha;
+            fcc.depth = o->fc_depth;
+            if ((st = pred_forecast_init(&fc, L, E, &fcc, err))) goto fail;
+            if ((st = pred_pathmem_init(&pm, L, E, K, o->fc_history, o->fc_matches, (float)o->fc_gamma, err)))
+                goto fail;
+            pred_pathmem_set_ctx(&pm, (float)o->fc_ctx, (float)o->fc_power);
+            if (o->fc_lru_budget) {
+                m.sh_res = calloc((size_t)m.S, 1);
+                m.sh_last = calloc((size_t)m.S, sizeof *m.sh_last);
+                m.sh_used = calloc((size_t)m.n_pools, sizeof *m.sh_used);
+                if (!m.sh_res || !m.sh_last || !m.sh_used) goto oom;
+            }
+            if (!(pm_v = calloc((size_t)E, sizeof *pm_v))) goto oom;
+            m.fc = &fc;
+        }
         used = calloc((size_t)m.S, 1);
         inplan = calloc((size_t)m.S, 1);
         tp = calloc((size_t)L, sizeof *tp);
@@ -427,9 +561,14 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                 pred_tracker_reset(&trk, o->no_prior ? NULL : &plan);
                 memset(m.pinned, 0, nslots);
             }
-            for (int l = 0; l < L; l++)
-                for (int i = 0; i < plan.n_sel[l]; i++)
-                    prefetch(&m, l * E + plan.order[(size_t)l * (size_t)E + (size_t)i]);
+            if (fc_on) {
+                pred_forecast_reset(&fc, o->no_prior ? NULL : plan.score);
+                pred_pathmem_begin_request(&pm);
+            }
+            if (!fc_on || o->fc_plan)
+                for (int l = 0; l < L; l++)
+                    for (int i = 0; i < plan.n_sel[l]; i++)
+                        prefetch(&m, l * E + plan.order[(size_t)l * (size_t)E + (size_t)i]);
         }
         int bp = batched_prefill(o, q);
         if (bp) {
@@ -460,7 +599,12 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                 for (int l = 0; l < L; l++) {
                     for (int j = 0; j < K; j++) ids[l * K + j] = pred_req_experts(q, t, l)[j];
                     pred_tracker_observe(&trk, l, ids + l * K, K);
+                    if (fc_on) {
+                        pred_forecast_observe(&fc, l, ids + l * K, K);
+                        pred_pathmem_layer(&pm, l, ids + l * K, K);
+                    }
                 }
+                if (fc_on) pred_pathmem_end_token(&pm);
                 if ((st = pred_observe(pr, q->task, ids, err))) goto fail;
             }
         }
@@ -473,7 +617,24 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                 m.step++;
                 m.cur_layer = l;
                 m.q_next = NULL;
-                if (pred_on && o->evict == PRED_REPLAY_EVICT_SCORE && l + 1 < L) {
+                if (fc_on) {
+                    /* the router's choice at l is known before its experts run:
+                     * it labels the estimates of layer l, and the transitions
+                     * give the near estimate of layer l+1 */
+                    for (int j = 0; j < K; j++) ids[l * K + j] = ex[j];
+                    pred_forecast_observe(&fc, l, ids + l * K, K);
+                    pred_pathmem_layer(&pm, l, ids + l * K, K);
+                    /* the layers this token has passed come next in the next token */
+                    for (int j = 0; j <= l; j++) {
+                        int nv = pred_pathmem_predict_next(&pm, j, pm_v);
+                        pred_forecast_next(&fc, j, nv ? pm_v : NULL);
+                    }
+                    for (int d = 1; d <= o->fc_depth && l + d < L; d++) {
+                        if (d == 1 && (st = pred_next_layer(pr, q->task, l, ids + l * K, K, q_next, err))) goto fail;
+                        int nv = pred_pathmem_predict(&pm, l + d, pm_v);
+                        pred_forecast_near(&fc, l + d, d, d == 1 ? q_next : NULL, nv ? pm_v : NULL);
+                    }
+                } else if (pred_on && o->evict == PRED_REPLAY_EVICT_SCORE && l + 1 < L) {
                     /* the router's choice at l is known before its experts run */
                     for (int j = 0; j < K; j++) ids[l * K + j] = ex[j];
                     if ((st = pred_next_layer(pr, q->task, l, ids + l * K, K, q_next, err))) goto fail;
@@ -493,6 +654,13 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                     ids[l * K + j] = ex[j];
                 }
                 if (pred_on) pred_tracker_observe(&trk, l, ids + l * K, K);
+                if (fc_on)
+                    for (int e = 0; e < E; e++) /* prefetched for this layer and not used: stale */
+                        if (m.pref_unused[l * E + e] == 1) {
+                            m.pref_unused[l * E + e] = 2;
+                            fc_outcome(&m, 0);
+                        }
+                if (fc_on && (o->fc_threshold <= 1.0 || o->fc_precision > 0.0)) fc_prefetch(&m, (l + 1) % L);
                 if (pred_on && la_valid && la_layer == l) {
                     for (int j = 0; j < K; j++)
                         for (int i = 0; i < K; i++)
@@ -530,6 +698,7 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
                 }
             }
             if (pred_on && (st = pred_observe(pr, q->task, ids, err))) goto fail;
+            if (fc_on) pred_pathmem_end_token(&pm);
         }
         if (pred_on) {
             pred_end_request(pr, q->task);
@@ -563,6 +732,11 @@ emoe_status pred_replay_run(const pred_trace *const *traces, int n_traces, const
         res->coverage_all = e2 > 0 ? d / e2 : 0.0;
         res->plans_computed = pred_plans_computed(pr);
         res->lookahead_accuracy = res->lookahead_checked ? (double)res->lookahead_hits / (double)res->lookahead_checked : 0.0;
+        if (fc_on) {
+            res->fc_logloss_far = fc.n_far ? fc.logloss_far / (double)fc.n_far : 0.0;
+            res->fc_logloss_near = fc.n_near ? fc.logloss_near / (double)fc.n_near : 0.0;
+            res->fc_threshold_end = m.fc_th;
+        }
     }
     goto done;
 oom:
@@ -575,11 +749,15 @@ done:
     free(nxt);
     free(seen);
     free(m.pool_cap), free(m.pool_used), free(m.resident), free(m.pinned), free(m.pref_unused);
+    free(m.sh_res), free(m.sh_last), free(m.sh_used);
     free(m.last), free(m.cnt), free(m.stamp), free(m.next_use), free(m.pscore);
     free(ids), free(pset), free(pmark);
     pred_free(pr);
     pred_plan_free(&plan);
     pred_tracker_free(&trk);
+    pred_forecast_free(&fc);
+    pred_pathmem_free(&pm);
+    free(pm_v);
     free(used), free(inplan), free(tp), free(n_plan), free(n_used), free(cov), free(lacc), free(la_scores), free(q_next);
     return st;
 }

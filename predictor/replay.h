@@ -2,7 +2,9 @@
  * replay.h — the offline policy evaluator: replays routing traces through a
  * simulated device tier of the expert cache and counts hits, misses and the
  * bytes that would be loaded, under LRU, LFU, Belady (the demand-fetch upper
- * bound, which reads the future of the trace) or the predictor: at each
+ * bound, which reads the future of the trace), forecast (Belady approximated
+ * with a learned estimate of next use, predictor/forecast.h, with confident
+ * prefetch within a shadow LRU's loads) or the predictor: at each
  * request start the task's plan is prefetched and seeds a pred_tracker; misses
  * evict the resident with the largest expected reuse distance
  * (pred_tracker_reuse: the tracker's per-token use probability, the layer's
@@ -39,6 +41,11 @@ typedef enum pred_replay_policy {
     PRED_REPLAY_LOOKAHEAD,  /* the predictor plus the transition-based lookahead: at each
                              * layer, prefetch the top-M experts the transitions predict for
                              * the next one (M = lookahead, top_k when 0) */
+    PRED_REPLAY_FORECAST,   /* Belady approximated with predictions (predictor/forecast.h): evict
+                             * the largest expected distance to the next use, from a learned
+                             * estimate of use at the layer's next visit; prefetch the next
+                             * layer's experts whose estimate is at least fc_threshold when they
+                             * are expected sooner than the victim they displace */
 } pred_replay_policy;
 
 typedef enum pred_replay_order {
@@ -72,6 +79,22 @@ typedef struct pred_replay_opts {
     int lookahead;          /* prefetch the top-M predicted experts of layer l+1 (0 = off) */
     double la_blend;        /* lookahead ranks by transition P + la_blend * the tracker's keep-score at l+1 */
     int la_new;             /* 1: the M prefetched are the best-ranked experts not already resident */
+    /* forecast policy */
+    double fc_threshold;    /* prefetch a next-layer expert when its estimate is >= this (> 1: never; default 0.3) */
+    int fc_max;             /* at most this many prefetches per layer (0 = top_k) */
+    int fc_plan;            /* 1: also prefetch the task's plan (pin_frac) at request start */
+    double fc_lr;           /* the logistic models' SGD step */
+    int fc_depth;           /* near estimates for up to this many layers ahead (default 3) */
+    int fc_history;         /* path memory: tokens remembered (default 4096) */
+    int fc_matches;         /* path memory: best matches that vote (default 16) */
+    double fc_gamma;        /* path memory: weight of the earlier layers' match (default 0.8) */
+    double fc_precision;    /* > 0: adapt the threshold so that this share of the prefetches is used
+                             * at their layer's next run (fc_threshold is the start; default 0.6) */
+    int fc_lru_budget;      /* 1: prefetch only while the loads so far stay below the misses a shadow
+                             * LRU directory of the same size has made (LRU's disk traffic as budget; default 1) */
+    int fc_stale;           /* 1: evict prefetched experts whose layer ran without them first */
+    double fc_ctx;          /* path memory: weight of the previous tokens' match (default 0.3) */
+    double fc_power;        /* path memory: a voter's weight is its match score to this power (default 4) */
 } pred_replay_opts;
 
 /* Defaults: LRU, interleaved, budget 0.5, global pool, expert_bytes 1, both
@@ -103,6 +126,9 @@ typedef struct pred_replay_result {
      * transitions predict for layer l+1 against the ones routed there */
     uint64_t lookahead_checked, lookahead_hits;
     double lookahead_accuracy;  /* hits / checked: share of next-layer experts predicted */
+    /* forecast: mean log-loss of the far and near estimates (0 otherwise) */
+    double fc_logloss_far, fc_logloss_near;
+    double fc_threshold_end;    /* the prefetch threshold at the end (moves with fc_precision) */
 } pred_replay_result;
 
 void pred_replay_result_free(pred_replay_result *r);  /* NULL-safe */

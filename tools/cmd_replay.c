@@ -24,6 +24,7 @@ static void usage(FILE *f)
             "  --trace FILE        routing trace (JSONL); repeatable, all of one model shape\n"
             "  --budget X%%         cache size: X%% of all (layer, expert) slots\n"
             "  --policy P          lru | lfu | belady | predictor | lookahead (predictor + next-layer prefetch)\n"
+            "                      | forecast (evict by predicted next use, docs/predictor.md)\n"
             "  --order O           interleaved (default) | grouped | file\n"
             "  --per-layer         one pool of X%% of the experts per layer (default: one global pool)\n"
             "  --expert-bytes N    bytes of one expert, for bytes_loaded (default 1: counts loads)\n"
@@ -41,7 +42,24 @@ static void usage(FILE *f)
             "  --no-prior          ablation: ignore the task statistics (no plan, no prefetch)\n"
             "  --lookahead M       prefetch the top-M predicted experts of the next layer (default 0)\n"
             "  --la-blend W        lookahead ranks by transition P + W x the keep-score of the next layer (default 0)\n"
-            "  --la-new            lookahead prefetches the M best-ranked experts not already resident\n");
+            "  --la-new            lookahead prefetches the M best-ranked experts not already resident\n"
+            "  --fc-threshold P    forecast: prefetch a next-layer expert whose estimated use is >= P and\n"
+            "                      expected sooner than its victim (default 0.3, the start when adapted;\n"
+            "                      above 1 with --fc-precision 0: no prefetch)\n"
+            "  --fc-max N          forecast: at most N such prefetches per layer (default top_k)\n"
+            "  --fc-plan           forecast: also prefetch the task's plan at request start\n"
+            "  --fc-lr R           forecast: SGD step of its logistic estimates (default 0.05)\n"
+            "  --fc-depth D        forecast: estimates from this token's path for D layers ahead (default 3)\n"
+            "  --fc-history H      forecast: path memory of the last H tokens (default 4096)\n"
+            "  --fc-matches M      forecast: the M best-matching paths vote (default 16)\n"
+            "  --fc-gamma G        forecast: weight of earlier layers in a path match (default 0.8)\n"
+            "  --fc-ctx C          forecast: weight of the previous tokens in a path match (default 0.3)\n"
+            "  --fc-power P        forecast: a matching path votes with its score to the power P (default 4)\n"
+            "  --fc-precision Q    forecast: adapt the threshold so that a share Q of the prefetches is used\n"
+            "                      at their layer's next run (default 0.6; 0: fixed threshold)\n"
+            "  --fc-no-lru-budget  forecast: prefetch without the budget (by default it prefetches only while\n"
+            "                      its loads so far stay below those of a shadow LRU cache of the same size)\n"
+            "  --fc-stale          forecast: evict prefetched experts their layer ran without first\n");
 }
 
 static int parse_double(const char *s, double *out)
@@ -81,6 +99,9 @@ static void print_text(const pred_replay_opts *o, const pred_replay_result *r)
         printf("plan precision %.4f  recall %.4f  coverage %.4f  (plans computed %llu)\n",
                r->precision_all, r->recall_all, r->coverage_all,
                (unsigned long long)r->plans_computed);
+        if (o->policy == PRED_REPLAY_FORECAST)
+            printf("forecast log-loss far %.4f near %.4f  prefetch threshold at the end %.4f\n", r->fc_logloss_far,
+                   r->fc_logloss_near, r->fc_threshold_end);
         if (r->lookahead_checked)
             printf("lookahead accuracy %.4f (%llu of %llu next-layer experts predicted)\n", r->lookahead_accuracy,
                    (unsigned long long)r->lookahead_hits, (unsigned long long)r->lookahead_checked);
@@ -110,6 +131,9 @@ static void print_json(const pred_replay_opts *o, const pred_replay_result *r)
                "\"lookahead_accuracy\": %.6f, \"lookahead_checked\": %llu",
                r->precision_all, r->recall_all, r->coverage_all,
                (unsigned long long)r->plans_computed, r->lookahead_accuracy, (unsigned long long)r->lookahead_checked);
+        if (o->policy == PRED_REPLAY_FORECAST)
+            printf(", \"fc_logloss_far\": %.6f, \"fc_logloss_near\": %.6f, \"fc_threshold_end\": %.6f",
+                   r->fc_logloss_far, r->fc_logloss_near, r->fc_threshold_end);
         const double *arr[3] = {r->precision, r->recall, r->coverage};
         const char *nm[3] = {"layer_precision", "layer_recall", "layer_coverage"};
         for (int a = 0; a < 3; a++) {
@@ -144,6 +168,15 @@ int cmd_replay(int argc, char **argv)
             continue;
         } else if (!strcmp(a, "--no-prior")) {
             o.no_prior = 1;
+            continue;
+        } else if (!strcmp(a, "--fc-no-lru-budget")) {
+            o.fc_lru_budget = 0;
+            continue;
+        } else if (!strcmp(a, "--fc-stale")) {
+            o.fc_stale = 1;
+            continue;
+        } else if (!strcmp(a, "--fc-plan")) {
+            o.fc_plan = 1;
             continue;
         } else if (!strcmp(a, "--la-new")) {
             o.la_new = 1;
@@ -247,6 +280,66 @@ int cmd_replay(int argc, char **argv)
                 return 2;
             }
             o.la_blend = d;
+        } else if (!strcmp(a, "--fc-threshold")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d <= 2.0)) {
+                fprintf(stderr, "emoe replay: --fc-threshold '%s': want a number in [0, 2] (above 1: no prefetch)\n", v);
+                return 2;
+            }
+            o.fc_threshold = d;
+        } else if (!strcmp(a, "--fc-max")) {
+            if (parse_long(v, 0, 4096, &n)) {
+                fprintf(stderr, "emoe replay: --fc-max '%s': want an integer in [0, 4096]\n", v);
+                return 2;
+            }
+            o.fc_max = (int)n;
+        } else if (!strcmp(a, "--fc-lr")) {
+            if (parse_double(v, &d) || !(d > 0.0 && d <= 1.0)) {
+                fprintf(stderr, "emoe replay: --fc-lr '%s': want a number in (0, 1]\n", v);
+                return 2;
+            }
+            o.fc_lr = d;
+        } else if (!strcmp(a, "--fc-depth")) {
+            if (parse_long(v, 1, 64, &n)) {
+                fprintf(stderr, "emoe replay: --fc-depth '%s': want an integer in [1, 64]\n", v);
+                return 2;
+            }
+            o.fc_depth = (int)n;
+        } else if (!strcmp(a, "--fc-history")) {
+            if (parse_long(v, 1, 1 << 20, &n)) {
+                fprintf(stderr, "emoe replay: --fc-history '%s': want an integer in [1, 1048576]\n", v);
+                return 2;
+            }
+            o.fc_history = (int)n;
+        } else if (!strcmp(a, "--fc-matches")) {
+            if (parse_long(v, 1, 4096, &n)) {
+                fprintf(stderr, "emoe replay: --fc-matches '%s': want an integer in [1, 4096]\n", v);
+                return 2;
+            }
+            o.fc_matches = (int)n;
+        } else if (!strcmp(a, "--fc-gamma")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d <= 1.0)) {
+                fprintf(stderr, "emoe replay: --fc-gamma '%s': want a number in [0, 1]\n", v);
+                return 2;
+            }
+            o.fc_gamma = d;
+        } else if (!strcmp(a, "--fc-ctx")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d <= 1.0)) {
+                fprintf(stderr, "emoe replay: --fc-ctx '%s': want a number in [0, 1]\n", v);
+                return 2;
+            }
+            o.fc_ctx = d;
+        } else if (!strcmp(a, "--fc-power")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d <= 16.0)) {
+                fprintf(stderr, "emoe replay: --fc-power '%s': want a number in [0, 16]\n", v);
+                return 2;
+            }
+            o.fc_power = d;
+        } else if (!strcmp(a, "--fc-precision")) {
+            if (parse_double(v, &d) || !(d >= 0.0 && d < 1.0)) {
+                fprintf(stderr, "emoe replay: --fc-precision '%s': want a number in [0, 1)\n", v);
+                return 2;
+            }
+            o.fc_precision = d;
         } else {
             fprintf(stderr, "emoe replay: unknown option %s\n", a);
             usage(stderr);

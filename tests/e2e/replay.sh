@@ -52,6 +52,17 @@ out=$("$BIN" replay "${tiny[@]}" --budget 50% --policy predictor --json)
 [ "$(jq '.layer_precision | length' <<<"$out")" = 6 ] || { echo "no per-layer precision: $out"; exit 1; }
 "$BIN" replay "${tiny[@]}" --budget 50% --policy predictor | grep -q '^layer  precision' || { echo "text output lacks the per-layer table"; exit 1; }
 
+# forecast (docs/predictor.md, "Forecast"): the issue's bar on tiny-moe at 50%
+# with no more loads than LRU, and its fields in --json
+lru=$("$BIN" replay "${tiny[@]}" --budget 50% --policy lru --json)
+fc=$("$BIN" replay "${tiny[@]}" --budget 50% --policy forecast --json)
+for f in fc_logloss_far fc_logloss_near fc_threshold_end prefetches prefetch_used; do
+    [ "$(jq "has(\"$f\")" <<<"$fc")" = true ] || { echo "forecast: no $f in $fc"; exit 1; }
+done
+echo "tiny 50%: lru $(jq -c '[.hit_rate, .loads]' <<<"$lru") forecast $(jq -c '[.hit_rate, .loads]' <<<"$fc")"
+jq -n --argjson l "$lru" --argjson f "$fc" '$f.hit_rate >= $l.hit_rate + 0.10 and $f.loads <= $l.loads' |
+    grep -qx true || { echo "FAIL: forecast below LRU + 10 points or above LRU's loads"; exit 1; }
+
 # errors: exit 2 for bad usage, 1 for bad files, each with a message naming the problem
 expect_fail() { # want-rc, want-substring, command...
     local want=$1 sub=$2; shift 2
@@ -66,4 +77,5 @@ expect_fail 1 "cannot open" "$BIN" replay --trace "$tmp/none.jsonl" --budget 50%
 head -c 3000 "$T/tiny-moe-7task.jsonl" > "$tmp/cut.jsonl"
 expect_fail 1 "cut.jsonl:1" "$BIN" replay --trace "$tmp/cut.jsonl" --budget 50% --policy lru
 expect_fail 1 "shape" "$BIN" replay "${tiny[@]}" "${mix[@]}" --budget 50% --policy lru
+expect_fail 2 "--fc-precision" "$BIN" replay "${tiny[@]}" --budget 50% --policy forecast --fc-precision 1
 echo "replay ok"

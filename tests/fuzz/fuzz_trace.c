@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (t.n_reqs > 0 && (size_t)t.n_layers * (size_t)t.n_experts <= 4096) {
         const pred_trace *tp[1] = {&t};
-        for (int p = 0; p <= PRED_REPLAY_LOOKAHEAD; p++) {
+        for (int p = 0; p <= PRED_REPLAY_FORECAST; p++) {
             pred_replay_opts o;
             pred_replay_opts_default(&o);
             o.policy = (pred_replay_policy)p;
@@ -46,8 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (pred_trace_load_mem(&t2, buf, len, "rt", &err) != EMOE_OK || t2.n_reqs != t.n_reqs) abort();
         for (int i = 0; i < t.n_reqs; i++)
             if (t.reqs[i].n_tokens != t2.reqs[i].n_tokens ||
-                memcmp(t.reqs[i].experts, t2.reqs[i].experts,
-                       (size_t)t.reqs[i].n_tokens * (size_t)t.n_layers * (size_t)t.top_k * sizeof(int16_t)))
+                (t.reqs[i].n_tokens > 0 && memcmp(t.reqs[i].experts, t2.reqs[i].experts,
+                       (size_t)t.reqs[i].n_tokens * (size_t)t.n_layers * (size_t)t.top_k * sizeof(int16_t))))
                 abort();
         pred_trace_free(&t2);
         free(buf);
