@@ -93,7 +93,7 @@ static const cfg_entry table[] = {
     {"cache", "store_path", CFG_T_STRING, OFF(cache.store_path), SZ(cache.store_path), 0, 0, NULL, "", 0,
      "Expert store the cache reads from (`emoe pack`), built if missing. Empty = <model dir>/experts.emoe (~/.cache/emoe if the model folder is read-only)."},
     {"cache", "expert_format", CFG_T_ENUM, OFF(cache.expert_format), 0, 0, 0, "bf16|q8|q4", "bf16", 0,
-     "Routed experts as in the checkpoint (`bf16`) or quantized `q8` / `q4` (docs/quant.md, CPU only), from DIR/experts.q8.emoe etc. built on first use; budget % stay % of bf16 bytes."},
+     "Routed experts as in the checkpoint (`bf16`) or quantized `q8` / `q4` (docs/quant.md; cpu and cuda backends), from DIR/experts.q8.emoe etc. built on first use; budget % stay % of bf16 bytes."},
     {"cache", "lowbit_format", CFG_T_ENUM, OFF(cache.lowbit_format), 0, 0, 0, "q4|q8", "q4", 0,
      "Format of the resident low-bit copy of every expert used by miss_policy = lowbit."},
     {"cache", "io_queue_depth", CFG_T_INT, OFF(cache.io_queue_depth), 0, 1, 4096, NULL, "16", 0,

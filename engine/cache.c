@@ -74,6 +74,7 @@ struct cache_t {
     size_t lb_stride;
     store_info lb_info;
     uint32_t *lb_pins;  /* per expert id: acquires served from lb_mem not yet released */
+    uint8_t *lb_dev;    /* the low-bit copy in the tier's memory (not host addressable: mem.persist), or NULL */
 };
 
 const double cache_lat_bounds_us[CACHE_LAT_BUCKETS - 1] = {50, 100, 200, 500, 1000, 2000,
@@ -89,7 +90,7 @@ static emoe_status host_upload(void *ctx, void *dst, const void *src, size_t n, 
     memcpy(dst, src, n);
     return EMOE_OK;
 }
-static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload, NULL, NULL, NULL, NULL};
+static const cache_slot_mem host_mem = {NULL, 1, host_alloc, host_free, host_upload, NULL, NULL, NULL, NULL, NULL, NULL};
 const cache_slot_mem *cache_slot_mem_host(void) { return &host_mem; }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -519,6 +520,15 @@ emoe_status cache_open(const char *store_file, uint64_t expect_fp, const cache_c
     }
     if (cfg->lowbit_store && (st = cache_lowbit_load(c, cfg->lowbit_store, expect_fp, cfg->lowbit_format, err)))
         goto fail;
+    if (c->lb_mem && !c->mem.host_addressable) { /* the backend reads the low-bit copy from its own memory */
+        size_t lbb = c->lb_stride * (size_t)c->n_ids;
+        c->lb_dev = c->mem.persist ? c->mem.persist(c->mem.ctx, c->lb_mem, lbb) : NULL;
+        if (!c->lb_dev) {
+            st = emoe_errf(err, c->mem.persist ? EMOE_ENOMEM : EMOE_EUNSUP,
+                           "lowbit miss policy: cannot place the %zu-byte low-bit copy in the device tier's memory", lbb);
+            goto fail;
+        }
+    }
     c->st.slot_bytes = c->slot_bytes;
     c->st.device_slots = c->n_dev;
     c->st.host_slots = c->n_host;
@@ -562,6 +572,7 @@ void cache_free(cache_t *c)
     free(c->host);
     free(c->map_dev);
     free(c->map_host);
+    if (c->lb_dev && c->mem.persist_free) c->mem.persist_free(c->mem.ctx, c->lb_dev, c->lb_stride * (size_t)c->n_ids);
     free(c->lb_mem);
     free(c->lb_pins);
     store_close(c->store);
@@ -612,7 +623,7 @@ emoe_status cache_acquire(cache_t *c, int layer, int expert, eng_expert_weights 
                     loader_submit(c->loader, &r, 1);
                 }
             }
-            cache_fill_views(&c->lb_info, c->lb_mem + (size_t)id * c->lb_stride, w);
+            cache_fill_views(&c->lb_info, (c->lb_dev ? c->lb_dev : c->lb_mem) + (size_t)id * c->lb_stride, w);
             w->lowbit = 1;
             c->lb_pins[id]++;
             c->st.lowbit_uses++;
@@ -856,10 +867,16 @@ emoe_status cache_attach(eng_engine *e, const cache_cli_opts *o, cache_t **out, 
         return emoe_errf(err, EMOE_EINVAL, "--miss-policy: '%s' is not exact, substitute or lowbit", o->miss_policy);
     if (o->lowbit_format && (quant_format_parse(o->lowbit_format, &lbfmt) != 0 || lbfmt == QUANT_NONE))
         return emoe_errf(err, EMOE_EINVAL, "lowbit format: '%s' is not q8 or q4", o->lowbit_format);
-    if ((fmt != QUANT_NONE || cfg.miss_policy == CACHE_MISS_LOWBIT) && strcmp(eng_backend_name(e), "cpu") != 0)
-        return emoe_errf(err, EMOE_EUNSUP, "quantized experts (--expert-format %s%s) run on the CPU backend only so far "
-                         "(the %s backend has no q8/q4 kernels yet)", quant_format_name(fmt),
-                         cfg.miss_policy == CACHE_MISS_LOWBIT ? ", miss policy lowbit" : "", eng_backend_name(e));
+    /* q8/q4 experts and lowbit: the CPU, and the cuda backend's device tier
+     * (packed GPU slots, engine/cuda/moe_quant.cu; the low-bit copy in GPU
+     * memory through the slot memory's persist hook). */
+    if (cfg.miss_policy == CACHE_MISS_LOWBIT && strcmp(eng_backend_name(e), "cpu") != 0 &&
+        strcmp(eng_backend_name(e), "cuda") != 0)
+        return emoe_errf(err, EMOE_EUNSUP, "miss policy lowbit runs on the cpu and cuda backends, not %s",
+                         eng_backend_name(e));
+    if (fmt != QUANT_NONE && strcmp(eng_backend_name(e), "cpu") != 0 && strcmp(eng_backend_name(e), "cuda") != 0)
+        return emoe_errf(err, EMOE_EUNSUP, "quantized experts (--expert-format %s) run on the cpu and cuda backends, "
+                         "not %s", quant_format_name(fmt), eng_backend_name(e));
     emoe_status st = store_find_or_build_format(e, o->store, (int)fmt, path, sizeof path, &fp, err);
     if (st) return st;
     if (cfg.miss_policy == CACHE_MISS_LOWBIT &&
@@ -879,7 +896,10 @@ emoe_status cache_attach(eng_engine *e, const cache_cli_opts *o, cache_t **out, 
     }
     cfg.loader.queue_depth = o->queue_depth;
     cfg.loader.fail_nth_read = o->fail_nth_read;
-    cfg.slot_mem = (const cache_slot_mem *)eng_backend_slot_mem(e); /* GPU memory on CUDA */
+    cfg.slot_mem = (const cache_slot_mem *)eng_backend_slot_mem_format(e, (int)fmt); /* GPU memory on CUDA */
+    if (!cfg.slot_mem && fmt != QUANT_NONE && strcmp(eng_backend_name(e), "cpu") != 0)
+        return emoe_errf(err, EMOE_EUNSUP, "the %s backend has no memory for %s expert slots", eng_backend_name(e),
+                         quant_format_name(fmt));
     if ((st = cache_open(path, fp, &cfg, out, err))) return st;
     eng_set_expert_provider(e, cache_provider(*out));
     return EMOE_OK;

@@ -55,6 +55,12 @@ typedef struct cache_slot_mem {
      * NULL: aligned_alloc/free. */
     void *(*staging_alloc)(void *ctx, size_t bytes);
     void (*staging_free)(void *ctx, void *p, size_t bytes);
+    /* Optional (a tier that is not host addressable): a persistent, read-only
+     * copy of `bytes` of host memory in the backend's memory, and its release
+     * (the lowbit policy's low-bit copy on CUDA). NULL on failure. Without it
+     * such a tier cannot serve the lowbit policy. */
+    void *(*persist)(void *ctx, const void *src, size_t bytes);
+    void (*persist_free)(void *ctx, void *p, size_t bytes);
 } cache_slot_mem;
 
 const cache_slot_mem *cache_slot_mem_host(void);

@@ -24,7 +24,8 @@ extern "C" {
 
 /* Bumped whenever this struct, eng_backend_ops or the engine's private
  * structs change in a way the plugin sees. */
-#define EMOE_CUDA_PLUGIN_ABI 2 /* 2: eng_open_opts.cuda_no_graphs, eng_backend_stats device-routing/graph counters */
+#define EMOE_CUDA_PLUGIN_ABI 3 /* 2: eng_open_opts.cuda_no_graphs, eng_backend_stats device-routing/graph counters;
+                                  3: eng_backend_ops.slot_mem takes the store's quant format, cache_slot_mem.persist hooks */
 #define EMOE_CUDA_PLUGIN_FILE "libemoe-cuda.so"
 
 struct eng_backend_ops;

@@ -250,7 +250,11 @@ int eng_dense_format(const eng_engine *e) { return e->dq ? DENSE_Q8 : DENSE_NATI
 const eng_expert_provider *eng_checkpoint_provider(eng_engine *e) { return &e->ck_provider; }
 void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p) { e->prov = p ? p : &e->ck_provider; }
 
-const struct cache_slot_mem *eng_backend_slot_mem(eng_engine *e) { return e->be->slot_mem ? e->be->slot_mem(e) : NULL; }
+const struct cache_slot_mem *eng_backend_slot_mem(eng_engine *e) { return eng_backend_slot_mem_format(e, 0); }
+const struct cache_slot_mem *eng_backend_slot_mem_format(eng_engine *e, int qfmt)
+{
+    return e->be->slot_mem ? e->be->slot_mem(e, qfmt) : NULL;
+}
 void eng_set_routing_cb(eng_engine *e, eng_routing_cb cb, void *user) { e->cb = cb; e->cb_user = user; }
 
 uint64_t eng_expert_bytes_one(const eng_engine *e)

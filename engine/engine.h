@@ -73,6 +73,10 @@ void eng_set_expert_provider(eng_engine *e, const eng_expert_provider *p);
  * the process exits; it may outlive the engine. */
 struct cache_slot_mem;
 const struct cache_slot_mem *eng_backend_slot_mem(eng_engine *e);
+/* The same for a cache whose store holds experts of quant format qfmt
+ * (engine/quant.h: 0 dense, QUANT_Q8, QUANT_Q4): on the cuda backend its GPU
+ * slots then hold the packed extents. eng_backend_slot_mem(e) is qfmt 0. */
+const struct cache_slot_mem *eng_backend_slot_mem_format(eng_engine *e, int qfmt);
 /* Direct expert views in the checkpoint (for packers / the cache's backing reads). */
 emoe_status eng_checkpoint_expert(eng_engine *e, int layer, int expert, eng_expert_weights *w, emoe_err *err);
 /* Total bytes of all routed experts' weights as stored. */

@@ -28,8 +28,11 @@ typedef struct eng_backend_ops {
      * at least src->len by the caller); 0 or -1. NULL with seq_init set: the
      * backend cannot fork sequences (eng_seq_fork fails with EMOE_EUNSUP). */
     int (*seq_copy)(eng_seq *dst, const eng_seq *src);
-    /* Optional: memory for an expert cache's device tier (eng_backend_slot_mem). */
-    const struct cache_slot_mem *(*slot_mem)(eng_engine *e);
+    /* Optional: memory for an expert cache's device tier (eng_backend_slot_mem):
+     * slots for extents of quant format qfmt (0: the checkpoint's dense dtype;
+     * QUANT_Q8/QUANT_Q4: the packed rows, uploaded as they are). NULL when the
+     * backend cannot hold that format. */
+    const struct cache_slot_mem *(*slot_mem)(eng_engine *e, int qfmt);
 } eng_backend_ops;
 
 extern const eng_backend_ops eng_cpu_backend;

@@ -9,6 +9,11 @@
 #      architecture only, and the GPU test harness;
 #   3. make test-gpu (kernels vs the CPU reference, the fixture models end to
 #      end, the expert cache's device tier bitwise vs all-resident);
+#   3b. q8/q4 experts: the q8/q4 kernels vs the CPU reference
+#      (test_quant_kernels) and the generation check (test_kernels
+#      --quant-only: the fixture models with q8 and q4 expert stores on the
+#      cuda backend vs the CPU backend's q8/q4 path, batch 1 and 3, budgets
+#      100% and 25%), compute-sanitizer memcheck on the q8/q4 kernels;
 #   4. compute-sanitizer memcheck, racecheck, synccheck on the kernel tests
 #      (route plan, fused q/k-norm+RoPE+KV, split-KV attention, fused
 #      combine/residual/norm among them), memcheck on emoe run through the
@@ -18,10 +23,12 @@
 #      greedy tokens and last logits, all experts resident (device routing,
 #      CUDA graphs) = the same with graphs off = the expert cache's device
 #      tier at 25% (per-layer host routing) = the backend's own slots at 3
-#      experts;
+#      experts; and with q8 experts: all resident (device routing, graphs) =
+#      the device tier at 25%;
 #   6. emoe bench at batch 1/8/32: all experts resident in the backend's
 #      slots, in the expert cache's device tier (--budget 100%), at 25%
-#      (--budget 25%), and batch 1 with graphs off;
+#      (--budget 25%), and batch 1 with graphs off; q8 and q4 experts at
+#      batch 1 (--expert-format, 100% preloaded);
 #   7. a summary with decode tok/s as % of the HBM floor (bytes each decode
 #      step must read / memory bandwidth: EMOE_HBM_GBPS, or known from the GPU
 #      name).
@@ -96,7 +103,7 @@ fi
 # ---- 2. build ---------------------------------------------------------------
 MK=(make -j"$NPROC" CUDA=1 "CUARCH=$CUARCH" ${DEPS_PREFIX:+"DEPS_PREFIX=$DEPS_PREFIX"})
 t=$(date +%s)
-if timeout "${EMOE_GPU_CHECK_BUILD_S:-420}" "${MK[@]}" all build/tests/gpu/test_kernels >"$OUT/build.log" 2>&1; then
+if timeout "${EMOE_GPU_CHECK_BUILD_S:-420}" "${MK[@]}" all build/tests/gpu/test_kernels build/tests/gpu/test_quant_kernels >"$OUT/build.log" 2>&1; then
     note "build: emoe + libemoe-cuda.so + GPU harness in $(($(date +%s) - t)) s ($(ldd build/emoe | grep -ci cuda) CUDA libraries linked by build/emoe)"
 else
     tail -30 "$OUT/build.log"; fail "build (see build.log)"; exit 1
@@ -120,6 +127,22 @@ else
     fail "test-gpu: $(grep -E '^[0-9]+ passed' "$OUT/test-gpu.log" | tail -1) (see test-gpu.log)"
 fi
 
+# ---- 3b. q8/q4 experts -------------------------------------------------------
+t=$(date +%s)
+if timeout 120 build/tests/gpu/test_quant_kernels >"$OUT/test-quant-kernels.log" 2>&1; then
+    note "q8/q4 kernels vs CPU reference: $(tail -1 "$OUT/test-quant-kernels.log") in $(($(date +%s) - t)) s"
+else
+    grep -E "^FAIL" "$OUT/test-quant-kernels.log" | head -10
+    fail "q8/q4 kernels: $(tail -1 "$OUT/test-quant-kernels.log") (see test-quant-kernels.log)"
+fi
+t=$(date +%s)
+if timeout 240 env EMOE_SHARED="${EMOE_SHARED:-$ROOT/../shared}" build/tests/gpu/test_kernels --quant-only >"$OUT/test-quant-models.log" 2>&1; then
+    note "q8/q4 generation (cuda vs cpu, fixture models): $(grep -E '^[0-9]+ passed' "$OUT/test-quant-models.log" | tail -1) in $(($(date +%s) - t)) s"
+else
+    grep -E "^FAIL" "$OUT/test-quant-models.log" | head -10
+    fail "q8/q4 generation: $(grep -E '^[0-9]+ passed' "$OUT/test-quant-models.log" | tail -1) (see test-quant-models.log)"
+fi
+
 # ---- 4. compute-sanitizer ---------------------------------------------------
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$CS" ]; then
@@ -131,6 +154,11 @@ if [ -x "$CS" ]; then
         if [ $rc = 0 ]; then note "compute-sanitizer $tool: clean ($s) in $(($(date +%s) - t)) s"
         else fail "compute-sanitizer $tool: rc $rc ($s; see sanitizer-$tool.log)"; fi
     done
+    # the q8/q4 kernels (grouped MoE kernels of the backend's expert path included)
+    timeout 150 "$CS" --tool memcheck --error-exitcode 9 build/tests/gpu/test_quant_kernels >"$OUT/sanitizer-memcheck-quant.log" 2>&1
+    rc=$?
+    if [ $rc = 0 ]; then note "compute-sanitizer memcheck: q8/q4 kernels clean"
+    else fail "compute-sanitizer memcheck on the q8/q4 kernels: rc $rc (see sanitizer-memcheck-quant.log)"; fi
     # the expert cache's GPU tier end to end (events, slot reuse, one slot)
     FX=${EMOE_SHARED:-$ROOT/../shared}/fixtures/models/tiny-mixtral
     if [ -d "$FX" ]; then
@@ -195,6 +223,16 @@ EOF
     else
         fail "differential: all-resident $ka, graphs off $kd, device tier 25% $kb, 3 slots $kc (see differential.log)"
     fi
+    # q8 experts (store packed on first use): all resident, preloaded by
+    # 100% = the device tier at 25% (host routing, grouped re-uploads)
+    QA=$(run --expert-format q8 --store "$ROOT/build/olmoe-check.q8.store")
+    QB=$(run --expert-format q8 --budget 25% --store "$ROOT/build/olmoe-check.q8.store")
+    kqa=$(key "$QA"); kqb=$(key "$QB")
+    if [ -n "$QA" ] && [ "$kqa" = "$kqb" ] && [ "$kqa" != "$ka" ]; then
+        note "differential q8: all-resident = device tier 25%, bitwise (digest $kqa; differs from bf16 $ka)"
+    else
+        fail "differential q8: all-resident $kqa, device tier 25% $kqb, bf16 $ka (see differential.log)"
+    fi
 fi
 
 # ---- 6. bench + 7. summary ------------------------------------------------------
@@ -209,11 +247,12 @@ if [ -n "$M" ]; then
     printf '%-10s %-6s %12s %12s %10s %8s\n' experts batch "decode tok/s" "prefill t/s" "% floor" graphs | tee "$OUT/bench.txt"
     # own: the backend's own slots, all resident; tier100/tier25: the expert
     # cache's device tier (--budget; 100% preloaded); nograph: own, graphs off
-    for cfg in own tier100 tier25 nograph; do
+    for cfg in own tier100 tier25 nograph q8 q4; do
         for b in 1 8 32; do
-            [ $cfg = nograph ] && [ $b != 1 ] && continue
+            case $cfg in nograph|q8|q4) [ $b != 1 ] && continue ;; esac
             opt=()
             case $cfg in
+                q8|q4) opt=(--expert-format "$cfg" --budget 100% --store "$ROOT/build/olmoe-check.$cfg.store") ;;
                 tier100) opt=(--budget 100% --store "$ROOT/build/olmoe-check.store") ;;
                 tier25) opt=(--budget 25% --store "$ROOT/build/olmoe-check.store") ;;
                 nograph) opt=(--cuda-graphs off) ;;
@@ -227,7 +266,10 @@ if [ -n "$M" ]; then
             if [ -z "$dec" ]; then fail "bench $cfg batch $b (see bench.log)"; continue; fi
             pct=-
             # batch-1 floor only (larger batches read more experts per step)
-            [ -n "$BW" ] && [ $b = 1 ] && pct=$(python3 -c "print(f'{100*$dec/($BW*1e9/$STEP_BYTES):.1f}')")
+            # q8/q4: the routed experts' bytes are 17/32 and 9/32 of bf16 (34 and 18 bytes per 32 weights)
+            sb=$STEP_BYTES
+            case $cfg in q8) sb=$((STEP_BYTES - LAYERS * K * EXP_ONE * 15 / 32)) ;; q4) sb=$((STEP_BYTES - LAYERS * K * EXP_ONE * 23 / 32)) ;; esac
+            [ -n "$BW" ] && [ $b = 1 ] && pct=$(python3 -c "print(f'{100*$dec/($BW*1e9/$sb):.1f}')")
             printf '%-10s %-6s %12.1f %12.1f %10s %8s\n' "$cfg" "$b" "$dec" "$pre" "$pct" "$gl" | tee -a "$OUT/bench.txt"
         done
     done

@@ -34,6 +34,7 @@
 #include "engine/cuda/expert_cache.cuh"
 #include "engine/cuda/linear.cuh"
 #include "engine/cuda/moe.cuh"
+#include "engine/cuda/moe_quant.cuh"
 #include "engine/cuda/moe_route.cuh"
 #include "engine/cuda/rmsnorm.cuh"
 #include "engine/cuda/rope.cuh"
@@ -45,6 +46,7 @@
 extern "C" {
 #include "engine/engine_internal.h"
 #include "engine/moe_plan.h"
+#include "engine/quant.h"
 }
 
 #include <stdio.h>
@@ -117,6 +119,7 @@ typedef struct cu_state {
     int ec_ready;
     uint64_t ec_slots;            /* its size (slots), to recreate it after a cache detaches */
     cu_slot_mem *sm;              /* GPU memory of engine/cache.c's device tier, once one asked */
+    cu_slot_mem *sm_prev;         /* the one before, of another format (a cache may still hold its slots) */
     int kv_bf16;                  /* [engine] kv_dtype = bf16: the KV cache is bf16 on the device */
     size_t kv_es;                 /* bytes per KV element */
     /* Device-side routing (fast path): a complete expert -> slot table. */
@@ -124,6 +127,8 @@ typedef struct cu_state {
     const cu_bf16 **h_tab;        /* host mirror */
     int *all_ids;                 /* 0..n_experts-1 */
     int fast;                     /* d_tab is complete for fast_prov / fast_gen */
+    int fast_qfmt;                /* the format of the experts d_tab points at (0 bf16, QUANT_Q8/Q4 packed) */
+    int gx_qfmt;                  /* the format the captured graphs' MoE launches were built for */
     const eng_expert_provider *fast_prov;
     void *fast_ctx;
     int fast_gen, ec_gen;         /* ec_gen: bumped whenever the own slots are freed or recreated */
@@ -368,6 +373,7 @@ static void cuda_engine_free(eng_engine *e)
     cudaFree(S->pad_kv);
     if (S->ec_ready) cu_expert_cache_free(&S->ec);
     cu_slot_mem_release(S->sm); /* lives on while the cache holds slots */
+    cu_slot_mem_release(S->sm_prev);
     eng_moe_plan_free(&S->plan);
     ws_free(&S->ws);
     if (S->L) {
@@ -598,6 +604,27 @@ static void cuda_stats(const eng_engine *e, eng_backend_stats *st)
  * last-read event on the copy stream, no host synchronisation) and the rest
  * follow. The group's table goes to a fresh part of the device table (offset
  * g0), so no host buffer is rewritten while its copy may be pending. */
+static emoe_status mark_read(cu_state *S, const void *slot, cudaStream_t st, emoe_err *err)
+{
+    emoe_status rc = cu_slot_mem_mark_read(S->sm, slot, st, err);
+    if (rc != EMOE_OK && S->sm_prev) rc = cu_slot_mem_mark_read(S->sm_prev, slot, st, err); /* a cache of the old format */
+    return rc;
+}
+
+/* Launches the grouped kernels of format fmt over table entries [at, at + n). */
+static emoe_status moe_group_run(cu_state *S, int at, int n, int fmt, int dim, int ffn, emoe_err *err)
+{
+    cu_ws *w = &S->ws;
+    emoe_status rc;
+    if (n <= 0) return EMOE_OK;
+    if (fmt) {
+        if ((rc = cu_moe_gate_up_q(S->st, w->hmid, w->h, w->pair_row, w->ex + at, n, dim, ffn, fmt, err)) != EMOE_OK) return rc;
+        return cu_moe_down_q(S->st, w->eo, w->hmid, w->ex + at, n, dim, ffn, fmt, err);
+    }
+    if ((rc = cu_moe_gate_up(S->st, w->hmid, w->h, w->pair_row, w->ex + at, n, dim, ffn, err)) != EMOE_OK) return rc;
+    return cu_moe_down(S->st, w->eo, w->hmid, w->ex + at, n, dim, ffn, err);
+}
+
 static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emoe_err *err)
 {
     const eng_model_desc *d = &e->d;
@@ -607,11 +634,17 @@ static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emo
     int dim = d->dim, ffn = d->expert_ffn, n = S->plan.n_used;
     size_t fd = (size_t)ffn * (size_t)dim;
     emoe_status rc = EMOE_OK;
-    int g0 = 0;
+    int g0 = 0, qfmt = S->sm ? cu_slot_mem_format(S->sm) : 0, lbfmt = 0;
+    /* per entry of a group: its expert and whether it is a low-bit stand-in
+     * (miss_policy lowbit: the cache's low-bit copy in GPU memory, another
+     * format, run after the group's slot experts and never marked read) */
+    int *gx = (int *)malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    unsigned char *glb = (unsigned char *)malloc((size_t)(n > 0 ? n : 1));
+    if (!gx || !glb) { free(gx); free(glb); return emoe_errf(err, EMOE_ENOMEM, "layer %d: out of host memory", l); }
     while (g0 < n) {
-        int gn = 0;
+        int gn = 0, nm = 0;
         for (int i = g0; i < n; i++) {
-            eng_expert_weights ew;
+            eng_expert_weights ew = {}; /* providers that never quantize leave qfmt/lowbit as they are */
             emoe_err e2 = {};
             emoe_status r = p->acquire(p->ctx, l, S->plan.used[i], &ew, &e2);
             if (r == EMOE_ENOMEM && gn > 0) break; /* slots all pinned: run this group first */
@@ -620,33 +653,63 @@ static emoe_status moe_experts_from_cache(eng_engine *e, cu_state *S, int l, emo
                 rc = emoe_err_prefix(err, "layer %d expert %d", l, S->plan.used[i]);
                 goto release;
             }
-            const cu_bf16 *base = (const cu_bf16 *)ew.gate.data;
-            cu_moe_expert *x = &w->h_ex[g0 + gn];
-            x->gate = base;
-            x->up = base + fd;
-            x->down = base + 2 * fd;
-            x->start = S->plan.start[i];
-            x->count = S->plan.count[i];
+            cu_moe_expert &x = w->h_ex[g0 + gn];
+            x.gate = (const cu_bf16 *)ew.gate.data;
+            x.up = x.down = NULL;
+            x.start = S->plan.start[i];
+            x.count = S->plan.count[i];
+            gx[gn] = S->plan.used[i];
+            glb[gn] = (unsigned char)(ew.lowbit != 0);
             gn++;
+            if (ew.lowbit ? (!ew.qfmt || (lbfmt && ew.qfmt != lbfmt)) : ew.qfmt != qfmt) {
+                rc = emoe_errf(err, EMOE_EUNSUP, "layer %d expert %d: %s%s expert views, the GPU slots hold %s", l,
+                               S->plan.used[i], ew.lowbit ? "low-bit " : "", quant_format_name(ew.qfmt), quant_format_name(qfmt));
+                goto release;
+            }
+            if (ew.lowbit) lbfmt = ew.qfmt;
+            if (ew.qfmt) { /* packed rows: the views' own offsets (engine/cache.c cache_fill_views) */
+                x.up = (const cu_bf16 *)ew.up.data;
+                x.down = (const cu_bf16 *)ew.down.data;
+            } else { /* bf16 slot (converted on upload whatever the store's dtype) */
+                x.up = x.gate + fd;
+                x.down = x.gate + 2 * fd;
+            }
         }
+        /* slot experts first, then the low-bit stand-ins (stable) */
+        for (int i = 0; i < gn; i++)
+            if (!glb[i]) {
+                cu_moe_expert x = w->h_ex[g0 + i];
+                int xi = gx[i];
+                for (int j = i; j > nm; j--) { w->h_ex[g0 + j] = w->h_ex[g0 + j - 1]; gx[j] = gx[j - 1]; glb[j] = glb[j - 1]; }
+                w->h_ex[g0 + nm] = x;
+                gx[nm] = xi;
+                glb[nm] = 0;
+                nm++;
+            }
+        for (int i = nm; i < gn; i++) /* per sequence: token x expert uses served low-bit (as forward.c counts) */
+            for (int q = w->h_ex[g0 + i].start; q < w->h_ex[g0 + i].start + w->h_ex[g0 + i].count; q++)
+                w->row_seq[S->plan.pair_row[q]]->lowbit++;
         CUDA_TRY(rc, err, cudaMemcpyAsync(w->ex + g0, w->h_ex + g0, sizeof(cu_moe_expert) * (size_t)gn,
                                           cudaMemcpyHostToDevice, st), release);
-        if ((rc = cu_moe_gate_up(st, w->hmid, w->h, w->pair_row, w->ex + g0, gn, dim, ffn, err)) != EMOE_OK) goto release;
-        if ((rc = cu_moe_down(st, w->eo, w->hmid, w->ex + g0, gn, dim, ffn, err)) != EMOE_OK) goto release;
+        if ((rc = moe_group_run(S, g0, nm, qfmt, dim, ffn, err)) != EMOE_OK) goto release;
+        if ((rc = moe_group_run(S, g0 + nm, gn - nm, lbfmt, dim, ffn, err)) != EMOE_OK) goto release;
     release:
         for (int i = 0; i < gn; i++) {
             emoe_err e3 = {};
-            /* Record the last read even on failure: the queued kernels may run. */
-            if (cu_slot_mem_mark_read(S->sm, w->h_ex[g0 + i].gate, st, &e3) != EMOE_OK) {
+            /* Record the last read even on failure: the queued kernels may run.
+             * (The low-bit copy is never overwritten: no event.) */
+            if (!glb[i] && mark_read(S, w->h_ex[g0 + i].gate, st, &e3) != EMOE_OK) {
                 cudaStreamSynchronize(st); /* cannot order the reuse: make it safe the slow way */
                 if (rc == EMOE_OK) { *err = e3; rc = e3.code ? (emoe_status)e3.code : EMOE_EDEVICE; }
             }
-            if (p->release) p->release(p->ctx, l, S->plan.used[g0 + i]);
+            if (p->release) p->release(p->ctx, l, gx[i]);
         }
-        if (rc != EMOE_OK) return rc;
+        if (rc != EMOE_OK) break;
         g0 += gn;
     }
-    return EMOE_OK;
+    free(gx);
+    free(glb);
+    return rc;
 }
 
 /* After the routed experts: the shared expert (its SwiGLU output and gate
@@ -825,17 +888,20 @@ static emoe_status fast_check(eng_engine *e, cu_state *S, int *fast, emoe_err *e
         if (!p->is_resident(p->ctx, (int)(h / E), (int)(h % E))) return EMOE_OK; /* usually still missing: O(1) */
         for (uint64_t i = 0; i < nk; i++)
             if (!p->is_resident(p->ctx, (int)(i / E), (int)(i % E))) { S->miss_hint = i; return EMOE_OK; }
+        int qfmt = cu_slot_mem_format(S->sm);
         for (int l = 0; l < L; l++)
             for (int x = 0; x < E; x++) {
-                eng_expert_weights ew;
+                eng_expert_weights ew = {}; /* providers that never quantize leave qfmt/lowbit as they are */
                 emoe_err e2 = {};
-                if (p->acquire(p->ctx, l, x, &ew, &e2) != EMOE_OK) { /* evicted meanwhile: stay slow */
-                    for (int i = l * E + x - 1; i >= 0 && p->release; i--) p->release(p->ctx, i / E, i % E);
+                int got = p->acquire(p->ctx, l, x, &ew, &e2) == EMOE_OK;
+                if (!got || ew.qfmt != qfmt || ew.lowbit) { /* evicted meanwhile (or not our slots): stay slow */
+                    for (int i = l * E + x - !got; i >= 0 && p->release; i--) p->release(p->ctx, i / E, i % E);
                     return EMOE_OK;
                 }
                 S->h_tab[(size_t)l * E + x] = (const cu_bf16 *)ew.gate.data;
             }
         S->tier_pins = 1;
+        S->fast_qfmt = qfmt;
     } else {
         if ((rc = own_slots_ensure(e, S, err)) != EMOE_OK) return rc;
         if ((uint64_t)S->ec.tab.n_slots < (uint64_t)L * (uint64_t)E) {
@@ -843,6 +909,8 @@ static emoe_status fast_check(eng_engine *e, cu_state *S, int *fast, emoe_err *e
              * thread evicts them, between steps); a step that needs a
              * missing expert sees the flag and is re-run on the host path. */
             if (S->opt_skip || (p->substitute && p->substitute(p->ctx))) return EMOE_OK;
+            S->fast_qfmt = 0;
+            if (S->gx_qfmt != 0) { graphs_drop(S); S->gx_qfmt = 0; }
             size_t fd3 = S->ec.slot_elems;
             for (int key = 0; key < L * E; key++) {
                 int sl = eng_slot_table_peek(&S->ec.tab, key);
@@ -863,6 +931,12 @@ static emoe_status fast_check(eng_engine *e, cu_state *S, int *fast, emoe_err *e
             for (int x = 0; x < E; x++) S->h_tab[(size_t)l * E + x] = w->h_ex[x].gate;
         }
         eng_slot_table_unpin_all(&S->ec.tab);
+        S->fast_qfmt = 0; /* own slots: bf16 */
+    }
+    /* The graphs' MoE launches are per format: recapture after a change. */
+    if (S->gx_qfmt != S->fast_qfmt) {
+        graphs_drop(S);
+        S->gx_qfmt = S->fast_qfmt;
     }
     /* Pageable source: staged at the call (the host table may change later). */
     CUDA_CHECK(err, cudaMemcpyAsync(S->d_tab, S->h_tab, sizeof *S->h_tab * (size_t)L * E, cudaMemcpyHostToDevice, S->st));
@@ -886,18 +960,26 @@ static emoe_status moe_layer_fast(eng_engine *e, cu_state *S, int l, int T, emoe
     cudaStream_t st = S->st;
     int E = d->n_experts, k = d->top_k, dim = d->dim, ffn = d->expert_ffn, P = T * k;
     int ex_cap = E < P ? E : P;
+    int qf = S->fast_qfmt;
+    /* slot layout: bf16 [gate | up | down], or the packed extent's rows */
+    size_t up_off = qf ? (size_t)ffn * cu_quant_row_bytes(qf, dim) : (size_t)ffn * (size_t)dim * sizeof(cu_bf16);
     emoe_status rc = EMOE_OK;
     CK(cu_linear_gemv(st, w->probs, w->h, Ly->router, NULL, T, E, dim, err));
     CK(cu_router_topk(st, w->probs, w->ids, w->rw, T, E, k, d->norm_topk, err));
-    CK(cu_moe_route_plan(st, w->ex, ex_cap, w->pair_row, w->pair_of, w->ids, T, k, E, S->d_tab + (size_t)l * E, dim, ffn,
-                         w->flags, err));
+    CK(cu_moe_route_plan(st, w->ex, ex_cap, w->pair_row, w->pair_of, w->ids, T, k, E, S->d_tab + (size_t)l * E, up_off,
+                         2 * up_off, w->flags, err));
     {
         size_t at = (size_t)l * (size_t)w->T * (size_t)k;
         CUDA_CK(cudaMemcpyAsync(w->h_rids + at, w->ids, sizeof(int) * (size_t)P, cudaMemcpyDeviceToHost, st));
         CUDA_CK(cudaMemcpyAsync(w->h_rws + at, w->rw, sizeof(float) * (size_t)P, cudaMemcpyDeviceToHost, st));
     }
-    CK(cu_moe_gate_up(st, w->hmid, w->h, w->pair_row, w->ex, ex_cap, dim, ffn, err));
-    CK(cu_moe_down(st, w->eo, w->hmid, w->ex, ex_cap, dim, ffn, err));
+    if (qf) {
+        CK(cu_moe_gate_up_q(st, w->hmid, w->h, w->pair_row, w->ex, ex_cap, dim, ffn, qf, err));
+        CK(cu_moe_down_q(st, w->eo, w->hmid, w->ex, ex_cap, dim, ffn, qf, err));
+    } else {
+        CK(cu_moe_gate_up(st, w->hmid, w->h, w->pair_row, w->ex, ex_cap, dim, ffn, err));
+        CK(cu_moe_down(st, w->eo, w->hmid, w->ex, ex_cap, dim, ffn, err));
+    }
     CK(moe_tail(e, S, l, T, err));
 fail:
     return rc;
@@ -1127,12 +1209,23 @@ fail:
 }
 /* eng_backend_slot_mem: the cache's device tier becomes the GPU's expert
  * memory; the backend's own slots are freed (recreated if the cache detaches). */
-static const cache_slot_mem *cuda_slot_mem(eng_engine *e)
+static const cache_slot_mem *cuda_slot_mem(eng_engine *e, int qfmt)
 {
     cu_state *S = (cu_state *)e->bs;
     if (!S) return NULL;
+    if (qfmt != 0 && cu_quant_row_bytes(qfmt, 1) == 0) {
+        LOG_ERROR("cuda: expert cache slot memory: unknown expert format %d", qfmt);
+        return NULL;
+    }
+    if (S->sm && cu_slot_mem_format(S->sm) != qfmt) {
+        /* One format per slot memory: a new one; the old one lives on while
+         * its cache holds slots (kept until the next change or engine free). */
+        cu_slot_mem_release(S->sm_prev);
+        S->sm_prev = S->sm;
+        S->sm = NULL;
+    }
     if (!S->sm) {
-        eng_expert_weights w;
+        eng_expert_weights w = {};
         emoe_err err = {};
         if (e->ck_provider.acquire(e->ck_provider.ctx, 0, 0, &w, &err) != EMOE_OK) {
             LOG_ERROR("cuda: expert dtype: %s", err.msg);
@@ -1140,7 +1233,7 @@ static const cache_slot_mem *cuda_slot_mem(eng_engine *e)
         }
         eng_dtype dt = w.gate.dtype;
         if (e->ck_provider.release) e->ck_provider.release(e->ck_provider.ctx, 0, 0);
-        if (cu_slot_mem_new(e->d.dim, e->d.expert_ffn, dt, &S->sm, &err) != EMOE_OK) {
+        if (cu_slot_mem_new(e->d.dim, e->d.expert_ffn, dt, qfmt, &S->sm, &err) != EMOE_OK) {
             LOG_ERROR("cuda: expert cache slot memory: %s", err.msg);
             return NULL;
         }

@@ -72,9 +72,13 @@ static emoe_status check_shape(const eng_tensor *t, int64_t r, int64_t cols, con
 /* Uploads (layer, x) into slot s. */
 static emoe_status upload(cu_expert_cache *c, const eng_expert_provider *p, int layer, int x, int s, emoe_err *err)
 {
-    eng_expert_weights w;
+    eng_expert_weights w = {};
     emoe_status rc = p->acquire(p->ctx, layer, x, &w, err);
     if (rc != EMOE_OK) return emoe_err_prefix(err, "layer %d expert %d", layer, x);
+    if (w.qfmt || w.lowbit) { /* q8/q4 experts come through engine/cache.c's device tier (slot_mem.cu) */
+        if (p->release) p->release(p->ctx, layer, x);
+        return emoe_errf(err, EMOE_EUNSUP, "expert (%d, %d): quantized views need the expert cache's GPU tier", layer, x);
+    }
     size_t fd = (size_t)c->ffn * (size_t)c->dim;
     if ((rc = check_shape(&w.gate, c->ffn, c->dim, "gate", layer, x, err)) ||
         (rc = check_shape(&w.up, c->ffn, c->dim, "up", layer, x, err)) ||

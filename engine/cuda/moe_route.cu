@@ -6,8 +6,8 @@
 #define ROUTE_THREADS 256
 
 __global__ static void route_plan_kernel(cu_moe_expert *ex, int ex_cap, int *pair_row, int *pair_of, const int *ids,
-                                         int P, int k, int E, const cu_bf16 *const *slot_tab, int dim, int ffn,
-                                         int *flags)
+                                         int P, int k, int E, const cu_bf16 *const *slot_tab, size_t up_off,
+                                         size_t down_off, int *flags)
 {
     CU_DYN_SHARED(int, sh); /* cnt (E), start (E) */
     __shared__ int n_used;
@@ -27,7 +27,6 @@ __global__ static void route_plan_kernel(cu_moe_expert *ex, int ex_cap, int *pai
         if (bad) atomicOr(flags, CU_ROUTE_BAD_ID);
     }
     __syncthreads();
-    size_t fd = (size_t)ffn * (size_t)dim;
     /* One thread per expert: its pairs in token order, its table entry at its
      * rank among the used experts. */
     for (int x = threadIdx.x; x < E; x += blockDim.x) {
@@ -41,8 +40,8 @@ __global__ static void route_plan_kernel(cu_moe_expert *ex, int ex_cap, int *pai
         e.start = start[x];
         e.count = base ? cnt[x] : 0;
         e.gate = base;
-        e.up = base ? base + fd : NULL;
-        e.down = base ? base + 2 * fd : NULL;
+        e.up = base ? (const cu_bf16 *)((const char *)base + up_off) : NULL;
+        e.down = base ? (const cu_bf16 *)((const char *)base + down_off) : NULL;
         if (!base) atomicOr(flags, CU_ROUTE_MISSING);
         ex[rank] = e;
     }
@@ -57,14 +56,14 @@ __global__ static void route_plan_kernel(cu_moe_expert *ex, int ex_cap, int *pai
 }
 
 emoe_status cu_moe_route_plan(cudaStream_t st, cu_moe_expert *ex, int ex_cap, int *pair_row, int *pair_of,
-                              const int *ids, int T, int k, int E, const cu_bf16 *const *slot_tab, int dim, int ffn,
-                              int *flags, emoe_err *err)
+                              const int *ids, int T, int k, int E, const cu_bf16 *const *slot_tab, size_t up_off,
+                              size_t down_off, int *flags, emoe_err *err)
 {
     if (T <= 0) return EMOE_OK;
     if (E <= 0 || (size_t)E * 2 * sizeof(int) > 40 * 1024)
         return emoe_errf(err, EMOE_EUNSUP, "moe route plan: %d experts (max %d)", E, (int)(40 * 1024 / (2 * sizeof(int))));
     CU_LAUNCH(route_plan_kernel, 1, ROUTE_THREADS, (size_t)E * 2 * sizeof(int), st, ex, ex_cap, pair_row, pair_of, ids,
-              T * k, k, E, slot_tab, dim, ffn, flags);
+              T * k, k, E, slot_tab, up_off, down_off, flags);
     CU_LAUNCH_CHECK(err, "moe_route_plan");
     return EMOE_OK;
 }

@@ -1,6 +1,7 @@
 /* slot_mem.cu — see slot_mem.cuh. */
 #include "engine/cuda/slot_mem.cuh"
 #include "engine/cuda/expert_cache.cuh"
+#include "engine/cuda/moe_quant.cuh"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@ typedef struct cu_slot {
     void *p;                  /* NULL = free entry (tombstone-free: open addressing, see find) */
     cudaEvent_t ready, read;
     int read_recorded;
+    size_t persist;           /* > 0: a persistent block of that many bytes (persist hook), not a slot */
 } cu_slot;
 
 struct cu_slot_mem {
@@ -23,12 +25,15 @@ struct cu_slot_mem {
     cudaStream_t copy;
     int dim, ffn;
     eng_dtype src;
+    int qfmt;                 /* 0: bf16 slots (converted from src); QUANT_Q8/Q4: packed extents as stored */
     size_t slot_elems;        /* 3 * ffn * dim */
+    size_t slot_bytes;        /* bytes of one slot: slot_elems bf16, or the packed extent */
     cu_bf16 *staging;         /* pinned, slot_elems; only for converting uploads */
     cu_slot *tab;             /* open addressing on the pointer, cap a power of two */
     int cap, n;
     int engine_gone;
     uint64_t alloc_bytes, upload_bytes, uploads;
+    uint64_t persist_bytes;   /* persistent blocks (the lowbit policy's low-bit copy) */
     /* Pinned read buffers for store reads without a host-tier slot (kept for
      * reuse, at most CU_SM_READBUFS; guarded by mu). */
     void *readbuf[8];
@@ -111,8 +116,8 @@ static void destroy(cu_slot_mem *m)
 static void *sm_alloc(void *ctx, size_t bytes)
 {
     cu_slot_mem *m = (cu_slot_mem *)ctx;
-    size_t need = m->slot_elems * sizeof(cu_bf16);
-    (void)bytes; /* the store's extent size; the slot holds bf16 whatever its dtype */
+    size_t need = m->slot_bytes;
+    (void)bytes; /* the store's extent stride; the slot holds bf16 whatever its dtype, or the packed extent */
     cu_slot s;
     memset(&s, 0, sizeof s);
     if (cudaMalloc(&s.p, need) != cudaSuccess) { cudaGetLastError(); return NULL; }
@@ -144,7 +149,12 @@ static void sm_free(void *ctx, void *p, size_t bytes)
     cu_slot *e = find(m, p);
     cu_slot s;
     memset(&s, 0, sizeof s);
-    if (e) { s = *e; erase(m, e); m->alloc_bytes -= m->slot_elems * sizeof(cu_bf16); }
+    if (e) {
+        s = *e;
+        erase(m, e);
+        if (s.persist) m->persist_bytes -= s.persist;
+        else m->alloc_bytes -= m->slot_bytes;
+    }
     int last = m->engine_gone && m->n == 0;
     pthread_mutex_unlock(&m->mu);
     if (s.p) {
@@ -157,13 +167,43 @@ static void sm_free(void *ctx, void *p, size_t bytes)
     if (last) destroy(m);
 }
 
+/* A persistent read-only copy of host memory in device memory (the lowbit
+ * policy's low-bit copy): an entry of the table like a slot (so the slot
+ * memory lives until it is freed too), never uploaded to again. */
+static void *sm_persist(void *ctx, const void *src, size_t bytes)
+{
+    cu_slot_mem *m = (cu_slot_mem *)ctx;
+    cu_slot s;
+    memset(&s, 0, sizeof s);
+    s.persist = bytes ? bytes : 1;
+    if (cudaMalloc(&s.p, s.persist) != cudaSuccess) { cudaGetLastError(); return NULL; }
+    if (cudaMemcpy(s.p, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s.read, cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        if (s.ready) cudaEventDestroy(s.ready);
+        cudaFree(s.p);
+        return NULL;
+    }
+    pthread_mutex_lock(&m->mu);
+    int rc = insert(m, &s);
+    if (rc == 0) m->persist_bytes += s.persist;
+    pthread_mutex_unlock(&m->mu);
+    if (rc != 0) {
+        cudaEventDestroy(s.ready);
+        cudaEventDestroy(s.read);
+        cudaFree(s.p);
+        return NULL;
+    }
+    return s.p;
+}
+
 static emoe_status sm_upload(void *ctx, void *dst, const void *src, size_t n, emoe_err *err)
 {
     cu_slot_mem *m = (cu_slot_mem *)ctx;
-    size_t bytes = m->slot_elems * sizeof(cu_bf16);
-    if (n < m->slot_elems * eng_dtype_size(m->src))
-        return emoe_errf(err, EMOE_EINVAL, "cuda slot upload: %zu bytes, an expert is %zu", n,
-                         m->slot_elems * eng_dtype_size(m->src));
+    size_t bytes = m->slot_bytes;
+    size_t want = m->qfmt ? m->slot_bytes : m->slot_elems * eng_dtype_size(m->src); /* packed: copied as stored */
+    if (n < want) return emoe_errf(err, EMOE_EINVAL, "cuda slot upload: %zu bytes, an expert is %zu", n, want);
     pthread_mutex_lock(&m->mu);
     cu_slot *e = find(m, dst);
     cu_slot s;
@@ -171,7 +211,7 @@ static emoe_status sm_upload(void *ctx, void *dst, const void *src, size_t n, em
     pthread_mutex_unlock(&m->mu);
     if (!e) return emoe_errf(err, EMOE_EINVAL, "cuda slot upload: %p is not a slot", dst);
     emoe_status rc = EMOE_OK;
-    int staged = m->src != ENG_DT_BF16;
+    int staged = !m->qfmt && m->src != ENG_DT_BF16;
     /* Never overwrite a slot while a kernel may read it: the copy waits for
      * the slot's last read (a no-op when none was recorded). */
     if (s.read_recorded) CUDA_TRY(rc, err, cudaStreamWaitEvent(m->copy, s.read, 0), out);
@@ -252,10 +292,12 @@ static void sm_host_unregister(void *ctx, void *p, size_t bytes)
     if (cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();
 }
 
-emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, cu_slot_mem **out, emoe_err *err)
+emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, int qfmt, cu_slot_mem **out, emoe_err *err)
 {
     *out = NULL;
     if (eng_dtype_size(src) == 0) return emoe_errf(err, EMOE_EUNSUP, "cuda slot memory: unsupported expert dtype");
+    if (qfmt != 0 && cu_quant_row_bytes(qfmt, 1) == 0)
+        return emoe_errf(err, EMOE_EUNSUP, "cuda slot memory: unknown expert format %d", qfmt);
     cu_slot_mem *m = (cu_slot_mem *)calloc(1, sizeof *m);
     if (!m) return emoe_errf(err, EMOE_ENOMEM, "out of memory");
     pthread_mutex_init(&m->mu, NULL);
@@ -263,10 +305,13 @@ emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, cu_slot_mem **out, 
     m->dim = dim;
     m->ffn = ffn;
     m->src = src;
+    m->qfmt = qfmt;
     m->slot_elems = (size_t)3 * (size_t)ffn * (size_t)dim;
+    m->slot_bytes = qfmt ? 2 * (size_t)ffn * cu_quant_row_bytes(qfmt, dim) + (size_t)dim * cu_quant_row_bytes(qfmt, ffn)
+                         : m->slot_elems * sizeof(cu_bf16);
     emoe_status rc = EMOE_OK;
     CUDA_TRY(rc, err, cudaStreamCreateWithFlags(&m->copy, cudaStreamNonBlocking), fail);
-    if (src != ENG_DT_BF16)
+    if (!qfmt && src != ENG_DT_BF16)
         CUDA_TRY(rc, err, cudaMallocHost((void **)&m->staging, m->slot_elems * sizeof(cu_bf16)), fail);
     m->ops.ctx = m;
     m->ops.host_addressable = 0;
@@ -277,6 +322,8 @@ emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, cu_slot_mem **out, 
     m->ops.host_unregister = sm_host_unregister;
     m->ops.staging_alloc = sm_staging_alloc;
     m->ops.staging_free = sm_staging_free;
+    m->ops.persist = sm_persist;
+    m->ops.persist_free = sm_free;
     *out = m;
     return EMOE_OK;
 fail:
@@ -285,6 +332,7 @@ fail:
 }
 
 const cache_slot_mem *cu_slot_mem_ops(cu_slot_mem *m) { return &m->ops; }
+int cu_slot_mem_format(const cu_slot_mem *m) { return m->qfmt; }
 
 void cu_slot_mem_release(cu_slot_mem *m)
 {

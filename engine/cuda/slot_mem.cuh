@@ -3,7 +3,9 @@
  * cache_slot_mem (engine/cache.h) whose slots are device allocations holding
  * one expert each as bf16 [gate (ffn, dim) | up (ffn, dim) | down (dim, ffn)]
  * at the slot's start, whatever the store's dtype (f16/f32 extents are
- * converted on upload). With it, engine/cache.c is the only expert cache: its
+ * converted on upload), or, for a q8/q4 store (one format per slot memory),
+ * the packed extent exactly as stored (quantized rows, moe_quant.cuh),
+ * uploaded as it is. With it, engine/cache.c is the only expert cache: its
  * device budget is GPU memory, its residency answers substitute mode, its
  * prefetches and eviction order (the predictor's) fill GPU slots.
  *
@@ -35,9 +37,11 @@ extern "C" {
 
 typedef struct cu_slot_mem cu_slot_mem;
 
-/* dim/ffn of the model, src the dtype of the store's extents (the checkpoint's). */
-emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, cu_slot_mem **out, emoe_err *err);
+/* dim/ffn of the model, src the dtype of the store's extents (the checkpoint's),
+ * qfmt the store's quant format (0 dense, QUANT_Q8 = 1, QUANT_Q4 = 2). */
+emoe_status cu_slot_mem_new(int dim, int ffn, eng_dtype src, int qfmt, cu_slot_mem **out, emoe_err *err);
 const cache_slot_mem *cu_slot_mem_ops(cu_slot_mem *m);
+int cu_slot_mem_format(const cu_slot_mem *m);
 /* The engine goes away: freed now if no slot is allocated, else with the last. */
 void cu_slot_mem_release(cu_slot_mem *m);
 /* Records slot p's last-read event on `compute` (p: a slot base from acquire). */

@@ -27,6 +27,7 @@
 #include "engine/cuda/expert_cache.cuh"
 #include "engine/cuda/linear.cuh"
 #include "engine/cuda/moe.cuh"
+#include "engine/cuda/moe_quant.cuh"
 #include "engine/cuda/moe_route.cuh"
 #include "engine/cuda/rmsnorm.cuh"
 #include "engine/cuda/rope.cuh"
@@ -40,6 +41,7 @@ extern "C" {
 #include "engine/engine.h"
 #include "engine/store.h"
 #include "engine/moe_plan.h"
+#include "engine/quant.h"
 #include "engine/tensor.h"
 }
 
@@ -725,10 +727,12 @@ static void test_moe(int T, int E, int k, int dim, int ffn, int groups)
  * slot pointers of the device table, empty entries after the used ones;
  * flags: 0 when every used expert has a slot, MISSING (and that expert's
  * count 0) when one has none, BAD_ID for an id outside [0, E). */
-static void test_route_plan(int T, int E, int k, int missing, int bad)
+static void test_route_plan(int T, int E, int k, int missing, int bad, int qfmt = 0)
 {
     int P = T * k, ex_cap = E < P ? E : P, dim = 8, ffn = 4;
     size_t fd = (size_t)ffn * dim;
+    /* slot layout: bf16, or a quantized extent's rows (odd byte offsets) */
+    size_t up_off = qfmt ? (size_t)ffn * cu_quant_row_bytes(qfmt, dim) : fd * sizeof(cu_bf16), down_off = 2 * up_off;
     int *ids = (int *)malloc(sizeof(int) * P);
     for (int t = 0; t < T; t++)
         for (int j = 0; j < k; j++) {
@@ -748,7 +752,7 @@ static void test_route_plan(int T, int E, int k, int missing, int bad)
     gbuf gf = galloc(sizeof zero, zero);
     emoe_err err = {};
     int ok = st_ok(cu_moe_route_plan(g_st, (cu_moe_expert *)gex.p, ex_cap, (int *)gpr.p, (int *)gpo.p, (const int *)gi.p, T, k, E,
-                                     (const cu_bf16 *const *)gt.p, dim, ffn, (int *)gf.p, &err), &err);
+                                     (const cu_bf16 *const *)gt.p, up_off, down_off, (int *)gf.p, &err), &err);
     cu_moe_expert *ex = (cu_moe_expert *)malloc(sizeof(cu_moe_expert) * ex_cap);
     int *pr = (int *)malloc(sizeof(int) * P), *po = (int *)malloc(sizeof(int) * P), fl[2];
     ok = ok && gfetch(&gex, ex, "route ex") && gfetch(&gpr, pr, "route pair_row") && gfetch(&gpo, po, "route pair_of") &&
@@ -764,7 +768,8 @@ static void test_route_plan(int T, int E, int k, int missing, int bad)
                 int x = plan.used[u], want = x == miss_x ? 0 : plan.count[u];
                 const cu_bf16 *b = tab[x];
                 ok = ex[u].start == plan.start[u] && ex[u].count == want && ex[u].gate == b &&
-                     ex[u].up == (b ? b + fd : NULL) && ex[u].down == (b ? b + 2 * fd : NULL);
+                     (const char *)ex[u].up == (b ? (const char *)b + up_off : NULL) &&
+                     (const char *)ex[u].down == (b ? (const char *)b + down_off : NULL);
             } else {
                 ok = ex[u].count == 0 && !ex[u].gate;
             }
@@ -773,8 +778,8 @@ static void test_route_plan(int T, int E, int k, int missing, int bad)
         ok = ok && fl[0] == (missing ? CU_ROUTE_MISSING : 0);
         eng_moe_plan_free(&plan);
     }
-    result(ok, "route_plan T=%d E=%d k=%d%s%s: device grouping = host grouping, flags %d", T, E, k, missing ? " missing" : "",
-           bad ? " bad-id" : "", fl[0]);
+    result(ok, "route_plan T=%d E=%d k=%d%s%s%s: device grouping = host grouping, flags %d", T, E, k, missing ? " missing" : "",
+           bad ? " bad-id" : "", qfmt == 1 ? " q8 slots" : qfmt == 2 ? " q4 slots" : "", fl[0]);
     gfree(&gi); gfree(&gt); gfree(&gex); gfree(&gpr); gfree(&gpo); gfree(&gf);
     free(ids); free(tab); free(ex); free(pr); free(po);
 }
@@ -847,10 +852,14 @@ static void test_expert_cache(void)
 }
 
 #include "tests/gpu/test_models.cuh" /* the model-level tests */
+#include "tests/gpu/test_quant_models.cuh" /* q8/q4 experts on the cuda backend */
 
 int main(int argc, char **argv)
 {
     int kernels_only = argc > 1 && !strcmp(argv[1], "--kernels-only");
+    /* --quant-only: the q8/q4 expert runs on the fixture models alone
+     * (test_quant_models.cuh; tools/gpu-check.sh runs it on a GPU) */
+    int quant_only = argc > 1 && !strcmp(argv[1], "--quant-only");
     char why[256] = "";
     int nd = emoe_cuda_device_count(why, sizeof why);
     if (nd <= 0) {
@@ -866,6 +875,8 @@ int main(int argc, char **argv)
     cublasHandle_t blas;
     if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) { printf("FAIL cublasCreate\n"); return 1; }
 
+    if (quant_only) goto models;
+    {
     int emb[][3] = {{37, 19, 1}, {1000, 64, 5}, {50, 130, 64}};
     for (auto &s : emb) test_embed(s[0], s[1], s[2]);
     int rms[][4] = {{1, 19, 0, 0}, {7, 128, 0, 0}, {64, 257, 0, 1}, {5, 2048, 1, 0}, {64 * 8, 64, 0, 1}, {3, 4096, 0, 0}};
@@ -919,8 +930,12 @@ int main(int argc, char **argv)
     for (auto &s : rpl) test_route_plan(s[0], s[1], s[2], 0, 0);
     test_route_plan(4, 16, 4, 1, 0);
     test_route_plan(4, 16, 4, 0, 1);
+    test_route_plan(5, 16, 4, 0, 0, 1);
+    test_route_plan(3, 64, 8, 1, 0, 2);
     test_expert_cache();
+    }
 
+models:
     const char *sh = kernels_only ? NULL : shared_dir();
     json_t *root = NULL;
     if (sh) {
@@ -936,6 +951,12 @@ int main(int argc, char **argv)
         const char *name;
         json_t *md;
         json_object_foreach(json_object_get(root, "models"), name, md) {
+            if (quant_only) {
+                test_quant_models(sh, name, md);
+                test_quant_lowbit(sh, name, md);
+                test_quant_switch(sh, name);
+                continue;
+            }
             test_model(sh, name, md, 0, "full budget");
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/fixtures/models/%s", sh, name);
@@ -961,11 +982,16 @@ int main(int argc, char **argv)
             test_provider_switch(sh, name);
             test_partial_own(sh, name, md);
             test_kv_bf16(sh, name);
+            test_quant_models(sh, name, md);
+            test_quant_lowbit(sh, name, md);
+            test_quant_switch(sh, name);
         }
         json_decref(root);
 #ifdef EMOE_CUDA_EMU
-        test_launch_count(sh);
-        test_device_oom(sh);
+        if (!quant_only) {
+            test_launch_count(sh);
+            test_device_oom(sh);
+        }
 #endif
     }
     cublasDestroy(blas);

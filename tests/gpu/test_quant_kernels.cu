@@ -18,9 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/cuda/moe_quant.cuh"
 #include "engine/cuda/quant_kernels.cuh"
 
 extern "C" {
+#include "engine/moe_plan.h"
 #include "engine/quant.h"
 }
 
@@ -190,12 +192,118 @@ static void test_grouped(int fmt, int N, int K, int G, const int *rows, int gath
     free(Wq); free(x); free(y); free(xr); free(xg);
 }
 
+/* The backend's grouped q8/q4 MoE kernels (moe_quant.cuh): T tokens routed to
+ * k of E experts, grouped by eng_moe_plan_build as the backend does; every
+ * expert's [gate | up | down] quantized back to back in one extent (the
+ * store's layout, odd byte offsets when dim/ffn are not multiples of 32), the
+ * table's pointers at gate/up/down, unused table entries empty (count 0, NULL
+ * pointers). hmid against silu(x.g)*(x.u) and eo against hmid.down in double
+ * from the dequantized rows (down fed the kernel's own hmid, so each launch
+ * is checked alone). Poisoned outputs: every pair's row must be written. */
+static int close_rows(const char *what, const float *got, const double *want, const double *mag, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - want[i]) <= 4e-6 * mag[i] + 1e-6)) {
+            if (bad < 5) fprintf(stderr, "  %s: [%zu] = %.9g, want %.9g\n", what, i, got[i], want[i]);
+            bad++;
+        }
+    return bad == 0;
+}
+
+static void test_moe_q(int fmt, int T, int E, int k, int dim, int ffn)
+{
+    char what[160];
+    snprintf(what, sizeof what, "quant moe %s T=%d E=%d k=%d dim=%d ffn=%d", quant_format_name(fmt), T, E, k, dim, ffn);
+    size_t rd = quant_row_bytes(fmt, dim), rf = quant_row_bytes(fmt, ffn);
+    size_t ext = 2 * (size_t)ffn * rd + (size_t)dim * rf, P = (size_t)T * k;
+    uint8_t *W = (uint8_t *)malloc(ext * E);
+    for (int x = 0; x < E; x++) {
+        make_weights(fmt, ffn, dim, W + ext * x);
+        make_weights(fmt, ffn, dim, W + ext * x + (size_t)ffn * rd);
+        make_weights(fmt, dim, ffn, W + ext * x + 2 * (size_t)ffn * rd);
+    }
+    int *ids = (int *)malloc(sizeof(int) * P);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) {
+            int e, dup;
+            do {
+                e = (int)((urand() + 1.0) * 0.5 * E) % E;
+                dup = 0;
+                for (int m = 0; m < j; m++) dup |= ids[t * k + m] == e;
+            } while (dup);
+            ids[t * k + j] = e;
+        }
+    eng_moe_plan plan = {};
+    if (eng_moe_plan_build(&plan, ids, T, k, E) != 0) { result(0, what); free(W); free(ids); return; }
+    float *x = (float *)malloc(sizeof(float) * T * dim);
+    for (size_t i = 0; i < (size_t)T * dim; i++) x[i] = (float)(urand() * 2.0);
+    gbuf gw = galloc(ext * E, W, 0), gx = galloc(sizeof(float) * T * dim, x, 0);
+    gbuf gh = galloc(sizeof(float) * P * ffn, NULL, 0), ge = galloc(sizeof(float) * P * dim, NULL, 0);
+    gbuf gpr = galloc(sizeof(int) * P, plan.pair_row, 0);
+    int cap = E < (int)P ? E : (int)P;
+    cu_moe_expert *tab = (cu_moe_expert *)calloc((size_t)cap, sizeof *tab);
+    for (int u = 0; u < plan.n_used; u++) {
+        const uint8_t *b = (const uint8_t *)gw.p + ext * plan.used[u];
+        tab[u].gate = (const cu_bf16 *)b;
+        tab[u].up = (const cu_bf16 *)(b + (size_t)ffn * rd);
+        tab[u].down = (const cu_bf16 *)(b + 2 * (size_t)ffn * rd);
+        tab[u].start = plan.start[u];
+        tab[u].count = plan.count[u];
+    }
+    gbuf gt = galloc(sizeof *tab * cap, tab, 0);
+    emoe_err err = {};
+    emoe_status rc = cu_moe_gate_up_q(0, (float *)gh.p, (const float *)gx.p, (const int *)gpr.p, (const cu_moe_expert *)gt.p, cap,
+                                      dim, ffn, fmt, &err);
+    if (rc == EMOE_OK)
+        rc = cu_moe_down_q(0, (float *)ge.p, (const float *)gh.p, (const cu_moe_expert *)gt.p, cap, dim, ffn, fmt, &err);
+    if (rc) fprintf(stderr, "  launcher failed: %s\n", err.msg);
+    float *h = (float *)malloc(sizeof(float) * P * ffn), *eo = (float *)malloc(sizeof(float) * P * dim);
+    int ok = rc == EMOE_OK && gfetch(&gh, h, 0, what) && gfetch(&ge, eo, 0, what) && gfetch(&gw, NULL, 0, what);
+    double *wh = (double *)malloc(sizeof(double) * P * ffn), *mh = (double *)malloc(sizeof(double) * P * ffn);
+    double *we = (double *)malloc(sizeof(double) * P * dim), *me = (double *)malloc(sizeof(double) * P * dim);
+    float *g = (float *)malloc(sizeof(float) * dim), *u = (float *)malloc(sizeof(float) * dim), *dn = (float *)malloc(sizeof(float) * ffn);
+    for (int uu = 0; ok && uu < plan.n_used; uu++) {
+        const uint8_t *b = W + ext * plan.used[uu];
+        for (int p = plan.start[uu]; p < plan.start[uu] + plan.count[uu]; p++) {
+            const float *xr = x + (size_t)plan.pair_row[p] * dim;
+            for (int f = 0; f < ffn; f++) {
+                quant_row_dequantize(fmt, b + (size_t)f * rd, dim, g);
+                quant_row_dequantize(fmt, b + (size_t)(ffn + f) * rd, dim, u);
+                double sg = 0, su = 0, ag = 0, au = 0;
+                for (int i = 0; i < dim; i++) {
+                    sg += (double)g[i] * xr[i]; ag += fabs((double)g[i] * xr[i]);
+                    su += (double)u[i] * xr[i]; au += fabs((double)u[i] * xr[i]);
+                }
+                double sl = sg / (1.0 + exp(-sg));
+                wh[(size_t)p * ffn + f] = sl * su;
+                mh[(size_t)p * ffn + f] = fabs(sl) * au + fabs(su) * ag + 1e-30; /* first-order error scale */
+            }
+            for (int dd = 0; dd < dim; dd++) {
+                quant_row_dequantize(fmt, b + 2 * (size_t)ffn * rd + (size_t)dd * rf, ffn, dn);
+                double s = 0, a = 0;
+                for (int i = 0; i < ffn; i++) { s += (double)dn[i] * h[(size_t)p * ffn + i]; a += fabs((double)dn[i] * h[(size_t)p * ffn + i]); }
+                we[(size_t)p * dim + dd] = s;
+                me[(size_t)p * dim + dd] = a;
+            }
+        }
+    }
+    ok = ok && close_rows(what, h, wh, mh, P * ffn) && close_rows(what, eo, we, me, P * dim);
+    result(ok, what);
+    cudaFree(gw.base); cudaFree(gx.base); cudaFree(gh.base); cudaFree(ge.base); cudaFree(gpr.base); cudaFree(gt.base);
+    eng_moe_plan_free(&plan);
+    free(W); free(ids); free(x); free(tab); free(h); free(eo); free(wh); free(mh); free(we); free(me); free(g); free(u); free(dn);
+}
+
 static void test_bad_args(void)
 {
     emoe_err err = {};
     int ok = cu_quant_gemv(0, NULL, NULL, NULL, 3, 1, 4, 32, &err) == EMOE_EINVAL && strstr(err.msg, "format") &&
              cu_quant_gemv(0, NULL, NULL, NULL, 1, 1, 0, 32, &err) == EMOE_EINVAL &&
-             cu_quant_gemv(0, NULL, NULL, NULL, 1, 0, 4, 32, &err) == EMOE_OK; /* nothing to do */
+             cu_quant_gemv(0, NULL, NULL, NULL, 1, 0, 4, 32, &err) == EMOE_OK && /* nothing to do */
+             cu_moe_gate_up_q(0, NULL, NULL, NULL, NULL, 1, 64, 32, 0, &err) == EMOE_EINVAL &&
+             cu_moe_down_q(0, NULL, NULL, NULL, 1, 0, 32, 2, &err) == EMOE_EINVAL &&
+             cu_moe_down_q(0, NULL, NULL, NULL, 0, 64, 32, 2, &err) == EMOE_OK;
     result(ok, "quant launchers refuse a bad format or shape");
 }
 
@@ -218,6 +326,14 @@ int main(void)
         test_grouped(fmt, 21, 288, 5, rows_a, 0);
         test_grouped(fmt, 21, 288, 5, rows_a, 1);
         test_grouped(fmt, 8, 1024, 3, rows_b, 1);
+        /* grouped MoE (the backend's expert path): odd widths (byte loads,
+         * odd byte offsets), 256-multiples (16-byte loads), > 8 pairs of an
+         * expert (several chunks), more blocks than one staging round */
+        test_moe_q(fmt, 1, 8, 2, 64, 32);
+        test_moe_q(fmt, 3, 8, 2, 97, 40);
+        test_moe_q(fmt, 5, 16, 4, 256, 512);
+        test_moe_q(fmt, 19, 4, 2, 33, 1100);
+        test_moe_q(fmt, 2, 64, 8, 1024, 48);
     }
     test_bad_args();
     printf("%d passed, %d failed, 0 skipped\n", g_pass, g_fail);

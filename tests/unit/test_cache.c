@@ -104,7 +104,7 @@ START_TEST(test_exact_bytes_and_budget)
         for (int host = 0; host < 2; host++)
             for (int addressable = 0; addressable < 2; addressable++) {
                 counting_mem m = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
-                cache_slot_mem sm = {&m, addressable, cm_alloc, cm_free, cm_upload, NULL, NULL, NULL, NULL};
+                cache_slot_mem sm = {&m, addressable, cm_alloc, cm_free, cm_upload, NULL, NULL, NULL, NULL, NULL, NULL};
                 cache_config cfg = {0};
                 emoe_err err = {0};
                 char b[32];
@@ -571,7 +571,7 @@ START_TEST(test_fixture_models_exact)
     for (int b = 0; b < 3; b++)
         for (int host = 0; host < 2; host++) {
             counting_mem cm = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
-            cache_slot_mem sm = {&cm, 1, cm_alloc, cm_free, cm_upload, NULL, NULL, NULL, NULL};
+            cache_slot_mem sm = {&cm, 1, cm_alloc, cm_free, cm_upload, NULL, NULL, NULL, NULL, NULL, NULL};
             store_info info;
             ck_assert_int_eq(store_info_from_engine(e, &info, &err), EMOE_OK);
             uint64_t total = (uint64_t)info.n_layers * info.n_experts * info.extent_stride;
