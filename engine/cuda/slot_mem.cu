@@ -113,15 +113,18 @@ static void destroy(cu_slot_mem *m)
     free(m);
 }
 
-static void *sm_alloc(void *ctx, size_t bytes)
+/* A new entry of the table: `size` bytes of device memory (filled with
+ * src_bytes from src where src is set) and its two events, counted as a slot
+ * or, with persist, as a persistent copy. NULL when any step fails, with
+ * nothing left allocated. */
+static void *slot_new(cu_slot_mem *m, size_t size, const void *src, size_t src_bytes, int persist)
 {
-    cu_slot_mem *m = (cu_slot_mem *)ctx;
-    size_t need = m->slot_bytes;
-    (void)bytes; /* the store's extent stride; the slot holds bf16 whatever its dtype, or the packed extent */
     cu_slot s;
     memset(&s, 0, sizeof s);
-    if (cudaMalloc(&s.p, need) != cudaSuccess) { cudaGetLastError(); return NULL; }
-    if (cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming) != cudaSuccess ||
+    if (persist) s.persist = size;
+    if (cudaMalloc(&s.p, size) != cudaSuccess) { cudaGetLastError(); return NULL; }
+    if ((src && cudaMemcpy(s.p, src, src_bytes, cudaMemcpyHostToDevice) != cudaSuccess) ||
+        cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming) != cudaSuccess ||
         cudaEventCreateWithFlags(&s.read, cudaEventDisableTiming) != cudaSuccess) {
         cudaGetLastError();
         if (s.ready) cudaEventDestroy(s.ready);
@@ -130,7 +133,10 @@ static void *sm_alloc(void *ctx, size_t bytes)
     }
     pthread_mutex_lock(&m->mu);
     int rc = insert(m, &s);
-    if (rc == 0) m->alloc_bytes += need;
+    if (rc == 0) {
+        if (persist) m->persist_bytes += size;
+        else m->alloc_bytes += size;
+    }
     pthread_mutex_unlock(&m->mu);
     if (rc != 0) {
         cudaEventDestroy(s.ready);
@@ -139,6 +145,13 @@ static void *sm_alloc(void *ctx, size_t bytes)
         return NULL;
     }
     return s.p;
+}
+
+static void *sm_alloc(void *ctx, size_t bytes)
+{
+    cu_slot_mem *m = (cu_slot_mem *)ctx;
+    (void)bytes; /* the store's extent stride; the slot holds bf16 whatever its dtype, or the packed extent */
+    return slot_new(m, m->slot_bytes, NULL, 0, 0);
 }
 
 static void sm_free(void *ctx, void *p, size_t bytes)
@@ -172,30 +185,7 @@ static void sm_free(void *ctx, void *p, size_t bytes)
  * memory lives until it is freed too), never uploaded to again. */
 static void *sm_persist(void *ctx, const void *src, size_t bytes)
 {
-    cu_slot_mem *m = (cu_slot_mem *)ctx;
-    cu_slot s;
-    memset(&s, 0, sizeof s);
-    s.persist = bytes ? bytes : 1;
-    if (cudaMalloc(&s.p, s.persist) != cudaSuccess) { cudaGetLastError(); return NULL; }
-    if (cudaMemcpy(s.p, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
-        cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming) != cudaSuccess ||
-        cudaEventCreateWithFlags(&s.read, cudaEventDisableTiming) != cudaSuccess) {
-        cudaGetLastError();
-        if (s.ready) cudaEventDestroy(s.ready);
-        cudaFree(s.p);
-        return NULL;
-    }
-    pthread_mutex_lock(&m->mu);
-    int rc = insert(m, &s);
-    if (rc == 0) m->persist_bytes += s.persist;
-    pthread_mutex_unlock(&m->mu);
-    if (rc != 0) {
-        cudaEventDestroy(s.ready);
-        cudaEventDestroy(s.read);
-        cudaFree(s.p);
-        return NULL;
-    }
-    return s.p;
+    return slot_new((cu_slot_mem *)ctx, bytes ? bytes : 1, src, bytes, 1);
 }
 
 static emoe_status sm_upload(void *ctx, void *dst, const void *src, size_t n, emoe_err *err)
