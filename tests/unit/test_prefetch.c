@@ -298,7 +298,7 @@ START_TEST(test_cancel_queued)
 }
 END_TEST
 
-/* The visit order (evict_order = visit, the default) with the next-step
+/* The visit order (evict_order = visit; forecast is the default) with the next-step
  * prefetch at a low threshold (many gated loads) under concurrency, and the
  * older reuse order: greedy outputs equal the reference in both. */
 START_TEST(test_exact_visit_next_step)
