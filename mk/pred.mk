@@ -15,7 +15,7 @@ fuzz-trace: build-fuzz/fuzz_trace
 	build-fuzz/fuzz_trace -max_total_time=$(PRED_FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-trace tests/fuzz/corpus/trace
 
 # The predictor suites share a header the generic test rule does not list.
-$(BUILD)/tests/test_predictor $(BUILD)/tests/test_replay: tests/unit/synth_trace.h
+$(BUILD)/tests/test_predictor $(BUILD)/tests/test_replay $(BUILD)/tests/test_forecast: tests/unit/synth_trace.h
 
 # `make fuzz-profile [FUZZ_SECONDS=60]`: the task profile loader.
 PROFILE_FUZZ_SRCS := tests/fuzz/fuzz_profile.c predictor/profile.c engine/common.c

@@ -1,11 +1,13 @@
 /* synth_trace.h — synthetic routing traces with known structure, shared by
- * test_predictor.c and test_replay.c: a task draws each token's top-k at every
- * layer from its own fixed subset (optionally with some noise outside it). */
+ * test_predictor.c, test_replay.c and test_forecast.c: a task draws each
+ * token's top-k at every layer from its own fixed subset (optionally with some
+ * noise outside it); and the loader of the shared real trace sets. */
 #ifndef EMOE_SYNTH_TRACE_H
 #define EMOE_SYNTH_TRACE_H
 
 #include <check.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "predictor/trace.h"
@@ -64,6 +66,31 @@ static inline void synth_append(pred_trace *t, const char *task, int L, int E, i
     emoe_err err;
     synth_request(&r, task, t->n_reqs, L, E, K, n_tok, subset_seed, m, noise_pct, rng);
     ck_assert_int_eq(pred_trace_append(t, &r, &err), EMOE_OK);
+}
+
+/* The shared real traces the replay tests check against (REAL_TRACE_SETS
+ * sets): set 0 is tiny-moe-7task, set 1 the Mixtral gsm8k + humaneval pair.
+ * Loads set s from dir/traces into t, points tp at them, sets *name to the
+ * set's first file (for messages) and returns how many traces it loaded;
+ * a load error fails the test. */
+#define REAL_TRACE_SETS 2
+static inline int real_trace_set_load(const char *dir, int s, pred_trace t[2], const pred_trace *tp[2],
+                                      const char **name)
+{
+    static const char *const sets[REAL_TRACE_SETS][2] = {
+        {"tiny-moe-7task.jsonl", NULL},
+        {"mixtral-8x7b-instruct.gsm8k.jsonl", "mixtral-8x7b-instruct.humaneval.jsonl"}};
+    int n = 0;
+    for (; n < 2 && sets[s][n]; n++) {
+        char p[4200];
+        emoe_err err;
+        snprintf(p, sizeof p, "%s/traces/%s", dir, sets[s][n]);
+        pred_trace_init(&t[n]);
+        ck_assert_msg(pred_trace_load(&t[n], p, &err) == EMOE_OK, "%s", err.msg);
+        tp[n] = &t[n];
+    }
+    *name = sets[s][0];
+    return n;
 }
 
 #endif

@@ -298,20 +298,12 @@ START_TEST(forecast_real_traces)
 {
     const char *d = tu_shared_dir();
     if (!d) { TU_SKIP_NO_SHARED("forecast_real_traces"); return; }
-    const char *sets[2][2] = {{"tiny-moe-7task.jsonl", NULL},
-                              {"mixtral-8x7b-instruct.gsm8k.jsonl", "mixtral-8x7b-instruct.humaneval.jsonl"}};
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < REAL_TRACE_SETS; s++) {
         pred_trace t[2];
         const pred_trace *tp[2];
-        int n = 0;
+        const char *name;
+        int n = real_trace_set_load(d, s, t, tp, &name);
         emoe_err err;
-        for (int i = 0; i < 2 && sets[s][i]; i++, n++) {
-            char p[4200];
-            snprintf(p, sizeof p, "%s/traces/%s", d, sets[s][i]);
-            pred_trace_init(&t[i]);
-            ck_assert_msg(pred_trace_load(&t[i], p, &err) == EMOE_OK, "%s", err.msg);
-            tp[i] = &t[i];
-        }
         for (int b = 25; b <= 50; b += 25) {
             pred_replay_result r[4];
             const pred_replay_policy pol[4] = {PRED_REPLAY_LRU, PRED_REPLAY_LFU, PRED_REPLAY_BELADY,
@@ -325,13 +317,13 @@ START_TEST(forecast_real_traces)
             }
             double best = fmax(r[0].hit_rate, r[1].hit_rate);
             fprintf(stderr, "%s %d%%: lru %.4f (%llu loads) lfu %.4f belady %.4f forecast %.4f (%llu loads)\n",
-                    sets[s][0], b, r[0].hit_rate, (unsigned long long)r[0].loads, r[1].hit_rate, r[2].hit_rate,
+                    name, b, r[0].hit_rate, (unsigned long long)r[0].loads, r[1].hit_rate, r[2].hit_rate,
                     r[3].hit_rate, (unsigned long long)r[3].loads);
-            ck_assert_msg(r[3].hit_rate >= best + 0.10, "%s %d%%: forecast %g, max(lru, lfu) %g", sets[s][0], b,
+            ck_assert_msg(r[3].hit_rate >= best + 0.10, "%s %d%%: forecast %g, max(lru, lfu) %g", name, b,
                           r[3].hit_rate, best);
             ck_assert_uint_le(r[3].loads, r[0].loads);
             if (b == 50)
-                ck_assert_msg(r[3].hit_rate >= r[2].hit_rate - 0.10, "%s: forecast %g, belady %g", sets[s][0],
+                ck_assert_msg(r[3].hit_rate >= r[2].hit_rate - 0.10, "%s: forecast %g, belady %g", name,
                               r[3].hit_rate, r[2].hit_rate);
             for (int p = 0; p < 4; p++) pred_replay_result_free(&r[p]);
         }

@@ -328,20 +328,12 @@ START_TEST(replay_real_traces)
 {
     const char *d = tu_shared_dir();
     if (!d) { TU_SKIP_NO_SHARED("replay_real_traces"); return; }
-    const char *sets[2][2] = {{"tiny-moe-7task.jsonl", NULL},
-                              {"mixtral-8x7b-instruct.gsm8k.jsonl", "mixtral-8x7b-instruct.humaneval.jsonl"}};
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < REAL_TRACE_SETS; s++) {
         pred_trace t[2];
         const pred_trace *tp[2];
-        int n = 0;
+        const char *name;
+        int n = real_trace_set_load(d, s, t, tp, &name);
         emoe_err err;
-        for (int i = 0; i < 2 && sets[s][i]; i++, n++) {
-            char p[4200];
-            snprintf(p, sizeof p, "%s/traces/%s", d, sets[s][i]);
-            pred_trace_init(&t[i]);
-            ck_assert_msg(pred_trace_load(&t[i], p, &err) == EMOE_OK, "%s", err.msg);
-            tp[i] = &t[i];
-        }
         for (int ps = 0; ps < 2; ps++)
         for (int ord = PRED_REPLAY_ORDER_INTERLEAVED; ord <= PRED_REPLAY_ORDER_GROUPED; ord++)
             for (int b = 25; b <= 75; b += 25) {
@@ -357,7 +349,7 @@ START_TEST(replay_real_traces)
                     if (!ps) check_counts(&r[p], 1);
                 }
                 double lru = r[0].hit_rate, lfu = r[1].hit_rate, bel = r[2].hit_rate, pre = r[3].hit_rate;
-                fprintf(stderr, "%s %s %d%%%s: lru %.3f lfu %.3f belady %.3f predictor %.3f\n", sets[s][0],
+                fprintf(stderr, "%s %s %d%%%s: lru %.3f lfu %.3f belady %.3f predictor %.3f\n", name,
                         pred_replay_order_name((pred_replay_order)ord), b, ps ? " prefill-step" : "", lru, lfu,
                         bel, pre);
                 ck_assert_msg(bel >= lru && bel >= lfu, "belady %g lru %g lfu %g", bel, lru, lfu);
