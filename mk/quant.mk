@@ -12,7 +12,7 @@ $(BUILD)/bench_quant: tests/bench/bench_quant.c $(LIB)
 # reference: tests/gpu/test_quant_kernels.cu. `make test-gpu-emu` runs it on
 # the CPU emulator (build-emu/, mk/cuda.mk); `make test-gpu-quant` on a GPU.
 QEMU_DIR := $(or $(EMU),build-emu)
-$(QEMU_DIR)/tests/gpu/test_quant_kernels: tests/gpu/test_quant_kernels.cu $(QEMU_DIR)/libemoe-emu.a
+$(QEMU_DIR)/tests/gpu/test_quant_kernels: tests/gpu/test_quant_kernels.cu tests/gpu/gbuf.cuh $(QEMU_DIR)/libemoe-emu.a
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMU_CXXFLAGS) -x c++ $< -x none $(QEMU_DIR)/libemoe-emu.a $(filter-out -lcublas -lcudart -lstdc++,$(LDLIBS)) -o $@
 
@@ -22,7 +22,7 @@ test-gpu-emu-quant: $(QEMU_DIR)/tests/gpu/test_quant_kernels
 test-gpu-emu: test-gpu-emu-quant
 
 ifeq ($(CUDA_ON),1)
-$(BUILD)/tests/gpu/test_quant_kernels: tests/gpu/test_quant_kernels.cu $(LIB) $(CU_OBJS) engine/cuda/quant_kernels.cuh engine/quant.h
+$(BUILD)/tests/gpu/test_quant_kernels: tests/gpu/test_quant_kernels.cu tests/gpu/gbuf.cuh $(LIB) $(CU_OBJS) engine/cuda/quant_kernels.cuh engine/quant.h
 	@mkdir -p $(dir $@)
 	$(NVCC) -std=c++17 -O2 -lineinfo $(CUARCH) -I. $(NVCC_DEPS) -DEMOE_CUDA=1 -Xcompiler -Wall,-Wextra,-Werror,-Wno-format-truncation \
 		$< $(CU_OBJS) $(LIB) $(NVCC_DEPS_LD) -L$(CUDA_HOME)/lib64 -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 \

@@ -46,6 +46,7 @@ extern "C" {
 }
 
 static int g_pass, g_fail, g_skip;
+#include "gbuf.cuh"
 #ifdef EMOE_CUDA_EMU
 /* Under the CPU emulator (make test-gpu-emu) a 150k-vocab lm_head costs
  * seconds: models with a large vocabulary run one case, two greedy steps. */
@@ -69,49 +70,6 @@ static int irand(int n) { return (int)((urand() + 1.0) * 0.5 * n) % n; }
 static void fill(float *a, size_t n, double scale) { for (size_t i = 0; i < n; i++) a[i] = (float)(urand() * scale); }
 static void fill_bf16(cu_bf16 *a, size_t n, double scale) { for (size_t i = 0; i < n; i++) a[i] = eng_f32_to_bf16((float)(urand() * scale)); }
 
-#define GUARD 256
-/* A device buffer with GUARD bytes of 0xA5 on both sides; the payload is
- * poisoned with 0xFF bytes (a float NaN) unless data is given. */
-typedef struct gbuf { unsigned char *base; size_t bytes; void *p; } gbuf;
-
-static int dev_ok(cudaError_t e, const char *what, int line)
-{
-    if (e == cudaSuccess) return 1;
-    fprintf(stderr, "FAIL: CUDA %s at line %d: %s\n", what, line, cudaGetErrorString(e));
-    g_fail++;
-    return 0;
-}
-#define DEV(x) dev_ok((x), #x, __LINE__)
-
-static gbuf galloc(size_t bytes, const void *data)
-{
-    gbuf g = {NULL, bytes, NULL};
-    if (!DEV(cudaMalloc((void **)&g.base, bytes + 2 * GUARD))) { fprintf(stderr, "out of device memory\n"); exit(1); }
-    DEV(cudaMemset(g.base, 0xA5, GUARD));
-    DEV(cudaMemset(g.base + GUARD + bytes, 0xA5, GUARD));
-    g.p = g.base + GUARD;
-    if (data) DEV(cudaMemcpy(g.p, data, bytes, cudaMemcpyHostToDevice));
-    else DEV(cudaMemset(g.p, 0xFF, bytes));
-    return g;
-}
-
-/* Copies the payload back into out (if given) and checks both guards. */
-static int gfetch(const gbuf *g, void *out, const char *what)
-{
-    unsigned char *h = (unsigned char *)malloc(g->bytes + 2 * GUARD);
-    int ok = DEV(cudaDeviceSynchronize()) && DEV(cudaMemcpy(h, g->base, g->bytes + 2 * GUARD, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; ok && i < GUARD; i++)
-        if (h[i] != 0xA5 || h[GUARD + g->bytes + i] != 0xA5) {
-            fprintf(stderr, "FAIL %s: guard byte %s the buffer overwritten (offset %zu)\n", what,
-                    h[i] != 0xA5 ? "before" : "after", i);
-            ok = 0;
-        }
-    if (ok && out) memcpy(out, h + GUARD, g->bytes);
-    free(h);
-    return ok;
-}
-
-static void gfree(gbuf *g) { cudaFree(g->base); g->base = NULL; }
 
 /* out vs ref with a per-element tolerance tol[i] (or atol + rtol*|ref|).
  * A non-finite output where the reference is finite fails at its position. */

@@ -27,50 +27,12 @@ extern "C" {
 }
 
 static int g_pass, g_fail;
+#include "gbuf.cuh"
 static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
 static double urand(void) /* [-1, 1) */
 {
     g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
     return (double)(g_rng >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
-}
-
-#define GUARD 256
-typedef struct gbuf { unsigned char *base; size_t bytes; void *p; } gbuf;
-
-static int dev_ok(cudaError_t e, const char *what, int line)
-{
-    if (e == cudaSuccess) return 1;
-    fprintf(stderr, "FAIL: CUDA %s at line %d: %s\n", what, line, cudaGetErrorString(e));
-    g_fail++;
-    return 0;
-}
-#define DEV(x) dev_ok((x), #x, __LINE__)
-
-/* shift: the payload starts that many bytes after a 16-byte boundary. */
-static gbuf galloc(size_t bytes, const void *data, size_t shift)
-{
-    gbuf g = {NULL, bytes + shift, NULL};
-    if (!DEV(cudaMalloc((void **)&g.base, g.bytes + 2 * GUARD))) { fprintf(stderr, "out of device memory\n"); exit(1); }
-    DEV(cudaMemset(g.base, 0xA5, g.bytes + 2 * GUARD));
-    g.p = g.base + GUARD + shift;
-    if (data) DEV(cudaMemcpy(g.p, data, bytes, cudaMemcpyHostToDevice));
-    else DEV(cudaMemset(g.p, 0xFF, bytes)); /* NaN floats */
-    return g;
-}
-
-/* Copies the payload (after the shift) into out and checks the guards. */
-static int gfetch(const gbuf *g, void *out, size_t shift, const char *what)
-{
-    unsigned char *h = (unsigned char *)malloc(g->bytes + 2 * GUARD);
-    int ok = DEV(cudaDeviceSynchronize()) && DEV(cudaMemcpy(h, g->base, g->bytes + 2 * GUARD, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; ok && i < GUARD; i++)
-        if (h[i] != 0xA5 || h[GUARD + g->bytes + i] != 0xA5) {
-            fprintf(stderr, "FAIL %s: guard byte %s the buffer overwritten\n", what, h[i] != 0xA5 ? "before" : "after");
-            ok = 0;
-        }
-    if (ok && out) memcpy(out, h + GUARD + shift, g->bytes - shift);
-    free(h);
-    return ok;
 }
 
 static void result(int ok, const char *what)
@@ -135,7 +97,7 @@ static void test_gemv(int fmt, int T, int N, int K, size_t wshift)
     emoe_err err = {};
     emoe_status rc = cu_quant_gemv(0, (float *)gy.p, (const float *)gx.p, gw.p, fmt, T, N, K, &err);
     if (rc) fprintf(stderr, "  launcher failed: %s\n", err.msg);
-    int ok = rc == EMOE_OK && gfetch(&gy, y, 0, what) && gfetch(&gw, NULL, 0, what) && check_rows(what, fmt, Wq, x, y, 0, T, N, K);
+    int ok = rc == EMOE_OK && gfetch(&gy, y, what) && gfetch(&gw, NULL, what) && check_rows(what, fmt, Wq, x, y, 0, T, N, K);
     result(ok, what);
     cudaFree(gw.base); cudaFree(gx.base); cudaFree(gy.base);
     free(Wq); free(x); free(y);
@@ -176,7 +138,7 @@ static void test_grouped(int fmt, int N, int K, int G, const int *rows, int gath
     emoe_status rc = cu_quant_grouped(0, (float *)gy.p, (const float *)gx.p, gather ? (const int *)gxr.p : NULL,
                                       (const void *const *)gp.p, (const int *)g0.p, (const int *)gr.p, G, maxr, fmt, N, K, &err);
     if (rc) fprintf(stderr, "  launcher failed: %s\n", err.msg);
-    int ok = rc == EMOE_OK && gfetch(&gy, y, 0, what);
+    int ok = rc == EMOE_OK && gfetch(&gy, y, what);
     for (int g = 0; ok && g < G; g++)
         ok = check_rows(what, fmt, Wq + rb * N * g, xg, y, row0[g], rows[g], N, K);
     if (ok && G > 1) /* the unowned row after group 1 */
@@ -259,7 +221,7 @@ static void test_moe_q(int fmt, int T, int E, int k, int dim, int ffn)
         rc = cu_moe_down_q(0, (float *)ge.p, (const float *)gh.p, (const cu_moe_expert *)gt.p, cap, dim, ffn, fmt, &err);
     if (rc) fprintf(stderr, "  launcher failed: %s\n", err.msg);
     float *h = (float *)malloc(sizeof(float) * P * ffn), *eo = (float *)malloc(sizeof(float) * P * dim);
-    int ok = rc == EMOE_OK && gfetch(&gh, h, 0, what) && gfetch(&ge, eo, 0, what) && gfetch(&gw, NULL, 0, what);
+    int ok = rc == EMOE_OK && gfetch(&gh, h, what) && gfetch(&ge, eo, what) && gfetch(&gw, NULL, what);
     double *wh = (double *)malloc(sizeof(double) * P * ffn), *mh = (double *)malloc(sizeof(double) * P * ffn);
     double *we = (double *)malloc(sizeof(double) * P * dim), *me = (double *)malloc(sizeof(double) * P * dim);
     float *g = (float *)malloc(sizeof(float) * dim), *u = (float *)malloc(sizeof(float) * dim), *dn = (float *)malloc(sizeof(float) * ffn);
